@@ -1,0 +1,344 @@
+"""Numba kernels: round an exact value to a format, once.
+
+Every input is first split into ``sign, mag, e, sticky`` meaning
+``(-1)**sign * (mag + ε) * 2**e`` with ``mag`` a uint64 and ``ε`` in (0, 1) when ``sticky``
+(callers that set ``sticky`` pass ``mag >= 2**63``). Rounding then works on integers only:
+
+1. choose the quantum exponent ``qe`` of the result (from the format and the input's exponent);
+2. split ``mag`` at ``qe`` into the kept integer ``q`` and the discarded fraction as a 64-bit word
+   ``F = floor(f * 2**64)`` plus a sticky bit for anything below it;
+3. increment ``q`` or not (:func:`increment` — the one place where modes differ);
+4. apply the overflow rule to the rounded value and build the code.
+
+The format and mode arrive as one int64 parameter vector built by :mod:`emul._params`; its slots
+are named by the constants below. Each element depends only on its own input and random word, so
+results do not depend on thread count or chunking.
+"""
+
+import numpy as np
+from numba import njit, prange, types
+from numba.core.extending import overload
+from numba.cpython.unsafe.numbers import leading_zeros
+
+# Parameter slots (see emul/_params.py, which fills them).
+KIND, M, EMIN, EMAX, MAXC, SUB, BITS, NEGZERO, NANC, INFC, OVF_POS, OVF_NEG = range(12)
+NEAREST, K0, KS, KL, SR, SR_BITS, SR_CMP, RULE, INF_POS, INF_NEG, BIAS, FNUZ, IEEE = range(12, 25)
+FRAC, SIGNED, MAXRAW, NEGMAG = M, EMIN, MAXC, EMAX  # fixed-point reuse of the float slots
+NPARAMS = 25
+RULE_SATURATE, RULE_SAT_ZERO, RULE_SAT_SYM, RULE_WRAP, RULE_WRAP_SM = 1, 2, 3, 4, 5
+
+_ZERO = np.uint64(0)
+_ONE = np.uint64(1)
+_HALF = np.uint64(1 << 63)
+_ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+@njit(inline="always")
+def shr(x, n):
+    """x >> n for uint64 x and any n >= 0 (0 once n >= 64)."""
+    return x >> np.uint64(n) if n < 64 else _ZERO
+
+
+@njit(inline="always")
+def shl(x, n):
+    """x << n mod 2**64 for uint64 x and any n >= 0."""
+    return x << np.uint64(n) if n < 64 else _ZERO
+
+
+@njit(inline="always")
+def split(mag, s, sticky):
+    """Split mag * 2**-s (s >= 1) into (q, F, sticky'): q = floor, F = next 64 fraction bits."""
+    if s < 64:
+        return mag >> np.uint64(s), mag << np.uint64(64 - s), sticky
+    if s == 64:
+        return _ZERO, mag, sticky
+    d = s - 64
+    lost = mag != _ZERO if d >= 64 else (mag & ((_ONE << np.uint64(d)) - _ONE)) != _ZERO
+    return _ZERO, shr(mag, d), sticky or lost
+
+
+@njit(inline="always")
+def increment(q, F, sticky, sign, u, P):
+    """Whether the magnitude q (discarded fraction F/2**64, plus sticky) rounds up by one."""
+    if P[SR]:
+        r = P[SR_BITS]
+        t = F >> np.uint64(64 - r)
+        if P[SR_CMP]:
+            return u < t
+        return t + u >= (_ONE << np.uint64(r))
+    rule = P[K0] ^ (P[KS] & sign) ^ (P[KL] & np.int64(q & _ONE))
+    if P[NEAREST]:
+        above = F > _HALF or (F == _HALF and sticky)
+        tie = F == _HALF and not sticky
+        return above or (tie and rule == 1)
+    return (F != _ZERO or sticky) and rule == 1
+
+
+@njit(inline="always")
+def float_code(sign, mag, e, sticky, u, P):
+    """Code of (-1)**sign * (mag + sticky) * 2**e rounded to the float format in P (finite input)."""
+    signbit = np.uint64(sign) << np.uint64(P[BITS] - 1)
+    if mag == _ZERO:
+        return signbit if P[NEGZERO] else _ZERO
+    m = P[M]
+    emin = P[EMIN]
+    x_exp = e + 63 - np.int64(leading_zeros(mag))
+    if x_exp > P[EMAX]:
+        return np.uint64(P[OVF_NEG] if sign else P[OVF_POS])
+    below = x_exp < emin
+    if not below:
+        qe = x_exp - m
+    elif P[SUB]:
+        qe = emin - m
+    else:
+        qe = emin  # no subnormals: the grid {0, min_normal}
+    s = qe - e
+    if s <= 0:
+        q = mag << np.uint64(-s)
+        F = _ZERO
+        st = False
+    else:
+        q, F, st = split(mag, s, sticky)
+    if increment(q, F, st, sign, u, P):
+        q += _ONE
+    if below:
+        code = q << np.uint64(m) if not P[SUB] else q
+    else:
+        code = (np.uint64(x_exp - emin) << np.uint64(m)) + q
+    if code > np.uint64(P[MAXC]):
+        return np.uint64(P[OVF_NEG] if sign else P[OVF_POS])
+    if code == _ZERO and not P[NEGZERO]:
+        return _ZERO
+    return signbit | code
+
+
+@njit(inline="always")
+def fixed_code(sign, mag, e, sticky, u, P):
+    """Two's complement pattern of the value rounded to the fixed format in P (finite input)."""
+    bits = P[BITS]
+    mask = _ALL >> np.uint64(64 - bits)
+    if mag == _ZERO:
+        return _ZERO
+    s = -(e + P[FRAC])  # bits of mag below the lsb
+    hi = _ZERO
+    big = False
+    if s <= 0:  # exact: Q = mag << -s, tracked mod 2**65 plus a "too big" flag
+        n = -s
+        lo = shl(mag, n)
+        if 0 < n <= 64:
+            hi = (mag >> np.uint64(64 - n)) & _ONE
+        big = 64 - np.int64(leading_zeros(mag)) + n > 65
+    else:
+        q, F, st = split(mag, s, sticky)
+        if P[SR] and sign:  # SR acts on the signed value: f is measured from below
+            inexact = F != _ZERO or st
+            G = _ZERO - F - np.uint64(st) if inexact else _ZERO
+            r = P[SR_BITS]
+            t = G >> np.uint64(64 - r)
+            toward_pos = (u < t) if P[SR_CMP] else (t + u >= (_ONE << np.uint64(r)))
+            inc = inexact and not toward_pos
+        else:
+            inc = increment(q, F, st, sign, u, P)
+        lo = q + np.uint64(inc)
+        if inc and lo == _ZERO:
+            hi = _ONE
+    limit = np.uint64(P[NEGMAG]) if sign else np.uint64(P[MAXRAW])
+    rule = P[RULE]
+    if not big and hi == _ZERO and lo <= limit:
+        if rule == RULE_SAT_SYM and sign and P[SIGNED] and lo == np.uint64(P[NEGMAG]):
+            return (_ZERO - np.uint64(P[MAXRAW])) & mask
+        return ((_ZERO - lo) if sign else lo) & mask
+    if rule == RULE_WRAP or rule == RULE_WRAP_SM:
+        if sign:  # negate the 65-bit magnitude (hi, lo)
+            hi = ((hi ^ _ONE) + np.uint64(lo == _ZERO)) & _ONE
+            lo = _ZERO - lo
+        raw = lo & mask
+        if rule == RULE_WRAP_SM:
+            dropped = hi if bits == 64 else (lo >> np.uint64(bits)) & _ONE
+            if (raw >> np.uint64(bits - 1)) != dropped:
+                raw = ~raw & mask
+        return raw
+    return saturated(sign, P)
+
+
+@njit(inline="always")
+def saturated(sign, P):
+    """The saturate-family result for an out-of-range value of this sign (fixed point)."""
+    rule = P[RULE]
+    bits = P[BITS]
+    mask = _ALL >> np.uint64(64 - bits)
+    if rule == RULE_SAT_ZERO:
+        return _ZERO
+    if not sign:
+        return np.uint64(P[MAXRAW]) & mask
+    if not P[SIGNED]:
+        return _ZERO
+    if rule == RULE_SAT_SYM:
+        return (_ZERO - np.uint64(P[MAXRAW])) & mask
+    return (_ZERO - np.uint64(P[NEGMAG])) & mask
+
+
+# -- reading inputs ------------------------------------------------------------------------------
+# parts(v) -> (sign, mag, e, special) with special 0 = finite, 1 = inf, 2 = NaN. float16 arrives as
+# its uint16 bit patterns; integer inputs arrive as int64 or uint64.
+
+def parts(v):
+    pass
+
+
+@njit(inline="always")
+def _float_parts(b, total, ebits, mbits):
+    sign = np.int64(b >> np.uint64(total - 1))
+    ef = np.int64((b >> np.uint64(mbits)) & np.uint64((1 << ebits) - 1))
+    f = b & np.uint64((1 << mbits) - 1)
+    bias = (1 << (ebits - 1)) - 1
+    if ef == (1 << ebits) - 1:
+        return sign, f, np.int64(0), 1 if f == _ZERO else 2
+    if ef == 0:
+        return sign, f, np.int64(1 - bias - mbits), 0
+    return sign, f | (_ONE << np.uint64(mbits)), ef - bias - mbits, 0
+
+
+@overload(parts, inline="always")
+def _parts(v):
+    if v == types.float64:
+        return lambda v: _float_parts(np.uint64(np.float64(v).view(np.uint64)), 64, 11, 52)
+    if v == types.float32:
+        return lambda v: _float_parts(np.uint64(np.float32(v).view(np.uint32)), 32, 8, 23)
+    if v == types.uint16:
+        return lambda v: _float_parts(np.uint64(v), 16, 5, 10)
+    if v == types.int64:
+        def impl(v):
+            if v < 0:
+                return np.int64(1), _ZERO - np.uint64(v), np.int64(0), 0
+            return np.int64(0), np.uint64(v), np.int64(0), 0
+        return impl
+    if v == types.uint64:
+        return lambda v: (np.int64(0), v, np.int64(0), 0)
+
+
+@njit(inline="always")
+def round_one(v, u, P):
+    """(code, bad) for one input element: bad is 1 for NaN, 2 for inf the format cannot take."""
+    sign, mag, e, special = parts(v)
+    if special == 0:
+        if P[KIND] == 0:
+            return float_code(sign, mag, e, False, u, P), 0
+        return fixed_code(sign, mag, e, False, u, P), 0
+    if special == 2:
+        if P[NANC] < 0:
+            return _ZERO, 1
+        if P[FNUZ]:
+            return np.uint64(P[NANC]), 0
+        return np.uint64(P[NANC]) | (np.uint64(sign) << np.uint64(P[BITS] - 1)), 0
+    if P[KIND] == 1 and (P[RULE] == RULE_WRAP or P[RULE] == RULE_WRAP_SM):
+        return _ZERO, 2
+    return np.uint64(P[INF_NEG] if sign else P[INF_POS]), 0
+
+
+# -- writing outputs -----------------------------------------------------------------------------
+
+@njit(inline="always")
+def pow2(k):
+    """2.0**k exactly, for -1074 <= k <= 1023."""
+    if k >= -1022:
+        return np.uint64(k + 1023 << 52).view(np.float64)
+    return np.uint64(1 << (k + 1074)).view(np.float64)
+
+
+@njit(inline="always")
+def code_value(code, P):
+    """The float64 value of a valid code of the format in P."""
+    bits = P[BITS]
+    if P[KIND] == 1:
+        raw = np.int64(code << np.uint64(64 - bits))
+        raw = raw >> np.int64(64 - bits) if P[SIGNED] else np.int64(code)
+        return np.float64(raw) * pow2(-P[FRAC])
+    m = P[M]
+    sign = (code >> np.uint64(bits - 1)) & _ONE
+    mag = code & ((_ONE << np.uint64(bits - 1)) - _ONE)
+    if mag > np.uint64(P[MAXC]):
+        if P[IEEE] and mag == np.uint64(P[INFC]):
+            return -np.inf if sign else np.inf
+        return np.nan if not sign else -np.nan
+    if P[FNUZ] and sign and mag == _ZERO:
+        return np.nan
+    ef = np.int64(mag >> np.uint64(m))
+    f = mag & ((_ONE << np.uint64(m)) - _ONE)
+    if ef == 0:
+        v = np.float64(f) * pow2(P[EMIN] - m)
+    else:
+        v = np.float64(f | (_ONE << np.uint64(m))) * pow2(ef - P[BIAS] - m)
+    return -v if sign else v
+
+
+def store(out, i, code, P):
+    pass
+
+
+@overload(store, inline="always")
+def _store(out, i, code, P):
+    if isinstance(out.dtype, types.Float):
+        def impl(out, i, code, P):
+            out[i] = code_value(code, P)
+        return impl
+
+    def impl(out, i, code, P):
+        out[i] = code
+    return impl
+
+
+# -- kernels -------------------------------------------------------------------------------------
+
+@njit(cache=True, parallel=True)
+def round_parallel(x, u, P, out):
+    """Round x (flat) into out (codes or values); returns (#NaN rejected, #inf rejected)."""
+    nan_bad = 0
+    inf_bad = 0
+    sr = P[SR] != 0
+    for i in prange(x.size):
+        code, bad = round_one(x[i], np.uint64(u[i]) if sr else _ZERO, P)
+        store(out, i, code, P)
+        nan_bad += bad == 1
+        inf_bad += bad == 2
+    return nan_bad, inf_bad
+
+
+@njit(cache=True)
+def round_serial(x, u, P, out):
+    """round_parallel for small arrays (no thread start-up)."""
+    nan_bad = 0
+    inf_bad = 0
+    sr = P[SR] != 0
+    for i in range(x.size):
+        code, bad = round_one(x[i], np.uint64(u[i]) if sr else _ZERO, P)
+        store(out, i, code, P)
+        nan_bad += bad == 1
+        inf_bad += bad == 2
+    return nan_bad, inf_bad
+
+
+@njit(inline="always")
+def code_valid(code, P):
+    bits = P[BITS]
+    if code >> np.uint64(bits - 1) >> _ONE != _ZERO:  # wider than the format
+        return False
+    if P[KIND] == 0 and not P[SUB]:
+        mag = code & ((_ONE << np.uint64(bits - 1)) - _ONE)
+        if mag >> np.uint64(P[M]) == _ZERO and mag != _ZERO:
+            return False
+    return True
+
+
+@njit(cache=True, parallel=True)
+def decode_parallel(codes, P, out):
+    """Values of codes (flat uint64); returns the number of invalid codes (their output is NaN)."""
+    bad = 0
+    for i in prange(codes.size):
+        c = np.uint64(codes[i])
+        if code_valid(c, P):
+            out[i] = code_value(c, P)
+        else:
+            out[i] = np.nan
+            bad += 1
+    return bad

@@ -1,0 +1,162 @@
+"""quantize, encode, decode: the exact value of each input, rounded once to a format.
+
+Rounding acts on the exact value of the input (float16/32/64 of any byte order, or integers) on an
+unbounded exponent range; the overflow rule then applies to the rounded value. See
+``docs/rounding.md`` for the semantics of every mode and rule, with worked examples.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._kernels import round as K
+from ._params import kernel_params, resolve
+from ._validate import numeric_array, random_words
+from .formats import FixedFormat, FloatFormat, format as as_format
+from .rounding import Overflow, Rounding
+
+__all__ = ["quantize", "encode", "decode"]
+
+PARALLEL_MIN = 1 << 15  # below this many elements, threads cost more than they save
+
+
+def sr_words(rounding, shape, sr_bits, *, seed=None, key=None, random_bits=None) -> np.ndarray:
+    """The flat uint32 random words for stochastic rounding of a result of ``shape`` (or a dummy).
+
+    ``random_bits`` are checked and broadcast; ``seed``/``key`` give
+    ``emul.random.bits(key, shape) >> (32 - sr_bits)`` (word i for element i in C order).
+    """
+    given = [name for name, v in (("seed", seed), ("key", key), ("random_bits", random_bits)) if v is not None]
+    if rounding != Rounding.STOCHASTIC:
+        if given:
+            raise ValueError(f"{given[0]}: only used with rounding='stochastic' (got {rounding.value!r})")
+        return np.zeros(1, np.uint32)
+    if len(given) != 1:
+        raise ValueError("rounding='stochastic' needs exactly one of seed=, key= or random_bits= "
+                         f"(got {', '.join(given) if given else 'none'})")
+    if random_bits is not None:
+        return random_words(random_bits, shape, sr_bits)
+    from . import random as _random  # the RNG is only needed for SR
+
+    words = _random._bits_flat(_random._as_key(key=key, seed=seed), int(np.prod(shape, dtype=np.int64)))
+    return words >> np.uint32(32 - sr_bits)
+
+
+def _fits_float32(fmt) -> bool:
+    if isinstance(fmt, FloatFormat):
+        return fmt.man_bits <= 23 and fmt.emax <= 127 and fmt.emin - fmt.man_bits >= -149
+    return fmt.bits <= 24 and fmt.frac <= 149 and fmt.bits - 1 - fmt.frac <= 127
+
+
+def code_dtype(fmt) -> np.dtype:
+    """The smallest unsigned dtype holding ``fmt.bits``-bit codes."""
+    for dt in (np.uint8, np.uint16, np.uint32, np.uint64):
+        if fmt.bits <= 8 * np.dtype(dt).itemsize:
+            return np.dtype(dt)
+
+
+def _check_fits_float64(fmt, what):
+    if isinstance(fmt, FixedFormat) and not fmt.fits_float64:
+        raise ValueError(f"{what}: values of {fmt.name} do not fit float64 exactly (bits <= 53 needed); use encode")
+
+
+def _round(x, fmt, rounding, overflow, seed, key, sr_bits, sr_method, random_bits, *, codes):
+    fmt, mode, ovf, r, compare = resolve(fmt, rounding, overflow, sr_bits, sr_method)
+    a = numeric_array(x)
+    if codes:
+        out_dtype = code_dtype(fmt)
+    else:
+        _check_fits_float64(fmt, "quantize")
+        out_dtype = np.float32 if a.dtype == np.float32 and _fits_float32(fmt) else np.float64
+    P = kernel_params(fmt, mode, ovf, r, compare)
+    u = sr_words(mode, a.shape, r, seed=seed, key=key, random_bits=random_bits)
+    flat = np.ascontiguousarray(a).reshape(-1)
+    if flat.dtype == np.float16:
+        flat = flat.view(np.uint16)
+    out = np.empty(flat.size, out_dtype)
+    kernel = K.round_parallel if flat.size >= PARALLEL_MIN else K.round_serial
+    nan_bad, inf_bad = kernel(flat, u, P, out)
+    if nan_bad:
+        raise ValueError(f"x: {nan_bad} NaN value(s), but {fmt.name} has no NaN")
+    if inf_bad:
+        raise ValueError(f"x: {inf_bad} infinite value(s), which overflow={ovf.value!r} cannot map into {fmt.name}; "
+                         "use a saturate rule")
+    out = out.reshape(a.shape)
+    return out if isinstance(x, np.ndarray) or out.ndim else out[()]
+
+
+def quantize(x, fmt, rounding="nearest_even", overflow=None, *, seed=None, key=None, sr_bits=None,
+             sr_method="add", random_bits=None):
+    """Round every element of ``x`` once to ``fmt`` and return the rounded values.
+
+    Args:
+      x: array-like of float16/32/64 (any byte order) or integers; scalars and 0-d arrays work.
+      fmt: a :class:`FloatFormat`, :class:`FixedFormat` or a name for :func:`emul.format`.
+      rounding: a :class:`Rounding` or its name (default ``"nearest_even"``).
+      overflow: ``"ieee"`` (float default), ``"saturate"`` (fixed default), or a fixed-point-only
+        rule ``"saturate_zero"``, ``"saturate_symmetric"``, ``"wrap"``, ``"wrap_sign_magnitude"``.
+      seed, key, random_bits: the random words for ``rounding="stochastic"`` (exactly one):
+        ``random_bits`` are integers in [0, 2**sr_bits) broadcast to x's shape; ``seed``/``key``
+        give ``emul.random.bits(key, x.shape) >> (32 - sr_bits)``, word i for element i (C order).
+      sr_bits: random bits per stochastic rounding, 1…32 (default 32).
+      sr_method: ``"add"`` (round away from the truncation iff t + u >= 2**r, with
+        t = floor(f * 2**r) for the discarded fraction f) or ``"compare"`` (iff u < t).
+
+    Returns:
+      float32 when x is float32 and every value of ``fmt`` is a float32, else float64.
+
+    >>> quantize([0.1, 464.0, 465.0], "e4m3fn")
+    array([0.1015625,       448.,         nan])
+    >>> quantize(1.875, "fx<4,2>")
+    np.float64(1.75)
+    """
+    return _round(x, fmt, rounding, overflow, seed, key, sr_bits, sr_method, random_bits, codes=False)
+
+
+def encode(x, fmt, rounding="nearest_even", overflow=None, *, seed=None, key=None, sr_bits=None,
+           sr_method="add", random_bits=None):
+    """Like :func:`quantize`, but return the codes: the smallest unsigned dtype holding
+    ``fmt.bits`` bits (fixed point: the two's complement pattern). Works for every fixed width.
+
+    >>> encode([448.0, -0.0, float("nan")], "e4m3fn")
+    array([126, 128, 127], dtype=uint8)
+    """
+    return _round(x, fmt, rounding, overflow, seed, key, sr_bits, sr_method, random_bits, codes=True)
+
+
+def decode(codes, fmt):
+    """The float64 value of every code. A code outside ``[0, 2**fmt.bits)`` or invalid for the
+    format (``e == 0, f != 0`` without subnormals) raises ValueError. NaN codes give NaN.
+
+    >>> decode([0x7e, 0x80, 0x7f], "e4m3fn")
+    array([448.,  -0.,  nan])
+    """
+    fmt = as_format(fmt)
+    _check_fits_float64(fmt, "decode")
+    a = np.asarray(codes)
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"codes: dtype {a.dtype} is not an integer dtype")
+    if a.size and a.dtype.kind == "i" and a.min() < 0:
+        raise ValueError(f"codes: negative code {int(a.min())}; codes are unsigned {fmt.bits}-bit patterns")
+    flat = np.ascontiguousarray(a, dtype=np.uint64).reshape(-1)
+    P = kernel_params(fmt, Rounding.NEAREST_EVEN, _default_overflow(fmt), 0, False)
+    out = np.empty(flat.size, np.float64)
+    if K.decode_parallel(flat, P, out):
+        first = int(flat[_invalid_codes(flat, fmt)][0])
+        rule = "" if getattr(fmt, "subnormals", True) else ", and without subnormals e == 0 needs f == 0"
+        raise ValueError(f"codes: {first:#x} is not a code of {fmt.name} (codes are {fmt.bits}-bit patterns{rule})")
+    out = out.reshape(a.shape)
+    return out if isinstance(codes, np.ndarray) or out.ndim else out[()]
+
+
+def _default_overflow(fmt):
+    return Overflow.IEEE if isinstance(fmt, FloatFormat) else Overflow.SATURATE
+
+
+def _invalid_codes(flat, fmt):
+    """Which codes are too wide, or subnormal patterns of a format without subnormals."""
+    bad = (flat >> np.uint64(fmt.bits)) != 0 if fmt.bits < 64 else np.zeros(flat.shape, bool)
+    if isinstance(fmt, FloatFormat) and not fmt.subnormals:
+        mag = flat & np.uint64((1 << (fmt.bits - 1)) - 1)
+        bad |= ((mag >> np.uint64(fmt.man_bits)) == 0) & (mag != 0)
+    return bad
