@@ -62,7 +62,7 @@ def kernel_params(fmt, rounding: Rounding, overflow: Overflow, sr_bits: int, com
         P[K.KIND] = 1
         P[K.FRAC], P[K.SIGNED] = fmt.frac, int(fmt.signed)
         P[K.MAXRAW] = _i64(fmt.max_raw)
-        P[K.NEGMAG] = -fmt.min_raw
+        P[K.NEGMAG] = _i64(-fmt.min_raw)
         P[K.NANC] = -1
         mask = (1 << fmt.bits) - 1
         if overflow == Overflow.SATURATE_ZERO:
