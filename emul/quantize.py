@@ -7,6 +7,8 @@ unbounded exponent range; the overflow rule then applies to the rounded value. S
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ._kernels import round as K
@@ -48,6 +50,24 @@ def _fits_float32(fmt) -> bool:
     return fmt.bits <= 24 and fmt.frac <= 149 and fmt.bits - 1 - fmt.frac <= 127
 
 
+def _fast_f32(fmt, mode, in_dtype, out_dtype) -> bool:
+    """Whether the vectorised float32 kernel (emul/_kernels/round.py) covers this call."""
+    return (in_dtype == np.float32 and isinstance(fmt, FloatFormat) and mode != Rounding.STOCHASTIC
+            and fmt.has_nan and fmt.emin >= -126 and fmt.man_bits <= 23
+            and (fmt.bits <= 16 if out_dtype == np.float32 else out_dtype != np.float64 and fmt.bits <= 32))
+
+
+@functools.lru_cache(maxsize=64)
+def _value_table(fmt) -> np.ndarray:
+    """float32 value of every code of a format of at most 16 bits (a 1-entry dummy otherwise)."""
+    if fmt.bits > 16:
+        return np.zeros(1, np.float32)
+    P = kernel_params(fmt, Rounding.NEAREST_EVEN, _default_overflow(fmt), 0, False)
+    values = np.empty(1 << fmt.bits, np.float64)
+    K.decode_parallel(np.arange(1 << fmt.bits, dtype=np.uint64), P, values)  # invalid codes -> NaN
+    return values.astype(np.float32)
+
+
 def code_dtype(fmt) -> np.dtype:
     """The smallest unsigned dtype holding ``fmt.bits``-bit codes."""
     for dt in (np.uint8, np.uint16, np.uint32, np.uint64):
@@ -74,8 +94,12 @@ def _round(x, fmt, rounding, overflow, seed, key, sr_bits, sr_method, random_bit
     if flat.dtype == np.float16:
         flat = flat.view(np.uint16)
     out = np.empty(flat.size, out_dtype)
-    kernel = K.round_parallel if flat.size >= PARALLEL_MIN else K.round_serial
-    nan_bad, inf_bad = kernel(flat, u, P, out)
+    if _fast_f32(fmt, mode, flat.dtype, out_dtype):
+        K.round_f32_fast(flat.view(np.uint32), P, _value_table(fmt), out)
+        nan_bad = inf_bad = 0
+    else:
+        kernel = K.round_parallel if flat.size >= PARALLEL_MIN else K.round_serial
+        nan_bad, inf_bad = kernel(flat, u, P, out)
     if nan_bad:
         raise ValueError(f"x: {nan_bad} NaN value(s), but {fmt.name} has no NaN")
     if inf_bad:
@@ -106,7 +130,7 @@ def quantize(x, fmt, rounding="nearest_even", overflow=None, *, seed=None, key=N
       float32 when x is float32 and every value of ``fmt`` is a float32, else float64.
 
     >>> quantize([0.1, 464.0, 465.0], "e4m3fn")
-    array([0.1015625,       448.,         nan])
+    array([1.015625e-01, 4.480000e+02,          nan])
     >>> quantize(1.875, "fx<4,2>")
     np.float64(1.75)
     """

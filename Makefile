@@ -1,0 +1,27 @@
+# emul — the two commands a new user runs: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-all bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)  ## the precision trade-off study on embedded data
+	$(PY) -m emul.demo
+
+test: $(STAMP)  ## the default (sampled) test suite, in parallel
+	$(PY) -m pytest -x -q -n auto
+
+test-all: $(STAMP)  ## also the slow and exhaustive checks (hours)
+	$(PY) -m pytest -x -q -n auto -m ""
+
+bench: $(STAMP)  ## speed against peers; prints ratios, writes bench/results/*.json
+	for f in bench/*.py; do $(PY) $$f || exit 1; done
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
