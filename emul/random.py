@@ -19,7 +19,6 @@ import sys
 
 import numpy as np
 
-from emul._kernels import threefry as _k
 
 __all__ = ["key", "fold_in", "split", "bits", "lfsr"]
 
@@ -98,6 +97,8 @@ def _as_key(key=None, seed=None):
 
 def _pairs(k, first, n):
     out = np.empty((n, 2), dtype=np.uint32)
+    from ._kernels import threefry as _k  # Numba loads on first use
+
     _k.threefry_pairs(k[0], k[1], np.int64(first), out)
     return out
 
@@ -109,6 +110,8 @@ def _bits_flat(k, n):
     ``bits(k, n)`` without validation, for other modules' wrappers.
     """
     out = np.empty(n, dtype=np.uint32)
+    from ._kernels import threefry as _k  # Numba loads on first use
+
     _k.threefry_bits(k[0], k[1], out)
     return out
 
@@ -205,5 +208,7 @@ def lfsr(shape, *, width, taps, seed, r=None, kind="fibonacci", output="state"):
     mask = sum(1 << (t - 1) if galois else 1 << (width - t) for t in taps)
     out = np.empty(math.prod(shape), dtype=np.uint32 if r <= 32 else np.uint64)
     u64 = np.uint64
+    from ._kernels import threefry as _k  # Numba loads on first use
+
     _k.lfsr_words(u64(seed), galois, u64(mask), u64(width - 1), u64(r), output == "serial", out)
     return out.reshape(shape)

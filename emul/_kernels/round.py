@@ -10,8 +10,8 @@ Every input is first split into ``sign, mag, e, sticky`` meaning
 3. increment ``q`` or not (:func:`increment` — the one place where modes differ);
 4. apply the overflow rule to the rounded value and build the code.
 
-The format and mode arrive as one int64 parameter vector built by :mod:`emul._params`; its slots
-are named by the constants below. Each element depends only on its own input and random word, so
+The format and mode arrive as one tuple of int64 built by :mod:`emul._params`; its slots are
+named in :mod:`emul._kernels.slots`. Each element depends only on its own input and random word, so
 results do not depend on thread count or chunking.
 """
 
@@ -20,12 +20,7 @@ from numba import njit, prange, types
 from numba.core.extending import overload
 from numba.cpython.unsafe.numbers import leading_zeros
 
-# Parameter slots (see emul/_params.py, which fills them).
-KIND, M, EMIN, EMAX, MAXC, SUB, BITS, NEGZERO, NANC, INFC, OVF_POS, OVF_NEG = range(12)
-NEAREST, K0, KS, KL, SR, SR_BITS, SR_CMP, RULE, INF_POS, INF_NEG, BIAS, FNUZ, IEEE = range(12, 25)
-FRAC, SIGNED, MAXRAW, NEGMAG = M, EMIN, MAXC, EMAX  # fixed-point reuse of the float slots
-NPARAMS = 25
-RULE_SATURATE, RULE_SAT_ZERO, RULE_SAT_SYM, RULE_WRAP, RULE_WRAP_SM = 1, 2, 3, 4, 5
+from .slots import *  # noqa: F401,F403 - the parameter slot names
 
 _ZERO = np.uint64(0)
 _ONE = np.uint64(1)
@@ -342,3 +337,84 @@ def decode_parallel(codes, P, out):
             out[i] = np.nan
             bad += 1
     return bad
+
+
+# -- fast path: float32 input, deterministic modes, formats with emin >= -126 and man_bits <= 23 ---
+# The same rounding as float_code, specialised to 24-bit significands and written with selects
+# only, so that LLVM vectorises the loop. tests/test_quantize.py checks it against the general path.
+
+_U1 = np.uint32(1)
+_U0 = np.uint32(0)
+_I1 = np.int32(1)
+
+
+@njit(inline="always")
+def f32_code(b, m, emin, emax, maxc, sub, signshift, negzero, nan_pos, nan_neg, ovf_pos, ovf_neg,
+             inf_pos, inf_neg, nearest, k0, ks, kl):
+    # 32-bit integer arithmetic throughout (int64 would halve the vector width).
+    sign = np.int32(b >> np.uint32(31))
+    ef = np.int32((b >> np.uint32(23)) & np.uint32(0xFF))
+    normal = ef != np.int32(0)
+    mant = (b & np.uint32(0x7FFFFF)) | (np.uint32(normal) << np.uint32(23))
+    eff = ef if normal else _I1
+    x_exp = eff - np.int32(127)  # exact for normals; any f32 subnormal is below emin >= -126 anyway
+    below = x_exp < emin
+    flush = below and not sub
+    te = emin if below else x_exp
+    qe = emin if flush else te - m
+    s = min(qe - (eff - np.int32(150)), np.int32(25))
+    us = np.uint32(s)
+    q = mant >> us
+    rem = mant & ((_U1 << us) - _U1)
+    half = (_U1 << us) >> _U1
+    rule = (k0 ^ (ks & sign) ^ (kl & np.int32(q & _U1))) == _I1
+    if nearest:
+        inc = (rem > half) | ((rem == half) & (s > np.int32(0)) & rule)
+    else:
+        inc = (rem != _U0) & rule
+    q = q + np.uint32(inc)
+    code = (q << np.uint32(m)) if flush else (np.uint32(te - emin) << np.uint32(m)) + q
+    over = (x_exp > emax) | (code > np.uint32(maxc))
+    res = (ovf_neg if sign else ovf_pos) if over else ((np.uint32(sign) << np.uint32(signshift)) | code)
+    res = res if (code != _U0 or over or negzero) else _U0
+    if ef == np.int32(255):
+        res = (inf_neg if sign else inf_pos) if mant == np.uint32(1 << 23) else (nan_neg if sign else nan_pos)
+    return res
+
+
+@njit(cache=True, parallel=True)
+def round_f32_fast(xbits, P, table, out):
+    """Codes (integer out) or table[code] values (float out) of float32 bit patterns."""
+    m = np.int32(P[M])
+    emin = np.int32(P[EMIN])
+    emax = np.int32(P[EMAX])
+    maxc = np.int32(P[MAXC])
+    sub = P[SUB] != 0
+    signshift = np.int32(P[BITS] - 1)
+    negzero = P[NEGZERO] != 0
+    nan_pos = np.uint32(P[NANC])
+    nan_neg = nan_pos if P[FNUZ] else nan_pos | (np.uint32(1) << np.uint32(signshift))
+    ovf_pos, ovf_neg = np.uint32(P[OVF_POS]), np.uint32(P[OVF_NEG])
+    inf_pos, inf_neg = np.uint32(P[INF_POS]), np.uint32(P[INF_NEG])
+    nearest = P[NEAREST] != 0
+    k0, ks, kl = np.int32(P[K0]), np.int32(P[KS]), np.int32(P[KL])
+    for i in prange(xbits.size):
+        code = f32_code(xbits[i], m, emin, emax, maxc, sub, signshift, negzero, nan_pos, nan_neg,
+                        ovf_pos, ovf_neg, inf_pos, inf_neg, nearest, k0, ks, kl)
+        store_fast(out, i, code, table)
+
+
+def store_fast(out, i, code, table):
+    pass
+
+
+@overload(store_fast, inline="always")
+def _store_fast(out, i, code, table):
+    if isinstance(out.dtype, types.Float):
+        def impl(out, i, code, table):
+            out[i] = table[code]
+        return impl
+
+    def impl(out, i, code, table):
+        out[i] = code
+    return impl
