@@ -2,11 +2,6 @@
 
 import numpy as np
 import pytest
-from hypothesis import settings
-
-settings.register_profile("default", max_examples=200, deadline=None)
-settings.register_profile("thorough", max_examples=5000, deadline=None)
-settings.load_profile("default")
 
 
 @pytest.fixture(scope="session")
