@@ -53,15 +53,20 @@ def split(mag, s, sticky):
 
 
 @njit(inline="always")
-def increment(q, F, sticky, sign, u, P):
-    """Whether the magnitude q (discarded fraction F/2**64, plus sticky) rounds up by one."""
+def increment(lsb, F, sticky, sign, u, P):
+    """Whether the kept magnitude rounds up by one ulp.
+
+    ``lsb`` is the last bit of the kept code (for floats with ``man_bits == 0`` that is the
+    exponent's last bit, as in hardware that rounds the exponent-and-mantissa field), ``F/2**64``
+    the discarded fraction, ``sticky`` whether anything below ``F`` is nonzero.
+    """
     if P[SR]:
         r = P[SR_BITS]
         t = F >> np.uint64(64 - r)
         if P[SR_CMP]:
             return u < t
         return t + u >= (_ONE << np.uint64(r))
-    rule = P[K0] ^ (P[KS] & sign) ^ (P[KL] & np.int64(q & _ONE))
+    rule = P[K0] ^ (P[KS] & sign) ^ (P[KL] & lsb)
     if P[NEAREST]:
         above = F > _HALF or (F == _HALF and sticky)
         tie = F == _HALF and not sticky
@@ -94,12 +99,13 @@ def float_code(sign, mag, e, sticky, u, P):
         st = False
     else:
         q, F, st = split(mag, s, sticky)
-    if increment(q, F, st, sign, u, P):
+    base = _ZERO if below else np.uint64(x_exp - emin) << np.uint64(m)
+    if increment(np.int64((base + q) & _ONE), F, st, sign, u, P):
         q += _ONE
     if below:
         code = q << np.uint64(m) if not P[SUB] else q
     else:
-        code = (np.uint64(x_exp - emin) << np.uint64(m)) + q
+        code = base + q
     if code > np.uint64(P[MAXC]):
         return np.uint64(P[OVF_NEG] if sign else P[OVF_POS])
     if code == _ZERO and not P[NEGZERO]:
@@ -133,7 +139,7 @@ def fixed_code(sign, mag, e, sticky, u, P):
             toward_pos = (u < t) if P[SR_CMP] else (t + u >= (_ONE << np.uint64(r)))
             inc = inexact and not toward_pos
         else:
-            inc = increment(q, F, st, sign, u, P)
+            inc = increment(np.int64(q & _ONE), F, st, sign, u, P)
         lo = q + np.uint64(inc)
         if inc and lo == _ZERO:
             hi = _ONE
@@ -337,84 +343,3 @@ def decode_parallel(codes, P, out):
             out[i] = np.nan
             bad += 1
     return bad
-
-
-# -- fast path: float32 input, deterministic modes, formats with emin >= -126 and man_bits <= 23 ---
-# The same rounding as float_code, specialised to 24-bit significands and written with selects
-# only, so that LLVM vectorises the loop. tests/test_quantize.py checks it against the general path.
-
-_U1 = np.uint32(1)
-_U0 = np.uint32(0)
-_I1 = np.int32(1)
-
-
-@njit(inline="always")
-def f32_code(b, m, emin, emax, maxc, sub, signshift, negzero, nan_pos, nan_neg, ovf_pos, ovf_neg,
-             inf_pos, inf_neg, nearest, k0, ks, kl):
-    # 32-bit integer arithmetic throughout (int64 would halve the vector width).
-    sign = np.int32(b >> np.uint32(31))
-    ef = np.int32((b >> np.uint32(23)) & np.uint32(0xFF))
-    normal = ef != np.int32(0)
-    mant = (b & np.uint32(0x7FFFFF)) | (np.uint32(normal) << np.uint32(23))
-    eff = ef if normal else _I1
-    x_exp = eff - np.int32(127)  # exact for normals; any f32 subnormal is below emin >= -126 anyway
-    below = x_exp < emin
-    flush = below and not sub
-    te = emin if below else x_exp
-    qe = emin if flush else te - m
-    s = min(qe - (eff - np.int32(150)), np.int32(25))
-    us = np.uint32(s)
-    q = mant >> us
-    rem = mant & ((_U1 << us) - _U1)
-    half = (_U1 << us) >> _U1
-    rule = (k0 ^ (ks & sign) ^ (kl & np.int32(q & _U1))) == _I1
-    if nearest:
-        inc = (rem > half) | ((rem == half) & (s > np.int32(0)) & rule)
-    else:
-        inc = (rem != _U0) & rule
-    q = q + np.uint32(inc)
-    code = (q << np.uint32(m)) if flush else (np.uint32(te - emin) << np.uint32(m)) + q
-    over = (x_exp > emax) | (code > np.uint32(maxc))
-    res = (ovf_neg if sign else ovf_pos) if over else ((np.uint32(sign) << np.uint32(signshift)) | code)
-    res = res if (code != _U0 or over or negzero) else _U0
-    if ef == np.int32(255):
-        res = (inf_neg if sign else inf_pos) if mant == np.uint32(1 << 23) else (nan_neg if sign else nan_pos)
-    return res
-
-
-@njit(cache=True, parallel=True)
-def round_f32_fast(xbits, P, table, out):
-    """Codes (integer out) or table[code] values (float out) of float32 bit patterns."""
-    m = np.int32(P[M])
-    emin = np.int32(P[EMIN])
-    emax = np.int32(P[EMAX])
-    maxc = np.int32(P[MAXC])
-    sub = P[SUB] != 0
-    signshift = np.int32(P[BITS] - 1)
-    negzero = P[NEGZERO] != 0
-    nan_pos = np.uint32(P[NANC])
-    nan_neg = nan_pos if P[FNUZ] else nan_pos | (np.uint32(1) << np.uint32(signshift))
-    ovf_pos, ovf_neg = np.uint32(P[OVF_POS]), np.uint32(P[OVF_NEG])
-    inf_pos, inf_neg = np.uint32(P[INF_POS]), np.uint32(P[INF_NEG])
-    nearest = P[NEAREST] != 0
-    k0, ks, kl = np.int32(P[K0]), np.int32(P[KS]), np.int32(P[KL])
-    for i in prange(xbits.size):
-        code = f32_code(xbits[i], m, emin, emax, maxc, sub, signshift, negzero, nan_pos, nan_neg,
-                        ovf_pos, ovf_neg, inf_pos, inf_neg, nearest, k0, ks, kl)
-        store_fast(out, i, code, table)
-
-
-def store_fast(out, i, code, table):
-    pass
-
-
-@overload(store_fast, inline="always")
-def _store_fast(out, i, code, table):
-    if isinstance(out.dtype, types.Float):
-        def impl(out, i, code, table):
-            out[i] = table[code]
-        return impl
-
-    def impl(out, i, code, table):
-        out[i] = code
-    return impl

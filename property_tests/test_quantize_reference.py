@@ -1,0 +1,112 @@
+"""emul.encode/quantize/decode equal the golden model (reference/) bit for bit."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import emul
+import reference
+from strategies import DETERMINISTIC, MODES, edge_values, float_formats, formats, overflow_rules
+
+
+def _both(x, fmt, mode, overflow, u=None, r=None, method="add"):
+    """(emul code or exception type, reference code or exception type)."""
+    kwargs = dict(random_bits=u, sr_bits=r, sr_method=method) if mode == "stochastic" else {}
+    try:
+        got = int(emul.encode(x, fmt, mode, overflow, **kwargs))
+    except ValueError:
+        got = ValueError
+    ref_kwargs = dict(u=u, sr_bits=r, sr_method=method) if mode == "stochastic" else {}
+    xr = x.item() if isinstance(x, np.generic) else x
+    try:
+        want = reference.encode(xr, fmt, mode, overflow, **ref_kwargs)
+    except ValueError:
+        want = ValueError
+    return got, want
+
+
+@st.composite
+def cases(draw, fmt_strategy=formats()):
+    fmt = draw(fmt_strategy)
+    x = draw(edge_values(fmt))
+    mode = draw(st.sampled_from(MODES))
+    overflow = draw(overflow_rules(fmt))
+    r = draw(st.integers(1, 32))
+    u = draw(st.integers(0, 2**r - 1))
+    method = draw(st.sampled_from(["add", "compare"]))
+    return fmt, x, mode, overflow, u, r, method
+
+
+@given(cases())
+def test_encode_float64_inputs(case):
+    fmt, x, mode, overflow, u, r, method = case
+    got, want = _both(np.float64(x), fmt, mode, overflow, u, r, method)
+    assert got == want, (fmt, x, mode, overflow, u, r, method)
+
+
+@given(cases(st.one_of(float_formats(max_exp=8, max_man=23), formats(max_fixed_bits=32))))
+def test_encode_float32_inputs(case):
+    fmt, x, mode, overflow, u, r, method = case
+    with np.errstate(over="ignore"):
+        x32 = np.float32(x)
+    got, want = _both(x32, fmt, mode, overflow, u, r, method)
+    assert got == want, (fmt, float(x32), mode, overflow, u, r, method)
+
+
+@given(cases(st.one_of(float_formats(max_exp=5, max_man=10), formats(max_fixed_bits=16))))
+def test_encode_float16_inputs(case):
+    fmt, x, mode, overflow, u, r, method = case
+    with np.errstate(over="ignore"):
+        x16 = np.float16(x)
+    got, want = _both(x16, fmt, mode, overflow, u, r, method)
+    assert got == want, (fmt, float(x16), mode, overflow, u, r, method)
+
+
+@given(formats(), st.integers(-(2**63), 2**64 - 1), st.sampled_from(DETERMINISTIC), st.data())
+def test_encode_integer_inputs(fmt, k, mode, data):
+    overflow = data.draw(overflow_rules(fmt))
+    x = np.uint64(k) if k >= 2**63 else np.int64(k)
+    got, want = _both(x, fmt, mode, overflow)
+    assert got == want, (fmt, k, mode, overflow)
+
+
+@given(formats(), st.data())
+def test_decode(fmt, data):
+    code = data.draw(st.integers(0, 2**fmt.bits - 1))
+    try:
+        want = reference.decode(code, fmt)
+    except ValueError:
+        with pytest.raises(ValueError):
+            emul.decode(np.uint64(code), fmt)
+        return
+    if isinstance(fmt, emul.FixedFormat) and not fmt.fits_float64:
+        with pytest.raises(ValueError):
+            emul.decode(np.uint64(code), fmt)
+        return
+    got = float(emul.decode(np.uint64(code), fmt))
+    if isinstance(want, float) and math.isnan(want):
+        assert math.isnan(got)
+    else:
+        assert got == want and math.copysign(1, got) == math.copysign(1, float(want))
+
+
+@given(cases(float_formats(max_exp=6, max_man=8)))
+@settings(max_examples=100)
+def test_quantize_values(case):
+    fmt, x, mode, overflow, u, r, method = case
+    kwargs = dict(random_bits=u, sr_bits=r, sr_method=method) if mode == "stochastic" else {}
+    try:
+        got = float(emul.quantize(x, fmt, mode, overflow, **kwargs))
+    except ValueError:
+        return
+    want = reference.quantize(x, fmt, mode, overflow, **({} if mode != "stochastic" else
+                                                          dict(u=u, sr_bits=r, sr_method=method)))
+    if isinstance(want, float) and math.isnan(want):
+        assert math.isnan(got)
+    else:
+        assert got == want and math.copysign(1, got) == math.copysign(1, float(want))
