@@ -22,6 +22,18 @@ def _i64(code: int) -> int:
 
 def resolve(fmt, rounding, overflow, sr_bits, sr_method):
     """Normalise the user's arguments: (format, Rounding, Overflow, sr_bits, compare?)."""
+    try:
+        return _resolve_cached(fmt, rounding, overflow, sr_bits, sr_method)
+    except TypeError:  # unhashable argument: validate without the cache (and report it)
+        return _resolve(fmt, rounding, overflow, sr_bits, sr_method)
+
+
+@functools.lru_cache(maxsize=1024)
+def _resolve_cached(fmt, rounding, overflow, sr_bits, sr_method):
+    return _resolve(fmt, rounding, overflow, sr_bits, sr_method)
+
+
+def _resolve(fmt, rounding, overflow, sr_bits, sr_method):
     fmt = as_format(fmt)
     rounding = as_rounding(rounding)
     if overflow is None:

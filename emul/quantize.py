@@ -11,7 +11,6 @@ import functools
 
 import numpy as np
 
-from ._kernels import round as K
 from ._params import kernel_params, resolve
 from ._validate import numeric_array, random_words
 from .formats import FixedFormat, FloatFormat, format as as_format
@@ -51,21 +50,18 @@ def _fits_float32(fmt) -> bool:
 
 
 def _fast_f32(fmt, mode, in_dtype, out_dtype) -> bool:
-    """Whether the vectorised float32 kernel (emul/_kernels/round.py) covers this call."""
+    """Whether the vectorised float32 kernels (emul/_kernels/fast_f32.py) cover this call."""
     return (in_dtype == np.float32 and isinstance(fmt, FloatFormat) and mode != Rounding.STOCHASTIC
-            and fmt.has_nan and fmt.emin >= -126 and fmt.man_bits <= 23
-            and (fmt.bits <= 16 if out_dtype == np.float32 else out_dtype != np.float64 and fmt.bits <= 32))
+            and fmt.emin >= -126 and fmt.man_bits <= 23
+            and (out_dtype == np.float32 or (out_dtype != np.float64 and fmt.bits <= 32)))
 
 
-@functools.lru_cache(maxsize=64)
-def _value_table(fmt) -> np.ndarray:
-    """float32 value of every code of a format of at most 16 bits (a 1-entry dummy otherwise)."""
-    if fmt.bits > 16:
-        return np.zeros(1, np.float32)
-    P = kernel_params(fmt, Rounding.NEAREST_EVEN, _default_overflow(fmt), 0, False)
-    values = np.empty(1 << fmt.bits, np.float64)
-    K.decode_parallel(np.arange(1 << fmt.bits, dtype=np.uint64), P, values)  # invalid codes -> NaN
-    return values.astype(np.float32)
+@functools.lru_cache(maxsize=256)
+def _fast_constants(fmt, mode, ovf) -> np.ndarray:
+    """The constant vector of the fast float32 kernels for a resolved (format, mode, overflow)."""
+    from ._kernels import fast_f32
+
+    return fast_f32.constants(kernel_params(fmt, mode, ovf, 0, False), fmt)
 
 
 def code_dtype(fmt) -> np.dtype:
@@ -87,19 +83,40 @@ def _round(x, fmt, rounding, overflow, seed, key, sr_bits, sr_method, random_bit
         out_dtype = code_dtype(fmt)
     else:
         _check_fits_float64(fmt, "quantize")
-        out_dtype = np.float32 if a.dtype == np.float32 and _fits_float32(fmt) else np.float64
+        out_dtype = np.dtype(np.float32 if a.dtype == np.float32 and _fits_float32(fmt) else np.float64)
+    from ._kernels import round as K  # Numba loads on first use, not at import
+
     P = kernel_params(fmt, mode, ovf, r, compare)
-    u = sr_words(mode, a.shape, r, seed=seed, key=key, random_bits=random_bits)
+    seeded = mode == Rounding.STOCHASTIC and random_bits is None
+    # seeded SR makes its words inside the kernel; sr_words still checks the arguments
+    u = sr_words(mode, (0,) if seeded else a.shape, r, seed=seed, key=key, random_bits=random_bits)
     flat = np.ascontiguousarray(a).reshape(-1)
     if flat.dtype == np.float16:
         flat = flat.view(np.uint16)
     out = np.empty(flat.size, out_dtype)
     if _fast_f32(fmt, mode, flat.dtype, out_dtype):
-        K.round_f32_fast(flat.view(np.uint32), P, _value_table(fmt), out)
-        nan_bad = inf_bad = 0
-    else:
-        kernel = K.round_parallel if flat.size >= PARALLEL_MIN else K.round_serial
-        nan_bad, inf_bad = kernel(flat, u, P, out)
+        from ._kernels import fast_f32 as F
+
+        kernel, dst = (F.quantize_f32, out.view(np.uint32)) if out_dtype == np.float32 else (F.encode_f32, out)
+        nan_bad, inf_bad = kernel(flat.view(np.uint32), _fast_constants(fmt, mode, ovf), dst), 0
+    else:  # the general kernel: float64 / int64 / uint64 in, float64 / uint64 out (few compilations)
+        src = flat.view(np.float16) if flat.dtype == np.uint16 else flat
+        if seeded:  # threefry words made in the kernel; float32 read directly (the hot SR case)
+            from . import random as _random
+
+            k = _random._as_key(key=key, seed=seed)
+            if src.dtype.kind == "f" and src.dtype != np.float32:
+                with np.errstate(invalid="ignore"):
+                    src = src.astype(np.float64)
+            dst = out
+            nan_bad, inf_bad = K.round_seeded(src, np.uint32(k[0]), np.uint32(k[1]), P, dst)
+        else:
+            with np.errstate(invalid="ignore"):  # signalling NaNs convert quietly; still NaN
+                src = src.astype(np.float64) if src.dtype.kind == "f" else src  # exact
+            dst = np.empty(flat.size, np.float64 if out_dtype.kind == "f" else np.uint64)
+            kernel = K.round_parallel if flat.size >= PARALLEL_MIN else K.round_serial
+            nan_bad, inf_bad = kernel(src, u, P, dst)
+        out = dst.astype(out_dtype, copy=False)
     if nan_bad:
         raise ValueError(f"x: {nan_bad} NaN value(s), but {fmt.name} has no NaN")
     if inf_bad:
@@ -163,6 +180,8 @@ def decode(codes, fmt):
     if a.size and a.dtype.kind == "i" and a.min() < 0:
         raise ValueError(f"codes: negative code {int(a.min())}; codes are unsigned {fmt.bits}-bit patterns")
     flat = np.ascontiguousarray(a, dtype=np.uint64).reshape(-1)
+    from ._kernels import round as K
+
     P = kernel_params(fmt, Rounding.NEAREST_EVEN, _default_overflow(fmt), 0, False)
     out = np.empty(flat.size, np.float64)
     if K.decode_parallel(flat, P, out):

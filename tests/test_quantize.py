@@ -251,8 +251,10 @@ def test_zero_signs():
 
 # --- stochastic rounding ------------------------------------------------------------------------
 
-def test_sr_seed_uses_threefry_words():
-    x = np.linspace(-3, 3, 1000).reshape(10, 100)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16, np.int64])
+@pytest.mark.parametrize("size", [1000, 70000])  # serial and parallel kernels
+def test_sr_seed_uses_threefry_words(dtype, size):
+    x = (np.linspace(-3, 3, size) * (7 if dtype == np.int64 else 1)).astype(dtype).reshape(10, -1)
     for r in (1, 8, 32):
         words = emul.random.bits(emul.random.key(7), x.shape) >> np.uint32(32 - r)
         a = quantize(x, "e4m3fn", "stochastic", seed=7, sr_bits=r)

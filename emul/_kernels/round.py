@@ -20,6 +20,7 @@ from numba import njit, prange, types
 from numba.core.extending import overload
 from numba.cpython.unsafe.numbers import leading_zeros
 
+from .threefry import threefry2x32
 from .slots import *  # noqa: F401,F403 - the parameter slot names
 
 _ZERO = np.uint64(0)
@@ -343,3 +344,19 @@ def decode_parallel(codes, P, out):
             out[i] = np.nan
             bad += 1
     return bad
+
+
+@njit(cache=True, parallel=True)
+def round_seeded(x, k0, k1, P, out):
+    """round_parallel for stochastic rounding with threefry words made on the fly: element i uses
+    ``emul.random.bits(key, (n,))[i] >> (32 - sr_bits)`` (no array of words is stored)."""
+    nan_bad = 0
+    inf_bad = 0
+    shift = np.uint32(32 - P[SR_BITS])
+    for i in prange(x.size):
+        y0, y1 = threefry2x32(k0, k1, np.uint32(i >> 32), np.uint32(i & 0xFFFFFFFF))
+        code, bad = round_one(x[i], np.uint64(np.uint32(y0 ^ y1) >> shift), P)
+        store(out, i, code, P)
+        nan_bad += bad == 1
+        inf_bad += bad == 2
+    return nan_bad, inf_bad

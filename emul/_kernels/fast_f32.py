@@ -1,0 +1,264 @@
+"""Fast path: float32 inputs, deterministic modes, float formats with emin >= -126, man_bits <= 23.
+
+The same rounding as :func:`emul._kernels.round.float_code` (the oracle; ``tests/test_fast_path.py``
+checks every bit against it), specialised to float32 bit patterns and written with 32-bit integer
+operations and selects only, so that LLVM vectorises the loops in 32-bit lanes (see
+:mod:`emul._kernels.intrinsics` for why plain Numba arithmetic would not).
+
+The full formula, per element, with ``a = |bits|``:
+
+- **target normal** (``a >= THR``, the float32 pattern of the format's min normal): the quantum is
+  ``2**S`` in units of ``a``'s last bit, ``S = 23 - man_bits``. Rounding adds ``inc`` to ``a`` and
+  truncates: ``q = (a + inc) >> S``. A carry into the exponent field is automatically right, so
+  ``q - C0`` is the code magnitude (``C0 = (127 - bias) << man_bits``) and ``q << S`` the float32
+  pattern of the rounded magnitude.
+- **target subnormal** (``a < THR``): the same rounding of the 24-bit significand ``mant`` at a
+  per-element shift ``s = min(K2 - eff, 25)`` (``eff`` the float32 exponent field, at least 1;
+  ``K2 = qe + 150`` for the quantum exponent ``qe``: ``emin - man_bits``, or ``emin`` without
+  subnormals, where the grid is {0, min_normal}). ``q`` counts quanta: the code is ``q`` (or
+  ``q << man_bits`` without subnormals) and the value ``q * 2**qe``. Shifting by 25 instead of
+  more changes nothing: the kept part is 0 and the discarded fraction stays below 1/2.
+- ``inc`` encodes the mode (:data:`emul.rounding.MODE_BITS`): with ``mask = 2**s - 1`` and
+  ``r = k0 ^ (ks & sign) ^ (kl & lsb)`` (``lsb`` the last bit of the kept code, as in
+  :func:`emul._kernels.round.float_code`), nearest modes add ``(mask + r) >> 1`` (``2**(s-1) - 1 + r``, or 0 when ``s == 0``),
+  directed ones ``r ? mask : 0``.
+- overflow is ``q > QMAX`` (``QMAX = C0 + max_code_magnitude``; target-subnormal ``q`` never
+  exceeds it); overflowed, infinite and NaN inputs take per-sign constants derived from the
+  parameter vector of :mod:`emul._params`, as do zero signs of formats without -0.
+
+The short formula is the target-normal case alone, for ``THR <= a <= `` the float32 pattern of the
+format's max (no overflow is possible there in any mode). The kernels round blocks of ``BLOCK``
+elements with it and redo a block with the full formula when one of its elements is outside that
+range ("rare"); after such a block the next one is checked before it is rounded, so data full of
+rare elements costs about as much as the full formula alone.
+
+Kernels take the ``uint32`` constant vector built by :func:`constants` and write codes (``uint8``,
+``uint16``, ``uint32`` arrays) or float32 values (as their ``uint32`` patterns). Each element's
+result depends only on that element.
+"""
+
+import numpy as np
+from numba import njit
+
+from . import slots as K
+from .intrinsics import add, and_, eq, f32_scaled_bits, or_, select, shl, shr, smin, sub, ult, xor
+
+# Slots of the constant vector built by constants().
+(S, MASK, KEEP, THR, K2, C0, QMAX, SHC, SB, ZF, NEAR, K0, KS, KL, K0_N, SCALE,
+ OVF_POS, OVF_NEG, INF_POS, INF_NEG, NAN_POS, NAN_NEG,
+ VOVF_POS, VOVF_NEG, VINF_POS, VINF_NEG, VNAN_POS, VNAN_NEG,
+ FAST_LO, FAST_SPAN, CHECK_NAN) = range(31)
+NCONST = 31
+
+BLOCK = 64  # elements per block: the short formula runs on whole blocks without rare elements
+
+_EXP = np.uint32(0x7F800000)
+_ABS = np.uint32(0x7FFFFFFF)
+_FRAC = np.uint32(0x7FFFFF)
+_HIDDEN = np.uint32(0x800000)
+_SIGN32 = np.uint32(0x80000000)
+_0 = np.uint32(0)
+_1 = np.uint32(1)
+_23 = np.uint32(23)
+_25 = np.uint32(25)
+_31 = np.uint32(31)
+
+
+def constants(P: tuple, fmt) -> np.ndarray:
+    """The uint32 constant vector of the kernels for P (:func:`emul._params.kernel_params` of a
+    float format in the fast path's domain and a deterministic mode)."""
+    m, emin, bias, maxc = int(P[K.M]), int(P[K.EMIN]), int(fmt.bias), int(P[K.MAXC])
+    qe = emin - m if P[K.SUB] else emin  # quantum exponent below min_normal
+    c0 = (127 - bias) << m
+    C = np.zeros(NCONST, np.int64)
+    C[S] = 23 - m
+    C[MASK] = (1 << C[S]) - 1
+    C[KEEP] = 0xFFFFFFFF ^ C[MASK]
+    C[THR] = min(emin + 127, 255) << 23
+    C[K2] = (qe + 150) & 0xFFFFFFFF
+    C[C0] = c0 & 0xFFFFFFFF  # only used when some float32 is normal in the format: then c0 < 2**31
+    C[QMAX] = min(c0 + maxc, 0xFFFFFFFF)
+    C[SHC] = 0 if P[K.SUB] else m
+    C[SB] = 1 << (fmt.bits - 1)
+    C[ZF] = 0 if P[K.NEGZERO] else 1
+    C[NEAR], C[K0], C[KS], C[KL] = P[K.NEAREST], P[K.K0], P[K.KS], P[K.KL]
+    # The mode's lsb is the last bit of the kept code. For target normals the code is
+    # (a >> S) - C0, whose last bit is bit S of a flipped when C0 is odd (man_bits == 0, even
+    # bias): fold that flip into k0.
+    C[K0_N] = C[K0] ^ (C[KL] & c0 & 1)
+    C[SCALE] = np.float32(2.0 ** qe).view(np.uint32) if -149 <= qe <= 127 else 0  # values only
+    has_nan = P[K.NANC] >= 0
+    nan = int(P[K.NANC]) if has_nan else 0
+    mask = (1 << fmt.bits) - 1
+    codes = [int(P[K.OVF_POS]) & mask, int(P[K.OVF_NEG]) & mask, int(P[K.INF_POS]) & mask,
+             int(P[K.INF_NEG]) & mask, nan, nan if P[K.FNUZ] or not has_nan else nan | C[SB]]
+    C[OVF_POS:NAN_NEG + 1] = codes
+    # Their values exactly as the general kernel stores them (float64, then float32).
+    from .round import decode_parallel
+
+    values = np.empty(len(codes), np.float64)
+    decode_parallel(np.array(codes, np.uint64), P, values)
+    with np.errstate(over="ignore"):  # formats beyond float32's range: quantize never comes here
+        C[VOVF_POS:VNAN_NEG + 1] = values.astype(np.float32).view(np.uint32)
+    if not has_nan:  # NaN inputs raise; their outputs are never seen
+        C[VNAN_POS] = C[VNAN_NEG] = 0
+    C[CHECK_NAN] = 0 if has_nan else 1
+    # THR <= a <= (float32 pattern of the format's max) cannot overflow or fall below min_normal
+    # in any mode: the short formula covers them.
+    max_bits = int(np.float32(min(fmt.max, float(np.finfo(np.float32).max))).view(np.uint32))
+    if C[THR] <= max_bits:
+        C[FAST_LO], C[FAST_SPAN] = C[THR], max_bits - C[THR]
+    else:
+        C[FAST_LO], C[FAST_SPAN] = 1 << 31, 0  # no float32 is fast
+    return C.astype(np.uint32)
+
+
+@njit(inline="always")
+def _unpack(C):
+    """The constant vector as a tuple (loop-invariant scalars for LLVM)."""
+    return (C[0], C[1], C[2], C[3], C[4], C[5], C[6], C[7], C[8], C[9], C[10], C[11], C[12], C[13],
+            C[14], C[15], C[16], C[17], C[18], C[19], C[20], C[21], C[22], C[23], C[24], C[25],
+            C[26], C[27], C[28], C[29], C[30])
+
+
+@njit(inline="always")
+def _increment(x, s, mask, sign, k0, k, nearest):
+    """What to add to x before dropping its s low bits (mask = 2**s - 1) to round by the mode
+    (bits k0, k[KS], k[KL]; bit s of x, flipped by k0 where needed, is the kept code's last bit)."""
+    r = xor(xor(k0, and_(k[KS], sign)), and_(k[KL], and_(shr(x, s), _1)))
+    if nearest:
+        return shr(add(mask, r), _1)  # 2**(s-1) - 1 + r, or 0 when s == 0
+    return and_(mask, sub(_0, r))     # r ? mask : 0
+
+
+# -- the full formula: every finite, infinite or NaN input ----------------------------------------
+
+@njit(inline="always")
+def _round(b, k, nearest):
+    """(neg, below, q, s, over) for the float32 pattern b; see the module docstring."""
+    a = and_(b, _ABS)
+    e = shr(a, _23)
+    below = ult(a, k[THR])
+    sub_f32 = eq(e, _0)
+    mant = select(sub_f32, a, or_(and_(a, _FRAC), _HIDDEN))
+    x = select(below, mant, a)
+    s = select(below, smin(sub(k[K2], select(sub_f32, _1, e)), _25), k[S])
+    k0 = select(below, k[K0], k[K0_N])
+    q = shr(add(x, _increment(x, s, sub(shl(_1, s), _1), shr(b, _31), k0, k, nearest)), s)
+    return ult(_ABS, b), below, q, s, ult(k[QMAX], q)
+
+
+@njit(inline="always")
+def code_of(b, k, nearest):
+    """The code of the float32 pattern b."""
+    neg, below, q, s, over = _round(b, k, nearest)
+    code = select(below, shl(q, k[SHC]), sub(q, k[C0]))
+    sign = select(neg & (not (eq(code, _0) & (k[ZF] != _0))), k[SB], _0)
+    res = select(over, select(neg, k[OVF_NEG], k[OVF_POS]), or_(code, sign))
+    a = and_(b, _ABS)
+    inf = select(neg, k[INF_NEG], k[INF_POS])
+    nan = select(neg, k[NAN_NEG], k[NAN_POS])
+    return select(ult(a, _EXP), res, select(eq(a, _EXP), inf, nan))
+
+
+@njit(inline="always")
+def value_of(b, k, nearest):
+    """The float32 pattern of the float32 pattern b rounded (a value of the format)."""
+    neg, below, q, s, over = _round(b, k, nearest)
+    mag = select(below, f32_scaled_bits(q, k[SCALE]), shl(q, s))
+    sign = select(neg & (not (eq(mag, _0) & (k[ZF] != _0))), _SIGN32, _0)
+    res = select(over, select(neg, k[VOVF_NEG], k[VOVF_POS]), or_(mag, sign))
+    a = and_(b, _ABS)
+    inf = select(neg, k[VINF_NEG], k[VINF_POS])
+    nan = select(neg, k[VNAN_NEG], k[VNAN_POS])
+    return select(ult(a, _EXP), res, select(eq(a, _EXP), inf, nan))
+
+
+# -- the short formula: target-normal results that cannot overflow --------------------------------
+
+@njit(inline="always")
+def _rare(a, k):
+    """Whether |bits| = a needs the full formula (below min_normal, near max, inf or NaN)."""
+    return ult(k[FAST_SPAN], sub(a, k[FAST_LO]))
+
+
+@njit(inline="always")
+def _short_block(x, k, out, lo, nearest, values):
+    """Write x[lo:lo + BLOCK] by the short formula; return whether an element needs the full one
+    (its output is then wrong and must be rewritten)."""
+    rare = _0
+    for j in range(BLOCK):
+        b = x[lo + j]
+        a = and_(b, _ABS)
+        sign = shr(b, _31)
+        t = add(a, _increment(a, k[S], k[MASK], sign, k[K0_N], k, nearest))
+        if values:
+            out[lo + j] = or_(and_(t, k[KEEP]), shl(sign, _31))
+        else:
+            out[lo + j] = or_(sub(shr(t, k[S]), k[C0]), select(ult(_ABS, b), k[SB], _0))
+        rare = or_(rare, select(_rare(a, k), _1, _0))
+    return rare != _0
+
+
+@njit(inline="always")
+def _any_rare(x, k, lo):
+    rare = _0
+    for j in range(BLOCK):
+        rare = or_(rare, select(_rare(and_(x[lo + j], _ABS), k), _1, _0))
+    return rare != _0
+
+
+@njit(inline="always")
+def _full(x, k, out, lo, hi, nearest, values):
+    """Write x[lo:hi] by the full formula; return the number of NaNs if the format has none."""
+    for i in range(lo, hi):
+        out[i] = value_of(x[i], k, nearest) if values else code_of(x[i], k, nearest)
+    bad = 0
+    if k[CHECK_NAN]:
+        for i in range(lo, hi):
+            bad += ult(_EXP, and_(x[i], _ABS))
+    return bad
+
+
+@njit(inline="always")
+def _run(x, k, out, nearest, values):
+    """All of x, block by block. After a block with a rare element the next one is first only
+    checked (data with many rare elements then costs little more than the full formula alone)."""
+    nb = x.size // BLOCK
+    bad = 0
+    prev = False
+    for blk in range(nb):
+        lo = blk * BLOCK
+        if prev:
+            rare = _any_rare(x, k, lo)
+            if not rare:
+                _short_block(x, k, out, lo, nearest, values)
+        else:
+            rare = _short_block(x, k, out, lo, nearest, values)
+        if rare:
+            bad += _full(x, k, out, lo, lo + BLOCK, nearest, values)
+        prev = rare
+    return bad + _full(x, k, out, nb * BLOCK, x.size, nearest, values)
+
+
+# -- kernels: x is the flat uint32 view of the float32 input, out the flat output of the same size --
+# One thread: the kernels run at about memory speed, and a prange version measured several times
+# slower on a shared machine (threads waiting for busy cores). Each element depends only on
+# itself. They return the number of NaN inputs when the format has no NaN (the caller raises).
+
+@njit(cache=True)
+def encode_f32(x, C, out):
+    """out[i] = the code of the float32 pattern x[i] (out: uint8, uint16 or uint32)."""
+    k = _unpack(C)
+    if k[NEAR]:
+        return _run(x, k, out, True, False)
+    return _run(x, k, out, False, False)
+
+
+@njit(cache=True)
+def quantize_f32(x, C, out):
+    """out[i] = the float32 pattern of x[i] rounded (out: the uint32 view of a float32 array)."""
+    k = _unpack(C)
+    if k[NEAR]:
+        return _run(x, k, out, True, True)
+    return _run(x, k, out, False, True)
