@@ -5,7 +5,7 @@
 np.uint8(56)
 """
 
-from . import random
+from . import random, sparsity
 from .formats import FixedFormat, FloatFormat, format
 from .quantize import decode, encode, quantize
 from .rounding import Overflow, Rounding
@@ -14,6 +14,6 @@ __all__ = [
     "FloatFormat", "FixedFormat", "format",
     "Rounding", "Overflow",
     "quantize", "encode", "decode",
-    "random",
+    "random", "sparsity",
 ]
 __version__ = "0.1.0"

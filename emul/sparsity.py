@@ -1,0 +1,633 @@
+"""N:M sparsity: top-n masks, minimum-variance unbiased (MVUE) gradient masks, transposable masks.
+
+Blocks are ``m`` consecutive elements along ``axis`` (default -1, the GEMM reduction axis),
+numbered in C order over the remaining index space (SEMANTICS.md section 6).
+
+* :func:`nm_mask` / :func:`nm_prune` -- keep the ``n`` largest magnitudes of every block
+  (deterministic, MSE-optimal; right for weights and activations, biased for gradients).
+* :func:`mvue` -- an unbiased n:m-sparse random estimate of ``x`` with the minimum total variance
+  (``method="exact"``), or the approximate 2:4 sampler used in practice (``method="approx"``).
+  :func:`mvue_distribution` lists every outcome of one block with its exact probability.
+* :func:`transposable_mask` -- masks in which every m x m tile keeps at most ``n`` per row and
+  per column (so both W and W^T are n:m), optimal or greedy.
+* :func:`mask_diversity` / :func:`mask_diversity_paper` -- the number of masks per block/tile.
+
+Importing this module compiles nothing and imports neither JAX nor SciPy (numba itself may
+import the top of SciPy when it is installed).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import operator
+from decimal import Decimal
+from fractions import Fraction
+
+import numpy as np
+
+from . import random as _random
+
+
+def _kernels():
+    """The Numba kernels, imported on first use so that ``import emul`` stays light."""
+    from ._kernels import sparsity
+
+    return sparsity
+
+__all__ = [
+    "nm_mask",
+    "nm_prune",
+    "mvue",
+    "mvue_distribution",
+    "transposable_mask",
+    "mask_diversity",
+    "mask_diversity_paper",
+]
+
+_TIES = ("low_index", "high_index")
+_MVUE_METHODS = ("exact", "approx")
+_T_METHODS = ("optimal", "greedy")
+_LAYOUTS = ("gemm", "nchw", "nhwc")
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _as_int(v, name):
+    if isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{name}={v!r}: expected an integer, got bool")
+    try:
+        return operator.index(v)
+    except TypeError:
+        raise TypeError(f"{name}={v!r}: expected an integer, got {type(v).__name__}") from None
+
+
+def _check_nm(n, m):
+    m = _as_int(m, "m")
+    n = _as_int(n, "n")
+    if m < 1:
+        raise ValueError(f"m={m}: must be a positive integer")
+    if not 1 <= n <= m:
+        raise ValueError(f"n={n}: must be between 1 and m={m}")
+    return n, m
+
+
+def _check_choice(value, name, choices):
+    if not isinstance(value, str) or value not in choices:
+        valid = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{name}={value!r}: must be one of {valid}")
+    return value
+
+
+def _as_array(x, name):
+    try:
+        a = np.asarray(x)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"{name}: cannot be read as a numeric array ({exc})") from None
+    if a.dtype.kind not in "fiubV":
+        raise TypeError(f"{name}: dtype {a.dtype} is not supported (expected a real float or integer dtype)")
+    return a
+
+
+def _to_blocks(a, m, axis, name):
+    """(B, m) C-contiguous view/copy of a's blocks and the shape to restore."""
+    if a.ndim == 0:
+        raise ValueError(f"{name}: a 0-d array has no axis {axis}; blocks need at least 1 dimension")
+    ax = _as_int(axis, "axis")
+    if not -a.ndim <= ax < a.ndim:
+        raise ValueError(f"axis={axis}: out of range for {name} with {a.ndim} dimension(s)")
+    ax %= a.ndim
+    length = a.shape[ax]
+    if length % m:
+        raise ValueError(
+            f"m={m}: does not divide the length {length} of axis {axis} of {name} (shape {a.shape})"
+        )
+    moved = np.moveaxis(a, ax, -1)
+    return np.ascontiguousarray(moved).reshape(-1, m), moved.shape, ax
+
+
+def _from_blocks(blocks, moved_shape, ax):
+    return np.moveaxis(blocks.reshape(moved_shape), -1, ax)
+
+
+def _magnitude_source(a):
+    """An array whose abs() the kernel compares exactly: float32/float64 values as they are
+    (float16 and other narrow floats widened to float32), integers as uint64 magnitudes."""
+    kind = a.dtype.kind
+    if kind in "bu":
+        return a.astype(np.uint64)
+    if kind == "i":
+        a64 = a.astype(np.int64)
+        neg = a64 < 0
+        mag = a64.astype(np.uint64)
+        mag[neg] = (~mag[neg]) + np.uint64(1)  # two's complement negation, exact for INT64_MIN
+        return mag
+    if kind == "f" and a.dtype.itemsize in (4, 8):
+        return a.astype(a.dtype.newbyteorder("="), copy=False)
+    try:
+        return a.astype(np.float32)
+    except Exception:
+        raise TypeError(f"x: dtype {a.dtype} is not supported") from None
+
+
+# ----------------------------------------------------------------------------- top-n masks
+
+
+def nm_mask(x, n, m, axis=-1, ties="low_index"):
+    """Boolean mask keeping the ``n`` largest magnitudes of every block of ``m`` along ``axis``.
+
+    Within a block elements are ranked by |x| (descending); equal magnitudes by index: with
+    ``ties="low_index"`` (default) the lower index wins, with ``"high_index"`` the higher one (the
+    common 2:4 GPU kernel's rule: an all-zero 2:4 block keeps indices 2 and 3).  NaN ranks above
+    every number (so it is kept and propagates), NaNs among themselves by index; -0 and +0 are
+    equal.  Exactly ``n`` per block are kept.  Integer inputs are compared exactly.
+    """
+    n, m = _check_nm(n, m)
+    ties = _check_choice(ties, "ties", _TIES)
+    a = _as_array(x, "x")
+    blocks, moved_shape, ax = _to_blocks(a, m, axis, "x")
+    mag = _magnitude_source(blocks)
+    out = np.empty(blocks.shape, dtype=np.bool_)
+    if blocks.shape[0]:
+        _kernels().nm_mask_blocks(mag, n, ties == "high_index", out)
+    return _from_blocks(out, moved_shape, ax)
+
+
+def nm_prune(x, n, m, axis=-1, ties="low_index"):
+    """``x`` with all but the ``n`` largest magnitudes of every block set to +0 (same dtype).
+
+    Uses :func:`nm_mask`; pruned entries become +0 (not x*0, which would give -0 or NaN).
+    """
+    a = _as_array(x, "x")
+    mask = nm_mask(a, n, m, axis=axis, ties=ties)
+    return np.where(mask, a, np.zeros((), dtype=a.dtype))
+
+
+# ----------------------------------------------------------------------------- MVUE
+
+
+def _mvue_dtypes(a):
+    """(compute dtype, output dtype) of mvue for input array a."""
+    kind = a.dtype.kind
+    if kind == "f" and a.dtype.itemsize in (4, 8):
+        return np.dtype(a.dtype.newbyteorder("=")), np.dtype(a.dtype.newbyteorder("="))
+    if kind == "f" and a.dtype.itemsize == 2:
+        return np.dtype(np.float32), np.dtype(np.float16)
+    if kind in "iub":
+        return np.dtype(np.float64), np.dtype(np.float64)
+    if kind == "V":  # ml_dtypes narrow floats (bfloat16, float8_*): computed in float32
+        try:
+            np.zeros(1, a.dtype).astype(np.float32)
+        except Exception:
+            raise TypeError(f"x: dtype {a.dtype} is not supported") from None
+        return np.dtype(np.float32), a.dtype
+    raise TypeError(f"x: dtype {a.dtype} is not supported")
+
+
+def mvue(x, n, m, axis=-1, *, seed=None, key=None, method="exact"):
+    """Unbiased n:m-sparse random estimate of ``x`` with minimum total variance (per block).
+
+    Every block of ``m`` elements along ``axis`` is replaced by a random vector with at most ``n``
+    non-zeros whose expectation is the block.  Randomness: ``seed=`` (int) or ``key=`` (a
+    ``uint32[2]`` key, see :mod:`emul.random`); block b (C order) uses word b of
+    ``emul.random.bits(key, (B,))`` (``method="approx"``: words 2b and 2b+1 of
+    ``bits(key, (2B,))``), read as the real number ``u = word / 2**32`` in [0, 1).
+
+    Arithmetic: float32/float64 blocks are computed in their own dtype with IEEE round-to-nearest
+    (``+``, ``*``, ``/`` written ``(+) (x) (/)`` below); sums run left to right in index order
+    from +0.  float16 and other narrow floats are computed in float32 and the outputs rounded once
+    to the input dtype; integer inputs are computed and returned in float64.  Comparisons of u
+    with a float value are exact (u is never rounded).  Output: a new array of the input's shape;
+    entries not kept are +0.
+
+    Common rules, per block with a_i = |x_i|:
+
+    * a block containing NaN or +-inf gives NaN in all m positions;
+    * a block with at most n non-zeros is returned as it is (zeros as +0): it is already n:m and
+      unbiased with variance 0; its words are not used (in particular an all-zero block gives 0).
+
+    ``method="exact"`` (any n <= m) -- optimal inclusion probabilities pi_i = min(1, c a_i) with
+    sum pi = n, realised by systematic sampling:
+
+    1. Overflow guard: R0 = a_0 (+) ... (+) a_{m-1}; if n (x) R0 overflows, every a_i is
+       multiplied by 2^-q, q = ceil(log2(n m)) (exact), and the kept value of step 3 by 2^q.
+    2. Water-filling (which elements have pi = 1): start with no element capped and repeat:
+       R = sum of the uncapped a_i (left to right), t = n - #capped; stop if t = 1; let i* be the
+       uncapped index of largest a (lowest index among equals); if t (x) a_{i*} >= R, cap i*
+       (it is always kept, with its own value x_{i*}), else stop.
+       Then c = t / R for the uncapped elements (pi_i = t a_i / R).
+    3. Kept value of a sampled element: sign(x_i) * v with v = R (/) t (every uncapped element
+       has x_i / pi_i = sign(x_i) R / t).
+    4. Systematic sampling over the uncapped non-zero elements in index order: with D the running
+       sum D (+)= a_i, element i covers [C_prev, C_i) where C_i = (t (x) D) (/) R, except that the
+       last such element has C_i = t exactly.  The t points u, u+1, ..., u+t-1 are swept in
+       order: element i is kept iff at least one point p with C_prev <= p < C_i, i.e. the sweep
+       pointer j (starting at 0) advances while j < t and u + j < C_i.
+       In exact arithmetic P(i kept) = pi_i, E = x, and at most t of them (exactly t except in
+       float corner cases where an interval rounds to length >= 1).
+
+    For 1:2 this is the 1:2 MVUE (keep x_i with probability |x_i|/S, value sign(x_i) S); for
+    2:4 it realises PAPERS.md's closed forms (Case I: value S/2; Case II: the largest kept with
+    its own value, one of the rest with value r = S - a_max).
+
+    ``method="approx"`` (2:4 only) -- two successive magnitude-proportional draws without
+    replacement and Horvitz-Thompson values.  eps = 0: zeros are never drawn, so the estimator is
+    exactly unbiased and scale-invariant (the third-party kernel adds 1.19209e-7 to every |x|,
+    which biases blocks of small gradients and lets zeros be drawn).
+
+    1. Blocks with at most 2 non-zeros: returned as they are (see above).
+    2. S = a_0 (+) a_1 (+) a_2 (+) a_3.  If S overflows, every a_i is first multiplied by 1/4;
+       if S < 2^-64, by 2^64 (exact power-of-two scalings; the ratios below and the kept values
+       x_i / pi_i do not change).  R_j = the left-to-right sum of the a_k, k != j; inv = 1 (/) S.
+    3. first = the smallest i with a_i > 0 and u0 < C_i, C_i = (a_0 (+) ... (+) a_i) (x) inv,
+       except C_i = 1 for the last non-zero element.  second = the same over the other three
+       elements in index order with u1, their running sums and 1 (/) R_first.  (Zero-width
+       intervals are never chosen, so u1 = 0 or a C landing on u is harmless.)
+    4. pi_i = t_i (+) sum over j != i in index order of t_j (x) (a_i (/) R_j), t_j = a_j (x) inv
+       (= P(i first) + sum_j P(j first) P(i second | j first)); kept values x_i (/) pi_i.
+
+    :func:`mvue_distribution` gives the exact law (real arithmetic); the float sampler matches it
+    up to the rounding of the interval ends and the 2^-32 grid of u.
+    """
+    n, m = _check_nm(n, m)
+    method = _check_choice(method, "method", _MVUE_METHODS)
+    if method == "approx" and (n, m) != (2, 4):
+        raise ValueError(f"method='approx': only defined for 2:4, got n={n}, m={m}")
+    a = _as_array(x, "x")
+    k = _random._as_key(key=key, seed=seed)
+    cdt, odt = _mvue_dtypes(a)
+    blocks, moved_shape, ax = _to_blocks(a, m, axis, "x")
+    xb = np.ascontiguousarray(blocks, dtype=cdt)
+    nb = xb.shape[0]
+    out = np.empty(xb.shape, dtype=cdt)
+    big = cdt.type(np.finfo(cdt).max)
+    if method == "exact":
+        words = _random.bits(k, (nb,))
+        if nb:
+            q = (n * m - 1).bit_length()  # ceil(log2(n*m))
+            tv = np.arange(m + 1, dtype=cdt)
+            sd, su = cdt.type(2.0**-q), cdt.type(2.0**q)
+            if (n, m) == (2, 4):
+                _kernels().mvue_exact24_blocks(xb, words, tv, big, sd, su, out)
+            elif (n, m) == (1, 2):
+                _kernels().mvue_exact12_blocks(xb, words, big, sd, su, out)
+            else:
+                _kernels().mvue_exact_blocks(xb, n, words, tv, big, sd, su, out)
+    else:
+        words = _random.bits(k, (2 * nb,))
+        if nb:
+            _kernels().mvue_approx24_blocks(xb, words, cdt.type(1), big, cdt.type(0.25), cdt.type(2.0**-64),
+                                    cdt.type(2.0**64), out)
+    if odt != cdt:
+        with np.errstate(over="ignore"):
+            out = out.astype(odt)
+    return _from_blocks(out, moved_shape, ax)
+
+
+def _exact_fraction(v, i):
+    if isinstance(v, Fraction):
+        return v
+    if isinstance(v, (bool, np.bool_)):
+        return Fraction(int(v))
+    if isinstance(v, (int, np.integer)):
+        return Fraction(int(v))
+    if isinstance(v, Decimal):
+        if not v.is_finite():
+            raise ValueError(f"block[{i}]={v!r}: must be finite")
+        return Fraction(v)
+    if isinstance(v, (float, np.floating)):
+        f = float(v)  # exact for float16/32/64
+        if not math.isfinite(f):
+            raise ValueError(f"block[{i}]={v!r}: must be finite")
+        return Fraction(f)
+    try:
+        f = float(np.asarray(v, dtype=np.float64))  # ml_dtypes scalars and the like
+    except Exception:
+        raise TypeError(f"block[{i}]={v!r}: expected a real number") from None
+    if not math.isfinite(f):
+        raise ValueError(f"block[{i}]={v!r}: must be finite")
+    return Fraction(f)
+
+
+def _sgn(v):
+    return (v > 0) - (v < 0)
+
+
+def _law_exact(xs, n):
+    m = len(xs)
+    a = [abs(v) for v in xs]
+    capped = [False] * m
+    while True:
+        r = sum((a[i] for i in range(m) if not capped[i]), Fraction(0))
+        t = n - sum(capped)
+        if t == 1:
+            break
+        imax = max((i for i in range(m) if not capped[i]), key=lambda i: (a[i], -i))
+        if t * a[imax] >= r:
+            capped[imax] = True
+        else:
+            break
+    v = r / t
+    support = [i for i in range(m) if not capped[i] and a[i] != 0]
+    ends = {}
+    d = Fraction(0)
+    for i in support:
+        d += a[i]
+        ends[i] = t * d / r
+    cuts = sorted({Fraction(0)} | {c - math.floor(c) for c in ends.values()})
+    cuts.append(Fraction(1))
+    law = {}
+    for lo, hi in zip(cuts[:-1], cuts[1:]):
+        if hi == lo:
+            continue
+        u = lo
+        out = []
+        j = 0
+        for i in range(m):
+            if capped[i]:
+                out.append(xs[i])
+                continue
+            if a[i] == 0:
+                out.append(Fraction(0))
+                continue
+            sel = False
+            while j < t and u + j < ends[i]:
+                j += 1
+                sel = True
+            out.append(_sgn(xs[i]) * v if sel else Fraction(0))
+        key = tuple(out)
+        law[key] = law.get(key, Fraction(0)) + (hi - lo)
+    return law
+
+
+def _law_approx(xs):
+    a = [abs(v) for v in xs]
+    s = sum(a, Fraction(0))
+    pi = [a[i] / s + sum((a[j] / s) * a[i] / (s - a[j]) for j in range(4) if j != i) for i in range(4)]
+    law = {}
+    for f in range(4):
+        if a[f] == 0:
+            continue
+        for g in range(4):
+            if g == f or a[g] == 0:
+                continue
+            p = (a[f] / s) * (a[g] / (s - a[f]))
+            key = tuple(xs[i] / pi[i] if i in (f, g) else Fraction(0) for i in range(4))
+            law[key] = law.get(key, Fraction(0)) + p
+    return dict(sorted(law.items(), key=lambda kv: tuple(v == 0 for v in kv[0])))
+
+
+def mvue_distribution(block, n, m, method="exact"):
+    """Every possible outcome of :func:`mvue` on one block, with its exact probability.
+
+    ``block``: ``m`` real numbers (a sequence or 1-D array of floats, ints, ``Fraction`` or
+    ``Decimal``), each converted to a ``Fraction`` exactly; non-finite values raise ValueError.
+    Returns a list of ``(probability, outcome)`` pairs: ``probability`` is a ``Fraction`` > 0,
+    ``outcome`` a tuple of ``m`` ``Fraction`` values; the probabilities sum to exactly 1 and the
+    outcomes are distinct.  This is the law of the algorithm described in :func:`mvue` in exact
+    arithmetic with u uniform on [0, 1): ``"exact"`` lists outcomes in order of increasing u,
+    ``"approx"`` in order of the kept index pair.
+    """
+    n, m = _check_nm(n, m)
+    method = _check_choice(method, "method", _MVUE_METHODS)
+    if method == "approx" and (n, m) != (2, 4):
+        raise ValueError(f"method='approx': only defined for 2:4, got n={n}, m={m}")
+    if isinstance(block, np.ndarray):
+        if block.ndim != 1:
+            raise ValueError(f"block: expected a 1-D block of m={m} values, got shape {block.shape}")
+        items = list(block)
+    else:
+        try:
+            items = list(block)
+        except TypeError:
+            raise TypeError(f"block: expected a sequence of m={m} numbers, got {type(block).__name__}") from None
+    if len(items) != m:
+        raise ValueError(f"block: has {len(items)} values, expected m={m}")
+    xs = [_exact_fraction(v, i) for i, v in enumerate(items)]
+    nz = sum(v != 0 for v in xs)
+    if nz <= n or (method == "approx" and nz <= 2):
+        return [(Fraction(1), tuple(xs))]
+    law = _law_exact(xs, n) if method == "exact" else _law_approx(xs)
+    return [(p, o) for o, p in law.items()]
+
+
+# ----------------------------------------------------------------------------- transposable masks
+
+
+_CAND24 = None
+
+
+def _cand24():
+    """The 90 transposable 2:4 4x4 tiles as row-pair ids, sorted by sorted flat kept-index list."""
+    global _CAND24
+    if _CAND24 is None:
+        pairs = list(itertools.combinations(range(4), 2))
+        tiles = []
+        for rows in itertools.product(range(6), repeat=4):
+            cols = [0] * 4
+            for p in rows:
+                for c in pairs[p]:
+                    cols[c] += 1
+            if all(c == 2 for c in cols):
+                flat = tuple(i * 4 + c for i, p in enumerate(rows) for c in pairs[p])
+                tiles.append((flat, rows))
+        tiles.sort()
+        _CAND24 = np.array([rows for _, rows in tiles], dtype=np.int64)
+    return _CAND24
+
+
+def _weight_array(w):
+    a = _as_array(w, "w")
+    kind = a.dtype.kind
+    if kind == "f" and a.dtype.itemsize == 2 or kind == "V":
+        try:
+            a = a.astype(np.float32)
+        except Exception:
+            raise TypeError(f"w: dtype {a.dtype} is not supported") from None
+    elif kind == "f":
+        a = a.astype(a.dtype.newbyteorder("="), copy=False)
+    else:
+        a = a.astype(np.float64)
+    if a.size and not np.isfinite(a).all():
+        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
+        raise ValueError(f"w: non-finite value {a[bad]} at index {bad}; transposable masks need finite weights")
+    return a
+
+
+def _pad2(a, rows, cols):
+    if a.shape == (rows, cols):
+        return np.ascontiguousarray(a)
+    p = np.zeros((rows, cols), dtype=a.dtype)
+    p[: a.shape[0], : a.shape[1]] = a
+    return p
+
+
+def transposable_mask(w, n, m, method="optimal", layout="gemm", reference_early_stop=False):
+    """Mask (bool, shape of ``w``) in which every m x m tile keeps at most ``n`` per row and column.
+
+    Tiles (PAPERS.md B.1), each read as an m x m matrix with flat index ``r*m + c``:
+
+    * ``layout="gemm"``: ``w`` is 2-D (rows = outputs, columns = the reduction); a tile is m
+      consecutive rows x m consecutive columns (what the forward and the transposed GEMM need).
+    * ``layout="nchw"``: any shape; ``w`` flattened in C order, every m*m consecutive elements
+      form a tile, row-major (the reference's dynamic training).
+    * ``layout="nhwc"``: ``w`` is (Co, Ci, *spatial) with at least 2 dimensions; each output's
+      weights are ordered (*spatial, Ci) (NHWC), and every m*m consecutive ones form a tile,
+      row-major (the reference's static pruning).
+    Shapes that do not fill the last tiles are zero-padded (gemm: rows and columns to multiples
+    of m; nchw: the flat vector, nhwc: each output's row, to multiples of m*m); padded entries
+    compete like zeros and are clipped from the result.
+
+    ``method="optimal"``: per tile, the mask with exactly n per row and column maximising the
+    kept sum of |w|; among optima the one whose sorted flat kept-index list is lexicographically
+    smallest.  Magnitudes enter as exact integers ``RNE(|w| * 2^(50-e))`` with
+    2^(e-1) <= max|w| of the tile < 2^e: exact for every float16 weight and for float32/bfloat16
+    weights >= 2^-27 * the tile's max (smaller ones are rounded to multiples of 2^-49 * max);
+    float64 weights keep 50 bits below the tile's top bit.  2:4 enumerates the 90 candidate
+    tiles; other n:m run an exact min-cost-flow (successive shortest paths) with a deterministic
+    tie-breaking pass.
+
+    ``method="greedy"``: the 2-approximation: visit the elements of each tile by
+    (-|w|, flat index) and keep one when its row and its column both hold fewer than n (the
+    result may keep fewer than n in some rows/columns).  ``reference_early_stop=True`` adds the
+    reference code's batch-global stop (the batch being all tiles of this call): at the first
+    visiting step k >= n whose candidate has a full row and a full column in every tile, all
+    tiles stop.
+    """
+    n, m = _check_nm(n, m)
+    method = _check_choice(method, "method", _T_METHODS)
+    layout = _check_choice(layout, "layout", _LAYOUTS)
+    if not isinstance(reference_early_stop, (bool, np.bool_)):
+        raise TypeError(f"reference_early_stop={reference_early_stop!r}: expected a bool")
+    if reference_early_stop and method != "greedy":
+        raise ValueError("reference_early_stop=True: only valid with method='greedy'")
+    if method == "optimal" and m > 32:
+        raise ValueError(f"m={m}: method='optimal' supports m up to 32 (its integer costs must not overflow)")
+    a = _weight_array(w)
+    shape = a.shape
+    mm = m * m
+    if layout == "gemm":
+        if a.ndim != 2:
+            raise ValueError(
+                f"w: has shape {shape}; layout='gemm' needs a 2-D weight (rows = outputs, "
+                "columns = reduction); use layout='nchw' or 'nhwc' for other shapes"
+            )
+        rows, cols = shape
+        grid = _pad2(a, -(-rows // m) * m, -(-cols // m) * m)
+    elif layout == "nchw":
+        if a.ndim == 0:
+            raise ValueError("w: a 0-d array has no tiles; layout='nchw' needs at least 1 dimension")
+        flat = a.reshape(-1)
+        total = -(-flat.size // mm) * mm
+        grid = _pad2(flat.reshape(1, -1), 1, total).reshape(-1, m)
+    else:
+        if a.ndim < 2:
+            raise ValueError(f"w: has shape {shape}; layout='nhwc' needs at least 2 dimensions (Co, Ci, ...)")
+        moved = np.moveaxis(a, 1, -1)
+        rowsv = moved.reshape(shape[0], int(np.prod(moved.shape[1:])))
+        grid = _pad2(rowsv, shape[0], -(-rowsv.shape[1] // mm) * mm).reshape(-1, m)
+    out = np.zeros(grid.shape, dtype=np.bool_)
+    if grid.size and a.size:
+        if n == m:
+            out[:] = True
+        elif method == "optimal":
+            if (n, m) == (2, 4):
+                _kernels().transposable_optimal_24(grid, _cand24(), out)
+            else:
+                _kernels().transposable_optimal(grid, n, m, out)
+        else:
+            nt = grid.size // mm
+            if grid.dtype == np.float64:
+                with np.errstate(over="ignore"):
+                    g32 = grid.astype(np.float32)
+                if np.array_equal(g32, grid):  # same values, faster key sort
+                    grid = g32
+            packed = grid.dtype == np.float32
+            bits = grid.view(np.uint32) if packed else np.zeros((1, 1), np.uint32)
+            if reference_early_stop:
+                step = np.full(grid.shape, -1, dtype=np.int64)
+                blocked = np.empty((nt, mm), dtype=np.bool_)
+                _kernels().transposable_greedy(grid, bits, packed, n, m, out, step, blocked, True)
+                allb = blocked.all(axis=0)
+                later = np.flatnonzero(allb[n:])
+                stop = n + int(later[0]) if later.size else mm
+                out = (step >= 0) & (step < stop)
+            else:
+                dummy_s = np.empty((1, 1), dtype=np.int64)
+                dummy_b = np.empty((1, 1), dtype=np.bool_)
+                _kernels().transposable_greedy(grid, bits, packed, n, m, out, dummy_s, dummy_b, False)
+    if layout == "gemm":
+        return out if out.shape == shape else out[: shape[0], : shape[1]].copy()
+    if layout == "nchw":
+        return out.reshape(-1)[: a.size].reshape(shape)
+    moved_shape = np.moveaxis(a, 1, -1).shape
+    k = int(np.prod(moved_shape[1:]))
+    res = out.reshape(shape[0], -(-k // mm) * mm)[:, :k].reshape(moved_shape)
+    return np.ascontiguousarray(np.moveaxis(res, -1, 1))
+
+
+# ----------------------------------------------------------------------------- mask diversity
+
+
+def _count_regular(n, m):
+    """Number of m x m 0/1 matrices with exactly n ones in every row and every column.
+
+    Rows are filled one at a time; the state is how many columns still need 0..n ones (columns
+    are interchangeable, so only these counts matter)."""
+    # state: tuple s with s[r] = number of columns still needing r ones
+    layer = {tuple(m if r == n else 0 for r in range(n + 1)): 1}
+    for _ in range(m):
+        nxt = {}
+        for state, ways in layer.items():
+            # choose k_r columns of each need-class r >= 1 to take a one, sum k_r = n
+            def rec(r, left, cur, mult):
+                if r > n:
+                    if left == 0:
+                        new = list(state)
+                        for rr in range(1, n + 1):
+                            new[rr] -= cur[rr]
+                            new[rr - 1] += cur[rr]
+                        key = tuple(new)
+                        nxt[key] = nxt.get(key, 0) + ways * mult
+                    return
+                for k in range(min(left, state[r]) + 1):
+                    cur[r] = k
+                    rec(r + 1, left - k, cur, mult * math.comb(state[r], k))
+                cur[r] = 0
+
+            rec(1, n, [0] * (n + 1), 1)
+        layer = nxt
+    return layer.get(tuple(m if r == 0 else 0 for r in range(n + 1)), 0)
+
+
+def mask_diversity(n, m, *, transposable=False, exact=True):
+    """Number of valid masks per block of m (``transposable=False``: C(m, n)) or per m x m tile.
+
+    ``transposable=True, exact=True`` counts the m x m 0/1 tiles with exactly ``n`` kept in every
+    row and every column (4x4 2:4 -> 90; 8x8 4:8 -> 116,963,796,250).  ``exact=False`` returns
+    :func:`mask_diversity_paper` instead (which is not an exact count for transposable masks).
+    Returns a Python int.
+    """
+    n, m = _check_nm(n, m)
+    if not exact:
+        return mask_diversity_paper(n, m, transposable=transposable)
+    if not transposable:
+        return math.comb(m, n)
+    return _count_regular(n, m)
+
+
+def mask_diversity_paper(n, m, *, transposable=False):
+    """The mask-diversity formula as quoted for the transposable-masks paper, per block/tile.
+
+    N:M: C(m, n); transposable N:M per m x m tile: m! (m-1)! ... (m-n+1)! (4x4 2:4 -> 144,
+    8x8 4:8 -> 17,557,585,920,000 ~ 1.76e13).  Not an exact count: see :func:`mask_diversity`.
+    Returns a Python int.
+    """
+    n, m = _check_nm(n, m)
+    if not transposable:
+        return math.comb(m, n)
+    out = 1
+    for k in range(m - n + 1, m + 1):
+        out *= math.factorial(k)
+    return out

@@ -1,0 +1,678 @@
+"""Tests for emul.sparsity: top-n masks, MVUE (exact laws, sampler vs law, chi-square), the
+top-n bias, transposable masks against brute force / LP and PAPERS.md B.3, mask diversity,
+layouts and bad input."""
+
+import subprocess
+import sys
+from fractions import Fraction
+
+import numba
+import numpy as np
+import pytest
+
+import emul.random as er
+import emul.sparsity as sp
+import reference.sparsity as rs
+
+F = Fraction
+
+
+def law_of(block, n, m, method="exact"):
+    return {o: p for p, o in sp.mvue_distribution(block, n, m, method)}
+
+
+def frac_block(block):
+    return tuple(F(v) for v in block)
+
+
+# ----------------------------------------------------------------------------- import hygiene
+
+
+def test_import_imports_neither_jax_nor_scipy_nor_compiles():
+    """Importing emul.sparsity loads no JAX, no SciPy and not even Numba (kernels load on first use)."""
+    code = (
+        "import sys\n"
+        "import emul.sparsity\n"
+        "loaded = [k for k in sys.modules if k.split('.')[0] in ('jax', 'scipy', 'numba')]\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ----------------------------------------------------------------------------- nm_mask / nm_prune
+
+NM_TABLE = [
+    # block, n, ties, expected kept
+    ((1, -4, 3, 2), 2, "low_index", (0, 1, 1, 0)),
+    ((0, 0, 0, 0), 2, "low_index", (1, 1, 0, 0)),
+    ((0, 0, 0, 0), 2, "high_index", (0, 0, 1, 1)),
+    ((5, -5, 5, 1), 2, "low_index", (1, 1, 0, 0)),
+    ((5, -5, 5, 1), 2, "high_index", (0, 1, 1, 0)),
+    ((-0.0, 0.0, 1, 0), 2, "low_index", (1, 0, 1, 0)),
+    ((3, 1), 1, "low_index", (1, 0)),
+    ((1, 1), 1, "high_index", (0, 1)),
+    ((np.nan, 1e30, np.inf, 2), 2, "low_index", (1, 0, 1, 0)),
+    ((np.nan, np.nan, 1, 2), 1, "high_index", (0, 1, 0, 0)),
+    ((1, 2, 3, 4, 5, 6, 7, 8), 8, "low_index", (1,) * 8),
+]
+
+
+@pytest.mark.parametrize("block,n,ties,expected", NM_TABLE)
+def test_nm_mask_table(block, n, ties, expected):
+    m = len(block)
+    got = sp.nm_mask(np.array(block, dtype=np.float64), n, m, ties=ties)
+    assert got.dtype == np.bool_
+    assert tuple(int(v) for v in got) == expected
+    assert [bool(v) for v in expected] == rs.nm_mask_block(list(block), n, ties)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.int8, np.int64, np.uint16])
+def test_nm_mask_matches_reference_on_random_data(dtype):
+    rng = np.random.default_rng(0)
+    x = rng.integers(-3, 4, size=(50, 8)).astype(dtype)
+    for ties in ("low_index", "high_index"):
+        got = sp.nm_mask(x, 3, 8, ties=ties)
+        for row, g in zip(x, got):
+            assert list(g) == rs.nm_mask_block([int(v) for v in row], 3, ties)
+
+
+def test_nm_mask_int64_extremes_exact():
+    x = np.array([[-(2**63), 2**63 - 1, 2**62, -(2**53) - 1]], dtype=np.int64)
+    assert sp.nm_mask(x, 2, 4).tolist() == [[True, True, False, False]]
+    x = np.array([[2**53 + 1, 2**53, 2**53, 0]], dtype=np.int64)  # equal as float64
+    assert sp.nm_mask(x, 1, 4).tolist() == [[True, False, False, False]]
+
+
+def test_nm_mask_axis_and_block_numbering():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((8, 3, 4))
+    for axis in (0, 1, 2, -1, -3):
+        if x.shape[axis] % 4 and x.shape[axis] % 2:
+            continue
+        m = 4 if x.shape[axis] % 4 == 0 else 2
+        got = sp.nm_mask(x, 1, m, axis=axis)
+        moved = np.moveaxis(x, axis, -1)
+        ref = np.moveaxis(sp.nm_mask(np.ascontiguousarray(moved), 1, m), -1, axis)
+        assert np.array_equal(got, ref)
+        assert (np.moveaxis(got, axis, -1).reshape(-1, m).sum(1) == 1).all()
+
+
+def test_nm_prune_keeps_dtype_and_writes_plus_zero():
+    x = np.array([[-1.0, -2.0, -3.0, np.inf], [4, -5, 6, -7]], dtype=np.float32)
+    got = sp.nm_prune(x, 2, 4)
+    assert got.dtype == np.float32
+    assert got.tolist() == [[0.0, 0.0, -3.0, np.inf], [0.0, 0.0, 6.0, -7.0]]
+    assert not np.signbit(got[0, 0]) and not np.signbit(got[0, 1])
+    xi = np.array([3, -9, 1, 2], dtype=np.int16)
+    assert sp.nm_prune(xi, 1, 4).tolist() == [0, -9, 0, 0]
+    assert sp.nm_prune(xi, 1, 4).dtype == np.int16
+
+
+def test_empty_and_strided_inputs():
+    assert sp.nm_mask(np.zeros((0, 4)), 2, 4).shape == (0, 4)
+    assert sp.mvue(np.zeros((3, 0)), 2, 4, seed=0).shape == (3, 0)
+    x = np.arange(64, dtype=np.float32).reshape(8, 8)[:, ::2]
+    assert np.array_equal(sp.nm_mask(x, 2, 4), sp.nm_mask(x.copy(), 2, 4))
+    assert np.array_equal(sp.mvue(x, 2, 4, seed=3), sp.mvue(x.copy(), 2, 4, seed=3))
+
+
+# ----------------------------------------------------------------------------- MVUE laws
+
+# PAPERS.md A.3/A.4/A.5 total-variance vectors: (block, n, method, total variance)
+VARIANCE_TABLE = [
+    ((3, -1), 1, "exact", F(6)),
+    ((-1, -1), 1, "exact", F(2)),
+    ((0, 2), 1, "exact", F(0)),
+    ((1, 2, 3, 4), 2, "exact", F(20)),
+    ((1, 1, 1, 10), 2, "exact", F(6)),
+    ((0.5, 1, 1, 2.4), 2, "exact", None),  # 3.995 for the decimal 2.4; float 2.4 checked below
+    ((-3, 0, 1, 1), 2, "exact", F(2)),
+    ((2, 2, 2, 2), 2, "exact", F(16)),
+    ((2, 2, 2, 2), 2, "approx", F(16)),
+]
+
+
+@pytest.mark.parametrize("block,n,method,var", VARIANCE_TABLE)
+def test_total_variance_vectors(block, n, method, var):
+    m = len(block)
+    law = law_of(block, n, m, method)
+    assert sum(law.values()) == 1
+    assert rs.expectation(law) == frac_block(block)
+    if var is not None:
+        assert rs.total_variance(law, block) == var
+
+
+def test_total_variance_decimal_inputs():
+    from decimal import Decimal
+
+    block = [Decimal("0.5"), 1, 1, Decimal("2.4")]
+    law = law_of(block, 2, 4)
+    assert rs.total_variance(law, [F("0.5"), 1, 1, F("2.4")]) == F("3.995")
+    assert abs(float(rs.total_variance(law_of((0.5, 1, 1, 2.4), 2, 4), (0.5, 1, 1, 2.4))) - 3.995) < 1e-12
+
+
+def test_approx_variance_and_inclusion_vectors():
+    law = law_of((1, 2, 3, 4), 2, 4, "approx")
+    assert round(float(rs.total_variance(law, (1, 2, 3, 4))), 4) == 20.4736
+    pi = [sum(p for o, p in law.items() if o[i] != 0) for i in range(4)]
+    assert [round(float(p), 6) for p in pi] == [0.234524, 0.44127, 0.608333, 0.715873]
+    law = law_of((1, 1, 1, 10), 2, 4, "approx")
+    assert round(float(rs.total_variance(law, (1, 1, 1, 10))), 4) == 9.6667
+    pi = [sum(p for o, p in law.items() if o[i] != 0) for i in range(4)]
+    assert [round(float(p), 6) for p in pi] == [0.346154] * 3 + [0.961538]
+
+
+def test_mvue_1_2_outcomes():
+    assert law_of((3, -1), 1, 2) == {(F(4), F(0)): F(3, 4), (F(0), F(-4)): F(1, 4)}
+    assert law_of((0, 2), 1, 2) == {(F(0), F(2)): F(1)}
+    assert law_of((0, 0), 1, 2) == {(F(0), F(0)): F(1)}
+
+
+def test_mvue_2_4_case_two_keeps_largest_with_own_value():
+    law = law_of((1, 1, 1, 10), 2, 4)
+    assert all(o[3] == 10 for o in law)
+    assert law == {(F(3), 0, 0, F(10)): F(1, 3), (0, F(3), 0, F(10)): F(1, 3), (0, 0, F(3), F(10)): F(1, 3)}
+    assert law_of((0, 0, 0, 5), 2, 4) == {(0, 0, 0, F(5)): F(1)}
+
+
+def test_distribution_format_and_order():
+    d = sp.mvue_distribution(np.array([1, 2, 3, 4], dtype=np.float32), 2, 4)
+    assert all(isinstance(p, Fraction) and isinstance(o, tuple) for p, o in d)
+    assert all(isinstance(v, Fraction) for _, o in d for v in o)
+    assert sum(p for p, _ in d) == 1 and len({o for _, o in d}) == len(d)
+    # "exact" lists outcomes by increasing u: u in [0, 0.2) keeps (1, 3) (C = 0.2, 0.6, 1.2, 2)
+    assert d[0] == (F(1, 5), (F(5), 0, F(5), 0))
+
+
+# ----------------------------------------------------------------------------- MVUE sampler
+
+
+def test_seed_and_key_are_equivalent_and_deterministic():
+    x = np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32)
+    a = sp.mvue(x, 2, 4, seed=7)
+    assert np.array_equal(a, sp.mvue(x, 2, 4, key=er.key(7)))
+    assert np.array_equal(a, sp.mvue(x, 2, 4, key=np.array([0, 7], dtype=np.uint32)))
+    assert not np.array_equal(a, sp.mvue(x, 2, 4, seed=8))
+    assert a.dtype == np.float32 and a.shape == x.shape
+
+
+def _outcome_at_word(block, n, word, method="exact"):
+    if method == "exact":
+        return rs.mvue_outcome_at(block, n, F(int(word), 2**32))
+    return rs.mvue_outcome_at(block, n, (F(int(word[0]), 2**32), F(int(word[1]), 2**32)), "approx")
+
+
+@pytest.mark.parametrize("n,m,method", [(1, 2, "exact"), (2, 4, "exact"), (1, 4, "exact"), (3, 4, "exact"),
+                                        (4, 8, "exact"), (3, 5, "exact"), (2, 4, "approx")])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sampler_follows_word_layout_and_law(n, m, method, dtype):
+    """Block b uses word b (approx: 2b, 2b+1) of bits(key, ...), and the kept set is the law's
+    outcome at u = word / 2^32 (small integer data: every float operation is close to exact;
+    words within 1e-6 of a cut are skipped)."""
+    rng = np.random.default_rng(n * 100 + m)
+    nb = 300
+    x = rng.integers(-6, 7, size=(nb, m)).astype(dtype)
+    x[::7] = 0
+    x[1::11, : m - n] = 0
+    out = sp.mvue(x, n, m, seed=11, method=method)
+    words = er.bits(er.key(11), (nb if method == "exact" else 2 * nb,))
+    checked = 0
+    for b in range(nb):
+        blk = [int(v) for v in x[b]]
+        w = words[b] if method == "exact" else words[2 * b: 2 * b + 2]
+        exp = _outcome_at_word(blk, n, w, method)
+        near = False
+        for dw in (-5000, 5000):  # the same outcome slightly left and right: not near a cut
+            ww = (np.clip(np.int64(w) + dw, 0, 2**32 - 1))
+            if _outcome_at_word(blk, n, ww, method) != exp:
+                near = True
+        if near:
+            continue
+        checked += 1
+        got = out[b]
+        assert [g != 0 for g in got] == [e != 0 for e in exp], (blk, w)
+        np.testing.assert_allclose(got.astype(np.float64), [float(e) for e in exp], rtol=1e-6)
+    assert checked > nb * 0.9
+
+
+def test_zero_blocks_skip_their_words_but_keep_positions():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((40, 4)).astype(np.float32)
+    y = x.copy()
+    y[::3] = 0
+    a = sp.mvue(x, 2, 4, seed=5)
+    b = sp.mvue(y, 2, 4, seed=5)
+    assert np.array_equal(a[y.any(1)], b[y.any(1)])
+    assert (b[~y.any(1)] == 0).all() and not np.signbit(b[~y.any(1)]).any()
+    assert not np.signbit(sp.mvue(np.array([-0.0, 0.0, -0.0, 0.0]), 2, 4, seed=0)).any()
+
+
+def test_sparse_enough_blocks_are_returned_unchanged():
+    x = np.array([[0, -3, 0, 2], [0, 0, 0, 7.5], [1, 0, 0, 0]], dtype=np.float32)
+    assert np.array_equal(sp.mvue(x, 2, 4, seed=1), x)
+    assert np.array_equal(sp.mvue(x, 2, 4, seed=1, method="approx"), x)
+
+
+def test_non_finite_blocks_become_nan():
+    x = np.array([[1, 2, np.inf, 3], [1, 2, 3, 4], [np.nan, 0, 0, 0]], dtype=np.float32)
+    for method in ("exact", "approx"):
+        got = sp.mvue(x, 2, 4, seed=0, method=method)
+        assert np.isnan(got[0]).all() and np.isnan(got[2]).all() and np.isfinite(got[1]).all()
+
+
+def test_overflow_guard_and_subnormals():
+    big = np.finfo(np.float32).max
+    x = np.array([[big / 2, big / 2, big / 2, big / 4]], dtype=np.float32)
+    for method in ("exact", "approx"):
+        got = sp.mvue(np.repeat(x, 64, 0), 2, 4, seed=1, method=method)
+        assert ((got != 0).sum(1) == 2).all()
+        # kept values ~ S/2 = 0.875 max (exact); approx values are finite or a genuine overflow
+        if method == "exact":
+            assert np.isfinite(got).all()
+            np.testing.assert_allclose(got[got != 0], big * 0.875, rtol=1e-6)
+    tiny = np.array([[1e-45, 2e-45, 3e-45, 4e-45]], dtype=np.float32)
+    got = sp.mvue(np.repeat(tiny, 64, 0), 2, 4, seed=1)
+    assert ((got != 0).sum(1) == 2).all() and np.isfinite(got).all()
+
+
+def test_float16_and_integer_inputs():
+    x16 = np.array([[1, 2, 3, 4]], dtype=np.float16)
+    g = sp.mvue(np.repeat(x16, 10, 0), 2, 4, seed=0)
+    assert g.dtype == np.float16 and set(np.unique(g).tolist()) <= {0.0, 5.0}
+    xi = np.array([[1, 2, 3, 4]], dtype=np.int32)
+    g = sp.mvue(xi, 2, 4, seed=0)
+    assert g.dtype == np.float64 and set(np.unique(g).tolist()) <= {0.0, 5.0}
+
+
+def test_independent_of_thread_count():
+    x = np.random.default_rng(3).standard_normal((4096, 16)).astype(np.float32)
+    old = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        a = [sp.mvue(x, n, m, seed=9, method=me) for n, m, me in [(2, 4, "exact"), (2, 4, "approx"), (3, 8, "exact")]]
+        t1 = sp.transposable_mask(x[:64], 2, 4), sp.transposable_mask(x[:64], 4, 8, method="greedy")
+        numba.set_num_threads(old)
+        b = [sp.mvue(x, n, m, seed=9, method=me) for n, m, me in [(2, 4, "exact"), (2, 4, "approx"), (3, 8, "exact")]]
+        t2 = sp.transposable_mask(x[:64], 2, 4), sp.transposable_mask(x[:64], 4, 8, method="greedy")
+    finally:
+        numba.set_num_threads(old)
+    assert all(np.array_equal(u, v) for u, v in zip(a, b))
+    assert all(np.array_equal(u, v) for u, v in zip(t1, t2))
+
+
+def test_axis_numbering_matches_moved_layout():
+    x = np.random.default_rng(4).standard_normal((8, 3)).astype(np.float32)
+    a = sp.mvue(x, 2, 4, axis=0, seed=2)
+    b = sp.mvue(np.ascontiguousarray(x.T), 2, 4, seed=2).T
+    assert np.array_equal(a, b)
+
+
+CHI_BLOCKS = [
+    ((1, 2, 3, 4), 2, "exact"),
+    ((0.5, 1, 1, 2.4), 2, "exact"),   # Case Ib region
+    ((1, 1, 1, 10), 2, "exact"),      # Case II
+    ((3, -1), 1, "exact"),
+    ((1, 5, 2, 0, 3, 8, 1, 2), 4, "exact"),
+    ((2, 1, 7, 1, 1), 2, "exact"),
+    ((1, 2, 3, 4), 2, "approx"),
+    ((0, 1, 2, 3), 2, "approx"),
+]
+
+
+@pytest.mark.parametrize("block,n,method", CHI_BLOCKS)
+def test_chi_square_sampling_matches_distribution(block, n, method):
+    from scipy.stats import chisquare
+
+    m = len(block)
+    draws = 100_000
+    x = np.tile(np.array(block, dtype=np.float32), (draws, 1))
+    out = sp.mvue(x, n, m, seed=1234, method=method)
+    dist = sp.mvue_distribution(block, n, m, method)
+    patterns = [tuple(v != 0 for v in o) for _, o in dist]
+    assert len(set(patterns)) == len(patterns)
+    index = {p: k for k, p in enumerate(patterns)}
+    keys = [tuple(row) for row in (out != 0)]
+    counts = np.zeros(len(dist))
+    for k in keys:
+        counts[index[k]] += 1  # a KeyError here would be an impossible outcome
+    expected = np.array([float(p) for p, _ in dist]) * draws
+    if len(dist) > 1:
+        assert chisquare(counts, expected).pvalue > 1e-3
+    # kept values equal the law's values (float rounding aside)
+    for p, o in dist:
+        rows = out[np.all((out != 0) == np.array([v != 0 for v in o]), axis=1)]
+        np.testing.assert_allclose(rows[0], [float(v) for v in o], rtol=1e-6)
+
+
+def test_top_n_masking_of_gradients_is_biased_and_mvue_is_not():
+    """PAPERS.md A.0: the MSE-optimal top-n mask is biased on gradients (E != x)."""
+    g = (1, 2, 3, 4)
+    top = sp.nm_prune(np.array(g, dtype=np.float64), 2, 4)
+    assert tuple(top) != g  # deterministic, so E[top-n] = top-n(g) = (0, 0, 3, 4)
+    assert rs.expectation(law_of(g, 2, 4)) == frac_block(g)
+    # averaged over many blocks of one gradient: top-n loses 3 of the mass 10, MVUE keeps it
+    x = np.tile(np.array(g, dtype=np.float64), (200_000, 1))
+    est = sp.mvue(x, 2, 4, seed=0).mean(0)
+    np.testing.assert_allclose(est, g, rtol=0.02)
+    assert abs(sp.nm_prune(x, 2, 4).mean(0).sum() - 10) == 3
+
+
+# ----------------------------------------------------------------------------- transposable
+
+B3_SUBOPTIMAL = [[22, 28, 3, 17], [1, 20, 6, 7], [21, 12, 27, 4], [19, 16, 26, 13]]
+B3_UNDERFILL = [[19, 2, 18, 3], [9, 17, 16, 29], [27, 10, 8, 13], [25, 14, 24, 28]]
+
+
+def kept(mask):
+    return {tuple(int(v) for v in ij) for ij in np.argwhere(mask)}
+
+
+def test_papers_b3_greedy_vs_optimal():
+    w = np.array(B3_SUBOPTIMAL, dtype=np.float32)
+    g = sp.transposable_mask(w, 2, 4, method="greedy")
+    o = sp.transposable_mask(w, 2, 4, method="optimal")
+    assert kept(g) == {(0, 0), (0, 1), (1, 1), (1, 3), (2, 0), (2, 2), (3, 2), (3, 3)}
+    assert kept(o) == {(0, 1), (0, 3), (1, 1), (1, 3), (2, 0), (2, 2), (3, 0), (3, 2)}
+    assert w[g].sum() == 164 and w[o].sum() == 165
+    assert np.array_equal(sp.transposable_mask(-w, 2, 4), o)  # magnitudes
+
+
+def test_underfilled_greedy_can_beat_the_exactly_n_optimum():
+    w = np.array([[0.16088833, -0.3279463, -1.5160172, -1.529591],
+                  [-0.03364361, 0.11707114, 0.38260356, -0.10731861],
+                  [0.73402226, 1.814461, 2.4603271, 1.2994412],
+                  [0.07597449, 1.6561865, -0.2606974, 0.7649879]], dtype=np.float32)
+    g = sp.transposable_mask(w, 2, 4, method="greedy")
+    o = sp.transposable_mask(w, 2, 4)
+    assert g[1].sum() == 1 and (o.sum(1) == 2).all()
+    _, best = rs.optimal_tile_bruteforce(w.tolist(), 2)
+    assert np.abs(w.astype(np.float64))[o].sum() == float(best)
+    assert np.abs(w)[g].sum() > np.abs(w)[o].sum()
+
+
+def test_papers_b3_underfill():
+    w = np.array(B3_UNDERFILL, dtype=np.float64)
+    g = sp.transposable_mask(w, 2, 4, method="greedy")
+    assert kept(g) == {(0, 2), (1, 1), (1, 3), (2, 0), (2, 1), (3, 0), (3, 3)}
+    assert g[0].sum() == 1 and g[:, 2].sum() == 1
+    o = sp.transposable_mask(w, 2, 4)
+    assert (o.sum(0) == 2).all() and (o.sum(1) == 2).all()
+
+
+def tiles_of(mask, m):
+    r, c = mask.shape
+    return mask.reshape(r // m, m, c // m, m).transpose(0, 2, 1, 3).reshape(-1, m, m)
+
+
+@pytest.mark.parametrize("data", ["normal", "small_ints", "binary"])
+def test_optimal_4x4_equals_bruteforce(data):
+    rng = np.random.default_rng({"normal": 0, "small_ints": 1, "binary": 2}[data])
+    for n in (1, 2, 3):
+        for _ in range(40 if n == 2 else 15):
+            if data == "normal":
+                t = rng.standard_normal((4, 4)).astype(np.float32)
+            elif data == "small_ints":
+                t = rng.integers(-3, 4, (4, 4)).astype(np.float64)
+            else:
+                t = rng.integers(0, 2, (4, 4)).astype(np.float64)
+            got = sp.transposable_mask(t, n, 4)
+            exp, _ = rs.optimal_tile_bruteforce(t.tolist(), n)
+            assert got.tolist() == exp, (t, n)
+
+
+def test_optimal_2_4_enumeration_equals_general_solver():
+    from emul._kernels import sparsity as k
+
+    rng = np.random.default_rng(5)
+    for w in (rng.standard_normal((64, 64)), rng.integers(0, 3, (64, 64)).astype(np.float64),
+              np.zeros((8, 8)), np.ones((8, 8))):
+        a = np.zeros(w.shape, bool)
+        b = np.zeros(w.shape, bool)
+        k.transposable_optimal_24(np.ascontiguousarray(w), sp._cand24(), a)
+        k.transposable_optimal(np.ascontiguousarray(w), 2, 4, b)
+        assert np.array_equal(a, b)
+
+
+def _lp_value(t, n, fixed=None, value=None):
+    from scipy.optimize import linprog
+
+    m = t.shape[0]
+    A = []
+    for i in range(m):
+        r = np.zeros(m * m)
+        r[i * m:(i + 1) * m] = 1
+        A.append(r)
+    for j in range(m):
+        r = np.zeros(m * m)
+        r[j::m] = 1
+        A.append(r)
+    b = [n] * (2 * m)
+    c = np.abs(t).ravel()
+    if value is not None:
+        A.append(c)
+        b.append(value)
+    bounds = [(0, 1)] * (m * m)
+    for k, v in (fixed or {}).items():
+        bounds[k] = (v, v)
+    res = linprog(-c, A_eq=np.array(A), b_eq=np.array(b, float), bounds=bounds, method="highs")
+    return None if res.status != 0 else -res.fun
+
+
+def _lp_lexicographic(t, n):
+    """The lexicographically smallest optimal tile by a sequence of LPs (integral: TU)."""
+    m = t.shape[0]
+    best = _lp_value(t, n)
+    fixed = {}
+    for k in range(m * m):
+        fixed[k] = 1
+        if _lp_value(t, n, fixed, best) is None:
+            fixed[k] = 0
+    return np.array([fixed[k] for k in range(m * m)], bool).reshape(m, m), best
+
+
+def test_optimal_8x8_equals_lp_sampled():
+    rng = np.random.default_rng(6)
+    for trial in range(6):
+        n = [4, 2, 3, 4, 1, 6][trial]
+        t = rng.integers(0, 4, (8, 8)).astype(np.float64) if trial % 2 else rng.standard_normal((8, 8))
+        got = sp.transposable_mask(t, n, 8)
+        exp, best = _lp_lexicographic(t, n)
+        assert abs(np.abs(t)[got].sum() - best) < 1e-9
+        assert np.array_equal(got, exp)
+
+
+@pytest.mark.slow
+def test_optimal_8x8_equals_lp_many():
+    rng = np.random.default_rng(7)
+    for trial in range(200):
+        n = int(rng.integers(1, 8))
+        t = rng.integers(0, 3, (8, 8)).astype(np.float64) if trial % 2 else rng.standard_normal((8, 8))
+        got = sp.transposable_mask(t, n, 8)
+        exp, best = _lp_lexicographic(t, n)
+        assert np.array_equal(got, exp), (t, n)
+
+
+def test_optimal_exact_counts_and_beats_greedy_on_layers():
+    rng = np.random.default_rng(8)
+    w = rng.standard_normal((64, 128)).astype(np.float32)
+    for n, m in [(2, 4), (4, 8), (3, 8)]:
+        o = sp.transposable_mask(w, n, m)
+        g = sp.transposable_mask(w, n, m, method="greedy")
+        ot, gt = tiles_of(o, m), tiles_of(g, m)
+        assert (ot.sum(1) == n).all() and (ot.sum(2) == n).all()
+        assert (gt.sum(1) <= n).all() and (gt.sum(2) <= n).all()
+        aw = tiles_of(np.abs(w), m)
+        vo = (aw * ot).sum((1, 2))
+        vg = (aw * gt).sum((1, 2))
+        # greedy is a 2-approximation of the best "at most n" mask, which is at least the best
+        # "exactly n" one; a greedy mask that leaves a row short can keep more than the
+        # exactly-n optimum (it is not feasible for it), but not on average
+        assert (vg >= vo / 2).all() and vo.mean() > vg.mean()
+
+
+def test_greedy_matches_reference_tile_by_tile():
+    rng = np.random.default_rng(9)
+    w = rng.integers(0, 5, (16, 32)).astype(np.float64)
+    for n, m in [(2, 4), (4, 8), (1, 4)]:
+        g = tiles_of(sp.transposable_mask(w, n, m, method="greedy"), m)
+        for t, mk in zip(tiles_of(w, m), g):
+            assert mk.tolist() == rs.greedy_tile(t.tolist(), n)
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+def test_reference_early_stop_parity(batch):
+    rng = np.random.default_rng(10 + batch)
+    for _ in range(10):
+        w = rng.standard_normal((8, 8 * batch))
+        got = tiles_of(sp.transposable_mask(w, 4, 8, method="greedy", reference_early_stop=True), 8)
+        exp = rs.greedy_batch_reference_stop([t.tolist() for t in tiles_of(w, 8)], 4)
+        assert [t.tolist() for t in got] == exp
+
+
+def test_early_stop_differs_from_full_greedy_on_single_tiles():
+    rng = np.random.default_rng(12)
+    diff = 0
+    for _ in range(50):
+        w = rng.standard_normal((8, 8))
+        a = sp.transposable_mask(w, 4, 8, method="greedy")
+        b = sp.transposable_mask(w, 4, 8, method="greedy", reference_early_stop=True)
+        assert not (b & ~a).any()
+        diff += not np.array_equal(a, b)
+    assert diff > 40
+
+
+def test_magnitude_integerisation_is_exact_for_float32_within_2_pow_27():
+    # two candidate 2:4 tiles differ by 2^-26 * max: must still pick the larger
+    # the lexicographically smallest tile keeps flat 0,1,4,5,10,11,14,15: (3, 0) = flat 12 is
+    # only kept when its (tiny) excess is seen
+    t = np.ones((4, 4), np.float32)
+    assert not sp.transposable_mask(t, 2, 4)[3, 0]
+    t[3, 0] = 1 + 2.0**-23
+    assert sp.transposable_mask(t, 2, 4)[3, 0]
+    t = np.zeros((4, 4), np.float32)
+    t[0, 0] = 1.0
+    t[3, 0] = 2.0**-26
+    assert sp.transposable_mask(t, 2, 4)[3, 0]
+
+
+# ----------------------------------------------------------------------------- layouts
+
+
+def test_gemm_padding_is_clipped():
+    rng = np.random.default_rng(13)
+    w = rng.standard_normal((10, 14)).astype(np.float32)
+    for method in ("optimal", "greedy"):
+        got = sp.transposable_mask(w, 2, 4, method=method)
+        assert got.shape == w.shape
+        wp = np.zeros((12, 16), np.float32)
+        wp[:10, :14] = w
+        assert np.array_equal(got, sp.transposable_mask(wp, 2, 4, method=method)[:10, :14])
+
+
+def test_nchw_layout_tiles_consecutive_memory():
+    rng = np.random.default_rng(14)
+    w = rng.standard_normal((4, 8, 3, 3))  # 288 elements: 4.5 tiles of 64 -> padded
+    got = sp.transposable_mask(w, 4, 8, layout="nchw")
+    flat = np.zeros(320)
+    flat[:288] = w.ravel()
+    exp = sp.transposable_mask(flat.reshape(-1, 8), 4, 8)  # gemm tiles of an (rows, 8) view
+    assert np.array_equal(got.ravel(), exp.ravel()[:288])
+    tiles = np.zeros(320, bool)
+    tiles[:288] = got.ravel()
+    tiles = tiles.reshape(-1, 8, 8)
+    assert (tiles.sum(1) <= 4).all() and (tiles.sum(2) <= 4).all()
+
+
+def test_nhwc_layout_permutes_and_pads_per_output():
+    rng = np.random.default_rng(15)
+    w = rng.standard_normal((3, 5, 3, 3)).astype(np.float32)  # K = 45 -> padded to 64
+    got = sp.transposable_mask(w, 4, 8, layout="nhwc", method="greedy")
+    assert got.shape == w.shape
+    rows = np.moveaxis(w, 1, -1).reshape(3, 45)
+    for o in range(3):
+        tile = np.zeros(64, np.float32)
+        tile[:45] = rows[o]
+        exp = rs.greedy_tile(tile.reshape(8, 8).tolist(), 4)
+        gm = np.moveaxis(got, 1, -1).reshape(3, 45)[o]
+        assert gm.tolist() == list(np.array(exp).ravel()[:45])
+    w2 = rng.standard_normal((16, 24))
+    m2 = sp.transposable_mask(w2, 2, 4, layout="nhwc")
+    row = np.zeros(32)
+    row[:24] = w2[0]
+    assert np.array_equal(m2[0], sp.transposable_mask(row.reshape(2, 4, 4)[0], 2, 4).ravel().tolist()
+                          + sp.transposable_mask(row.reshape(2, 4, 4)[1], 2, 4).ravel()[:8].tolist())
+
+
+# ----------------------------------------------------------------------------- mask diversity
+
+
+def test_mask_diversity_values():
+    assert sp.mask_diversity(2, 4) == 6
+    assert sp.mask_diversity(4, 8) == 70
+    assert sp.mask_diversity(2, 4, transposable=True) == 90
+    assert sp.mask_diversity(4, 8, transposable=True) == 116_963_796_250
+    assert sp.mask_diversity(3, 6, transposable=True) == rs.count_regular(6, 3) == 297_200
+    assert sp.mask_diversity(1, 5, transposable=True) == 120
+    assert sp.mask_diversity(2, 4, transposable=True, exact=False) == 144
+    assert sp.mask_diversity_paper(4, 8, transposable=True) == 17_557_585_920_000
+    assert sp.mask_diversity_paper(2, 4) == 6
+    for n, m in [(1, 3), (2, 5), (3, 5), (2, 6)]:
+        assert sp.mask_diversity(n, m, transposable=True) == rs.count_regular(m, n)
+    assert len(sp._cand24()) == 90 == len(rs.regular_masks(4, 2))
+
+
+# ----------------------------------------------------------------------------- bad input
+
+BAD = [
+    (lambda: sp.nm_mask(np.ones(4), 5, 4), ValueError, "n=5: must be between 1 and m=4"),
+    (lambda: sp.nm_mask(np.ones(4), 0, 4), ValueError, "n=0"),
+    (lambda: sp.nm_mask(np.ones(6), 2, 4), ValueError, "m=4: does not divide the length 6"),
+    (lambda: sp.nm_mask(np.ones(4), 2, 0), ValueError, "m=0"),
+    (lambda: sp.nm_mask(np.ones(4), 2.0, 4), TypeError, "n=2.0"),
+    (lambda: sp.nm_mask(np.ones(4), 2, 4, ties="random"), ValueError, "ties='random'"),
+    (lambda: sp.nm_mask(np.ones(4), 2, 4, axis=1), ValueError, "axis=1"),
+    (lambda: sp.nm_mask(np.float64(1.0), 1, 1), ValueError, "0-d"),
+    (lambda: sp.nm_mask(np.ones(4, complex), 2, 4), TypeError, "complex"),
+    (lambda: sp.mvue(np.ones(4), 2, 4), ValueError, "key, seed"),
+    (lambda: sp.mvue(np.ones(4), 2, 4, seed=1, key=er.key(1)), ValueError, "not both"),
+    (lambda: sp.mvue(np.ones(8), 4, 8, seed=1, method="approx"), ValueError, "method='approx'"),
+    (lambda: sp.mvue(np.ones(4), 2, 4, seed=1, method="fast"), ValueError, "method='fast'"),
+    (lambda: sp.mvue(np.ones(6), 2, 4, seed=1), ValueError, "m=4: does not divide"),
+    (lambda: sp.mvue_distribution([1, 2, 3], 2, 4), ValueError, "block: has 3 values, expected m=4"),
+    (lambda: sp.mvue_distribution([1, 2, 3, float("inf")], 2, 4), ValueError, "block[3]=inf"),
+    (lambda: sp.mvue_distribution(np.ones((2, 2)), 2, 4), ValueError, "1-D"),
+    (lambda: sp.transposable_mask(np.ones((2, 4, 4)), 2, 4), ValueError, "layout='gemm' needs a 2-D"),
+    (lambda: sp.transposable_mask(np.ones(16), 2, 4, layout="nhwc"), ValueError, "at least 2"),
+    (lambda: sp.transposable_mask(np.ones((4, 4)), 2, 4, layout="nhcw"), ValueError, "layout='nhcw'"),
+    (lambda: sp.transposable_mask(np.ones((4, 4)), 2, 4, method="ip"), ValueError, "method='ip'"),
+    (lambda: sp.transposable_mask(np.ones((4, 4)), 3, 2), ValueError, "n=3: must be between 1 and m=2"),
+    (lambda: sp.transposable_mask(np.ones((4, 4)), 2, 4, reference_early_stop=True), ValueError,
+     "reference_early_stop=True"),
+    (lambda: sp.transposable_mask(np.full((4, 4), np.nan), 2, 4), ValueError, "w: non-finite"),
+    (lambda: sp.mask_diversity(5, 4), ValueError, "n=5"),
+    (lambda: sp.transposable_mask(np.ones((64, 64)), 32, 64), ValueError, "m=64: method='optimal'"),
+]
+
+
+@pytest.mark.parametrize("call,exc,msg", BAD)
+def test_bad_input_messages(call, exc, msg):
+    with pytest.raises(exc) as info:
+        call()
+    assert msg in str(info.value)
+
+
+@pytest.mark.parametrize("layout,shape", [("gemm", (0, 8)), ("gemm", (4, 0)), ("nchw", (0, 3, 3)),
+                                          ("nhwc", (0, 8, 3, 3)), ("nhwc", (4, 0, 3, 3))])
+def test_transposable_empty_weights(layout, shape):
+    for method in ("optimal", "greedy"):
+        got = sp.transposable_mask(np.zeros(shape, np.float32), 2, 4, method=method, layout=layout)
+        assert got.shape == shape and got.dtype == np.bool_
+
+
+def test_trivial_n_equals_m_and_all_zero_tiles():
+    assert sp.transposable_mask(np.ones((4, 8)), 4, 4).all()
+    z = sp.transposable_mask(np.zeros((4, 4)), 2, 4)
+    assert kept(z) == {(0, 0), (0, 1), (1, 0), (1, 1), (2, 2), (2, 3), (3, 2), (3, 3)}
+    assert np.array_equal(sp.transposable_mask(np.zeros((8, 8)), 2, 4), np.tile(z, (2, 2)))
+    zg = sp.transposable_mask(np.zeros((4, 4)), 2, 4, method="greedy")
+    assert kept(zg) == {(0, 0), (0, 1), (1, 0), (1, 1), (2, 2), (2, 3), (3, 2), (3, 3)}
