@@ -51,17 +51,17 @@ def _fits_float32(fmt) -> bool:
 
 def _fast_f32(fmt, mode, in_dtype, out_dtype) -> bool:
     """Whether the vectorised float32 kernels (emul/_kernels/fast_f32.py) cover this call."""
-    return (in_dtype == np.float32 and isinstance(fmt, FloatFormat) and mode != Rounding.STOCHASTIC
+    return (in_dtype == np.float32 and isinstance(fmt, FloatFormat)
             and fmt.emin >= -126 and fmt.man_bits <= 23
             and (out_dtype == np.float32 or (out_dtype != np.float64 and fmt.bits <= 32)))
 
 
 @functools.lru_cache(maxsize=256)
-def _fast_constants(fmt, mode, ovf) -> np.ndarray:
-    """The constant vector of the fast float32 kernels for a resolved (format, mode, overflow)."""
+def _fast_constants(fmt, mode, ovf, sr_bits=0, compare=False) -> np.ndarray:
+    """The constant vector of the fast float32 kernels for resolved (format, mode, overflow, SR)."""
     from ._kernels import fast_f32
 
-    return fast_f32.constants(kernel_params(fmt, mode, ovf, 0, False), fmt)
+    return fast_f32.constants(kernel_params(fmt, mode, ovf, sr_bits, compare), fmt)
 
 
 def code_dtype(fmt) -> np.dtype:
@@ -97,8 +97,18 @@ def _round(x, fmt, rounding, overflow, seed, key, sr_bits, sr_method, random_bit
     if _fast_f32(fmt, mode, flat.dtype, out_dtype):
         from ._kernels import fast_f32 as F
 
-        kernel, dst = (F.quantize_f32, out.view(np.uint32)) if out_dtype == np.float32 else (F.encode_f32, out)
-        nan_bad, inf_bad = kernel(flat.view(np.uint32), _fast_constants(fmt, mode, ovf), dst), 0
+        dst = out.view(np.uint32) if out_dtype == np.float32 else out
+        C = _fast_constants(fmt, mode, ovf, r, compare)
+        if mode == Rounding.STOCHASTIC:  # words: random_bits (u), or threefry drawn in the kernel
+            kernel = F.quantize_sr_f32 if out_dtype == np.float32 else F.encode_sr_f32
+            from . import random as _random
+
+            k = _random._as_key(key=key, seed=seed) if seeded else np.zeros(2, np.uint32)
+            nan_bad = kernel(flat.view(np.uint32), C, u, np.uint32(k[0]), np.uint32(k[1]), seeded, dst)
+        else:
+            kernel = F.quantize_f32 if out_dtype == np.float32 else F.encode_f32
+            nan_bad = kernel(flat.view(np.uint32), C, dst)
+        inf_bad = 0
     else:  # the general kernel: float64 / int64 / uint64 in, float64 / uint64 out (few compilations)
         src = flat.view(np.float16) if flat.dtype == np.uint16 else flat
         if seeded:  # threefry words made in the kernel; float32 read directly (the hot SR case)

@@ -1,4 +1,4 @@
-"""Fast path: float32 inputs, deterministic modes, float formats with emin >= -126, man_bits <= 23.
+"""Fast path: float32 inputs, every rounding mode, float formats with emin >= -126, man_bits <= 23.
 
 The same rounding as :func:`emul._kernels.round.float_code` (the oracle; ``tests/test_fast_path.py``
 checks every bit against it), specialised to float32 bit patterns and written with 32-bit integer
@@ -22,6 +22,11 @@ The full formula, per element, with ``a = |bits|``:
   ``r = k0 ^ (ks & sign) ^ (kl & lsb)`` (``lsb`` the last bit of the kept code, as in
   :func:`emul._kernels.round.float_code`), nearest modes add ``(mask + r) >> 1`` (``2**(s-1) - 1 + r``, or 0 when ``s == 0``),
   directed ones ``r ? mask : 0``.
+- stochastic rounding (SEMANTICS.md §2) compares instead of adding: with the discarded fraction
+  ``f`` of ``x`` at the true shift ``sf`` (unclamped; large below tiny formats' quantum),
+  ``t = floor(f * 2**r)`` is ``(x >> (sf - r)) & (2**r - 1)`` when ``sf >= r``, else
+  ``(x & mask) << (r - sf)``; ``q = (x >> s) + (v < t)`` with ``v = 2**r - 1 - u`` for
+  ``"add"`` (t + u >= 2**r) and ``v = u`` for ``"compare"`` (u < t). Sign and lsb play no part.
 - overflow is ``q > QMAX`` (``QMAX = C0 + max_code_magnitude``; target-subnormal ``q`` never
   exceeds it); overflowed, infinite and NaN inputs take per-sign constants derived from the
   parameter vector of :mod:`emul._params`, as do zero signs of formats without -0.
@@ -30,7 +35,15 @@ The short formula is the target-normal case alone, for ``THR <= a <= `` the floa
 format's max (no overflow is possible there in any mode). The kernels round blocks of ``BLOCK``
 elements with it and redo a block with the full formula when one of its elements is outside that
 range ("rare"); after such a block the next one is checked before it is rounded, so data full of
-rare elements costs about as much as the full formula alone.
+rare elements costs about as much as the full formula alone. Under SR the short formula adds the
+word itself: ``t + u >= 2**r`` iff ``(a & mask) + inc >= 2**S`` with ``inc = u << (S - r)`` for
+``r <= S`` and ``u >> (r - S)`` otherwise (the low bits dropped from ``u`` cannot complete a carry
+that ``a``'s integer fraction needs); ``"compare"`` uses ``2**r - 1 - u``, as above.
+
+SR words: ``random_bits`` arrive as a flat uint32 array; ``seed``/``key`` words are drawn block by
+block into a ``BLOCK``-word buffer by :func:`emul._kernels.intrinsics.threefry_word` (element i uses
+``bits(key, (n,))[i] >> (32 - r)``, as :func:`emul._kernels.round.round_seeded`), so the rounding
+and its full-formula redo read the same words.
 
 Kernels take the ``uint32`` constant vector built by :func:`constants` and write codes (``uint8``,
 ``uint16``, ``uint32`` arrays) or float32 values (as their ``uint32`` patterns). Each element's
@@ -41,14 +54,15 @@ import numpy as np
 from numba import njit
 
 from . import slots as K
-from .intrinsics import add, and_, eq, f32_scaled_bits, or_, select, shl, shr, smin, sub, ult, xor
+from .intrinsics import add, and_, eq, f32_scaled_bits, or_, select, shl, shr, smin, sub, threefry_word, ult, xor
 
 # Slots of the constant vector built by constants().
 (S, MASK, KEEP, THR, K2, C0, QMAX, SHC, SB, ZF, NEAR, K0, KS, KL, K0_N, SCALE,
  OVF_POS, OVF_NEG, INF_POS, INF_NEG, NAN_POS, NAN_NEG,
  VOVF_POS, VOVF_NEG, VINF_POS, VINF_NEG, VNAN_POS, VNAN_NEG,
- FAST_LO, FAST_SPAN, CHECK_NAN) = range(31)
-NCONST = 31
+ FAST_LO, FAST_SPAN, CHECK_NAN,
+ SR_R, SR_MASK, SR_UX, SR_SHIFT, SR_CMPX, SR_WM, SR_L, SR_RS) = range(39)
+NCONST = 39
 
 BLOCK = 64  # elements per block: the short formula runs on whole blocks without rare elements
 
@@ -66,7 +80,7 @@ _31 = np.uint32(31)
 
 def constants(P: tuple, fmt) -> np.ndarray:
     """The uint32 constant vector of the kernels for P (:func:`emul._params.kernel_params` of a
-    float format in the fast path's domain and a deterministic mode)."""
+    float format in the fast path's domain, any mode; SR with P's sr_bits and sr_method)."""
     m, emin, bias, maxc = int(P[K.M]), int(P[K.EMIN]), int(fmt.bias), int(P[K.MAXC])
     qe = emin - m if P[K.SUB] else emin  # quantum exponent below min_normal
     c0 = (127 - bias) << m
@@ -103,6 +117,14 @@ def constants(P: tuple, fmt) -> np.ndarray:
     if not has_nan:  # NaN inputs raise; their outputs are never seen
         C[VNAN_POS] = C[VNAN_NEG] = 0
     C[CHECK_NAN] = 0 if has_nan else 1
+    if P[K.SR]:
+        r, compare = int(P[K.SR_BITS]), bool(P[K.SR_CMP])
+        mask_r = (1 << r) - 1
+        C[SR_R], C[SR_MASK], C[SR_SHIFT] = r, mask_r, 32 - r
+        C[SR_UX] = 0 if compare else mask_r         # full formula: up iff (u ^ UX) < t
+        C[SR_CMPX] = mask_r if compare else 0       # short formula: add (u ^ CMPX), scaled to 2**S
+        C[SR_WM] = mask_r if C[S] else 0            # S == 0: nothing is discarded, nothing added
+        C[SR_L], C[SR_RS] = max(C[S] - r, 0), min(max(r - C[S], 0), 31)
     # THR <= a <= (float32 pattern of the format's max) cannot overflow or fall below min_normal
     # in any mode: the short formula covers them.
     max_bits = int(np.float32(min(fmt.max, float(np.finfo(np.float32).max))).view(np.uint32))
@@ -118,7 +140,7 @@ def _unpack(C):
     """The constant vector as a tuple (loop-invariant scalars for LLVM)."""
     return (C[0], C[1], C[2], C[3], C[4], C[5], C[6], C[7], C[8], C[9], C[10], C[11], C[12], C[13],
             C[14], C[15], C[16], C[17], C[18], C[19], C[20], C[21], C[22], C[23], C[24], C[25],
-            C[26], C[27], C[28], C[29], C[30])
+            C[26], C[27], C[28], C[29], C[30], C[31], C[32], C[33], C[34], C[35], C[36], C[37], C[38])
 
 
 @njit(inline="always")
@@ -134,24 +156,41 @@ def _increment(x, s, mask, sign, k0, k, nearest):
 # -- the full formula: every finite, infinite or NaN input ----------------------------------------
 
 @njit(inline="always")
-def _round(b, k, nearest):
-    """(neg, below, q, s, over) for the float32 pattern b; see the module docstring."""
+def _sr_up(x, s, sf, u, k):
+    """1 if SR with word u rounds x up at the true shift sf (s = min(sf, 25)), else 0."""
+    r = k[SR_R]
+    d1 = sub(sf, r)  # sf >= r: t = (x >> (sf - r)) & (2**r - 1), and 0 once sf - r >= 31 (x < 2**31)
+    d2 = sub(r, sf)  # sf < r: t = (x & (2**s - 1)) << (r - sf); r - sf = 32 only when sf = 0 (t = 0)
+    t = select(ult(sf, r), shl(and_(x, sub(shl(_1, s), _1)), select(ult(d2, _31), d2, _31)),
+               and_(shr(x, select(ult(d1, _31), d1, _31)), k[SR_MASK]))
+    return select(ult(xor(u, k[SR_UX]), t), _1, _0)
+
+
+@njit(inline="always")
+def _round(b, k, nearest, sr, u):
+    """(neg, below, q, s, over) for the float32 pattern b (u: the SR word when sr); see the module
+    docstring."""
     a = and_(b, _ABS)
     e = shr(a, _23)
     below = ult(a, k[THR])
     sub_f32 = eq(e, _0)
     mant = select(sub_f32, a, or_(and_(a, _FRAC), _HIDDEN))
     x = select(below, mant, a)
-    s = select(below, smin(sub(k[K2], select(sub_f32, _1, e)), _25), k[S])
-    k0 = select(below, k[K0], k[K0_N])
-    q = shr(add(x, _increment(x, s, sub(shl(_1, s), _1), shr(b, _31), k0, k, nearest)), s)
+    if sr:
+        sf = select(below, sub(k[K2], select(sub_f32, _1, e)), k[S])  # >= 1 below, S above
+        s = select(ult(sf, _25), sf, _25)
+        q = add(shr(x, s), _sr_up(x, s, sf, u, k))
+    else:
+        s = select(below, smin(sub(k[K2], select(sub_f32, _1, e)), _25), k[S])
+        k0 = select(below, k[K0], k[K0_N])
+        q = shr(add(x, _increment(x, s, sub(shl(_1, s), _1), shr(b, _31), k0, k, nearest)), s)
     return ult(_ABS, b), below, q, s, ult(k[QMAX], q)
 
 
 @njit(inline="always")
-def code_of(b, k, nearest):
-    """The code of the float32 pattern b."""
-    neg, below, q, s, over = _round(b, k, nearest)
+def code_of(b, k, nearest, sr, u):
+    """The code of the float32 pattern b (u: its SR word when sr)."""
+    neg, below, q, s, over = _round(b, k, nearest, sr, u)
     code = select(below, shl(q, k[SHC]), sub(q, k[C0]))
     sign = select(neg & (not (eq(code, _0) & (k[ZF] != _0))), k[SB], _0)
     res = select(over, select(neg, k[OVF_NEG], k[OVF_POS]), or_(code, sign))
@@ -162,9 +201,9 @@ def code_of(b, k, nearest):
 
 
 @njit(inline="always")
-def value_of(b, k, nearest):
+def value_of(b, k, nearest, sr, u):
     """The float32 pattern of the float32 pattern b rounded (a value of the format)."""
-    neg, below, q, s, over = _round(b, k, nearest)
+    neg, below, q, s, over = _round(b, k, nearest, sr, u)
     mag = select(below, f32_scaled_bits(q, k[SCALE]), shl(q, s))
     sign = select(neg & (not (eq(mag, _0) & (k[ZF] != _0))), _SIGN32, _0)
     res = select(over, select(neg, k[VOVF_NEG], k[VOVF_POS]), or_(mag, sign))
@@ -183,15 +222,18 @@ def _rare(a, k):
 
 
 @njit(inline="always")
-def _short_block(x, k, out, lo, nearest, values):
+def _short_block(x, k, out, lo, nearest, values, sr, w, wo):
     """Write x[lo:lo + BLOCK] by the short formula; return whether an element needs the full one
-    (its output is then wrong and must be rewritten)."""
+    (its output is then wrong and must be rewritten). SR: element lo + j uses word w[wo + j]."""
     rare = _0
     for j in range(BLOCK):
         b = x[lo + j]
         a = and_(b, _ABS)
         sign = shr(b, _31)
-        t = add(a, _increment(a, k[S], k[MASK], sign, k[K0_N], k, nearest))
+        if sr:
+            t = add(a, shr(shl(and_(xor(w[wo + j], k[SR_CMPX]), k[SR_WM]), k[SR_L]), k[SR_RS]))
+        else:
+            t = add(a, _increment(a, k[S], k[MASK], sign, k[K0_N], k, nearest))
         if values:
             out[lo + j] = or_(and_(t, k[KEEP]), shl(sign, _31))
         else:
@@ -209,10 +251,12 @@ def _any_rare(x, k, lo):
 
 
 @njit(inline="always")
-def _full(x, k, out, lo, hi, nearest, values):
-    """Write x[lo:hi] by the full formula; return the number of NaNs if the format has none."""
+def _full(x, k, out, lo, hi, nearest, values, sr, w, wo):
+    """Write x[lo:hi] by the full formula; return the number of NaNs if the format has none.
+    SR: element i uses word w[wo + i - lo]."""
     for i in range(lo, hi):
-        out[i] = value_of(x[i], k, nearest) if values else code_of(x[i], k, nearest)
+        u = w[wo + i - lo] if sr else _0
+        out[i] = value_of(x[i], k, nearest, sr, u) if values else code_of(x[i], k, nearest, sr, u)
     bad = 0
     if k[CHECK_NAN]:
         for i in range(lo, hi):
@@ -232,13 +276,55 @@ def _run(x, k, out, nearest, values):
         if prev:
             rare = _any_rare(x, k, lo)
             if not rare:
-                _short_block(x, k, out, lo, nearest, values)
+                _short_block(x, k, out, lo, nearest, values, False, x, 0)
         else:
-            rare = _short_block(x, k, out, lo, nearest, values)
+            rare = _short_block(x, k, out, lo, nearest, values, False, x, 0)
         if rare:
-            bad += _full(x, k, out, lo, lo + BLOCK, nearest, values)
+            bad += _full(x, k, out, lo, lo + BLOCK, nearest, values, False, x, 0)
         prev = rare
-    return bad + _full(x, k, out, nb * BLOCK, x.size, nearest, values)
+    return bad + _full(x, k, out, nb * BLOCK, x.size, nearest, values, False, x, 0)
+
+
+@njit(inline="always")
+def _draw(buf, k, key0, key1, lo, n):
+    """buf[j] = the SR word of element lo + j (j < n): ``bits(key, .)[lo + j] >> (32 - r)``."""
+    hi = np.uint32(lo >> 32)  # lo is a multiple of BLOCK, so lo + j never carries into hi
+    base = np.uint32(lo & 0xFFFFFFFF)
+    for j in range(n):
+        buf[j] = shr(threefry_word(key0, key1, hi, add(base, j)), k[SR_SHIFT])
+
+
+@njit(inline="always")
+def _run_sr(x, k, out, u, key0, key1, seeded, values):
+    """_run for stochastic rounding: words u[i] (random_bits), or threefry words of (key0, key1)
+    drawn per block into a buffer (seeded)."""
+    buf = np.empty(BLOCK, np.uint32)
+    nb = x.size // BLOCK
+    bad = 0
+    prev = False
+    for blk in range(nb):
+        lo = blk * BLOCK
+        if seeded:
+            _draw(buf, k, key0, key1, lo, BLOCK)
+            w, wo = buf, 0
+        else:
+            w, wo = u, lo
+        if prev:
+            rare = _any_rare(x, k, lo)
+            if not rare:
+                _short_block(x, k, out, lo, False, values, True, w, wo)
+        else:
+            rare = _short_block(x, k, out, lo, False, values, True, w, wo)
+        if rare:
+            bad += _full(x, k, out, lo, lo + BLOCK, False, values, True, w, wo)
+        prev = rare
+    lo = nb * BLOCK
+    if seeded:
+        _draw(buf, k, key0, key1, lo, x.size - lo)
+        w, wo = buf, 0
+    else:
+        w, wo = u, lo
+    return bad + _full(x, k, out, lo, x.size, False, values, True, w, wo)
 
 
 # -- kernels: x is the flat uint32 view of the float32 input, out the flat output of the same size --
@@ -262,3 +348,23 @@ def quantize_f32(x, C, out):
     if k[NEAR]:
         return _run(x, k, out, True, True)
     return _run(x, k, out, False, True)
+
+
+@njit(cache=True)
+def encode_sr_f32(x, C, u, key0, key1, seeded, out):
+    """encode_f32 for stochastic rounding (C built with SR): element i uses the word u[i]
+    (``random_bits``, values below 2**sr_bits), or when ``seeded`` the threefry word
+    ``bits((key0, key1), (n,))[i] >> (32 - sr_bits)`` (u is then not read)."""
+    k = _unpack(C)
+    if seeded:
+        return _run_sr(x, k, out, u, key0, key1, True, False)
+    return _run_sr(x, k, out, u, key0, key1, False, False)
+
+
+@njit(cache=True)
+def quantize_sr_f32(x, C, u, key0, key1, seeded, out):
+    """quantize_f32 for stochastic rounding; words as in encode_sr_f32."""
+    k = _unpack(C)
+    if seeded:
+        return _run_sr(x, k, out, u, key0, key1, True, True)
+    return _run_sr(x, k, out, u, key0, key1, False, True)

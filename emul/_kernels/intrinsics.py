@@ -11,7 +11,12 @@ as LLVM gives no defined result otherwise:
 
 - shift amounts (:func:`shl`, :func:`shr`) are below 32;
 - :func:`f32_scaled_bits` is exact only when ``q * 2**k`` is a float32 (callers pass small ``q`` and
-  a power of two).
+  a power of two);
+- rotation amounts (:func:`rotl`) are constants in 1…31.
+
+:func:`threefry2x32` and :func:`threefry_word` are Threefry-2x32 (20 rounds, as JAX computes it) in
+these operations, so a loop that draws its random words inline stays in 32-bit lanes; they equal
+:func:`emul._kernels.threefry.threefry2x32` bit for bit.
 
 The intrinsics are module-level objects, so ``@njit(cache=True)`` functions that use them cache.
 (Numba checks only the caller's source file for staleness: after editing this file, clear the
@@ -19,7 +24,8 @@ The intrinsics are module-level objects, so ``@njit(cache=True)`` functions that
 """
 
 from llvmlite import ir
-from numba import types
+from numba import njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 _U32 = types.uint32
@@ -53,8 +59,16 @@ or_ = _binary("or_", lambda bld, x, y: bld.or_(x, y), "a | b.")
 xor = _binary("xor", lambda bld, x, y: bld.xor(x, y), "a ^ b.")
 shl = _binary("shl", lambda bld, x, y: bld.shl(x, y), "a << b mod 2**32 (b < 32).")
 shr = _binary("shr", lambda bld, x, y: bld.lshr(x, y), "a >> b, logical (b < 32).")
+rotl = _binary("rotl", lambda bld, x, y: bld.call(_fshl(bld), [x, x, y]),
+               "a rotated left by b bits (llvm.fshl; b a constant in 1..31).")
 smin = _binary("smin", lambda bld, x, y: bld.select(bld.icmp_signed("<", x, y), x, y),
                "min(a, b) with both read as int32 (the result keeps its bit pattern).")
+
+
+def _fshl(builder):
+    """The LLVM funnel-shift-left intrinsic for i32 (a rotation when both inputs are the same)."""
+    fnty = ir.FunctionType(_I32, [_I32, _I32, _I32])
+    return cgutils.get_or_insert_function(builder.module, fnty, "llvm.fshl.i32")
 
 
 def _compare(name, emit, doc):
@@ -114,5 +128,48 @@ def f32_scaled_bits(typingctx, q, scale_bits):
     return _U32(q, scale_bits), codegen
 
 
-__all__ = ["add", "sub", "and_", "or_", "xor", "shl", "shr", "smin", "ult", "eq", "select",
-           "f32_scaled_bits"]
+# -- Threefry-2x32 in 32-bit operations -------------------------------------------------------------
+
+_KS_PARITY = 0x1BD11BDA  # Threefry-2x32 key-schedule parity constant
+
+
+@njit(inline="always")
+def _mix4(x0, x1, r0, r1, r2, r3):
+    """Four Threefry rounds: x0 += x1; x1 = rotl(x1, r) ^ x0."""
+    x0 = add(x0, x1)
+    x1 = xor(rotl(x1, r0), x0)
+    x0 = add(x0, x1)
+    x1 = xor(rotl(x1, r1), x0)
+    x0 = add(x0, x1)
+    x1 = xor(rotl(x1, r2), x0)
+    x0 = add(x0, x1)
+    x1 = xor(rotl(x1, r3), x0)
+    return x0, x1
+
+
+@njit(inline="always")
+def threefry2x32(k0, k1, x0, x1):
+    """Threefry-2x32 of the counter pair (x0, x1) under key (k0, k1): two uint32 words."""
+    k2 = xor(xor(k0, k1), _KS_PARITY)
+    x0, x1 = add(x0, k0), add(x1, k1)
+    x0, x1 = _mix4(x0, x1, 13, 15, 26, 6)
+    x0, x1 = add(x0, k1), add(add(x1, k2), 1)
+    x0, x1 = _mix4(x0, x1, 17, 29, 16, 24)
+    x0, x1 = add(x0, k2), add(add(x1, k0), 2)
+    x0, x1 = _mix4(x0, x1, 13, 15, 26, 6)
+    x0, x1 = add(x0, k0), add(add(x1, k1), 3)
+    x0, x1 = _mix4(x0, x1, 17, 29, 16, 24)
+    x0, x1 = add(x0, k1), add(add(x1, k2), 4)
+    x0, x1 = _mix4(x0, x1, 13, 15, 26, 6)
+    return add(x0, k2), add(add(x1, k0), 5)
+
+
+@njit(inline="always")
+def threefry_word(k0, k1, hi, lo):
+    """``y0 ^ y1`` of threefry2x32(k, (hi, lo)): word ``hi * 2**32 + lo`` of ``emul.random.bits(k, n)``."""
+    y0, y1 = threefry2x32(k0, k1, hi, lo)
+    return xor(y0, y1)
+
+
+__all__ = ["add", "sub", "and_", "or_", "xor", "shl", "shr", "rotl", "smin", "ult", "eq", "select",
+           "f32_scaled_bits", "threefry2x32", "threefry_word"]
