@@ -5,7 +5,9 @@
 np.uint8(56)
 """
 
-from . import random, sparsity
+from . import random, sparsity, vectors
+from .accumulate import conv2d, dot, matmul
+from .arith import add, div, fma, mul, sqrt, sub
 from .formats import FixedFormat, FloatFormat, format
 from .quantize import decode, encode, quantize
 from .rounding import Overflow, Rounding
@@ -14,6 +16,8 @@ __all__ = [
     "FloatFormat", "FixedFormat", "format",
     "Rounding", "Overflow",
     "quantize", "encode", "decode",
-    "random", "sparsity",
+    "add", "sub", "mul", "div", "fma", "sqrt",
+    "dot", "matmul", "conv2d",
+    "random", "sparsity", "vectors",
 ]
 __version__ = "0.1.0"

@@ -1,0 +1,208 @@
+"""add, sub, mul, div, fma, sqrt: the exact real result, rounded once to a format.
+
+Each operation computes its exact result with integer arithmetic (a 128-bit product, a sum
+aligned in 192 bits with a sticky bit, a 128-bit quotient with its remainder, a 96-bit square root
+with its remainder) and rounds it once with the same rounding kernel as :func:`emul.quantize`, so
+every mode, overflow rule and stochastic-rounding setting behaves exactly as there. Inputs are
+arrays of any numeric dtype, taken at their exact values and broadcast like numpy; the result is
+float32 when every input is float32 and the format's values are float32 values, else float64.
+See ``docs/arith.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy as np
+
+from ._lazy import LazyModule
+from ._threads import single_thread_below
+K = LazyModule("emul._kernels.arith")
+KR = LazyModule("emul._kernels.round")
+W = LazyModule("emul._kernels.wide")
+from ._params import kernel_params, resolve
+from ._validate import numeric_array
+from .formats import FixedFormat, FloatFormat
+from .quantize import PARALLEL_MIN, _check_fits_float64, _fits_float32, sr_words
+
+__all__ = ["add", "sub", "mul", "div", "fma", "sqrt"]
+
+_SR_DOC = """
+    Args:
+      {args}: array-likes of float16/32/64 or integers, taken at their exact values and broadcast.
+      fmt: a :class:`FloatFormat`, :class:`FixedFormat` or a name for :func:`emul.format`.
+      rounding: a :class:`Rounding` or its name (default ``"nearest_even"``).
+      overflow: as for :func:`emul.quantize` (``"ieee"`` for floats, ``"saturate"`` for fixed point
+        by default).
+      seed, key, random_bits, sr_bits, sr_method: stochastic rounding, as for :func:`emul.quantize`;
+        element i of the broadcast result uses random word i (C order).
+"""
+
+
+def _as_float64_or_int(a: np.ndarray) -> np.ndarray:
+    """float inputs as float64 (exact), integers that float64 holds exactly as float64 too, so that
+    the kernel is compiled for few dtype combinations."""
+    if a.dtype.kind == "f":
+        return a.astype(np.float64, copy=False)
+    if a.size == 0 or (int(a.max()) <= 1 << 53 and int(a.min()) >= -(1 << 53)):
+        return a.astype(np.float64)
+    return a
+
+
+def _flat(a: np.ndarray, shape) -> np.ndarray:
+    """a broadcast to shape, flat, C-contiguous and writeable (numba compiles read-only arrays as a
+    separate signature)."""
+    if a.shape != shape:
+        a = np.broadcast_to(a, shape)
+    return np.require(a.reshape(-1), requirements=["C", "W"])
+
+
+def _exact_fraction(v) -> Fraction | None:
+    """The exact value of one input element as a Fraction (None for inf/NaN)."""
+    if isinstance(v, (np.floating, float)):
+        f = float(v)
+        return Fraction(f) if math.isfinite(f) else None
+    return Fraction(int(v))
+
+
+def _redo_exact(op, flat, idx, u, P, fmt, out):
+    """Recompute the elements the kernel could not finish (wrapping fixed-point results far above
+    the format's range) with Python integers, then round them with the same kernel code."""
+    for i in idx:
+        x = [_exact_fraction(f[i]) for f in flat]
+        if op == K.DIV:
+            v = x[0] / x[1]
+        elif op == K.SQRT:
+            v = x[0]
+        else:  # pragma: no cover - sums and products always fit their frames
+            raise AssertionError(op)
+        sign = int(v < 0)
+        y = abs(v) * Fraction(2) ** fmt.frac
+        if op == K.SQRT:  # floor(sqrt(y) * 2**64) from the integer square root of floor(y * 2**128)
+            scaled = y * (1 << 128)
+            z = math.isqrt(scaled.numerator // scaled.denominator)
+            exact = z * z == scaled
+        else:
+            scaled = y * (1 << 64)
+            z = scaled.numerator // scaled.denominator
+            exact = z == scaled
+        q, F = z >> 64, z & ((1 << 64) - 1)
+        q &= (1 << (fmt.bits + 1)) - 1
+        out[i] = K.fixed_from_qF(np.int64(sign), np.uint64(q), np.uint64(F), not exact,
+                                 np.uint64(u[i] if P[KR.SR] else 0), P)
+
+
+def _apply(op, inputs, names, fmt, rounding, overflow, seed, key, sr_bits, sr_method, random_bits):
+    fmt, mode, ovf, r, compare = resolve(fmt, rounding, overflow, sr_bits, sr_method)
+    _check_fits_float64(fmt, names[0] if len(names) == 1 else "result")
+    arrays = [numeric_array(x, name) for x, name in zip(inputs, names)]
+    shape = arrays[0].shape
+    if any(a.shape != shape for a in arrays):
+        try:
+            shape = np.broadcast_shapes(*(a.shape for a in arrays))
+        except ValueError:
+            shapes = ", ".join(f"{n}{a.shape}" for n, a in zip(names, arrays))
+            raise ValueError(f"operands could not be broadcast together: {shapes}") from None
+    out_dtype = (np.float32 if all(a.dtype == np.float32 for a in arrays) and _fits_float32(fmt)
+                 else np.float64)
+    P = kernel_params(fmt, mode, ovf, r, compare)
+    u = sr_words(mode, shape, r, seed=seed, key=key, random_bits=random_bits)
+    # C-contiguous and writeable (numba compiles read-only arrays as a separate signature)
+    flat = [_flat(_as_float64_or_int(a), shape) for a in arrays]
+    u = np.require(u, requirements=["C", "W"])
+    while len(flat) < 3:
+        flat.append(flat[0])
+    n = flat[0].size
+    out = np.empty(n, np.float64)
+    flags = np.empty(n, np.int8)
+    with single_thread_below(n, PARALLEL_MIN):
+        K.arith_parallel(op, flat[0], flat[1], flat[2], u, P, out, flags)
+    if n and flags.any():
+        for flag, what in ((W.BAD_NAN, "NaN"), (W.BAD_INF, "infinite")):
+            count = int(np.count_nonzero(flags == flag))
+            if count and flag == W.BAD_NAN:
+                raise ValueError(f"{count} NaN result(s) (a NaN input or an invalid operation such as "
+                                 f"inf - inf, 0 * inf, 0 / 0, sqrt(-1)), but {fmt.name} has no NaN")
+            if count:
+                raise ValueError(f"{count} infinite result(s), which overflow={ovf.value!r} cannot map into "
+                                 f"{fmt.name}; use a saturate rule")
+        _redo_exact(op, flat, np.flatnonzero(flags == W.NEED_EXACT), u, P, fmt, out)
+    out = out.reshape(shape)
+    if out_dtype == np.float32:
+        out = out.astype(np.float32)
+    if out.ndim == 0 and not any(isinstance(x, np.ndarray) for x in inputs):
+        return out[()]
+    return out
+
+
+def add(a, b, fmt, rounding="nearest_even", overflow=None, *, seed=None, key=None, sr_bits=None,
+        sr_method="add", random_bits=None):
+    """a + b, exact, rounded once to ``fmt``.
+    {doc}
+    >>> add(1.0, 2.0**-12, "fp16", "up")  # the exact sum is just above 1: the next fp16 up
+    np.float64(1.0009765625)
+    >>> add(1.0, -1.0, "fp16", "down")  # an exact zero sum is -0 when rounding down
+    np.float64(-0.0)
+    """
+    return _apply(K.ADD, (a, b), ("a", "b"), fmt, rounding, overflow, seed, key, sr_bits, sr_method, random_bits)
+
+
+def sub(a, b, fmt, rounding="nearest_even", overflow=None, *, seed=None, key=None, sr_bits=None,
+        sr_method="add", random_bits=None):
+    """a - b, exact, rounded once to ``fmt``.
+    {doc}
+    >>> sub(1.75, -1.0, "fx<4,2>")  # 2.75 saturates to the largest fx<4,2> value
+    np.float64(1.75)
+    """
+    return _apply(K.SUB, (a, b), ("a", "b"), fmt, rounding, overflow, seed, key, sr_bits, sr_method, random_bits)
+
+
+def mul(a, b, fmt, rounding="nearest_even", overflow=None, *, seed=None, key=None, sr_bits=None,
+        sr_method="add", random_bits=None):
+    """a * b, exact, rounded once to ``fmt``.
+    {doc}
+    >>> mul(448.0, 448.0, "e4m3fn")  # OCP E4M3 has no infinity: overflow gives NaN
+    np.float64(nan)
+    >>> mul(448.0, 448.0, "e4m3fn", overflow="saturate")
+    np.float64(448.0)
+    """
+    return _apply(K.MUL, (a, b), ("a", "b"), fmt, rounding, overflow, seed, key, sr_bits, sr_method, random_bits)
+
+
+def div(a, b, fmt, rounding="nearest_even", overflow=None, *, seed=None, key=None, sr_bits=None,
+        sr_method="add", random_bits=None):
+    """a / b, exact, rounded once to ``fmt`` (x / 0 is ±inf for finite nonzero x; 0 / 0 is NaN).
+    {doc}
+    >>> div(1.0, 3.0, "bf16")
+    np.float64(0.333984375)
+    >>> div([1.0, -1.0], 0.0, "fp16")
+    array([ inf, -inf])
+    """
+    return _apply(K.DIV, (a, b), ("a", "b"), fmt, rounding, overflow, seed, key, sr_bits, sr_method, random_bits)
+
+
+def fma(a, b, c, fmt, rounding="nearest_even", overflow=None, *, seed=None, key=None, sr_bits=None,
+        sr_method="add", random_bits=None):
+    """a * b + c with one rounding.
+    {doc}
+    >>> fma(1.0 + 2.0**-10, 1.0 - 2.0**-10, -1.0, "fp16")  # -2**-20, which a rounded product loses
+    np.float64(-9.5367431640625e-07)
+    """
+    return _apply(K.FMA, (a, b, c), ("a", "b", "c"), fmt, rounding, overflow, seed, key, sr_bits, sr_method,
+                  random_bits)
+
+
+def sqrt(a, fmt, rounding="nearest_even", overflow=None, *, seed=None, key=None, sr_bits=None,
+         sr_method="add", random_bits=None):
+    """The square root of a, rounded once to ``fmt`` (sqrt(-0) = -0; negative inputs give NaN).
+    {doc}
+    >>> sqrt(2.0, "fp16", "toward_zero"), sqrt(2.0, "fp16", "up")
+    (np.float64(1.4140625), np.float64(1.4150390625))
+    """
+    return _apply(K.SQRT, (a,), ("a",), fmt, rounding, overflow, seed, key, sr_bits, sr_method, random_bits)
+
+
+for _f, _args in ((add, "a, b"), (sub, "a, b"), (mul, "a, b"), (div, "a, b"), (fma, "a, b, c"), (sqrt, "a")):
+    _f.__doc__ = _f.__doc__.replace("{doc}", _SR_DOC.format(args=_args))
+del _f, _args

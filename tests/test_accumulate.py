@@ -1,0 +1,370 @@
+"""emul.dot / matmul / conv2d: step-by-step saturation and wrapping, orders, fast paths equal to the
+exact general path, SR word layout, shapes like np.matmul, K = 0, bad input."""
+
+from __future__ import annotations
+
+import math
+import zlib
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+import emul
+import emul.accumulate as A
+import reference
+
+ml_dtypes = pytest.importorskip("ml_dtypes")
+
+
+def e4m3(shape, rng, scale=1.0):
+    return (rng.standard_normal(shape) * scale).astype(ml_dtypes.float8_e4m3fn).astype(np.float32)
+
+
+def run(a, b, acc, fast=True, **kw):
+    args = dict(product=None, product_rounding="nearest_even", rounding="nearest_even", overflow=None,
+                order="sequential", chunk=None, outer=None, init=None, seed=None, key=None, random_bits=None,
+                sr_bits=None, sr_method="add")
+    args.update(kw)
+    return A._matmul(a, b, acc, *args.values(), fast=fast)
+
+
+def identical(x, y):
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    return x.shape == y.shape and bool(np.all((x.view(np.uint64) == y.view(np.uint64)) | (np.isnan(x) & np.isnan(y))))
+
+
+@pytest.fixture
+def plans(monkeypatch):
+    """Records which path each call took: the plan's class name, or 'general'."""
+    seen = []
+    original = A._plan
+
+    def spy(job):
+        plan = original(job)
+        seen.append("general" if plan is None else type(plan).__name__)
+        return plan
+
+    monkeypatch.setattr(A, "_plan", spy)
+    return seen
+
+
+# --- the step-by-step rules --------------------------------------------------------------------
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_saturating_int7_clamps_every_step(fast):
+    a = np.array([1.0] * 64 + [-1.0] * 64)
+    b = np.ones(128)
+    # 64 x (1*1) saturates at 63; then 64 x (-1*1) brings it to -1 (a final clamp would give 0)
+    assert run(a, b, "fx<7,0>", fast) == -1.0
+    assert run(a, b, "fx<7,0>", fast, overflow="wrap") == 0.0
+    assert run(a, b, "fx<7,0>", fast, overflow="saturate_symmetric") == -1.0
+    assert run(np.ones(70), np.ones(70), "fx<7,0>", fast, overflow="saturate_zero") == 6.0
+
+
+def test_wrapping_overflows_on_the_way_and_recovers():
+    a = np.array([60.0, 10.0, -10.0, -60.0, 5.0])
+    assert A.dot(a, np.ones(5), "int7", overflow="wrap") == 5.0  # 70 wraps to -58, then comes back
+    assert A.dot(a, np.ones(5), "int7") == -2.0                  # 63 - 10 - 60 + 5 after the clamp
+    assert reference.dot(list(a), [1.0] * 5, emul.format("int7"), overflow="wrap") == 5
+
+
+def test_swamping_and_order():
+    ones = np.ones(1000)
+    assert A.dot(ones, ones, "bf16") == 256.0            # 256 + 1 rounds back to 256 (8 bits)
+    assert A.dot(ones, ones, "bf16", order="pairwise") == 1000.0
+    assert A.dot(ones, ones, "bf16", order="chunked", chunk=16) == 1000.0
+    # chunks of 300 swamp at 256 each; the outer sum 256 + 256 + 256 + 100 = 868 is exact
+    assert A.dot(ones, ones, "bf16", order="chunked", chunk=300) == 868.0
+    assert reference.dot([1] * 1000, [1] * 1000, emul.format("bf16"), order="chunked", chunk=300) == 868
+
+
+def test_subnormal_products_and_ties():
+    # e4m3fn subnormals: 2**-9 * 2**-9 = 2**-18 is exact here, below e4m7's smallest subnormal 2**-13
+    a = np.array([2.0**-9, 2.0**-9, 1.0])
+    b = np.array([2.0**-9, 2.0**-4, 2.0**-14])
+    for mode in ("nearest_even", "toward_zero", "up", "odd"):
+        got = A.dot(a, b, "e4m7", rounding=mode)
+        want = reference.dot(list(a), list(b), emul.format("e4m7"), rounding=mode)
+        assert Fraction(float(got)) == want
+    # a tie: 1 + 2**-8 between 1 and 1 + 2**-7 in e4m7 -> even (1.0); then 1 + 3*2**-8 -> 1 + 2**-6
+    assert A.dot([1.0, 1.0], [1.0, 2.0**-8], "e4m7") == 1.0
+    assert A.dot([1.0, 3.0], [1.0, 2.0**-8], "e4m7") == 1.0 + 2.0**-6
+
+
+# --- fast paths are the general path -----------------------------------------------------------
+
+FLOAT_CASES = [
+    dict(acc="e4m7"), dict(acc="e5m6"), dict(acc="fp16"), dict(acc="bf16"), dict(acc="e4m7-nosub"),
+    dict(acc="e4m7", order="pairwise"), dict(acc="e4m7", order="chunked", chunk=16),
+    dict(acc="e4m7", order="chunked", chunk=7, outer="fp32"), dict(acc="e5m2", overflow="saturate"),
+    dict(acc="e4m3fn"), dict(acc="e5m2fnuz"), dict(acc="e4m7", init=1.5),
+    dict(acc="e4m7", rounding="toward_zero"), dict(acc="fp16", rounding="down"), dict(acc="bf16", rounding="up"),
+    dict(acc="e4m7", rounding="odd"), dict(acc="e5m6", rounding="nearest_away", order="pairwise"),
+    dict(acc="e4m7", rounding="stochastic", seed=3, sr_bits=32), dict(acc="bf16", rounding="stochastic", seed=4,
+                                                                          sr_bits=8, order="pairwise"),
+    dict(acc="fp16", rounding="stochastic", seed=5, sr_bits=11, sr_method="compare", order="chunked", chunk=8),
+    dict(acc="e4m7", product="e4m3fn"), dict(acc="fp16", product="e5m2", product_rounding="toward_zero",
+                                             order="pairwise"),
+]
+
+
+@pytest.mark.parametrize("kw", FLOAT_CASES, ids=lambda kw: "-".join(f"{v}" for v in kw.values()))
+@pytest.mark.parametrize("data", ["e4m3", "wide", "tiny"])
+def test_float_fast_path_equals_general(kw, data, plans):
+    rng = np.random.default_rng(zlib.crc32(data.encode()))
+    kw = dict(kw)
+    acc = kw.pop("acc")
+    if data == "e4m3":
+        a, b = e4m3((9, 70), rng), e4m3((70, 13), rng)
+    elif data == "wide":  # 24-bit values with exponents far apart: TwoSum's error term matters
+        a = rng.standard_normal((9, 70)).astype(np.float32).astype(np.float64) * 2.0 ** rng.integers(-20, 8, (9, 70))
+        b = e4m3((70, 13), rng).astype(np.float64)
+    else:  # products in and below the subnormal range
+        a, b = e4m3((9, 70), rng, 2.0**-6), e4m3((70, 13), rng, 2.0**-5)
+    a[rng.random(a.shape) < 0.05] = 0.0
+    fast = run(a, b, acc, True, **kw)
+    assert plans[-1] == "_FloatPlan"
+    assert identical(fast, run(a, b, acc, False, **kw))
+
+
+def test_float_rows_that_overflow_fall_back_to_the_general_path(plans):
+    rng = np.random.default_rng(1)
+    a = e4m3((8, 40), rng, 4.0)
+    b = e4m3((40, 6), rng, 4.0)
+    a[:4, :3] = 448.0       # rows 0-3, columns 0-1: 448 * 448 overflows fp16 (inf) and e4m3fn (NaN)
+    b[:3, :2] = 448.0
+    for acc, ovf in (("fp16", None), ("e4m3fn", None), ("e5m2", "saturate")):
+        got = run(a, b, acc, True, overflow=ovf)
+        assert plans[-1] == "_FloatPlan"
+        assert identical(got, run(a, b, acc, False, overflow=ovf))
+    assert not np.isfinite(run(a, b, "fp16", True)).all()
+
+
+FIXED_CASES = [
+    dict(acc="int12"), dict(acc="int12", overflow="wrap"), dict(acc="int12", overflow="saturate_zero"),
+    dict(acc="int12", overflow="saturate_symmetric"), dict(acc="int12", overflow="wrap_sign_magnitude"),
+    dict(acc="uint16", overflow="wrap"), dict(acc="uint16"), dict(acc="int12", order="pairwise"),
+    dict(acc="int12", order="pairwise", overflow="wrap_sign_magnitude"),
+    dict(acc="int12", order="chunked", chunk=8), dict(acc="int12", order="chunked", chunk=5, outer="fx<24,3>"),
+    dict(acc="int12", order="chunked", chunk=16, overflow="wrap"), dict(acc="fx<14,2>", overflow="wrap"),
+    dict(acc="int24"), dict(acc="int32", overflow="wrap"), dict(acc="int12", init=-100.0),
+    dict(acc="int12", rounding="stochastic", seed=1),  # SR leaves on-grid sums alone
+    dict(acc="int12", product="int32"),                # a product format that holds every product
+]
+
+
+@pytest.mark.parametrize("kw", FIXED_CASES, ids=lambda kw: "-".join(f"{v}" for v in kw.values()))
+@pytest.mark.parametrize("scale", [128, 4, 3000])
+def test_fixed_fast_path_equals_general(kw, scale, plans):
+    rng = np.random.default_rng(scale)
+    kw = dict(kw)
+    acc = kw.pop("acc")
+    a = rng.integers(-scale, scale, (7, 90)).astype(np.int8 if scale <= 128 else np.int64)
+    b = rng.integers(-scale, scale, (90, 11))
+    if acc.startswith("u"):
+        a, b = np.abs(a), np.abs(b)
+    fast = run(a, b, acc, True, **kw)
+    assert plans[-1] == "_FixedPlan"
+    assert identical(fast, run(a, b, acc, False, **kw))
+
+
+def test_fixed_bounded_rows_use_the_exact_sum(plans):
+    """Rows whose |init| + sum|a||b| stays in range are one exact BLAS product; the others step."""
+    rng = np.random.default_rng(2)
+    a = rng.integers(-3, 4, (6, 50)).astype(float)
+    a[3:] *= 40  # these rows saturate
+    b = rng.integers(-3, 4, (50, 9)).astype(float)
+    for order, chunk in (("sequential", None), ("pairwise", None), ("chunked", 7)):
+        got = run(a, b, "int12", True, order=order, chunk=chunk)
+        assert plans[-1] == "_FixedPlan"
+        assert identical(got, run(a, b, "int12", False, order=order, chunk=chunk))
+        assert identical(got[:3], a[:3] @ b)
+
+
+def test_general_path_for_off_grid_products(plans):
+    a = np.array([[0.3, 0.7, -1.1]])
+    b = np.array([[1.0], [0.5], [0.25]])
+    run(a, b, "fx<8,2>")
+    assert plans[-1] == "general"
+    want = reference.matmul(a.tolist(), b.tolist(), emul.format("fx<8,2>"))
+    assert Fraction(float(run(a, b, "fx<8,2>")[0, 0])) == want[0][0]
+
+
+# --- stochastic rounding words -----------------------------------------------------------------
+
+@pytest.mark.parametrize("order,chunk", [("sequential", None), ("pairwise", None), ("chunked", 3)])
+def test_sr_word_layout(order, chunk):
+    rng = np.random.default_rng(7)
+    a, b = e4m3((2, 8), rng), e4m3((8, 3), rng)
+    T = A.sr_steps(8, order, chunk)
+    assert T == reference.sr_steps(8, order, chunk)
+    r = 10
+    words = rng.integers(0, 2**r, (2, 3, T))
+    got = A.matmul(a, b, "e4m7", rounding="stochastic", random_bits=words, sr_bits=r, order=order, chunk=chunk)
+    for i in range(2):
+        for j in range(3):  # output element (i, j) uses words[i, j, :] in step order
+            want = reference.dot(a[i].tolist(), b[:, j].tolist(), emul.format("e4m7"), rounding="stochastic",
+                                 u=words[i, j].tolist(), sr_bits=r, order=order, chunk=chunk)
+            assert Fraction(float(got[i, j])) == want
+    # seed= draws emul.random.bits(key(seed), out.shape + (T,)) >> (32 - r)
+    by_seed = A.matmul(a, b, "e4m7", rounding="stochastic", seed=9, sr_bits=r, order=order, chunk=chunk)
+    drawn = np.asarray(emul.random.bits(emul.random.key(9), (2, 3, T))) >> np.uint32(32 - r)
+    assert identical(by_seed, A.matmul(a, b, "e4m7", rounding="stochastic", random_bits=drawn, sr_bits=r,
+                                       order=order, chunk=chunk))
+
+
+def test_sr_words_are_independent_of_the_path():
+    rng = np.random.default_rng(8)
+    a, b = e4m3((5, 40), rng), e4m3((40, 7), rng)
+    for acc in ("e4m7", "fp32"):  # fp32 with 32 SR bits needs the general path
+        x = run(a, b, acc, True, rounding="stochastic", seed=2)
+        assert identical(x, run(a, b, acc, False, rounding="stochastic", seed=2))
+
+
+# --- shapes, init, K = 0 -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("sa,sb", [((5,), (5,)), ((3, 5), (5,)), ((5,), (5, 4)), ((3, 5), (5, 4)),
+                                   ((2, 1, 3, 5), (6, 5, 4)), ((1, 3, 5), (2, 5, 4)), ((0, 5), (5, 4)),
+                                   ((3, 0), (0, 4))])
+def test_shapes_like_np_matmul(sa, sb):
+    rng = np.random.default_rng(0)
+    a = rng.integers(-9, 9, sa).astype(np.float32)
+    b = rng.integers(-9, 9, sb).astype(np.float32)
+    got = A.matmul(a, b, "fp32")   # small integers: every step exact, so equal to np.matmul
+    want = np.matmul(a, b)
+    assert got.shape == want.shape and got.dtype == np.float32
+    assert np.array_equal(got, want)
+    assert A.dot(a, b, "fp32").shape == want.shape
+
+
+def test_k_zero_gives_init_or_plus_zero():
+    z = A.matmul(np.zeros((3, 0)), np.zeros((0, 2)), "e4m7")
+    assert z.shape == (3, 2) and not np.signbit(z).any() and (z == 0).all()
+    assert A.dot([], [], "fp16", init=-2.5) == -2.5
+    assert np.array_equal(A.matmul(np.zeros((2, 0)), np.zeros((0, 3)), "int8", init=[1, 2, 3]), [[1, 2, 3]] * 2)
+    assert math.copysign(1, A.dot([], [], "fp16", init=-0.0)) == -1
+
+
+def test_init_is_a_bias_broadcast_to_the_output():
+    rng = np.random.default_rng(4)
+    a, b = e4m3((4, 30), rng), e4m3((30, 5), rng)
+    bias = emul.quantize(rng.standard_normal(5), "e4m7")
+    got = A.matmul(a, b, "e4m7", init=bias)
+    for i in range(4):
+        for j in range(5):
+            want = reference.dot(a[i].tolist(), b[:, j].tolist(), emul.format("e4m7"), init=float(bias[j]))
+            assert Fraction(float(got[i, j])) == want
+    # chunked: init starts the outer sum, so it must be representable there
+    tenth = float(np.float32(0.1))
+    A.matmul(a, b, "e4m7", order="chunked", chunk=4, outer="fp32", init=tenth)
+    with pytest.raises(ValueError, match="init"):
+        A.matmul(a, b, "e4m7", init=tenth)
+
+
+def test_float32_in_float32_out():
+    x = np.ones((2, 3), np.float32)
+    assert A.matmul(x, x.T, "bf16").dtype == np.float32
+    assert A.matmul(x, x.T, "int12").dtype == np.float32
+    assert A.matmul(x.astype(np.float64), x.T, "bf16").dtype == np.float64
+    assert A.matmul(x, x.T, "e4m7", order="chunked", chunk=2, outer="fp64").dtype == np.float64
+
+
+def test_special_values():
+    inf = np.inf
+    assert A.dot([inf, 1.0], [1.0, 1.0], "fp16") == inf
+    assert np.isnan(A.dot([inf, -inf], [1.0, 1.0], "fp16"))
+    assert np.isnan(A.dot([0.0], [inf], "bf16"))
+    assert A.dot([inf], [1.0], "int8") == 127.0          # inf saturates a saturating fixed accumulator
+    assert A.dot([1e6, 1.0], [1e6, 1.0], "e5m2", overflow="saturate") == 57344.0
+    for a in ([np.nan, 1.0], [-np.nan, 1.0]):
+        got = A.dot(a, [1.0, 1.0], "e5m2")
+        want = reference.dot(a, [1.0, 1.0], emul.format("e5m2"))
+        assert np.isnan(got) and np.signbit(got) == (math.copysign(1, want) < 0)
+
+
+# --- conv2d --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("stride,padding", [(1, 0), (2, 1), ((1, 2), (2, 0))])
+def test_conv2d_is_the_matmul_of_its_im2col(stride, padding):
+    rng = np.random.default_rng(5)
+    x = e4m3((2, 3, 7, 6), rng)
+    w = e4m3((4, 3, 3, 2), rng)
+    got = A.conv2d(x, w, "e4m7", stride=stride, padding=padding, order="chunked", chunk=5)
+    sh, sw = (stride, stride) if isinstance(stride, int) else stride
+    ph, pw = (padding, padding) if isinstance(padding, int) else padding
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    ho, wo = (7 + 2 * ph - 3) // sh + 1, (6 + 2 * pw - 2) // sw + 1
+    assert got.shape == (2, 4, ho, wo)
+    for n, o, y, xx in [(0, 0, 0, 0), (1, 3, ho - 1, wo - 1), (1, 2, ho // 2, 0)]:
+        # the reduction order: channel (outermost), then kernel row, then kernel column
+        patch = [xp[n, c, y * sh + i, xx * sw + j] for c in range(3) for i in range(3) for j in range(2)]
+        weights = [w[o, c, i, j] for c in range(3) for i in range(3) for j in range(2)]
+        want = reference.dot([float(v) for v in patch], [float(v) for v in weights], emul.format("e4m7"),
+                             order="chunked", chunk=5)
+        assert Fraction(float(got[n, o, y, xx])) == want
+
+
+def test_conv2d_bias_and_sr():
+    rng = np.random.default_rng(6)
+    x = e4m3((1, 2, 4, 4), rng)
+    w = e4m3((3, 2, 2, 2), rng)
+    bias = np.array([0.5, -1.0, 2.0])
+    got = A.conv2d(x, w, "fp16", init=bias[:, None, None])
+    plain = A.conv2d(x, w, "fp32")
+    assert np.allclose(got - bias[:, None, None], plain, atol=1e-2)
+    s1 = A.conv2d(x, w, "e4m7", rounding="stochastic", seed=1)
+    words = np.asarray(emul.random.bits(emul.random.key(1), (1, 3, 3, 3, 8))) >> np.uint32(0)
+    assert identical(s1, A.conv2d(x, w, "e4m7", rounding="stochastic", random_bits=words))
+
+
+# --- bad input -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: A.matmul(np.ones((2, 3)), np.ones((4, 2)), "fp16"), "columns"),
+    (lambda: A.matmul(np.ones((2, 2, 3)), np.ones((3, 3, 2)), "fp16"), "broadcast"),
+    (lambda: A.matmul(np.float64(1.0), np.ones(2), "fp16"), "dimension"),
+    (lambda: A.dot(np.ones(3), np.ones(3), "fp16", order="chunked", chunk=0), "chunk"),
+    (lambda: A.dot(np.ones(3), np.ones(3), "fp16", order="chunked", chunk=-2), "chunk"),
+    (lambda: A.dot(np.ones(3), np.ones(3), "fp16", order="chunked"), "chunk"),
+    (lambda: A.dot(np.ones(3), np.ones(3), "fp16", chunk=4), "chunk"),
+    (lambda: A.dot(np.ones(3), np.ones(3), "fp16", outer="fp32"), "outer"),
+    (lambda: A.dot(np.ones(3), np.ones(3), "fp16", order="tree"), "order"),
+    (lambda: A.dot(np.ones(3), np.ones(3), "fp16", init=0.1), "not representable"),
+    (lambda: A.dot(np.ones(3), np.ones(3), "int8", init=0.5), "not representable"),
+    (lambda: A.dot(np.ones(3), np.ones(3), "int8", init=np.nan), "NaN"),
+    (lambda: A.matmul(np.ones((2, 3)), np.ones((3, 2)), "fp16", init=np.ones(3)), "init"),
+    (lambda: A.dot(np.ones(3), np.ones(3), "fp16", overflow="wrap"), "acc"),
+    (lambda: A.dot(np.ones(3), np.ones(3), "int12", overflow="ieee"), "acc"),
+    (lambda: A.dot(np.ones(3), np.ones(3), "int12", order="chunked", chunk=2, outer="fp32", overflow="wrap"), "outer"),
+    (lambda: A.dot(np.ones(3), np.ones(3), "uint12", overflow="wrap_sign_magnitude"), "acc"),
+    (lambda: A.dot([np.nan, 1.0], np.ones(2), "int12"), "NaN"),
+    (lambda: A.dot([np.inf, 1.0], np.ones(2), "int12", overflow="wrap"), "infinity"),
+    (lambda: A.dot([np.inf], [0.0], "e2m1fn"), "NaN"),
+    (lambda: A.dot(np.ones(3), np.ones(3), "fp16", product="e4m3fn", product_rounding="stochastic"), "stochastic"),
+    (lambda: A.dot(np.ones(3), np.ones(3), "fp16", rounding="stochastic"), "stochastic"),
+    (lambda: A.dot(np.ones(3), np.ones(3), "fp16", rounding="stochastic", random_bits=np.zeros(2, np.uint32)),
+     "random_bits"),
+    (lambda: A.dot(np.ones(3), np.ones(3), "int64"), "bits <= 53"),
+    (lambda: A.conv2d(np.ones((1, 2, 4, 4)), np.ones((1, 3, 2, 2)), "fp16"), "channels"),
+    (lambda: A.conv2d(np.ones((1, 2, 4, 4)), np.ones((1, 2, 5, 2)), "fp16"), "larger"),
+    (lambda: A.conv2d(np.ones((1, 2, 4, 4)), np.ones((1, 2, 2, 2)), "fp16", stride=0), "stride"),
+    (lambda: A.conv2d(np.ones((2, 4, 4)), np.ones((1, 2, 2, 2)), "fp16"), "N, C, H, W"),
+])
+def test_bad_input(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+@pytest.mark.parametrize("acc,kw", [("e4m7", {}), ("int12", {}), ("int12", dict(overflow="wrap")),
+                                    ("fx<12,2>", dict(order="pairwise")), ("bf16", dict(order="chunked", chunk=5))])
+def test_integer_dtypes_give_the_same_results(acc, kw):
+    rng = np.random.default_rng(9)
+    a = rng.integers(-128, 128, (5, 40))
+    b = rng.integers(-128, 128, (40, 6))
+    want = run(a.astype(np.float64), b.astype(np.float64), acc, False, **kw)
+    for dt in (np.int8, np.int16, np.int32, np.int64, np.float32, ">i4"):
+        for fast in (True, False):
+            assert identical(run(a.astype(dt), b.astype(dt), acc, fast, **kw), want), (dt, fast)
+    assert identical(run(np.abs(a).astype(np.uint8), np.abs(b).astype(np.uint16), acc, True, **kw),
+                     run(np.abs(a).astype(np.float64), np.abs(b).astype(np.float64), acc, False, **kw))
