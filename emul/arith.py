@@ -23,7 +23,6 @@ KR = LazyModule("emul._kernels.round")
 W = LazyModule("emul._kernels.wide")
 from ._params import kernel_params, resolve
 from ._validate import numeric_array
-from .formats import FixedFormat, FloatFormat
 from .quantize import PARALLEL_MIN, _check_fits_float64, _fits_float32, sr_words
 
 __all__ = ["add", "sub", "mul", "div", "fma", "sqrt"]

@@ -27,6 +27,7 @@ _ZERO = np.uint64(0)
 _ONE = np.uint64(1)
 _HALF = np.uint64(1 << 63)
 _ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
+_NEG_NAN = np.uint64(0xFFF8000000000000).view(np.float64)
 
 
 @njit(inline="always")
@@ -262,7 +263,7 @@ def code_value(code, P):
     if mag > np.uint64(P[MAXC]):
         if P[IEEE] and mag == np.uint64(P[INFC]):
             return -np.inf if sign else np.inf
-        return np.nan if not sign else -np.nan
+        return _NEG_NAN if sign else np.nan  # (-np.nan compiles to a positive NaN)
     if P[FNUZ] and sign and mag == _ZERO:
         return np.nan
     ef = np.int64(mag >> np.uint64(m))
