@@ -32,8 +32,8 @@ _U32 = types.uint32
 _I32 = ir.IntType(32)
 
 
-def _binary(name, emit, doc):
-    """An intrinsic ``(uint32, uint32) -> uint32`` emitting ``emit(builder, a, b)``."""
+def _on_two_u32(name, emit, doc, result):
+    """An intrinsic ``(uint32, uint32) -> result`` emitting ``emit(builder, a, b)``."""
 
     @intrinsic
     def op(typingctx, a, b):
@@ -45,11 +45,16 @@ def _binary(name, emit, doc):
             y = context.cast(builder, args[1], signature.args[1], _U32)
             return emit(builder, x, y)
 
-        return _U32(a, b), codegen
+        return result(a, b), codegen
 
     op.__name__ = op.__qualname__ = name
     op.__doc__ = doc
     return op
+
+
+def _binary(name, emit, doc):
+    """An intrinsic ``(uint32, uint32) -> uint32``."""
+    return _on_two_u32(name, emit, doc, _U32)
 
 
 add = _binary("add", lambda bld, x, y: bld.add(x, y), "a + b mod 2**32.")
@@ -73,22 +78,7 @@ def _fshl(builder):
 
 def _compare(name, emit, doc):
     """An intrinsic ``(uint32, uint32) -> bool``."""
-
-    @intrinsic
-    def op(typingctx, a, b):
-        if not (isinstance(a, types.Integer) and isinstance(b, types.Integer)):
-            return None
-
-        def codegen(context, builder, signature, args):
-            x = context.cast(builder, args[0], signature.args[0], _U32)
-            y = context.cast(builder, args[1], signature.args[1], _U32)
-            return emit(builder, x, y)
-
-        return types.boolean(a, b), codegen
-
-    op.__name__ = op.__qualname__ = name
-    op.__doc__ = doc
-    return op
+    return _on_two_u32(name, emit, doc, types.boolean)
 
 
 ult = _compare("ult", lambda bld, x, y: bld.icmp_unsigned("<", x, y), "a < b, unsigned.")
