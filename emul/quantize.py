@@ -14,7 +14,7 @@ import numpy as np
 from ._params import kernel_params, resolve
 from ._validate import numeric_array, random_words
 from .formats import FixedFormat, FloatFormat, format as as_format
-from .rounding import Overflow, Rounding
+from .rounding import Rounding
 
 __all__ = ["quantize", "encode", "decode"]
 
@@ -192,7 +192,7 @@ def decode(codes, fmt):
     flat = np.ascontiguousarray(a, dtype=np.uint64).reshape(-1)
     from ._kernels import round as K
 
-    P = kernel_params(fmt, Rounding.NEAREST_EVEN, _default_overflow(fmt), 0, False)
+    P = kernel_params(*resolve(fmt, Rounding.NEAREST_EVEN, None, None, "add"))  # the format's defaults
     out = np.empty(flat.size, np.float64)
     if K.decode_parallel(flat, P, out):
         first = int(flat[_invalid_codes(flat, fmt)][0])
@@ -200,10 +200,6 @@ def decode(codes, fmt):
         raise ValueError(f"codes: {first:#x} is not a code of {fmt.name} (codes are {fmt.bits}-bit patterns{rule})")
     out = out.reshape(a.shape)
     return out if isinstance(codes, np.ndarray) or out.ndim else out[()]
-
-
-def _default_overflow(fmt):
-    return Overflow.IEEE if isinstance(fmt, FloatFormat) else Overflow.SATURATE
 
 
 def _invalid_codes(flat, fmt):
