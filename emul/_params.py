@@ -21,14 +21,20 @@ def _i64(code: int) -> int:
 
 
 def resolve(fmt, rounding, overflow, sr_bits, sr_method):
-    """Normalise the user's arguments: (format, Rounding, Overflow, sr_bits, compare?)."""
+    """Normalise the user's arguments: (format, Rounding, Overflow, sr_bits, compare?).
+
+    Every call validates the same way: the cache is keyed by value *and type* (``typed=True``), so
+    ``sr_bits=4.0`` or ``True`` never reuses the entry of ``sr_bits=4``.
+    """
     try:
         return _resolve_cached(fmt, rounding, overflow, sr_bits, sr_method)
-    except TypeError:  # unhashable argument: validate without the cache (and report it)
-        return _resolve(fmt, rounding, overflow, sr_bits, sr_method)
+    except TypeError as exc:
+        if "unhashable" not in str(exc):
+            raise
+        return _resolve(fmt, rounding, overflow, sr_bits, sr_method)  # validates, and reports it
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=1024, typed=True)
 def _resolve_cached(fmt, rounding, overflow, sr_bits, sr_method):
     return _resolve(fmt, rounding, overflow, sr_bits, sr_method)
 
@@ -47,14 +53,14 @@ def _resolve(fmt, rounding, overflow, sr_bits, sr_method):
                          "'saturate_zero', 'saturate_symmetric', 'wrap' or 'wrap_sign_magnitude'")
     if overflow == Overflow.WRAP_SIGN_MAGNITUDE and not fmt.signed:
         raise ValueError(f"overflow='wrap_sign_magnitude': needs a signed format, not {fmt.name}")
+    if not isinstance(sr_method, str) or sr_method not in ("add", "compare"):
+        raise ValueError(f"sr_method={sr_method!r}: must be 'add' or 'compare'")
+    if sr_bits is not None and (isinstance(sr_bits, (bool, np.bool_)) or not isinstance(sr_bits, (int, np.integer))):
+        raise TypeError(f"sr_bits={sr_bits!r}: must be an int")
     if rounding == Rounding.STOCHASTIC:
         sr_bits = 32 if sr_bits is None else sr_bits
-        if isinstance(sr_bits, bool) or not isinstance(sr_bits, (int, np.integer)):
-            raise TypeError(f"sr_bits={sr_bits!r}: must be an int")
         if not 1 <= sr_bits <= 32:
             raise ValueError(f"sr_bits={sr_bits}: must be between 1 and 32")
-        if sr_method not in ("add", "compare"):
-            raise ValueError(f"sr_method={sr_method!r}: must be 'add' or 'compare'")
     elif sr_bits is not None:
         raise ValueError(f"sr_bits={sr_bits}: only meaningful with rounding='stochastic' (got {rounding.value!r})")
     return fmt, rounding, overflow, int(sr_bits or 0), sr_method == "compare"

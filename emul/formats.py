@@ -19,6 +19,9 @@ from fractions import Fraction
 __all__ = ["FloatFormat", "FixedFormat", "format", "Format"]
 
 SPECIALS = ("ieee", "fn", "fnuz", "none")
+# |frac| bound of FixedFormat: past it, every finite float64 input (2**-1074 ... 2**1024) gives the
+# same code as at the bound, so larger values add nothing but exponent arithmetic out of range.
+FRAC_LIMIT = 2000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,7 +167,8 @@ class FloatFormat:
 @dataclasses.dataclass(frozen=True)
 class FixedFormat:
     """A fixed-point format: raw integer ``r`` of ``bits`` bits (two's complement when
-    ``signed``), value ``r * 2**-frac``. ``frac`` may be negative or exceed ``bits``.
+    ``signed``), value ``r * 2**-frac``. ``1 <= bits <= 64`` (signed ``int1`` is {-1, 0}, as
+    ap_fixed<1,1>); ``frac`` may be negative or exceed ``bits``, within ``±FRAC_LIMIT`` (2000).
 
     >>> f = FixedFormat(4, 2)
     >>> f.min, f.max, f.lsb
@@ -184,10 +188,10 @@ class FixedFormat:
             raise TypeError(f"signed={self.signed!r}: must be a bool")
         if not 1 <= self.bits <= 64:
             raise ValueError(f"bits={self.bits}: must be between 1 and 64")
-        if self.signed and self.bits < 2:
-            raise ValueError(f"bits={self.bits}: a signed fixed-point format needs at least 2 bits")
-        if not -2000 <= self.frac <= 2000:
-            raise ValueError(f"frac={self.frac}: must be between -2000 and 2000")
+        if not -FRAC_LIMIT <= self.frac <= FRAC_LIMIT:
+            raise ValueError(
+                f"frac={self.frac}: must be between -{FRAC_LIMIT} and {FRAC_LIMIT} (past that every finite "
+                "float64 input rounds to a zero or one-lsb code or overflows, exactly as at the bound)")
 
     @property
     def min_raw(self) -> int:
@@ -256,16 +260,15 @@ _SUFFIX_OF = {"ieee": "", "fn": "fn", "fnuz": "fnuz", "none": "fin"}
 
 def _float_name(fmt: FloatFormat) -> str:
     default_bias = 2 ** (fmt.exp_bits - 1) - (0 if fmt.specials == "fnuz" else 1)
-    if fmt.subnormals:
-        key = (fmt.exp_bits, fmt.man_bits, None if fmt.bias == default_bias else fmt.bias, fmt.specials)
-        if key in _PREFERRED:
-            return _PREFERRED[key]
+    nosub = "" if fmt.subnormals else "-nosub"
+    key = (fmt.exp_bits, fmt.man_bits, None if fmt.bias == default_bias else fmt.bias, fmt.specials)
+    if key in _PREFERRED:
+        return _PREFERRED[key] + nosub
     bias = "" if fmt.bias == default_bias else f"b{fmt.bias}"
     suffix = _SUFFIX_OF[fmt.specials]
     plain = _PRESETS.get(f"e{fmt.exp_bits}m{fmt.man_bits}{suffix}")
-    if not bias and fmt.subnormals and plain is not None and plain[3] != fmt.specials:
+    if not bias and plain is not None and plain[3] != fmt.specials:
         bias = f"b{fmt.bias}"  # the plain name means a preset with other specials (e3m2fn is "none")
-    nosub = "" if fmt.subnormals else "-nosub"
     return f"e{fmt.exp_bits}m{fmt.man_bits}{bias}{suffix}{nosub}"
 
 
@@ -275,8 +278,9 @@ def format(name: str | Format) -> Format:  # noqa: A001 - public name from the s
     Presets: ``fp64 fp32 fp16 bf16 tf32 e4m3fn e4m3fnuz e5m2 e5m2fnuz e3m4 e4m3b11fnuz e2m3fn
     e3m2fn e2m1fn``. Generic floats: ``e{E}m{M}`` (IEEE specials), then optionally ``b{bias}``,
     then optionally ``fn``, ``fnuz`` or ``fin`` (no specials), then optionally ``-nosub``; a name
-    with an explicit ``b{bias}`` always reads generically. Fixed point: ``int{N}``, ``uint{N}``,
-    ``fx<bits,frac>``, ``ufx<bits,frac>``.
+    with an explicit ``b{bias}`` always reads generically, and a preset name followed by ``-nosub``
+    is that preset without subnormals (``e2m1fn-nosub``: specials ``"none"``, max 6.0). Fixed
+    point: ``int{N}``, ``uint{N}``, ``fx<bits,frac>``, ``ufx<bits,frac>``.
 
     >>> format("e4m3fn").max
     448.0
@@ -290,9 +294,10 @@ def format(name: str | Format) -> Format:  # noqa: A001 - public name from the s
     if not isinstance(name, str):
         raise TypeError(f"format: expected a format name or a FloatFormat/FixedFormat, got {type(name).__name__}")
     text = name.strip().lower()
-    if text in _PRESETS:
-        e, m, bias, specials = _PRESETS[text]
-        return FloatFormat(e, m, bias=bias, specials=specials)
+    stem, nosub = (text[:-len("-nosub")], True) if text.endswith("-nosub") else (text, False)
+    if stem in _PRESETS:  # a preset keeps its meaning with -nosub (e2m1fn-nosub: specials "none")
+        e, m, bias, specials = _PRESETS[stem]
+        return FloatFormat(e, m, bias=bias, specials=specials, subnormals=not nosub)
     if match := _GENERIC.fullmatch(text):
         e, m, bias, suffix, nosub = match.groups()
         return FloatFormat(int(e), int(m), bias=None if bias is None else int(bias),

@@ -131,3 +131,39 @@ def test_unknown_names(name):
 def test_format_argument_type():
     with pytest.raises(TypeError, match="format"):
         emul.format(8)
+
+
+@pytest.mark.parametrize("preset", ["e2m1fn", "e3m2fn", "e2m3fn", "e4m3fn", "e4m3fnuz", "e5m2", "e5m2fnuz", "e3m4",
+                                    "e4m3b11fnuz", "fp16", "bf16", "tf32", "fp32"])
+def test_preset_nosub_keeps_the_preset(preset):
+    """'<preset>-nosub' is the preset without subnormals, never a generic reading of the letters."""
+    base = emul.format(preset)
+    nosub = emul.format(preset + "-nosub")
+    assert nosub == FloatFormat(base.exp_bits, base.man_bits, bias=base.bias, subnormals=False, specials=base.specials)
+    assert nosub.max == base.max and nosub.specials == base.specials
+    assert nosub.name == preset + "-nosub" and emul.format(nosub.name) == nosub
+
+
+def test_nosub_names_round_trip_for_shadowed_formats():
+    assert emul.format("e2m1fn-nosub").max == 6.0
+    assert emul.format("e3m2fn-nosub").max == 28.0 and emul.format("e2m3fn-nosub").max == 7.5
+    for specials in ("ieee", "fn", "fnuz", "none"):
+        for e, m in ((2, 1), (3, 2), (2, 3), (4, 3), (5, 2)):
+            for sub in (True, False):
+                try:
+                    f = FloatFormat(e, m, specials=specials, subnormals=sub)
+                except ValueError:
+                    continue
+                assert emul.format(f.name) == f, f.name
+
+
+def test_fixed_width_bounds():
+    assert FixedFormat(1, 0).name == "int1" and FixedFormat(1, 0, signed=False).name == "uint1"
+    assert emul.format("fx<1,-3>") == FixedFormat(1, -3)
+    for bits in (0, 65):
+        with pytest.raises(ValueError, match="bits="):
+            FixedFormat(bits, 0)
+    assert FixedFormat(8, 2000).frac == 2000 and FixedFormat(8, -2000).frac == -2000
+    for frac in (2001, -2001):
+        with pytest.raises(ValueError, match="between -2000 and 2000 .past that"):
+            FixedFormat(8, frac)

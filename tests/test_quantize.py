@@ -348,3 +348,58 @@ def test_inf_into_fixed_saturates():
     assert list(quantize([np.inf, -np.inf], "fx<4,2>")) == [1.75, -2.0]
     assert list(quantize([np.inf, -np.inf], "fx<4,2>", overflow="saturate_symmetric")) == [1.75, -1.75]
     assert list(quantize([np.inf, -np.inf], "fx<4,2>", overflow="saturate_zero")) == [0, 0]
+
+
+# --- validation does not depend on call history (a fresh process checks like a warm one) -------
+
+_WARM_UP = dict(sr_bits=4, rounding="stochastic", seed=0)
+
+
+@pytest.mark.parametrize("bad,exc", [
+    (dict(sr_bits=4.0), TypeError), (dict(sr_bits=True), TypeError), (dict(sr_bits=np.float32(4)), TypeError),
+    (dict(sr_bits=1.0), TypeError), (dict(sr_bits="4"), TypeError),
+])
+@pytest.mark.parametrize("op", [
+    lambda **kw: quantize([1.03], "e4m3fn", **kw), lambda **kw: encode([1.03], "fx<8,4>", **kw),
+    lambda **kw: emul.add([1.0], [0.03], "e4m3fn", **kw), lambda **kw: emul.dot([1.0, 2.0], [0.5, 0.25], "e5m6", **kw),
+])
+def test_sr_bits_checked_on_every_call(op, bad, exc):
+    """sr_bits=4.0 and True hash like 4 and 1; after a valid call with those, they must still fail."""
+    for warm in (None, 4, 1):
+        if warm is not None:
+            op(**{**_WARM_UP, "sr_bits": warm})
+        with pytest.raises(exc, match="sr_bits"):
+            op(**{**_WARM_UP, **bad})
+
+
+@pytest.mark.parametrize("rounding", ["nearest_even", "down", "stochastic"])
+@pytest.mark.parametrize("method", ["compar", "ADD", "", None, ("add",)])
+def test_sr_method_checked_in_every_mode(rounding, method):
+    sr = dict(seed=0) if rounding == "stochastic" else {}
+    for fmt in ("e4m3fn", "int8"):
+        for _ in range(2):  # the second call hits the argument cache
+            with pytest.raises(ValueError, match="sr_method"):
+                quantize([1.03], fmt, rounding, sr_method=method, **sr)
+    with pytest.raises(ValueError, match="sr_method"):
+        emul.matmul(np.ones((2, 2)), np.ones((2, 2)), "e5m6", rounding=rounding, sr_method=method, **sr)
+
+
+# --- one-bit fixed point (ap_fixed<1,1> is {-1, 0}, ap_ufixed<1,1> is {0, 1}) -------------------
+
+def test_one_bit_fixed_against_reference():
+    import reference as R
+
+    xs = [v / 4 for v in range(-14, 15)] + [-0.0, 1e-30, -1e-30, 1e300, -1e300]
+    for signed in (True, False):
+        for frac in (0, 1, -1, 3):
+            fmt = emul.FixedFormat(1, frac, signed=signed)
+            rf = R.Fixed(1, frac, signed)
+            rules = ["saturate", "saturate_zero", "saturate_symmetric", "wrap"] + (["wrap_sign_magnitude"] if signed else [])
+            for rule in rules:
+                for mode in R.MODES[:-1]:
+                    got = encode(np.array(xs), fmt, mode, rule)
+                    want = [R.encode(x, rf, mode, rule) for x in xs]
+                    assert got.tolist() == want, (fmt.name, rule, mode)
+    assert emul.format("int1") == emul.FixedFormat(1, 0) and emul.format("int1").name == "int1"
+    assert (emul.format("int1").min, emul.format("int1").max) == (-1.0, 0.0)
+    assert decode([0, 1], "int1").tolist() == [0.0, -1.0]
