@@ -232,7 +232,7 @@ def mul_parts(x: Parts, y: Parts) -> Parts:
 
 # -- add ----------------------------------------------------------------------------------------
 
-def add_parts(x: Parts, y: Parts, *, down: bool = False, wrap_frac: int | None = None) -> Parts:
+def add_parts(x: Parts, y: Parts, *, down=False, wrap_frac=None) -> Parts:
     """The exact sum ``x + y`` of two exact terms, for rounding once.
 
     Contract:
@@ -241,12 +241,13 @@ def add_parts(x: Parts, y: Parts, *, down: bool = False, wrap_frac: int | None =
       - specials as IEEE 754 and the core: a NaN propagates with its sign (x's first), inf - inf is
         +NaN, inf + finite is that inf.
       - an exact zero sum (``x == -y``, or two zeros) is +0 when the signs differ, -0 if ``down``
-        (static: the rounding mode is ``down``), and keeps the common sign when they agree
-        (``-0 + -0 = -0``; IEEE 754 §6.3).
+        (the rounding mode is ``down``: a Python bool or a traced bool scalar), and keeps the
+        common sign when they agree (``-0 + -0 = -0``; IEEE 754 §6.3).
       - otherwise the result is ``(-1)**s (M + ε) 2**e`` with ``M`` normalised (``hi >= 2**31``),
         ``ε`` in (0, 1) iff ``sticky``: exact for :func:`emul_jax._round.round_parts` in every float
         format of at most 23 fraction bits and every fixed format whose rule does not wrap.
-      - ``wrap_frac`` (static): for a fixed format with lsb ``2**-wrap_frac`` under a wrap rule,
+      - ``wrap_frac`` (an int or a traced int32 scalar): for a fixed format with lsb
+        ``2**-wrap_frac`` under a wrap rule,
         sums whose larger term is at least ``2**30`` lsb are instead given anchored at the lsb:
         ``e = -wrap_frac - 32``, ``hi`` the integer part modulo ``2**32`` lsb (the wrap rules read
         bits ``0..bits``), ``lo`` the first 32 fraction bits, ``sticky`` the rest. (There ``M`` may
@@ -295,9 +296,9 @@ def add_parts(x: Parts, y: Parts, *, down: bool = False, wrap_frac: int | None =
     if wrap_frac is not None:
         # frame bit 0 at 2**(-frac - 64): X (>= 2**30 lsb, so its last bit is at 2**-33 lsb or
         # above) fits whole, modulo 2**96 units; only Y can leave bits below the frame.
-        f = int(wrap_frac)
-        anchored = ~both_zero & (eX + i32(63 + f) >= i32(30))
-        px, py = eX + i32(f + 64), eY + i32(f + 64)
+        f = jnp.asarray(wrap_frac, jnp.int32)
+        anchored = ~both_zero & (eX + f + i32(63) >= i32(30))
+        px, py = eX + f + i32(64), eY + f + i32(64)
         XA = tuple(word(Xh, Xl, i32(32 * j) - px) for j in (2, 1, 0))
         YA = tuple(word(Yh, Yl, i32(32 * j) - py) for j in (2, 1, 0))
         stA = low_bits_nonzero(Yh, Yl, -py)
@@ -305,8 +306,8 @@ def add_parts(x: Parts, y: Parts, *, down: bool = False, wrap_frac: int | None =
         hi = jnp.where(anchored, a2, hi)
         lo = jnp.where(anchored, a1, lo)
         sticky = jnp.where(anchored, (a0 != _u(0)) | stA, sticky)
-        e = jnp.where(anchored, i32(-f - 32), e)
-    zsign = jnp.where(x.sign == y.sign, x.sign, _u(1 if down else 0))
+        e = jnp.where(anchored, -f - i32(32), e)
+    zsign = jnp.where(x.sign == y.sign, x.sign, _u(1 if down else 0) if isinstance(down, bool) else as_u32(down))
     z = _zeros_u(shape)
     fin = Parts(jnp.full(shape, _u(FINITE)), jnp.where(exact_zero, zsign, sX),
                 jnp.where(exact_zero, z, hi), jnp.where(exact_zero, z, lo),
@@ -320,12 +321,12 @@ def add_parts(x: Parts, y: Parts, *, down: bool = False, wrap_frac: int | None =
     return _sel(x.kind == _u(NAN), _special(shape, NAN, x.sign), out)
 
 
-def sub_parts(x: Parts, y: Parts, *, down: bool = False, wrap_frac: int | None = None) -> Parts:
+def sub_parts(x: Parts, y: Parts, *, down=False, wrap_frac=None) -> Parts:
     """``x - y`` as ``x + (-y)`` (:func:`add_parts`; a NaN y keeps its own sign)."""
     return add_parts(x, negate(y), down=down, wrap_frac=wrap_frac)
 
 
-def fma_parts(a: Parts, b: Parts, c: Parts, *, down: bool = False, wrap_frac: int | None = None) -> Parts:
+def fma_parts(a: Parts, b: Parts, c: Parts, *, down=False, wrap_frac=None) -> Parts:
     """``a·b + c`` with the exact product (one rounding in all): NaN operands first in argument
     order (before 0·inf), then 0·inf and inf - inf are +NaN."""
     p = mul_parts(a, b)
@@ -394,7 +395,7 @@ def _mod_pow2(R, D, k, w, kmax):
     return R
 
 
-def div_parts(x: Parts, y: Parts, *, width: int = 24, wrap_frac: int | None = None) -> Parts:
+def div_parts(x: Parts, y: Parts, *, width: int = 24, wrap_frac=None, wrap_frac_max: int | None = None) -> Parts:
     """The exact quotient ``x / y`` of two operands (one-word magnitudes, as :func:`operand_parts`
     gives; ``width`` (static) >= the significand bits of both, 24 for float inputs).
 
@@ -402,7 +403,8 @@ def div_parts(x: Parts, y: Parts, *, width: int = 24, wrap_frac: int | None = No
     x/inf and 0/y are ±0; the sign is the XOR. Finite nonzero results: 64 quotient bits from the
     leading one (``hi >= 2**31``) and the remainder as sticky. ``wrap_frac``: as for
     :func:`add_parts`, quotients of ``2**31`` lsb or more are given anchored at the lsb, computed
-    from ``(x.m · 2**k) mod y.m`` (see the module docstring)."""
+    from ``(x.m · 2**k) mod y.m`` (see the module docstring); ``wrap_frac_max`` (static, >=
+    ``wrap_frac``; default ``wrap_frac`` when that is an int) sizes the loop that forms it."""
     shape = jnp.broadcast_shapes(x.sign.shape, y.sign.shape)
     w = 24 if width <= 24 else 32
     xz = x.lo == _u(0)
@@ -422,12 +424,13 @@ def div_parts(x: Parts, y: Parts, *, width: int = 24, wrap_frac: int | None = No
         # Q·2**32 (Q the quotient in lsb units) = ma·2**t / mb. For t >= 64 the normal 64 bits
         # would end above 2**-32 lsb; then floor(ma·2**t / mb) mod 2**64 = floor(R·2**64 / mb)
         # with R = (ma·2**(t-64)) mod mb.
-        f = int(wrap_frac)
-        t = ea - eb + i32(f + 32)
+        f = jnp.asarray(wrap_frac, jnp.int32)
+        fmax = int(wrap_frac if wrap_frac_max is None else wrap_frac_max)
+        t = ea - eb + f + i32(32)
         big = t >= i32(64)
         emax_a = 127 - (w - 1)          # float32 magnitudes below 2**128, integers below 2**32
         emin_b = -149 - (w - 1)         # the smallest subnormal, normalised to w bits
-        kmax = emax_a - emin_b + f + 32 - 64
+        kmax = emax_a - emin_b + fmax + 32 - 64
         if kmax >= 0:
             k = jnp.clip(t - i32(64), 0, kmax)
             Rw = _mod_pow2(R0, mb, k, w, kmax)
@@ -435,7 +438,7 @@ def div_parts(x: Parts, y: Parts, *, width: int = 24, wrap_frac: int | None = No
             hi = jnp.where(big, wh, hi)
             lo = jnp.where(big, wl, lo)
             sticky = jnp.where(big, Rr != _u(0), sticky)
-            e = jnp.where(big, i32(-f - 32), e)
+            e = jnp.where(big, -f - i32(32), e)
     s = x.sign ^ y.sign
     z = _zeros_u(shape)
     fin = Parts(jnp.full(shape, _u(FINITE)), s, jnp.where(xz, z, hi), jnp.where(xz, z, lo),
@@ -513,12 +516,12 @@ def _low_nonzero_n(ws, k):
     return r
 
 
-def sqrt_parts(x: Parts, *, wrap_frac: int | None = None) -> Parts:
+def sqrt_parts(x: Parts, *, wrap_frac=None, wrap_frac_max: int | None = None) -> Parts:
     """The exact square root of an operand (one-word magnitude). Specials: NaN propagates, ±0
     gives ±0, x < 0 (-inf included) gives +NaN, +inf gives +inf. Finite nonzero results: 64 root
     bits from the leading one, remainder as sticky; with ``wrap_frac``, ``max(64, 96 + frac)``
     root bits (enough for the root of the largest float32, 2**64, down to 2**-32 lsb) given
-    anchored at the lsb."""
+    anchored at the lsb (``wrap_frac_max``: as for :func:`div_parts`, it sizes the root)."""
     shape = x.sign.shape
     xz = x.lo == _u(0)
     m = jnp.where(xz, _u(1 << 31), x.lo)
@@ -528,19 +531,19 @@ def sqrt_parts(x: Parts, *, wrap_frac: int | None = None) -> Parts:
     odd = (e & i32(1)) != i32(0)
     fh = jnp.where(odd, m >> _u(1), m)
     fl = jnp.where(odd, m << _u(31), _u(0))
-    nbits = 64 if wrap_frac is None else max(64, 96 + int(wrap_frac))
+    nbits = 64 if wrap_frac is None else max(64, 96 + int(wrap_frac if wrap_frac_max is None else wrap_frac_max))
     root, rem_nz = _isqrt(fh, fl, nbits)
     # value = radicand·2**(e + 32 + odd - 2·nbits): the root's bit 0 weighs 2**er
     er = ((e + i32(32) + as_i32(as_u32(odd))) >> i32(1)) - i32(nbits)
     if wrap_frac is None:
         hi, lo, sticky, eo = root[0], root[1], rem_nz, er
     else:
-        f = int(wrap_frac)
-        k = i32(-f - 32) - er  # root bit holding 2**(-f-32)
+        f = jnp.asarray(wrap_frac, jnp.int32)
+        k = -f - i32(32) - er  # root bit holding 2**(-f-32)
         lo = _word_n(root, k)
         hi = _word_n(root, k + i32(32))
         sticky = rem_nz | _low_nonzero_n(root, k)
-        eo = jnp.full(shape, i32(-f - 32))
+        eo = jnp.broadcast_to(-f - i32(32), shape)
     z = _zeros_u(shape)
     fin = Parts(jnp.full(shape, _u(FINITE)), jnp.zeros(shape, U32), hi, lo, eo, sticky)
     out = _sel(x.kind == _u(INF), _special(shape, INF, 0), fin)
