@@ -2,13 +2,20 @@
 
 Formats and the rounding/overflow enums are the core's own objects (``emul_jax.FloatFormat is
 emul.FloatFormat``). Every computation runs on uint32 bit patterns in 32-bit lanes, never on XLA's
-float arithmetic, so results equal ``emul`` on every backend.
+float arithmetic, so results equal ``emul`` on every backend; see ``docs/jax.md``.
+
+>>> import jax.numpy as jnp, emul_jax
+>>> emul_jax.encode(jnp.float32(1.0), "e4m3fn")
+Array(56, dtype=uint8)
 """
 
 from emul.formats import FixedFormat, FloatFormat, format
 from emul.rounding import Overflow, Rounding
 
+from .quantize import decode, encode, quantize
+
 __all__ = [
     "FloatFormat", "FixedFormat", "format",
     "Rounding", "Overflow",
+    "quantize", "encode", "decode",
 ]

@@ -177,7 +177,8 @@ def increment(sp: RoundSpec, lsb, F, sticky, sign, u):
       u: uint32 SR word in [0, 2**sr_bits); read only when stochastic.
 
     Deterministic modes: ``rule = k0 ^ (ks & sign) ^ (kl & lsb)``; nearest modes increment when
-    ``f > 1/2``, or ``f == 1/2`` and ``rule``; directed ones when ``f > 0`` and ``rule``.
+    ``f > 1/2``, or ``f == 1/2`` and ``rule`` — computed as ``(F | sticky | rule) > 2**31``: bit 0 of
+    ``F`` only decides at ``F == 2**31`` — and directed ones when ``f > 0`` and ``rule``.
     Stochastic: ``t = F >> (32 - r)``; ``"add"`` increments iff ``t + u >= 2**r`` (computed as
     ``u > t ^ (2**r - 1)``, no 33-bit sum), ``"compare"`` iff ``u < t``.
     """
@@ -193,17 +194,14 @@ def increment(sp: RoundSpec, lsb, F, sticky, sign, u):
         rule = sign ^ u32(rule)
     if kl:
         rule = lsb ^ (u32(rule) if isinstance(rule, int) else rule)
-    if nearest:
-        half = u32(HALF)
-        if sticky is None:
-            above, tie = F > half, F == half
-        else:
-            above = (F > half) | ((F == half) & sticky)
-            tie = (F == half) & ~sticky
-        if isinstance(rule, int):
-            return (above | tie) if rule else above
-        return above | (tie & (rule != u32(0)))
-    inexact = F != u32(0) if sticky is None else (F != u32(0)) | sticky
+    if nearest:  # f > 1/2, or f == 1/2 and (sticky or rule): one compare on F with both in its last bit
+        if isinstance(rule, int) and rule:
+            return F >= u32(HALF)
+        low = rule if not isinstance(rule, int) else None
+        if sticky is not None:
+            low = _bool_u32(sticky) if low is None else low | _bool_u32(sticky)
+        return (F if low is None else F | low) > u32(HALF)
+    inexact = F != u32(0) if sticky is None else (F | _bool_u32(sticky)) != u32(0)
     if isinstance(rule, int):
         return inexact if rule else jnp.zeros_like(inexact)
     return inexact & (rule != u32(0))
@@ -423,16 +421,16 @@ def round_f32(sp: RoundSpec, b, u=None, *, values: bool):
     a = b & u32(ABS)
     neg = b >> u32(31)
     below = a < u32(C["THR"])
-    ef = a >> u32(23)
-    mant = jnp.where(ef == u32(0), a, (a & u32(FRAC)) | u32(HIDDEN))
+    eff = jnp.maximum(a >> u32(23), u32(1))  # the exponent field, 1 for float32 subnormals
+    mant = a - (eff << u32(23)) + u32(HIDDEN)  # the 24-bit significand (subnormals: a itself)
     x = jnp.where(below, mant, a)
-    # bits of x below the quantum: S for target normals, K2 - max(ef, 1) >= 0 below min_normal
-    s = jnp.where(below, u32(C["K2"]) - jnp.maximum(ef, u32(1)), u32(S))
+    # bits of x below the quantum: S for target normals, K2 - eff >= 0 below min_normal
+    s = jnp.where(below, u32(C["K2"]) - eff, u32(S))
     q = shr(x, s)
-    F = shl(x, 32 - as_i32(s))
+    F = shl(x, u32(32) - s)  # (s > 32 wraps to a huge amount: 0)
     sticky = None
     if sp.stochastic or not sp.mode_bits[0]:  # s > 32 leaves bits of x below F (x < 2**24)
-        F = F | shr(x, as_i32(s) - 32)
+        F = F | shr(x, s - u32(32))
         if not sp.stochastic:
             sticky = shl(x, 64 - jnp.minimum(as_i32(s), 64)) != u32(0)
     lsb = None
@@ -447,22 +445,23 @@ def round_f32(sp: RoundSpec, b, u=None, *, values: bool):
     else:
         mag = jnp.where(below, shl(q, C["SHC"]), q - u32(C["C0"]))
         sb, consts = sp.bits - 1, C["codes"]
+    sign_bit = b & u32(SIGN) if sb == 31 else neg << u32(sb)
     if P[K.NEGZERO]:
-        signed = mag | (neg << u32(sb))
+        signed = mag | sign_bit
     else:
-        signed = mag | jnp.where(mag == u32(0), u32(0), neg << u32(sb))
-    special = _special_select(neg, a, consts, sb)
+        signed = mag | jnp.where(mag == u32(0), u32(0), sign_bit)
+    special = _special_select(neg, sign_bit, a, consts, sb)
     return jnp.where(over, special, signed)
 
 
-def _special_select(neg, a, consts, sb):
+def _special_select(neg, sign_bit, a, consts, sb):
     """Overflow / inf / NaN constants for float32 patterns with magnitude ``a`` beyond the range."""
     ovf, inf, nan = consts["ovf"], consts["inf"], consts["nan"]
     bit = 1 << sb
     signed_pairs = all(n == p | bit and not p & bit for p, n in (ovf, inf, nan))
     if signed_pairs:  # the negative constant is the positive one with the sign bit: pick once
         pick = _pick(a, ovf[0], inf[0], nan[0])
-        return pick | (neg << u32(sb))
+        return pick | sign_bit
     return _pick(a, _by_sign(neg, *ovf), _by_sign(neg, *inf), _by_sign(neg, *nan))
 
 
