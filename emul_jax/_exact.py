@@ -13,9 +13,11 @@ A result is a :class:`Parts`: ``kind`` (FINITE, INF, NAN), ``sign`` and, when fi
 — the interface of the rounding primitive. Every finite result below satisfies its precondition
 (see ``_round.py``): ``M == 0`` only for an exact zero (no sticky; the one exception, documented
 at :func:`add_parts`, is rounded correctly by ``round_fixed``), and whenever ``sticky`` is set
-``M`` is normalised (``hi >= 2**31``) — which leaves at least 40 bits of ``M`` below the quantum
-of any float format of at most 23 fraction bits, and at least 32 below the lsb of any fixed
-format for every value under ``2**31`` lsb (larger ones saturate whatever the low bits are) — or,
+``M`` holds every bit the rounding reads: it is normalised (``hi >= 2**31``), which leaves at
+least 40 bits of ``M`` below the quantum of any float format of at most 23 fraction bits and at
+least 32 below the lsb of any fixed format for every value under ``2**31`` lsb (larger ones
+saturate whatever the low bits are); or a quotient/root was asked for fewer bits (``nbits``),
+at least :func:`result_bits` of the format, counted from the leading one; or,
 for the fixed-point wrap rules, ``M`` is anchored at the lsb (:func:`add_parts`, :func:`div_parts`
 and :func:`sqrt_parts` take ``wrap_frac``): its high word is the integer part modulo ``2**32``
 (the wrap rules read bits ``0..bits`` only) and its low word the first 32 fraction bits.
@@ -337,6 +339,19 @@ def fma_parts(a: Parts, b: Parts, c: Parts, *, down=False, wrap_frac=None) -> Pa
     return _sel(nan_ab, p, out)
 
 
+def result_bits(sp) -> int:
+    """How many bits of a quotient or root, counted from its leading one, the rounding in ``sp``
+    (a :class:`emul_jax._round.RoundSpec`, not a wrap rule) can read: the kept significand
+    (``man_bits + 1``; fixed point: every in-range value is below ``2**(bits + 1)`` lsb, and larger
+    ones saturate whatever their low bits), then ``sr_bits`` (stochastic) or a round bit, plus a
+    guard. :func:`div_parts` and :func:`sqrt_parts` compute at least this many (32 or 64)."""
+    from emul._kernels import slots as K
+    P = sp.P
+    need = sp.sr_bits if sp.stochastic else 1
+    kept = P[K.M] + 1 if sp.is_float else sp.bits + 1
+    return kept + need + 2
+
+
 # -- div ----------------------------------------------------------------------------------------
 
 def _norm_to(m, e, w):
@@ -371,7 +386,7 @@ def _long_div(R, D, w, nwords=2):
         R = jnp.where(bit, R2 - D, R2)
         return (R, *shift_in(Q, 1, as_u32(bit)))
 
-    R, *Q = lax.fori_loop(0, 32 * nwords, body, (R, *Q))
+    R, *Q = lax.fori_loop(0, 32 * nwords, body, (R, *Q), unroll=8)
     return Q, R
 
 
@@ -389,19 +404,22 @@ def _mod_pow2(R, D, k, w, kmax):
             R2 = jnp.where(((R >> _u(31)) != _u(0)) | (R2 >= D), R2 - D, R2)
         return jnp.where(i < nfull, R2, R)
 
-    R = lax.fori_loop(0, steps, body, R)
+    R = lax.fori_loop(0, steps, body, R, unroll=4)
     if c == 8:
         R = lax.rem(shl(R, k - nfull * i32(8)), D)
     return R
 
 
-def div_parts(x: Parts, y: Parts, *, width: int = 24, wrap_frac=None, wrap_frac_max: int | None = None) -> Parts:
+def div_parts(x: Parts, y: Parts, *, width: int = 24, nbits: int = 64, wrap_frac=None,
+              wrap_frac_max: int | None = None) -> Parts:
     """The exact quotient ``x / y`` of two operands (one-word magnitudes, as :func:`operand_parts`
     gives; ``width`` (static) >= the significand bits of both, 24 for float inputs).
 
     Specials: a NaN propagates (x's first); inf/inf and 0/0 are +NaN; inf/y and x/0 are ±inf;
     x/inf and 0/y are ±0; the sign is the XOR. Finite nonzero results: 64 quotient bits from the
-    leading one (``hi >= 2**31``) and the remainder as sticky. ``wrap_frac``: as for
+    leading one (``hi >= 2**31``) and the remainder as sticky; ``nbits=32`` (static) computes only
+    the first 32 or 33 (``M < 2**33``, the remainder as sticky): enough whenever the rounding reads
+    no more bits from the leading one (see :func:`result_bits`). ``wrap_frac``: as for
     :func:`add_parts`, quotients of ``2**31`` lsb or more are given anchored at the lsb, computed
     from ``(x.m · 2**k) mod y.m`` (see the module docstring); ``wrap_frac_max`` (static, >=
     ``wrap_frac``; default ``wrap_frac`` when that is an int) sizes the loop that forms it."""
@@ -414,12 +432,19 @@ def div_parts(x: Parts, y: Parts, *, width: int = 24, wrap_frac=None, wrap_frac_
     mb, eb = _norm_to(jnp.where(yz, one, y.lo), y.e, w)
     q0 = ma >= mb
     R0 = jnp.where(q0, ma - mb, ma)
-    (qh, ql), R = _long_div(R0, mb, w)
-    # q0: the quotient is 1.q (65 bits): keep 64, the last one joins the sticky bit
-    hi = jnp.where(q0, _u(1 << 31) | (qh >> _u(1)), qh)
-    lo = jnp.where(q0, (ql >> _u(1)) | (qh << _u(31)), ql)
-    sticky = (R != _u(0)) | (q0 & ((ql & _u(1)) != _u(0)))
-    e = ea - eb - i32(64) + as_i32(as_u32(q0))
+    if nbits == 64:
+        (qh, ql), R = _long_div(R0, mb, w)
+        # q0: the quotient is 1.q (65 bits): keep 64, the last one joins the sticky bit
+        hi = jnp.where(q0, _u(1 << 31) | (qh >> _u(1)), qh)
+        lo = jnp.where(q0, (ql >> _u(1)) | (qh << _u(31)), ql)
+        sticky = (R != _u(0)) | (q0 & ((ql & _u(1)) != _u(0)))
+        e = ea - eb - i32(64) + as_i32(as_u32(q0))
+    elif nbits == 32:
+        (lo,), R = _long_div(R0, mb, w, nwords=1)
+        hi, e = as_u32(q0), ea - eb - i32(32)  # q0·2**32 + q: 32 or 33 bits, not normalised
+        sticky = R != _u(0)
+    else:
+        raise ValueError(f"nbits={nbits}: must be 32 or 64")
     if wrap_frac is not None:
         # Q·2**32 (Q the quotient in lsb units) = ma·2**t / mb. For t >= 64 the normal 64 bits
         # would end above 2**-32 lsb; then floor(ma·2**t / mb) mod 2**64 = floor(R·2**64 / mb)
@@ -459,10 +484,24 @@ def _isqrt(fh, fl, nbits):
     (the rest zero): (root words, high first, ceil(nbits/32) of them; remainder != 0).
 
     Restoring digit-by-digit: per step, rem = 4·rem + next two radicand bits, trial = 4·root + 1,
-    root = 2·root + (rem >= trial), rem -= trial when it fits. rem < 2·root + 1 < 2**(nbits+1),
-    trial < 2**(nbits+2): both in W = ceil((nbits + 2) / 32) words."""
-    W = -(-(nbits + 2) // 32)
+    root = 2·root + (rem >= trial), rem -= trial when it fits. After j steps root < 2**j and
+    rem <= 2·root, so the first 30 steps run in one word (rem < 2**32 - 4); the rest use
+    W = ceil((nbits + 2) / 32) words (trial < 2**(nbits+2))."""
+    n1 = min(nbits, 30)
+
+    def body1(_, carry):
+        fh, fl, rem, root = carry
+        rem = (rem << _u(2)) | (fh >> _u(30))
+        fh, fl = (fh << _u(2)) | (fl >> _u(30)), fl << _u(2)
+        trial = (root << _u(2)) | _u(1)
+        ge = rem >= trial
+        return fh, fl, jnp.where(ge, rem - trial, rem), (root << _u(1)) | as_u32(ge)
+
     zero = jnp.zeros_like(fh)
+    fh, fl, rem1, root1 = lax.fori_loop(0, n1, body1, (fh, fl, zero, zero), unroll=n1 // 3 or 1)
+    if nbits <= 30:
+        return [root1], rem1 != _u(0)
+    W = -(-(nbits + 2) // 32)
 
     def shl2(ws, low):
         """(ws << 2) | low over a high-first word list."""
@@ -487,8 +526,9 @@ def _isqrt(fh, fl, nbits):
         root[-1] = root[-1] | as_u32(ge)
         return fh, fl, rem, tuple(root)
 
-    init = (fh, fl, tuple(zero for _ in range(W)), tuple(zero for _ in range(W)))
-    _, _, rem, root = lax.fori_loop(0, nbits, body, init)
+    widen = lambda v: tuple([zero] * (W - 1) + [v])
+    init = (fh, fl, widen(rem1), widen(root1))
+    _, _, rem, root = lax.fori_loop(n1, nbits, body, init, unroll=8)
     nz = rem[0] != _u(0)
     for r in rem[1:]:
         nz = nz | (r != _u(0))
@@ -516,10 +556,12 @@ def _low_nonzero_n(ws, k):
     return r
 
 
-def sqrt_parts(x: Parts, *, wrap_frac=None, wrap_frac_max: int | None = None) -> Parts:
+def sqrt_parts(x: Parts, *, nbits: int = 64, wrap_frac=None, wrap_frac_max: int | None = None) -> Parts:
     """The exact square root of an operand (one-word magnitude). Specials: NaN propagates, ±0
-    gives ±0, x < 0 (-inf included) gives +NaN, +inf gives +inf. Finite nonzero results: 64 root
-    bits from the leading one, remainder as sticky; with ``wrap_frac``, ``max(64, 96 + frac)``
+    gives ±0, x < 0 (-inf included) gives +NaN, +inf gives +inf. Finite nonzero results: ``nbits``
+    (static, at most 64; default 64) root bits from the leading one (``M`` in [2**(nbits-1),
+    2**nbits)), the remainder as sticky (fewer bits when the rounding reads fewer,
+    :func:`result_bits`); with ``wrap_frac``, ``max(64, 96 + frac)``
     root bits (enough for the root of the largest float32, 2**64, down to 2**-32 lsb) given
     anchored at the lsb (``wrap_frac_max``: as for :func:`div_parts`, it sizes the root)."""
     shape = x.sign.shape
@@ -531,12 +573,16 @@ def sqrt_parts(x: Parts, *, wrap_frac=None, wrap_frac_max: int | None = None) ->
     odd = (e & i32(1)) != i32(0)
     fh = jnp.where(odd, m >> _u(1), m)
     fl = jnp.where(odd, m << _u(31), _u(0))
-    nbits = 64 if wrap_frac is None else max(64, 96 + int(wrap_frac if wrap_frac_max is None else wrap_frac_max))
+    if wrap_frac is not None:
+        nbits = max(64, 96 + int(wrap_frac if wrap_frac_max is None else wrap_frac_max))
+    elif not 1 <= nbits <= 64:
+        raise ValueError(f"nbits={nbits}: must be between 1 and 64")
     root, rem_nz = _isqrt(fh, fl, nbits)
     # value = radicand·2**(e + 32 + odd - 2·nbits): the root's bit 0 weighs 2**er
     er = ((e + i32(32) + as_i32(as_u32(odd))) >> i32(1)) - i32(nbits)
-    if wrap_frac is None:
-        hi, lo, sticky, eo = root[0], root[1], rem_nz, er
+    if wrap_frac is None:  # the root's top bit is bit nbits - 1
+        hi, lo = (root[0], root[1]) if nbits > 32 else (jnp.zeros_like(root[0]), root[0])
+        sticky, eo = rem_nz, er
     else:
         f = jnp.asarray(wrap_frac, jnp.int32)
         k = -f - i32(32) - er  # root bit holding 2**(-f-32)

@@ -67,11 +67,11 @@ def round_exact(sp, p: E.Parts, u=None):
     return code, bad_nan, bad_inf
 
 
-def _exact_stage(op, width, wrap_bound, down, frac, xs) -> E.Parts:
+def _exact_stage(op, width, nbits, wrap_bound, down, frac, xs) -> E.Parts:
     """Stage 1: the exact result of ``op`` on the operand arrays ``xs`` broadcast together.
-    Compiled once per operation (``op``, the divisor ``width`` and the wrap rules' ``wrap_bound``
-    are static): mode ``down`` (the sign of an exact zero sum) and a wrap rule's ``frac`` are
-    traced scalars, so formats and modes share the compilation."""
+    Compiled once per operation (``op``, the divisor ``width``, the quotient/root bits ``nbits``
+    (32 or 64) and the wrap rules' ``wrap_bound`` are static): mode ``down`` (the sign of an exact
+    zero sum) and a wrap rule's ``frac`` are traced scalars, so formats and modes share it."""
     shape = jnp.broadcast_shapes(*(x.shape for x in xs))
     ps = [E.operand_parts(jnp.broadcast_to(x, shape)) for x in xs]
     wf = None if wrap_bound is None else frac
@@ -84,21 +84,28 @@ def _exact_stage(op, width, wrap_bound, down, frac, xs) -> E.Parts:
     if op == "fma":
         return E.fma_parts(ps[0], ps[1], ps[2], down=down, wrap_frac=wf)
     if op == "div":
-        return E.div_parts(ps[0], ps[1], width=width, wrap_frac=wf, wrap_frac_max=wrap_bound)
+        return E.div_parts(ps[0], ps[1], width=width, nbits=nbits, wrap_frac=wf, wrap_frac_max=wrap_bound)
     if op == "sqrt":
-        return E.sqrt_parts(ps[0], wrap_frac=wf, wrap_frac_max=wrap_bound)
+        return E.sqrt_parts(ps[0], nbits=nbits, wrap_frac=wf, wrap_frac_max=wrap_bound)
     raise ValueError(f"unknown operation {op!r}")
 
 
 def _exact_args(op, sp, xs) -> tuple:
-    """The arguments of :func:`_exact_stage` but ``xs``: (op, width, wrap_bound) static, (down,
-    frac) traced. ``wrap_bound`` rounds a wrap rule's ``frac`` up to a multiple of 32 (at least 32):
-    it only sizes the division and square-root loops, so wrap formats share few compilations."""
+    """The arguments of :func:`_exact_stage` but ``xs``: (op, width, nbits, wrap_bound) static,
+    (down, frac) traced. ``nbits``: 32 quotient bits or 30 root bits where the rounding reads no
+    more (:func:`emul_jax._exact.result_bits`: every deterministic mode into formats of at most 23
+    fraction bits, SR with few bits), else 64.
+    ``wrap_bound`` rounds a wrap rule's ``frac`` up to a multiple of 32 (at least 32): it only
+    sizes the division and square-root loops, so wrap formats share few compilations."""
     wf = _wrap_frac(sp) if op != "mul" else None
     bound = None if wf is None else 32 * max(1, -(-wf // 32))
     width = max(E.width_of(x.dtype) for x in xs) if op == "div" else 0
+    nbits = 0
+    if op in ("div", "sqrt"):
+        short = 32 if op == "div" else 30  # 30 root bits: the one-word steps of the square root
+        nbits = 64 if wf is not None or E.result_bits(sp) > short else short
     down = np.bool_(sp.rounding == Rounding.DOWN)
-    return op, width, bound, down, np.int32(0 if wf is None else wf)
+    return op, width, nbits, bound, down, np.int32(0 if wf is None else wf)
 
 
 def exact(op: str, sp, xs) -> E.Parts:
@@ -106,7 +113,7 @@ def exact(op: str, sp, xs) -> E.Parts:
     ready for :func:`round_exact` in the format of ``sp`` (a :class:`emul_jax._round.RoundSpec`)."""
     down = sp.rounding == Rounding.DOWN
     wf = _wrap_frac(sp)
-    return _exact_stage(op, max(E.width_of(x.dtype) for x in xs), wf, down, wf, xs)
+    return _exact_stage(op, max(E.width_of(x.dtype) for x in xs), 64, wf, down, wf, xs)
 
 
 def _round_stage(sp, p: E.Parts, u, ubad):
@@ -122,7 +129,7 @@ def _round_stage(sp, p: E.Parts, u, ubad):
     return f32_from_bits(bits), jnp.sum(bad_nan), jnp.sum(bad_inf)
 
 
-_exact_jit = jax.jit(_exact_stage, static_argnums=(0, 1, 2))
+_exact_jit = jax.jit(_exact_stage, static_argnums=(0, 1, 2, 3))
 _round_jit = jax.jit(_round_stage, static_argnums=(0,))
 
 

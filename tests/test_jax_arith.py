@@ -432,7 +432,7 @@ def _fraction(b):
     return -m if b >> 31 else m
 
 
-def _check_parts(p, exact_values, wrap_frac=None):
+def _check_parts(p, exact_values, wrap_frac=None, normalised=True):
     """Each finite Parts element against its exact value: floor and sticky at the stated exponent,
     normalised when sticky; anchored at the lsb (modulo 2**64 units of 2**-(frac+32)) for wraps."""
     p = [np.asarray(x) for x in p]
@@ -454,7 +454,7 @@ def _check_parts(p, exact_values, wrap_frac=None):
             y = abs(v) / Fraction(2) ** e
             fl = y.numerator // y.denominator
             assert (fl, bool(st)) == (M, fl != y), (i, v, e)
-            assert not st or hi >= 1 << 31
+            assert not st or hi >= 1 << 31 or not normalised
 
 
 N_EXACT = 600  # one shape for the eager calls of the exact-part tests (each primitive compiles once)
@@ -469,20 +469,25 @@ def test_exact_parts_against_fractions(wrap_frac):
     _check_parts(E.add_parts(P[0], P[2], wrap_frac=wrap_frac), [x + z if k else None for x, z, k in zip(fa, fc, ok)], wrap_frac)
     _check_parts(E.fma_parts(*P, wrap_frac=wrap_frac),
                  [x * y + z if k else None for x, y, z, k in zip(fa, fb, fc, ok)], wrap_frac)
-    _check_parts(E.div_parts(P[0], P[1], wrap_frac=wrap_frac),
-                 [x / y if k and y != 0 else None for x, y, k in zip(fa, fb, ok)], wrap_frac)
+    quotients = [x / y if k and y != 0 else None for x, y, k in zip(fa, fb, ok)]
+    _check_parts(E.div_parts(P[0], P[1], wrap_frac=wrap_frac), quotients, wrap_frac)
     if wrap_frac is None:
         _check_parts(E.mul_parts(P[0], P[1]), [x * y if k else None for x, y, k in zip(fa, fb, ok)])
-    p = [np.asarray(x) for x in E.sqrt_parts(P[0], wrap_frac=wrap_frac)]
-    for i, v in enumerate(fa):
-        if v is None or v <= 0:
-            continue
-        _, _, hi, lo, e, st = (int(x[i]) for x in p)
-        y = v / Fraction(4) ** e
-        fl = math.isqrt(y.numerator // y.denominator)
-        exact = Fraction(fl) ** 2 == y
-        M = fl % (1 << 64) if wrap_frac is not None else fl
-        assert ((hi << 32) | lo, bool(st)) == (M, not exact), (i, v)
+        p = E.div_parts(P[0], P[1], nbits=32)
+        _check_parts(p, quotients, normalised=False)
+        assert (np.asarray(p.hi) <= 1).all()  # 32 or 33 quotient bits
+    for nbits in ((64, 30, 40) if wrap_frac is None else (64,)):
+        p = [np.asarray(x) for x in E.sqrt_parts(P[0], nbits=nbits, wrap_frac=wrap_frac)]
+        for i, v in enumerate(fa):
+            if v is None or v <= 0:
+                continue
+            _, _, hi, lo, e, st = (int(x[i]) for x in p)
+            y = v / Fraction(4) ** e
+            fl = math.isqrt(y.numerator // y.denominator)
+            exact = Fraction(fl) ** 2 == y
+            M = fl % (1 << 64) if wrap_frac is not None else fl
+            assert ((hi << 32) | lo, bool(st)) == (M, not exact), (i, v, nbits)
+            assert wrap_frac is not None or M.bit_length() == nbits
 
 
 def test_add_parts_accumulator_contract():
