@@ -12,10 +12,12 @@ Array(56, dtype=uint8)
 from emul.formats import FixedFormat, FloatFormat, format
 from emul.rounding import Overflow, Rounding
 
+from .arith import add, div, fma, mul, sqrt, sub
 from .quantize import decode, encode, quantize
 
 __all__ = [
     "FloatFormat", "FixedFormat", "format",
     "Rounding", "Overflow",
     "quantize", "encode", "decode",
+    "add", "sub", "mul", "div", "fma", "sqrt",
 ]
