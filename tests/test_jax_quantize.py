@@ -20,6 +20,7 @@ from emul_jax._bits import shl, shr, word  # noqa: E402
 MODES = ["nearest_even", "nearest_away", "nearest_zero", "nearest_up", "nearest_down", "toward_zero",
          "away_from_zero", "up", "down", "odd"]
 FIXED_RULES = ["saturate", "saturate_zero", "saturate_symmetric", "wrap", "wrap_sign_magnitude"]
+N_INPUTS = 16384  # one input shape for every eager test: each lax primitive compiles once per shape
 
 
 def _rules(fmt):
@@ -59,9 +60,8 @@ def test_shifts_by_32_or_more_and_negative_amounts_give_zero():
 
 # -- the general primitive: (sign, hi, lo, e, sticky) against the core on float64 inputs ---------------
 
-PRIMITIVE_FORMATS = ["e4m3fn", "e5m2fnuz", "e2m1fn", "bf16", "fp16", "fp32", "e5m6-nosub", "e3m0fin", "e8m3b130",
-                     "int8", "uint8", "fx<12,4>", "ufx<4,2>", "fx<32,16>", "int32", "uint32", "fx<4,-2>",
-                     "fx<6,10>", "int1"]
+PRIMITIVE_FORMATS = ["e4m3fn", "e5m2fnuz", "e2m1fn", "bf16", "fp32", "e5m6-nosub", "e3m0fin", "e8m3b130",
+                     "int8", "uint8", "fx<12,4>", "fx<32,16>", "uint32", "fx<4,-2>", "fx<6,10>", "int1"]
 
 
 def _float64_inputs(fmt, rng):
@@ -77,7 +77,7 @@ def _float64_inputs(fmt, rng):
     x = np.concatenate([mag, ties, [0.0, 5e-324, 2.0**-1060, 1e300], rng.standard_normal(200)])
     x = x * rng.choice([-1.0, 1.0], x.size)
     x[:2] = [0.0, -0.0]
-    return x
+    return np.resize(x, N_INPUTS)  # the shape of every other eager test: primitives compile once
 
 
 def _f64_parts(x):
@@ -122,10 +122,12 @@ def test_primitive_against_core(name):
     sign, M, e = _f64_parts(x)
     nz = M != 0
     shift = np.where(nz, 64 - np.array([int(v).bit_length() for v in M]), 0)
-    M64 = np.array([int(m) << int(s) for m, s in zip(M, shift)], dtype=object)
+    M64 = M << shift.astype(np.uint64)  # bit 63 set (M < 2**53, so nothing is lost)
     e64 = e - shift
     qe = _quantum_exponent(fmt, x)
-    for mode in MODES + ["stochastic"]:
+    # the modes that exercise every input of increment (lsb, sign, sticky, u); the quantize matrix
+    # below runs every mode through the same increment
+    for mode in ["nearest_even", "nearest_away", "nearest_down", "toward_zero", "up", "odd", "stochastic"]:
         for rule in _rules(fmt) if mode in ("nearest_even", "up", "stochastic") else _rules(fmt)[:1]:
             r = int(rng.choice([1, 8, 32])) if mode == "stochastic" else None
             sp = R.spec(fmt, mode, rule, r)
@@ -142,8 +144,9 @@ def test_primitive_against_core(name):
                 room = np.minimum(room, qe - e64)
             k = np.clip(np.minimum(rng.integers(0, 40, x.size), room), 0, 63)
             k = np.where(nz, k, 0)
-            Mk = np.array([(int(m) >> int(j)) for m, j in zip(M64, k)], dtype=np.uint64)
-            st = np.array([(int(m) & ((1 << int(j)) - 1)) != 0 for m, j in zip(M64, k)])
+            ku = k.astype(np.uint64)
+            Mk = M64 >> ku
+            st = (M64 & ((np.uint64(1) << ku) - np.uint64(1))) != 0
             got = R.round_parts(sp, s, *_split64(Mk), jnp.asarray(e64 + k, jnp.int32), jnp.asarray(st), uj)
             assert not (msg := _diff(got, want, x)), f"{name} {mode} {rule} sticky: {msg}"
             # one word (hi=None) where M fits 32 bits
@@ -177,8 +180,8 @@ from jax.experimental import checkify  # noqa: E402
 import emul_jax  # noqa: E402
 
 FLOAT_FORMATS = ["e4m3fn", "e4m3fnuz", "e5m2", "e5m2fnuz", "e3m4", "e4m3b11fnuz", "e2m3fn", "e3m2fn", "e2m1fn",
-                 "fp16", "bf16", "tf32", "fp32", "e5m6-nosub", "e4m3fn-nosub", "e2m1fn-nosub", "e3m2", "e6m9b20",
-                 "e3m0fin", "e8m3b130", "e8m7b133fnuz-nosub"]
+                 "fp16", "bf16", "tf32", "fp32", "e5m6-nosub", "e2m1fn-nosub", "e3m2", "e6m9b20", "e3m0fin",
+                 "e8m3b130", "e8m7b133fnuz-nosub"]
 FIXED_FORMATS = ["int8", "uint8", "fx<8,4>", "fx<12,4>", "ufx<4,2>", "fx<16,8>", "fx<32,16>", "int32", "fx<4,-2>",
                  "fx<6,10>", "uint32", "int1"]
 
@@ -241,9 +244,6 @@ def _grid_points(name):
     return np.concatenate([near, -near]).astype(np.float32)
 
 
-N_INPUTS = 16384  # one input shape for every format: eager primitives compile once per shape
-
-
 def _inputs(name, base, finite=False):
     """base + the format's grid points (a sample when there are too many), N_INPUTS of them; NaN
     (where the format has none) and, with ``finite``, ±inf replaced by 0 — same shape always."""
@@ -260,8 +260,8 @@ def _inputs(name, base, finite=False):
     return x
 
 
-def _check(fmt, x, xj, mode, rule, tag, **sr):
-    """encode codes and quantize float32 patterns of emul_jax equal the core's."""
+def _check(fmt, x, xj, mode, rule, tag, values=True, **sr):
+    """encode codes and (with ``values``) quantize float32 patterns of emul_jax equal the core's."""
     core_sr = {("seed" if k == "key" else k): (v[1] if k == "key" else v) for k, v in sr.items()}
     def jax_sr():  # a fresh key per call (keys are never reused: jax_debug_key_reuse)
         return {k: (v[0]() if k == "key" else v) for k, v in sr.items()}
@@ -269,7 +269,7 @@ def _check(fmt, x, xj, mode, rule, tag, **sr):
     want = emul.encode(x, fmt, mode, rule, **core_sr).astype(np.uint32)
     got = np.asarray(emul_jax.encode(xj, fmt, mode, rule, **jax_sr())).astype(np.uint32)
     assert not (msg := _diff(got, want, x)), f"{tag} encode {fmt.name} {mode} {rule}: {msg}"
-    if _fits(fmt):
+    if values and _fits(fmt):
         want = _bits32(emul.quantize(x, fmt, mode, rule, **core_sr))
         got = _bits32(emul_jax.quantize(xj, fmt, mode, rule, **jax_sr()))
         assert not (msg := _diff(got, want, x)), f"{tag} quantize {fmt.name} {mode} {rule}: {msg}"
@@ -286,10 +286,11 @@ def test_float_formats_every_mode_and_rule_eager(name, base_inputs):
     fmt = emul.format(name)
     x = _inputs(name, base_inputs)
     xj = jnp.asarray(x)
-    with jax.disable_jit():
+    with jax.disable_jit():  # codes: every mode and rule; values: every mode under ieee, three under saturate
         for mode in MODES:
             for rule in _rules(fmt):
-                _check(fmt, x, xj, mode, rule, "eager")
+                values = rule == "ieee" or mode in ("nearest_even", "toward_zero", "up")
+                _check(fmt, x, xj, mode, rule, "eager", values)
 
 
 @pytest.mark.parametrize("name", FIXED_FORMATS)
@@ -299,11 +300,12 @@ def test_fixed_formats_every_mode_and_rule_eager(name, base_inputs):
     fmt = emul.format(name)
     x, fin = _inputs(name, base_inputs), _inputs(name, base_inputs, finite=True)
     xj, finj = jnp.asarray(x), jnp.asarray(fin)
-    with jax.disable_jit():
+    with jax.disable_jit():  # values (decode of the code) for every mode under saturate, one mode otherwise
         for rule in _rules(fmt):
             for mode in MODES if rule in ("saturate", "wrap") else ["nearest_even", "down", "up"]:
                 wrap = rule.startswith("wrap")
-                _check(fmt, fin if wrap else x, finj if wrap else xj, mode, rule, "eager")
+                values = rule == "saturate" or mode == "down"
+                _check(fmt, fin if wrap else x, finj if wrap else xj, mode, rule, "eager", values)
 
 
 JIT_CASES = [  # every format family, every mode and every overflow rule at least once, under jax.jit
@@ -332,7 +334,7 @@ def test_under_jit(name, mode, rule, base_inputs):
 
 # -- stochastic rounding ----------------------------------------------------------------------------
 
-SR_FORMATS = ["e4m3fn", "e2m1fn", "bf16", "e5m6-nosub", "e8m3b130", "fx<12,4>", "int8", "ufx<4,2>", "fx<32,16>"]
+SR_FORMATS = ["e4m3fn", "e2m1fn", "bf16", "e8m3b130", "fx<12,4>", "ufx<4,2>", "fx<32,16>"]
 
 
 @pytest.mark.parametrize("name", SR_FORMATS)
@@ -344,11 +346,12 @@ def test_stochastic_key_equals_core_seed(name, base_inputs):
     xj = jnp.asarray(x)
     rng = np.random.default_rng(5)
     with jax.disable_jit(), jax.debug_key_reuse(True):
-        for r in (1, 8, 32):
-            for method in ("add", "compare"):
+        for r, method in [(1, "add"), (8, "compare"), (32, "add"), (8, "add"), (32, "compare")]:
+            sr = dict(sr_bits=r, sr_method=method)
+            if method == "add" or r == 8:
                 s = int(rng.integers(0, 2**31))
-                sr = dict(sr_bits=r, sr_method=method)
                 _check(fmt, x, xj, "stochastic", None, "key", key=(lambda: jax.random.key(s), s), **sr)
+            if r != 1:
                 u = rng.integers(0, 2**r, x.size, dtype=np.uint64).astype(np.uint32)
                 _check(fmt, x, xj, "stochastic", None, "random_bits", random_bits=u, **sr)
 
@@ -445,16 +448,17 @@ def test_half_precision_inputs_widen_exactly(ml_dtypes):
 
 def test_integer_inputs_round_from_their_exact_values():
     rng = np.random.default_rng(3)
-    for dt in (np.int8, np.int16, np.int32, np.uint8, np.uint16, np.uint32, np.bool_):
+    for dt in (np.int8, np.int32, np.uint16, np.uint32, np.bool_):
         if dt is np.bool_:
             x = np.array([True, False, True])
         else:
             info = np.iinfo(dt)
             x = np.concatenate([rng.integers(info.min, info.max, 500, endpoint=True),
                                 [info.min, info.max, 0, 1, 7, 9, 17, 2**24 + 1]]).astype(dt)
+            x = np.resize(x, N_INPUTS)  # the shape of the other eager tests
         for name, mode, rule in [("e4m3fn", "nearest_even", None), ("bf16", "odd", None), ("fp32", "up", None),
-                                 ("e2m1fn", "nearest_away", None), ("int8", "down", "wrap"),
-                                 ("fx<12,-4>", "nearest_even", "saturate_symmetric"), ("uint32", "up", "wrap")]:
+                                 ("int8", "down", "wrap"), ("fx<12,-4>", "nearest_even", "saturate_symmetric"),
+                                 ("uint32", "up", "wrap")]:
             want = emul.encode(x, name, mode, rule).astype(np.uint32)
             with jax.disable_jit():
                 got = np.asarray(emul_jax.encode(x, name, mode, rule)).astype(np.uint32)
