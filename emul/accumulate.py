@@ -40,7 +40,7 @@ KR = LazyModule("emul._kernels.round")
 from ._params import kernel_params, resolve
 from ._validate import numeric_array
 from .formats import FixedFormat, FloatFormat
-from .quantize import _check_fits_float64, _fits_float32, encode, sr_words
+from .quantize import _check_fits_float64, _fits_float32, encode, exact_float32, exact_float64, sr_words
 from .rounding import MODE_BITS, Overflow, Rounding, as_rounding
 
 __all__ = ["dot", "matmul", "conv2d", "sr_steps"]
@@ -139,8 +139,12 @@ def _init_codes(init, cfg, out_shape):
     ovf = Overflow.IEEE if isinstance(fmt, FloatFormat) else Overflow.SATURATE
     codes = encode(x, fmt, "nearest_even", ovf).astype(np.uint64)
     back = _values(codes, fmt)
-    with np.errstate(invalid="ignore"):
-        same = (back == x) | (np.isnan(back) & np.isnan(x)) if x.dtype.kind == "f" else back == x
+    if x.dtype.kind == "f":  # compared as bits (a float compare reads subnormals as 0 under MXCSR.DAZ)
+        xb, bb = exact_float64(x).view(np.uint64), back.view(np.uint64)
+        mag = np.uint64((1 << 63) - 1)
+        same = (xb == bb) | (((xb | bb) & mag) == 0) | (np.isnan(back) & np.isnan(x))  # ±0 are equal
+    else:
+        same = back == x
     if x.dtype.kind in "iu":  # beyond float64's 2**53 decode cannot tell; compare exactly
         same = np.array([int(v) == int(c) for v, c in zip(x, back)]) if np.abs(back).max(initial=0) >= 2**53 else same
     if not same.all():
@@ -160,7 +164,7 @@ def _operand(x, name) -> np.ndarray:
         return x.astype(x.dtype.newbyteorder("="), copy=False)
     x = numeric_array(x, name)
     if x.dtype.kind == "f":
-        return x.astype(np.float64, copy=False)
+        return exact_float64(x)  # from bits (a float32 -> float64 cast depends on MXCSR.DAZ)
     if x.size == 0 or (int(x.max()) <= 1 << 53 and int(x.min()) >= -(1 << 53)):
         return x.astype(np.float64)
     return x
@@ -222,7 +226,7 @@ def _matmul(a, b, acc, product, product_rounding, rounding, overflow, order, chu
     job.integers, job.max_abs = integers, max_abs
     out = job.run(fast).reshape(out_shape)
     if out_dtype == np.float32:
-        out = out.astype(np.float32)
+        out = exact_float32(out)  # values of the final format: float32 values, converted from bits
     return out if out.ndim else out[()]
 
 
@@ -529,12 +533,22 @@ def _batched_matmul(A, B, job) -> np.ndarray:
     return np.matmul(A[job.ia], B[job.ib]).reshape(job.rows, job.N)
 
 
+_NORMAL_GRID = -1022  # log2 of float64's smallest normal: multiples of it are 0 or normal
+
+
 def _plan(job):
     """The fast path for this job, or None for the general kernel."""
     cfg = job.cfg
     sa = _Scan(job.raw[0] if job.integers[0] else job.A3, job.integers[0], job.max_abs[0])
     sb = _Scan(job.raw[1] if job.integers[1] else job.B3, job.integers[1], job.max_abs[1])
     if not (sa.float64 and sb.float64 and sa.finite and sb.finite):
+        return None
+    # The fast paths compute in binary64 (float accumulators: products, sums, TwoSum; fixed point:
+    # power-of-two scalings). A float64 subnormal there would be read or written as 0 by a thread
+    # with denormals-are-zero / flush-to-zero set (MXCSR; XLA's CPU threads set both), so they only
+    # run when every operand, product and value they form is a multiple of 2**-1022, hence 0 or
+    # normal; otherwise the exact general kernel (integers only) runs.
+    if not (sa.zero or sa.low >= _NORMAL_GRID) or not (sb.zero or sb.low >= _NORMAL_GRID):
         return None
     fmts = [cfg.acc] + ([cfg.outer] if cfg.order == "chunked" else [])
     if all(isinstance(f, FloatFormat) for f in fmts):
@@ -547,7 +561,7 @@ def _plan(job):
         if not np.isfinite(init).all():
             return None
         if not (sa.zero or sb.zero):  # every product exact in binary64
-            if sa.width + sb.width > 53 or sa.low + sb.low < -1074:
+            if sa.width + sb.width > 53 or sa.low + sb.low < _NORMAL_GRID:  # (and never subnormal)
                 return None
             if sa.top + sb.top + 2 > 1021:
                 return None
@@ -561,6 +575,8 @@ def _plan(job):
         elif not (sa.zero or sb.zero):
             q.append(sa.low + sb.low)
             top.append(sa.top + sb.top + 2)
+        if min(q) < _NORMAL_GRID:  # values (and TwoSum's error terms) would reach the subnormals
+            return None
         twosum = max(top) + 1 - min(q) > 53
         return _FloatPlan(job, sa, sb, twosum)
     if all(isinstance(f, FixedFormat) for f in fmts):
@@ -572,6 +588,8 @@ def _plan(job):
             return None  # products off the accumulator's grid: the steps round
         # bounds in units of 2**-fu, exactly (Fractions: the exponents may be far out of float range)
         fu = fmts[-1].frac
+        if fu > -_NORMAL_GRID:  # results (multiples of 2**-fu) could be subnormal
+            return None
         two = Fraction(2)
         pmax = 0 if (sa.zero or sb.zero) else Fraction(sa.max) * Fraction(sb.max) * two**fu
         qa = 0 if sa.zero else sa.low  # as _FixedPlan._scaled scales the operands

@@ -23,7 +23,7 @@ KR = LazyModule("emul._kernels.round")
 W = LazyModule("emul._kernels.wide")
 from ._params import kernel_params, resolve
 from ._validate import numeric_array
-from .quantize import PARALLEL_MIN, _check_fits_float64, _fits_float32, sr_words
+from .quantize import PARALLEL_MIN, _check_fits_float64, _fits_float32, exact_float32, exact_float64, sr_words
 
 __all__ = ["add", "sub", "mul", "div", "fma", "sqrt"]
 
@@ -40,10 +40,10 @@ _SR_DOC = """
 
 
 def _as_float64_or_int(a: np.ndarray) -> np.ndarray:
-    """float inputs as float64 (exact), integers that float64 holds exactly as float64 too, so that
-    the kernel is compiled for few dtype combinations."""
+    """float inputs as float64 (exact, from their bits: see quantize.exact_float64), integers that
+    float64 holds exactly as float64 too, so that the kernel is compiled for few dtype combinations."""
     if a.dtype.kind == "f":
-        return a.astype(np.float64, copy=False)
+        return exact_float64(a)
     if a.size == 0 or (int(a.max()) <= 1 << 53 and int(a.min()) >= -(1 << 53)):
         return a.astype(np.float64)
     return a
@@ -58,10 +58,16 @@ def _flat(a: np.ndarray, shape) -> np.ndarray:
 
 
 def _exact_fraction(v) -> Fraction | None:
-    """The exact value of one input element as a Fraction (None for inf/NaN)."""
+    """The exact value of one input element (float64, int64 or uint64) as a Fraction (None for
+    inf/NaN), read from its bits: ``Fraction(float)`` goes through ``frexp``, which multiplies a
+    subnormal by 2**54 in floating point and so reads 0 under denormals-are-zero (docs/arith.md)."""
     if isinstance(v, (np.floating, float)):
-        f = float(v)
-        return Fraction(f) if math.isfinite(f) else None
+        b = int(np.float64(v).view(np.uint64))
+        ef, f = (b >> 52) & 0x7FF, b & ((1 << 52) - 1)
+        if ef == 0x7FF:
+            return None
+        mag = Fraction(f, 1 << 1074) if ef == 0 else Fraction((1 << 52) | f) * Fraction(2) ** (ef - 1075)
+        return -mag if b >> 63 else mag
     return Fraction(int(v))
 
 
@@ -77,13 +83,14 @@ def _redo_exact(op, flat, idx, u, P, fmt, out):
         else:  # pragma: no cover - sums and products always fit their frames
             raise AssertionError(op)
         sign = int(v < 0)
-        y = abs(v) * Fraction(2) ** fmt.frac
-        if op == K.SQRT:  # floor(sqrt(y) * 2**64) from the integer square root of floor(y * 2**128)
+        if op == K.SQRT:  # y = (sqrt(|v|) * 2**frac)**2: the root in units of the lsb, squared
+            y = abs(v) * Fraction(2) ** (2 * fmt.frac)
+            # floor(sqrt(y) * 2**64) from the integer square root of floor(y * 2**128)
             scaled = y * (1 << 128)
             z = math.isqrt(scaled.numerator // scaled.denominator)
             exact = z * z == scaled
-        else:
-            scaled = y * (1 << 64)
+        else:  # the quotient in units of the lsb
+            scaled = abs(v) * Fraction(2) ** fmt.frac * (1 << 64)
             z = scaled.numerator // scaled.denominator
             exact = z == scaled
         q, F = z >> 64, z & ((1 << 64) - 1)
@@ -129,7 +136,7 @@ def _apply(op, inputs, names, fmt, rounding, overflow, seed, key, sr_bits, sr_me
         _redo_exact(op, flat, np.flatnonzero(flags == W.NEED_EXACT), u, P, fmt, out)
     out = out.reshape(shape)
     if out_dtype == np.float32:
-        out = out.astype(np.float32)
+        out = exact_float32(out)  # values of the format: float32 values, converted from bits
     if out.ndim == 0 and not any(isinstance(x, np.ndarray) for x in inputs):
         return out[()]
     return out

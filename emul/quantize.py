@@ -71,6 +71,37 @@ def code_dtype(fmt) -> np.dtype:
             return np.dtype(dt)
 
 
+def exact_float64(a: np.ndarray) -> np.ndarray:
+    """``a`` with float16/float32 elements widened to float64, exactly, from their bits (other
+    dtypes as they are). numpy's float32 -> float64 cast reads a subnormal as 0 when the thread has
+    denormals-are-zero set (MXCSR.DAZ, as XLA's CPU threads do); results must not depend on that."""
+    if a.dtype.kind != "f" or a.dtype == np.float64:
+        return a
+    from ._kernels import round as K
+
+    src = np.ascontiguousarray(a).reshape(-1)
+    if src.dtype == np.float16:
+        src = src.view(np.uint16)  # the kernels read float16 as its bits
+    out = np.empty(src.size, np.float64)
+    if src.size:
+        K.widen(src, out)
+    return out.reshape(a.shape)
+
+
+def exact_float32(values: np.ndarray) -> np.ndarray:
+    """float64 ``values`` that are float32 values (results on a format's grid), as float32, from
+    their bits: numpy's float64 -> float32 cast writes a float32 subnormal as 0 under flush-to-zero
+    (MXCSR.FTZ)."""
+    from ._kernels import round as K
+
+    v = np.asarray(values, np.float64)
+    src = np.ascontiguousarray(v).reshape(-1)
+    out = np.empty(src.size, np.uint32)
+    if src.size:
+        K.narrow(src, out)
+    return out.view(np.float32).reshape(v.shape)
+
+
 def _check_fits_float64(fmt, what):
     if isinstance(fmt, FixedFormat) and not fmt.fits_float64:
         raise ValueError(f"{what}: values of {fmt.name} do not fit float64 exactly (bits <= 53 needed); use encode")
@@ -115,18 +146,19 @@ def _round(x, fmt, rounding, overflow, seed, key, sr_bits, sr_method, random_bit
             from . import random as _random
 
             k = _random._as_key(key=key, seed=seed)
-            if src.dtype.kind == "f" and src.dtype != np.float32:
-                with np.errstate(invalid="ignore"):
-                    src = src.astype(np.float64)
-            dst = out
+            if src.dtype == np.float16:  # float32 and float64 are read directly (from their bits)
+                src = exact_float64(src)
+            dst = out  # (round.store writes float32 from bits)
             nan_bad, inf_bad = K.round_seeded(src, np.uint32(k[0]), np.uint32(k[1]), P, dst)
         else:
-            with np.errstate(invalid="ignore"):  # signalling NaNs convert quietly; still NaN
-                src = src.astype(np.float64) if src.dtype.kind == "f" else src  # exact
+            src = exact_float64(src)  # float16/32 as float64, exactly (whatever the MXCSR)
             dst = np.empty(flat.size, np.float64 if out_dtype.kind == "f" else np.uint64)
             kernel = K.round_parallel if flat.size >= PARALLEL_MIN else K.round_serial
             nan_bad, inf_bad = kernel(src, u, P, dst)
-        out = dst.astype(out_dtype, copy=False)
+        if dst.dtype == out_dtype:
+            out = dst
+        else:
+            out = exact_float32(dst) if out_dtype == np.float32 else dst.astype(out_dtype)
     if nan_bad:
         raise ValueError(f"x: {nan_bad} NaN value(s), but {fmt.name} has no NaN")
     if inf_bad:

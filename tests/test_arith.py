@@ -159,6 +159,40 @@ def test_wrapping_far_out_of_range_matches_reference(op, args, fmt, mode, rule):
     assert Fraction(float(got)) == want
 
 
+# Roots and quotients far outside a wrapping format's range are redone exactly in Python
+# (emul.arith._redo_exact). The root must be scaled to lsb units as sqrt(v) * 2**frac, i.e. the
+# radicand by 2**(2*frac); scaling the radicand by 2**frac gave sqrt(2**-frac) times the root
+# (issue 14, item 1: sqrt(3 * 2**200) into fx<8,2> with wrap gave 3.75 instead of 7.5). Formats:
+# frac positive, zero, negative, above bits, signed and unsigned, 1 to 53 bits.
+FAR_FORMATS = ["fx<8,2>", "fx<8,0>", "int16", "fx<8,-3>", "fx<6,9>", "fx<10,13>", "ufx<8,3>", "ufx<5,-2>",
+               "uint12", "ufx<12,15>", "fx<1,0>", "fx<20,7>", "fx<53,20>", "ufx<1,-4>"]
+FAR_RADICANDS = [3.0 * 2.0**200, 2.0**301, 5.0 * 2.0**151, 2.0**150 * 1.1, 1.7976931348623157e308,  # huge roots
+                 7.0 * 2.0**-200, 3.0 * 2.0**-1070, 5e-324, 123.456]                              # tiny, moderate
+FAR_RULES = ["wrap", "wrap_sign_magnitude", "saturate", "saturate_zero", "saturate_symmetric"]
+
+
+def test_sqrt_far_out_of_range_of_a_wrapping_format_issue_example():
+    assert A.sqrt(3.0 * 2.0**200, "fx<8,2>", overflow="wrap") == 7.5
+    assert A.sqrt(3.0 * 2.0**200, "fx<8,2>", overflow="wrap_sign_magnitude") == 7.5
+
+
+@pytest.mark.parametrize("fmt", FAR_FORMATS)
+def test_sqrt_and_div_far_out_of_range_in_every_fixed_format_match_reference(fmt):
+    fmt = emul.format(fmt)
+    rules = [r for r in FAR_RULES if fmt.signed or r != "wrap_sign_magnitude"]
+    for rule in rules:
+        for mode in ("nearest_even", "toward_zero", "up", "down", "odd", "nearest_away"):
+            got = A.sqrt(np.array(FAR_RADICANDS), fmt, mode, rule)
+            for x, g in zip(FAR_RADICANDS, got):
+                assert Fraction(float(g)) == reference.sqrt(x, fmt, mode, rule), (fmt.name, rule, mode, x)
+            for a, b in ((2.0**300, 3.0), (-(2.0**300), 3.0), (7.0, -(2.0**-900)), (-1.0, -(3.0 * 2.0**-1074))):
+                g = A.div(a, b, fmt, mode, rule)
+                assert Fraction(float(g)) == reference.div(a, b, fmt, mode, rule), (fmt.name, rule, mode, a, b)
+        for u in (0, 1 << 31, (1 << 32) - 1):
+            g = A.sqrt(3.0 * 2.0**200, fmt, "stochastic", rules[0], random_bits=u)
+            assert Fraction(float(g)) == reference.sqrt(3.0 * 2.0**200, fmt, "stochastic", rules[0], u=u)
+
+
 def test_wrapping_far_out_of_range_with_stochastic_rounding():
     fmt = emul.format("int12")
     for op, args in (("div", (2.0**300, 3.0)), ("sqrt", (2.0**301,)), ("sqrt", (3.0 * 2.0**150,))):

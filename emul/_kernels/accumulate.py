@@ -6,6 +6,9 @@ wide.py) and rounds it once, overflow rule included, with the core's rounding. N
 approximate, so this path defines the results; the fast paths (fast_accumulate.py) are tested
 equal to it.
 
+Operands are read from their bits and results written from bits (``round.parts``,
+``round.code_value``), so the thread's MXCSR (flush-to-zero, denormals-are-zero) plays no part.
+
 Output element ``idx`` (C order over the output) uses random words ``u[idx*T : idx*T + T]`` in
 the order its rounding steps execute. Orders: 0 sequential, 1 pairwise, 2 chunked.
 """

@@ -4,6 +4,10 @@ Special values follow IEEE 754: a NaN operand gives a NaN with the sign of the f
 (in argument order); an invalid operation (inf - inf, 0 * inf, 0 / 0, inf / inf, sqrt of a
 negative number) gives +NaN; x / 0 is ±inf for finite nonzero x. Zero signs follow §6.3 (see
 ``wide.zero_sum_sign``). The result then goes into the format like a quantize input would.
+
+Inputs are read from their bits (``round.parts``) and results written from bits
+(``round.code_value``): no floating-point instruction touches a value, so the thread's MXCSR
+(flush-to-zero, denormals-are-zero) cannot change a result.
 """
 
 import numpy as np

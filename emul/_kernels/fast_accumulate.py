@@ -12,6 +12,14 @@ outer, product) has 1 <= man_bits <= 51 (so that the kept code's last bit is the
 emax <= 1021, and its half-quantum at least
 2**-1074; stochastic rounding only when man_bits + sr_bits <= 52.
 
+No subnormal, whatever the thread's MXCSR: flush-to-zero and denormals-are-zero (set on XLA's CPU
+threads, or by fast-math libraries) make every floating-point instruction read a subnormal operand
+and write a subnormal result as 0. emul/accumulate.py therefore also requires every operand, every
+product a·b and every format's quantum to be multiples of 2**-1022. Then every number this kernel
+forms — products, sums, TwoSum's ``bp``, ``hi - bp``, ``lo``, the rounded ``q * 2**qbelow`` — is an
+exact or rounded sum or product of such multiples, hence 0 or at least 2**-1022 in magnitude:
+normal, so FTZ/DAZ never act. The rounding decisions themselves are integer operations on bits.
+
 One step s' = Q(s + p) is computed as follows. TwoSum gives hi = fl(s + p) (round to nearest) and
 lo with hi + lo = s + p exactly (Knuth; exact for finite binary64 operands without overflow, which
 |s|, |p| < 2**1022 rules out). Q's decision depends on x = s + p only through comparisons of x
@@ -42,7 +50,8 @@ NaN signs and the like are defined in one place.
 
 Fixed-point accumulators (``fixed_rows``)
 -----------------------------------------
-Conditions: operands finite; every product is a multiple of the accumulator's lsb (chunked: the
+Conditions: operands finite and not subnormal, frac <= 1022 (so that the scalings by powers of two
+below meet no float64 subnormal; see above); every product is a multiple of the accumulator's lsb (chunked: the
 accumulator's lsb is a multiple of the outer one's), so every step's exact sum lies on the grid
 and rounding — any mode, SR included — leaves it unchanged; and every value the loop can hold
 (a clamped or wrapped running sum plus a product, or two tree nodes) is an integer below 2**24
@@ -435,7 +444,7 @@ def scan(v):
     width = 0
     finite = True
     nonzero = False
-    mx = 0.0
+    mx = _U0  # max |v| as bits (a float max would read subnormals as 0 under MXCSR.DAZ)
     top = np.int64(-2000)
     low = np.int64(2000)
     for i in range(v.size):
@@ -454,8 +463,8 @@ def scan(v):
         low = min(low, e0 + tz)
         top = max(top, e0 + hb)
         width = max(width, hb - tz + 1)
-        mx = max(mx, _u2f(b))
-    return finite, nonzero, mx, top, low, width
+        mx = max(mx, b)
+    return finite, nonzero, _u2f(mx), top, low, width
 
 
 @njit(cache=True)

@@ -54,15 +54,15 @@ import numpy as np
 from numba import njit
 
 from . import slots as K
-from .intrinsics import add, and_, eq, f32_scaled_bits, or_, select, shl, shr, smin, sub, threefry_word, ult, xor
+from .intrinsics import add, and_, eq, f32_bits_of, or_, select, shl, shr, smin, sub, threefry_word, ult, xor
 
 # Slots of the constant vector built by constants().
-(S, MASK, KEEP, THR, K2, C0, QMAX, SHC, SB, ZF, NEAR, K0, KS, KL, K0_N, SCALE,
+(S, MASK, KEEP, THR, K2, C0, QMAX, SHC, SB, ZF, NEAR, K0, KS, KL, K0_N, QE23,
  OVF_POS, OVF_NEG, INF_POS, INF_NEG, NAN_POS, NAN_NEG,
  VOVF_POS, VOVF_NEG, VINF_POS, VINF_NEG, VNAN_POS, VNAN_NEG,
  FAST_LO, FAST_SPAN, CHECK_NAN,
- SR_R, SR_MASK, SR_UX, SR_SHIFT, SR_CMPX, SR_WM, SR_L, SR_RS) = range(39)
-NCONST = 39
+ SR_R, SR_MASK, SR_UX, SR_SHIFT, SR_CMPX, SR_WM, SR_L, SR_RS, NTHR, QSUB) = range(41)
+NCONST = 41
 
 BLOCK = 64  # elements per block: the short formula runs on whole blocks without rare elements
 
@@ -100,7 +100,11 @@ def constants(P: tuple, fmt) -> np.ndarray:
     # (a >> S) - C0, whose last bit is bit S of a flipped when C0 is odd (man_bits == 0, even
     # bias): fold that flip into k0.
     C[K0_N] = C[K0] ^ (C[KL] & c0 & 1)
-    C[SCALE] = np.float32(2.0 ** qe).view(np.uint32) if -149 <= qe <= 127 else 0  # values only
+    # values below min_normal, q * 2**qe, as bits (see _scaled): qe's exponent offset, the pattern
+    # of float(q) from which the value is a float32 normal, and the shift onto the 2**-149 grid
+    C[QE23] = (qe << 23) & 0xFFFFFFFF
+    C[NTHR] = (1 - qe) << 23 if 1 - qe >= 1 else 1
+    C[QSUB] = min(max(qe + 149, 0), 31)
     has_nan = P[K.NANC] >= 0
     nan = int(P[K.NANC]) if has_nan else 0
     mask = (1 << fmt.bits) - 1
@@ -140,7 +144,8 @@ def _unpack(C):
     """The constant vector as a tuple (loop-invariant scalars for LLVM)."""
     return (C[0], C[1], C[2], C[3], C[4], C[5], C[6], C[7], C[8], C[9], C[10], C[11], C[12], C[13],
             C[14], C[15], C[16], C[17], C[18], C[19], C[20], C[21], C[22], C[23], C[24], C[25],
-            C[26], C[27], C[28], C[29], C[30], C[31], C[32], C[33], C[34], C[35], C[36], C[37], C[38])
+            C[26], C[27], C[28], C[29], C[30], C[31], C[32], C[33], C[34], C[35], C[36], C[37], C[38],
+            C[39], C[40])
 
 
 @njit(inline="always")
@@ -201,10 +206,21 @@ def code_of(b, k, nearest, sr, u):
 
 
 @njit(inline="always")
+def _scaled(q, k):
+    """The float32 pattern of q * 2**qe (q <= 2**24 quanta below min_normal), from bits: a float
+    multiply would be flushed to 0 where the result is a float32 subnormal and the thread has
+    flush-to-zero set (MXCSR.FTZ, as on XLA's threads). float(q) is exact and 0 or >= 1; when
+    q * 2**qe is normal its pattern is float(q)'s plus qe in the exponent field, else (subnormal or
+    zero) it is q on the grid of 2**-149."""
+    fq = f32_bits_of(q)
+    return select(ult(fq, k[NTHR]), shl(q, k[QSUB]), add(fq, k[QE23]))
+
+
+@njit(inline="always")
 def value_of(b, k, nearest, sr, u):
     """The float32 pattern of the float32 pattern b rounded (a value of the format)."""
     neg, below, q, s, over = _round(b, k, nearest, sr, u)
-    mag = select(below, f32_scaled_bits(q, k[SCALE]), shl(q, s))
+    mag = select(below, _scaled(q, k), shl(q, s))
     sign = select(neg & (not (eq(mag, _0) & (k[ZF] != _0))), _SIGN32, _0)
     res = select(over, select(neg, k[VOVF_NEG], k[VOVF_POS]), or_(mag, sign))
     a = and_(b, _ABS)

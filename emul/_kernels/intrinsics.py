@@ -10,8 +10,7 @@ integer arguments are cast to ``uint32`` first (modulo 2**32). Preconditions the
 as LLVM gives no defined result otherwise:
 
 - shift amounts (:func:`shl`, :func:`shr`) are below 32;
-- :func:`f32_scaled_bits` is exact only when ``q * 2**k`` is a float32 (callers pass small ``q`` and
-  a power of two);
+- :func:`f32_bits_of` takes integers up to 2**24 (exact in float32);
 - rotation amounts (:func:`rotl`) are constants in 1…31.
 
 :func:`threefry2x32` and :func:`threefry_word` are Threefry-2x32 (20 rounds, as JAX computes it) in
@@ -101,21 +100,18 @@ def select(typingctx, c, a, b):
 
 
 @intrinsic
-def f32_scaled_bits(typingctx, q, scale_bits):
-    """The float32 bit pattern of ``float(q) * scale``, scale given by its float32 bit pattern.
-
-    Used for ``q * 2**k`` with small ``q`` (at most 2**24) and a power of two, which is exact.
-    """
-    if not (isinstance(q, types.Integer) and isinstance(scale_bits, types.Integer)):
+def f32_bits_of(typingctx, q):
+    """The float32 bit pattern of ``float(q)`` for an integer ``q <= 2**24``: exact (no rounding),
+    and 0 or at least 1.0, so neither the rounding mode nor flush-to-zero / denormals-are-zero
+    (MXCSR) can change it. Callers build other patterns from it with integer operations."""
+    if not isinstance(q, types.Integer):
         return None
 
     def codegen(context, builder, signature, args):
-        f32 = ir.FloatType()
-        x = builder.uitofp(context.cast(builder, args[0], signature.args[0], _U32), f32)
-        s = builder.bitcast(context.cast(builder, args[1], signature.args[1], _U32), f32)
-        return builder.bitcast(builder.fmul(x, s), _I32)
+        x = builder.uitofp(context.cast(builder, args[0], signature.args[0], _U32), ir.FloatType())
+        return builder.bitcast(x, _I32)
 
-    return _U32(q, scale_bits), codegen
+    return _U32(q), codegen
 
 
 # -- Threefry-2x32 in 32-bit operations -------------------------------------------------------------
@@ -162,4 +158,4 @@ def threefry_word(k0, k1, hi, lo):
 
 
 __all__ = ["add", "sub", "and_", "or_", "xor", "shl", "shr", "rotl", "smin", "ult", "eq", "select",
-           "f32_scaled_bits", "threefry2x32", "threefry_word"]
+           "f32_bits_of", "threefry2x32", "threefry_word"]

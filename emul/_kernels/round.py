@@ -183,7 +183,14 @@ def saturated(sign, P):
 
 # -- reading inputs ------------------------------------------------------------------------------
 # parts(v) -> (sign, mag, e, special) with special 0 = finite, 1 = inf, 2 = NaN. float16 arrives as
-# its uint16 bit patterns; integer inputs arrive as int64 or uint64.
+# its uint16 bit patterns; integer inputs arrive as int64 or uint64. Floats are read from their bit
+# patterns only, never with a floating-point instruction, so the thread's MXCSR (flush-to-zero,
+# denormals-are-zero) cannot change what a subnormal input means.
+#
+# The overload is a plain call for Numba (LLVM inlines it anyway): inlining it at the Numba IR level
+# (inline="always") into a function that reads two or three operands, as the arithmetic kernels
+# do, trips Numba's SSA pass, which then prints NumbaIRAssumptionWarning ("variable ... is not in
+# scope ... please report") on the first compile. tests/test_compile_warnings.py keeps it away.
 
 def parts(v):
     pass
@@ -202,7 +209,7 @@ def _float_parts(b, total, ebits, mbits):
     return sign, f | (_ONE << np.uint64(mbits)), ef - bias - mbits, 0
 
 
-@overload(parts, inline="always")
+@overload(parts)
 def _parts(v):
     if v == types.float64:
         return lambda v: _float_parts(np.uint64(np.float64(v).view(np.uint64)), 64, 11, 52)
@@ -241,22 +248,35 @@ def round_one(v, u, P):
 
 # -- writing outputs -----------------------------------------------------------------------------
 
-@njit(inline="always")
-def pow2(k):
-    """2.0**k exactly, for -1074 <= k <= 1023."""
-    if k >= -1022:
-        return np.uint64(k + 1023 << 52).view(np.float64)
-    return np.uint64(1 << (k + 1074)).view(np.float64)
+@njit  # (a plain call: Numba's IR inlining of a function called several times in one caller is fragile)
+def f64_from(sign, mag, e):
+    """(-1)**sign * mag * 2**e as a float64 for a uint64 ``mag`` when that value is a float64 (a
+    precondition: nothing is rounded). Built from bits, not with a multiplication, so that a
+    subnormal result is not flushed to zero by the thread's flush-to-zero mode (MXCSR.FTZ)."""
+    sb = np.uint64(sign) << np.uint64(63)
+    if mag == _ZERO:
+        return np.uint64(sb).view(np.float64)
+    n = 63 - np.int64(leading_zeros(mag))  # mag's top bit
+    x = e + n  # the value's binary exponent
+    if x >= -1022:
+        f = mag << np.uint64(52 - n) if n <= 52 else mag >> np.uint64(n - 52)
+        b = (np.uint64(x + 1023) << np.uint64(52)) | (f & np.uint64((1 << 52) - 1))
+    else:  # subnormal: mag on the grid of 2**-1074
+        s = e + 1074
+        b = mag << np.uint64(s) if s >= 0 else mag >> np.uint64(-s)
+    return np.uint64(sb | b).view(np.float64)
 
 
 @njit(inline="always")
 def code_value(code, P):
-    """The float64 value of a valid code of the format in P."""
+    """The float64 value of a valid code of the format in P (from bits, see :func:`f64_from`)."""
     bits = P[BITS]
     if P[KIND] == 1:
         raw = np.int64(code << np.uint64(64 - bits))
         raw = raw >> np.int64(64 - bits) if P[SIGNED] else np.int64(code)
-        return np.float64(raw) * pow2(-P[FRAC])
+        if raw < 0:  # two's complement negation, exact for -2**63
+            return f64_from(1, _ZERO - np.uint64(raw), -P[FRAC])
+        return f64_from(0, np.uint64(raw), -P[FRAC])
     m = P[M]
     sign = (code >> np.uint64(bits - 1)) & _ONE
     mag = code & ((_ONE << np.uint64(bits - 1)) - _ONE)
@@ -269,10 +289,8 @@ def code_value(code, P):
     ef = np.int64(mag >> np.uint64(m))
     f = mag & ((_ONE << np.uint64(m)) - _ONE)
     if ef == 0:
-        v = np.float64(f) * pow2(P[EMIN] - m)
-    else:
-        v = np.float64(f | (_ONE << np.uint64(m))) * pow2(ef - P[BIAS] - m)
-    return -v if sign else v
+        return f64_from(sign, f, P[EMIN] - m)
+    return f64_from(sign, f | (_ONE << np.uint64(m)), ef - P[BIAS] - m)
 
 
 def store(out, i, code, P):
@@ -281,6 +299,10 @@ def store(out, i, code, P):
 
 @overload(store, inline="always")
 def _store(out, i, code, P):
+    if out.dtype == types.float32:  # from bits: a float64 -> float32 cast flushes under MXCSR.FTZ
+        def impl(out, i, code, P):
+            out[i] = np.uint32(f32_bits(code_value(code, P))).view(np.float32)
+        return impl
     if isinstance(out.dtype, types.Float):
         def impl(out, i, code, P):
             out[i] = code_value(code, P)
@@ -361,3 +383,46 @@ def round_seeded(x, k0, k1, P, out):
         nan_bad += bad == 1
         inf_bad += bad == 2
     return nan_bad, inf_bad
+
+
+# -- exact float conversions from bits -----------------------------------------------------------
+# numpy's float32 -> float64 cast reads a subnormal as 0 when the thread has denormals-are-zero set
+# (MXCSR.DAZ; XLA's CPU threads do), and its float64 -> float32 cast writes a subnormal as 0 under
+# flush-to-zero. These two are exact for every input whatever the MXCSR: integer operations only.
+
+@njit(cache=True)
+def widen(x, out):
+    """out[i] = x[i] as a float64 (x: float32, or float16 as its uint16 bits); exact. NaNs become
+    the quiet NaN of their sign (payloads are not kept, as SEMANTICS §3 says of results)."""
+    for i in range(x.size):
+        sign, mag, e, special = parts(x[i])
+        if special == 0:
+            out[i] = f64_from(sign, mag, e)
+        else:  # ±inf, or the quiet NaN of the sign
+            top = np.uint64(0x7FF0000000000000 if special == 1 else 0x7FF8000000000000)
+            out[i] = np.uint64((np.uint64(sign) << np.uint64(63)) | top).view(np.float64)
+
+
+@njit
+def f32_bits(v):
+    """The float32 bit pattern of the float64 v, whose value is a float32 (or ±inf, NaN: the quiet
+    NaN of its sign); exact, from the bits."""
+    b = np.float64(v).view(np.uint64)
+    sb = np.uint32(b >> np.uint64(63)) << np.uint32(31)
+    ef = np.int64((b >> np.uint64(52)) & np.uint64(0x7FF))
+    f = b & np.uint64((1 << 52) - 1)
+    if ef == 0x7FF:
+        return np.uint32(sb | np.uint32(0x7F800000 if f == _ZERO else 0x7FC00000))
+    if ef == 0:  # ±0 (a float64 subnormal is never a float32 value)
+        return np.uint32(sb)
+    if ef - 1023 >= -126:
+        return np.uint32(sb | np.uint32((ef - 1023 + 127) << 23) | np.uint32(f >> np.uint64(29)))
+    # a float32 subnormal: the significand on the grid of 2**-149
+    return np.uint32(sb | np.uint32((f | (_ONE << np.uint64(52))) >> np.uint64(-97 - (ef - 1023))))
+
+
+@njit(cache=True)
+def narrow(x, out):
+    """out[i] = the float32 bit pattern of the float64 x[i], a float32 value (see f32_bits)."""
+    for i in range(x.size):
+        out[i] = f32_bits(x[i])

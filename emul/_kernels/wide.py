@@ -444,8 +444,9 @@ def code_parts(code, P):
 
 @njit
 def value(code, P):
-    """The float64 value of a valid code, like ``round.code_value`` but keeping the sign of a NaN
-    (numba's ``-np.nan`` is a positive NaN)."""
+    """The float64 value of a valid code, like ``round.code_value`` (built from bits) but keeping
+    the sign of a NaN (numba's ``-np.nan`` is a positive NaN). ``v != v`` holds only for NaN, also
+    under denormals-are-zero (which reads a subnormal v as 0 on both sides)."""
     v = R.code_value(code, P)
     if v != v and P[R.KIND] == 0 and not P[R.FNUZ] and (code >> np.uint64(P[R.BITS] - 1)) & _1:
         return np.uint64(0xFFF8000000000000).view(np.float64)
