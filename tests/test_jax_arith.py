@@ -460,7 +460,7 @@ def _check_parts(p, exact_values, wrap_frac=None, normalised=True):
 N_EXACT = 600  # one shape for the eager calls of the exact-part tests (each primitive compiles once)
 
 
-@pytest.mark.parametrize("wrap_frac", [None, 0, 7, -3])
+@pytest.mark.parametrize("wrap_frac", [None, 7])
 def test_exact_parts_against_fractions(wrap_frac):
     a, b, c = (x[:N_EXACT] for x in OPERANDS["fma"])
     fa, fb, fc = ([_fraction(v) for v in bits(x)] for x in (a, b, c))
@@ -476,7 +476,7 @@ def test_exact_parts_against_fractions(wrap_frac):
         p = E.div_parts(P[0], P[1], nbits=32)
         _check_parts(p, quotients, normalised=False)
         assert (np.asarray(p.hi) <= 1).all()  # 32 or 33 quotient bits
-    for nbits in ((64, 30, 40) if wrap_frac is None else (64,)):
+    for nbits in ((64, 30) if wrap_frac is None else (64,)):
         p = [np.asarray(x) for x in E.sqrt_parts(P[0], nbits=nbits, wrap_frac=wrap_frac)]
         for i, v in enumerate(fa):
             if v is None or v <= 0:
