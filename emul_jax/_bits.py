@@ -135,7 +135,8 @@ def scaled_bits(q, k):
     ``k`` is added to the exponent field; results below 2**-126 are built as subnormal patterns
     ``q << (k + 149)`` instead. No float arithmetic runs, so XLA's subnormal flushing cannot touch it.
     """
-    fb = f32_bits(lax.convert_element_type(as_i32(q), jnp.float32))  # q < 2**24: int32 converts exactly (and vectorises)
+    # q < 2**24: as int32 it converts exactly (and, unlike uint32, in vector instructions)
+    fb = f32_bits(lax.convert_element_type(as_i32(q), jnp.float32))
     if isinstance(k, (int, np.integer)):
         k = int(k)
         normal = fb + u32(k << 23)

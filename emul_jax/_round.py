@@ -25,12 +25,15 @@ core's :func:`emul._params.resolve`, so errors read exactly like the core's):
 - :func:`round_float` / :func:`round_fixed` / :func:`round_parts` — the general primitive above.
   ``hi`` may be ``None`` (``M`` is one word), ``sticky`` may be ``None`` (no ε), ``u`` is the SR
   word (``uint32`` in ``[0, 2**sr_bits)``; ignored, may be ``None``, unless stochastic).
-  Preconditions: ``M == 0`` only with no sticky (it is then ±0); when ``sticky`` is set, ``M``
-  must reach ``sr_bits`` (SR), 1 (nearest) or 0 (directed modes) bits below the result's quantum —
-  normalising ``M`` to ``hi >= 2**31``, as the core's kernels do, guarantees it for every float
-  format and every in-range fixed-point value; fixed point under the wrap rules needs no ε above
-  the lsb; ``|e| < 2**30``. Exact products of two float32 significands (48 bits), aligned sums with
-  a sticky bit and quotients/roots with the remainder as sticky all fit.
+  Preconditions: when ``sticky`` is set, the result's quantum ``2**qe`` must lie at least ``need``
+  bits above ``M``'s last bit, ``qe - e >= need`` with ``need`` = ``sr_bits`` (SR), 1 (nearest
+  modes) or 0 (directed modes), so that ε cannot reach the bits the decision reads — normalising
+  ``M`` to ``hi >= 2**31``, as the core's kernels do, guarantees it for every float format of at
+  most 23 fraction bits and every fixed-point value below ``2**31`` lsb (larger ones saturate
+  whatever ε is; the wrap rules need ``qe - e >= need`` as stated). ``M == 0`` without sticky is
+  ±0 (any ``e``); with sticky it is the value ``ε * 2**e``, under the same condition (floats take
+  the subnormal quantum for it). ``|e| < 2**30``. Exact products of two float32 significands
+  (48 bits), aligned sums with a sticky bit and quotients/roots with the remainder as sticky fit.
 - :func:`increment` — the mode decision alone, for callers that split ``M`` themselves.
 - :func:`round_f32` — the one-word fast path for float32 bit patterns into float formats whose
   min normal is a float32 normal (``emin >= -126``): codes, or directly the float32 pattern of the

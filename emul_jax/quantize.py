@@ -99,7 +99,8 @@ def _input(x, name="x", kinds=("f", "i")):
 
 
 def _dtype_message(name, dt):
-    wide = " (64-bit dtypes need jax_enable_x64, which emul_jax does not support)" if dt.itemsize == 8 and dt.kind in "fiu" else ""
+    wide = (" (64-bit dtypes need jax_enable_x64, which emul_jax does not support)"
+            if dt.itemsize == 8 and dt.kind in "fiu" else "")
     return (f"{name}: dtype {dt} is not supported{wide}; expected float32, float16, bfloat16 or an "
             "integer dtype of at most 32 bits")
 
@@ -403,7 +404,8 @@ def decode(codes, fmt):
             if first < 0:
                 raise ValueError(f"codes: negative code {first}; codes are unsigned {sp.bits}-bit patterns")
             rule = "" if getattr(sp.fmt, "subnormals", True) else ", and without subnormals e == 0 needs f == 0"
-            raise ValueError(f"codes: {first:#x} is not a code of {sp.fmt.name} (codes are {sp.bits}-bit patterns{rule})")
+            raise ValueError(f"codes: {first:#x} is not a code of {sp.fmt.name} "
+                             f"(codes are {sp.bits}-bit patterns{rule})")
     else:
         checkify.debug_check(jnp.all(ok), f"codes: invalid code(s) for {sp.fmt.name}")
     return out

@@ -159,6 +159,24 @@ def test_primitive_against_core(name):
                 assert not (msg := _diff(got, want32, x32)), f"{name} {mode} {rule} one word: {msg}"
 
 
+@pytest.mark.parametrize("name", ["e4m3fn", "bf16", "e5m6-nosub", "fx<8,4>", "uint8", "int1"])
+def test_primitive_zero_magnitude_with_sticky_is_a_tiny_value(name):
+    """M == 0 with sticky means ε·2**e (0 < ε < 1): it rounds like any value in (0, 2**e)."""
+    fmt = emul.format(name)
+    qe = (fmt.emin - fmt.man_bits if fmt.subnormals else fmt.emin) if isinstance(fmt, FloatFormat) else -fmt.frac
+    e = qe - 40
+    x = np.array([2.0 ** (e - 1), -(2.0 ** (e - 1)), 0.75 * 2.0**e, -0.3 * 2.0**e])
+    sign = jnp.asarray((x < 0).astype(np.uint32))
+    zero = jnp.zeros(x.size, jnp.uint32)
+    for mode in MODES + ["stochastic"]:
+        sp = R.spec(fmt, mode, sr_bits=32 if mode == "stochastic" else None)
+        u = np.array([0, 1, 2**32 - 1, 2**31], np.uint32) if sp.stochastic else None
+        want = emul.encode(x, fmt, mode, random_bits=u, sr_bits=sp.sr_bits or None).astype(np.uint32)
+        got = R.round_parts(sp, sign, zero, zero, jnp.full(x.size, e, jnp.int32), jnp.ones(x.size, bool),
+                            None if u is None else jnp.asarray(u))
+        assert not (msg := _diff(got, want, x)), f"{name} {mode}: {msg}"
+
+
 def test_spec_rejects_wide_formats_naming_x64():
     for name in ["fp64", "int33", "fx<64,3>"]:
         with pytest.raises(ValueError, match="jax_enable_x64"):
@@ -324,7 +342,8 @@ def test_under_jit(name, mode, rule, base_inputs):
     x = _inputs(name, base_inputs, finite=rule.startswith("wrap"))
     want_c = emul.encode(x, fmt, mode, rule).astype(np.uint32)
     if _fits(fmt):
-        got_c, got_q = jax.jit(lambda v: (emul_jax.encode(v, fmt, mode, rule), emul_jax.quantize(v, fmt, mode, rule)))(x)
+        both = jax.jit(lambda v: (emul_jax.encode(v, fmt, mode, rule), emul_jax.quantize(v, fmt, mode, rule)))
+        got_c, got_q = both(x)
         want_q = _bits32(emul.quantize(x, fmt, mode, rule))
         assert not (msg := _diff(_bits32(got_q), want_q, x)), f"jit quantize: {msg}"
     else:
@@ -478,7 +497,8 @@ def test_shapes_scalars_and_exact_float64():
     got = emul_jax.encode(np.array([464.0, 465.0, 2**-140]), "e4m3fn")  # float64 values that are float32
     assert np.asarray(got).tolist() == [126, 127, 0]
     for ints in ([2**31 - 1, -3], [2**32 - 1, 7]):  # int64 values that fit int32 / uint32
-        assert np.asarray(emul_jax.encode(np.array(ints), "bf16")).tolist() == emul.encode(np.array(ints), "bf16").tolist()
+        want = emul.encode(np.array(ints), "bf16").tolist()
+        assert np.asarray(emul_jax.encode(np.array(ints), "bf16")).tolist() == want
 
 
 # -- errors ---------------------------------------------------------------------------------------------
@@ -500,7 +520,8 @@ def test_errors_read_like_the_core():
     _same_error(ValueError, lambda: emul.quantize(inf, "fx<8,4>", overflow="wrap"),
                 lambda: emul_jax.quantize(inf, "fx<8,4>", overflow="wrap"))
     y = np.ones(4, np.float32)
-    for kw in [dict(sr_bits=0), dict(sr_bits=33), dict(sr_method="xor"), dict(random_bits=np.array([0, 1, 2, 256]), sr_bits=8),
+    for kw in [dict(sr_bits=0), dict(sr_bits=33), dict(sr_method="xor"),
+               dict(random_bits=np.array([0, 1, 2, 256]), sr_bits=8),
                dict(random_bits=np.ones(3, np.uint8))]:
         _same_error(ValueError, lambda: emul.encode(y, "e4m3fn", "stochastic", **kw),
                     lambda: emul_jax.encode(y, "e4m3fn", "stochastic", **kw))
