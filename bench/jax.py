@@ -1,7 +1,8 @@
 """Speed of emul_jax.quantize (jitted, CPU) against XLA's own casts and jax.random.bits: one run.
 
 Same inputs for every row (16 M float32, randn * 10); best of ``--repeats`` timings after a warm-up
-call, each ended by ``block_until_ready``. Prints throughputs and the ratios the issue sets targets
+call, each ended by ``block_until_ready``, taken in interleaved rounds (every function once per
+round) so that the load of a shared machine weighs on all rows alike. Prints throughputs and the ratios the issue sets targets
 for, plus the NumPy core on the same input for reference; writes bench/results/jax.json with the
 machine (cores, load average before and after) so a number can be read against the load it ran
 under.
@@ -30,23 +31,27 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE]
 sys.path.insert(0, os.path.dirname(HERE))
 
 
-def best_time(fn, repeats):
-    """Best of ``repeats`` after one warm-up call (compilation); fn must block until done."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def best_times(fns, repeats):
+    """Best of ``repeats`` timings of each function (after one warm-up call each), measured in
+    interleaved rounds — every function once per round — so that a change of load during the run
+    affects all of them alike. Each function must block until its result is ready."""
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    best = {name: float("inf") for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
 
 
-def lane_ops(jitted, *args):
+def lane_ops(jitted, args):
     """Operations in the compiled fusion(s) of a jitted function (constants, broadcasts and
     parameters not counted): how much work XLA does per element."""
     import re
 
-    text = jitted.lower(*args).compile().as_text()
+    text = jitted.lower(*args).compile().as_text()  # args: the tuple the function is called with
     n = 0
     for line in text.split("ENTRY")[0].splitlines():
         m = re.search(r"= \S+ (\S+)\(", line)
@@ -92,18 +97,14 @@ def main(argv=None):
             lambda v, k: emul_jax.quantize(v, "e4m3fn", "stochastic", key=k, sr_bits=8)), (x, key)),
         "jax.random.bits alone": (jax.jit(lambda k: jax.random.bits(k, (n,), jnp.uint32)), (key,)),
     }
+    timed = {name: (lambda f=f, a=a: jax.block_until_ready(f(*a))) for name, (f, a) in fns.items()}
+    timed["emul.quantize e4m3fn RNE"] = lambda: emul.quantize(x_np, "e4m3fn")
+    timed["emul.quantize e4m3fn SR 8 bits, seed"] = lambda: emul.quantize(x_np, "e4m3fn", "stochastic", seed=1,
+                                                                          sr_bits=8)
     rows = {}
-    for name, (f, a) in fns.items():
-        t = best_time(lambda f=f, a=a: jax.block_until_ready(f(*a)), reps)
-        ops = lane_ops(f, *a) if name.startswith(("quantize", "encode", "astype")) else None
+    for name, t in best_times(timed, reps).items():
+        ops = lane_ops(*fns[name]) if name.startswith(("quantize", "encode", "astype")) else None
         rows[name] = {"seconds": t, "M_per_s": n / t / 1e6, "lane_ops": ops}
-    core = {
-        "emul.quantize e4m3fn RNE": lambda: emul.quantize(x_np, "e4m3fn"),
-        "emul.quantize e4m3fn SR 8 bits, seed": lambda: emul.quantize(x_np, "e4m3fn", "stochastic", seed=1, sr_bits=8),
-    }
-    for name, f in core.items():
-        t = best_time(f, max(3, reps // 2))
-        rows[name] = {"seconds": t, "M_per_s": n / t / 1e6, "lane_ops": None}
 
     def ratio(a, b):
         return rows[b]["seconds"] / rows[a]["seconds"]
