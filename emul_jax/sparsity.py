@@ -21,14 +21,15 @@ values, each rounded to nearest-even in the core's working format, subnormals an
 included) are computed exactly in integer arithmetic by the ``_add`` / ``_mul`` / ``_div``
 helpers below (a small soft-float: align-and-add with a sticky bit, a 24x24-bit product from
 12-bit limbs, a bit-serial long division).  The results therefore do not depend on the backend,
-on XLA flags, on FTZ/DAZ modes or on operation fusion: CPU, GPU and TPU give the same bits.
+on XLA flags, on FTZ/DAZ modes or on operation fusion: by construction CPU, GPU and TPU give
+the same bits (the parity suite has run on CPU only so far).
 The comparisons ``u + j < C`` with ``u = word / 2**32`` are exact integer comparisons, and the
 scores of the optimal transposable 2:4 masks are exact multi-word integer sums.
 
-Supported dtypes: ``nm_mask``/``nm_prune`` and ``transposable_mask`` take every real float and
-integer dtype (magnitudes compared exactly); ``mvue`` takes float32, float16 and bfloat16 (the
-core's working precision for each is mirrored; integer inputs, which the core computes in
-float64, are refused with a TypeError).
+Supported dtypes: ``nm_mask``/``nm_prune`` take every real float and integer dtype (magnitudes
+compared exactly, float8 included); ``transposable_mask`` float32, float16, bfloat16 and integers
+up to 32 bits; ``mvue`` float32, float16 and bfloat16, each computed in its own format as the core
+does (integer inputs, which the core computes in float64, are refused with a TypeError).
 """
 
 from __future__ import annotations
@@ -423,11 +424,11 @@ def _magnitude_key(x):
     if jnp.issubdtype(dt, jnp.floating):
         ut = _UINT_OF[dt.itemsize]
         b = lax.bitcast_convert_type(x, ut)
-        nbits = 8 * dt.itemsize
-        info = jnp.finfo(dt)
-        inf = ((1 << info.nexp) - 1) << info.nmant
-        mag = b & ut((1 << (nbits - 1)) - 1)
-        return jnp.where(mag > inf, ut(inf + 1), mag)
+        top = 1 << (8 * dt.itemsize - 1)
+        mag = b & ut(top - 1)
+        # x != x is false for every number and true for every NaN, flushing or not (float8
+        # formats such as e4m3fn have no inf and finite values with an all-ones exponent)
+        return jnp.where(jnp.isnan(x), ut(top), mag)
     if dt == jnp.bool_:
         return x.astype(jnp.uint8)
     if jnp.issubdtype(dt, jnp.unsignedinteger):
@@ -722,8 +723,8 @@ def mvue(x, n, m, axis=-1, *, seed=None, key=None, method="exact"):
     FTZ, FMA contraction and division rewriting cannot change a bit, on any backend.
     ``method="exact"``: any n <= m; ``"approx"``: 2:4 only.
 
-    dtypes: float32 (computed in float32), float16 and bfloat16 (computed in float32, outputs
-    rounded once to the input dtype, as the core).  NaN/inf blocks give all-NaN; blocks with at
+    dtypes: float32, float16 and bfloat16, each computed in its own format, every operation
+    rounded to it (the core's working dtype W).  NaN/inf blocks give all-NaN; blocks with at
     most n non-zeros are returned as they are (zeros as +0).
 
     Gradient: straight-through identity, d mvue(x)/dx := I.  MVUE is unbiased, E[mvue(x)] = x,
@@ -782,9 +783,9 @@ def _weight_repr(w):
     magnitude |w| = mant * 2^sh (float16/bfloat16 read exactly as float32)."""
     dt = w.dtype
     if jnp.issubdtype(dt, jnp.floating):
-        if dt.itemsize > 4:
+        if dt not in _FMT_OF:
             raise TypeError(f"w: dtype {dt} is not supported by emul_jax.sparsity.transposable_mask "
-                            "(float64 needs the core)")
+                            "(float32, float16, bfloat16 or integers up to 32 bits)")
         b = _bits32(w)
         fmt = _FMT_OF[dt]
         mag = b & (fmt.sign - 1)

@@ -134,7 +134,8 @@ def test_nm_mask_and_prune_match_core(rng):
     bits[:16, ::2] = bits[:16, 1::2]  # ties
     xf = bits.view(np.float32)
     with np.errstate(all="ignore"):
-        arrays = [xf, xf.astype(np.float16), xf.astype(ml_dtypes.bfloat16), bits.view(np.int32),
+        arrays = [xf, xf.astype(np.float16), xf.astype(ml_dtypes.bfloat16), xf.astype(ml_dtypes.float8_e4m3fn),
+                  (bits & 0xFF).astype(np.uint8).view(ml_dtypes.float8_e4m3fnuz), bits.view(np.int32),
                   (bits % 7).astype(np.int8) - 3, (bits % 5).astype(np.uint16), (bits % 2).astype(bool)]
     configs = [(arrays[0], n, m, ties, -1) for n, m in [(2, 4), (4, 8), (5, 32)] for ties in ("low_index", "high_index")]
     configs += [(arrays[0], 2, 4, "low_index", 0), (arrays[0], 5, 32, "high_index", 0)]
