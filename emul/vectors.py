@@ -29,13 +29,14 @@ import io
 import itertools
 import json
 import math
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
 from . import random as _random
 from .formats import FixedFormat, FloatFormat, format as as_format
-from .quantize import decode, encode
+from .quantize import code_dtype, decode, encode
 from .rounding import Overflow, Rounding, as_overflow, as_rounding
 
 __all__ = ["Field", "Vectors", "generate", "read", "regenerate", "canonical", "describe", "corner_codes",
@@ -102,11 +103,16 @@ class Vectors:
         return self.codes[:, self.names.index(name)]
 
     def values(self, name) -> np.ndarray:
-        """The decoded float64 values of a format field."""
+        """The exact values of a format field: float64 (``decode``) when the format fits float64;
+        for wider fixed-point formats int64/uint64 integers (``int64``, ``uint64``, ``int60``, …)
+        or, with fraction bits (``fx<64,10>``), an object array of ``Fraction``."""
         f = self.field(name)
         if f.fmt is None:
             raise ValueError(f"field {name!r} holds raw bits, not codes of a format")
-        return decode(self[name], f.fmt)
+        fmt = as_format(f.fmt)
+        if isinstance(fmt, FixedFormat) and not fmt.fits_float64:
+            return _wide_values(self[name], fmt)
+        return decode(self[name], fmt)
 
     # -- text --------------------------------------------------------------------------------
     def header(self, kind="hex", sep="_", values=False) -> list[str]:
@@ -161,7 +167,7 @@ class Vectors:
 
     def _csv_with_values(self) -> bytes:
         cols = [[f"0x{int(c):0{f.digits}x}" for c in self.codes[:, j]] for j, f in enumerate(self.fields)]
-        cols += [[repr(float(v)) for v in self.values(f.name)] for f in self.fields if f.fmt is not None]
+        cols += [[_value_text(v) for v in self.values(f.name)] for f in self.fields if f.fmt is not None]
         return "".join(",".join(row) + "\n" for row in zip(*cols)).encode()
 
     def to_hex(self, path, *, sep="_") -> Path:
@@ -176,6 +182,28 @@ class Vectors:
     def write(self, path, **kw) -> Path:
         """Write hex or CSV, chosen by the file name (``.csv`` → CSV)."""
         return self.to_csv(path, **kw) if str(path).endswith(".csv") else self.to_hex(path, **kw)
+
+
+def _wide_values(codes, fmt) -> np.ndarray:
+    """Exact values of a fixed-point format that float64 cannot hold: integers, or Fractions."""
+    raw = _values(codes, FixedFormat(fmt.bits, 0, signed=fmt.signed))
+    if fmt.frac == 0:
+        return raw
+    return np.array([Fraction(int(r)) / Fraction(2) ** fmt.frac for r in raw.tolist()] or [], dtype=object)
+
+
+def _value_text(v) -> str:
+    """A value for a CSV column: floats as repr (which reads back exactly), integers and
+    Fractions (dyadic) as exact decimals."""
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, Fraction):
+        k = v.denominator.bit_length() - 1  # a power of two
+        if k == 0:
+            return str(v.numerator)
+        digits = str(abs(v.numerator) * 5**k).rjust(k + 1, "0")
+        return f"{'-' if v < 0 else ''}{digits[:-k]}.{digits[-k:].rstrip('0')}"
+    return repr(float(v))
 
 
 def _write(path, emit) -> Path:
@@ -319,8 +347,10 @@ def canonical(op, **kw) -> dict:
     fmt = as_format(s["fmt"])
     s["fmt"] = fmt.name
     if op == "quantize":
-        s["in_fmt"] = as_format(s["in_fmt"]).name
+        in_fmt = as_format(s["in_fmt"])
+        s["in_fmt"] = in_fmt.name
         out = fmt
+        _quantize_plan(in_fmt, out)  # raises when emul cannot take these inputs exactly
     elif op in ("add", "sub", "mul", "fma"):
         s["b_fmt"] = as_format(s["b_fmt"] or fmt).name
         out = as_format(s["out_fmt"] or fmt)
@@ -447,8 +477,9 @@ def _grid(fmt, o) -> np.ndarray:
     inside = decode(_from_ord(o, fmt), fmt)
     top = float(decode(_from_ord(hi, fmt), fmt))
     step = top - float(decode(_from_ord(hi - 1, fmt), fmt))
-    out = np.where(o > hi, top + (o - hi) * step, inside)
-    return np.where(o < lo, -top - (lo - o) * step, out)
+    with np.errstate(over="ignore", invalid="ignore"):  # both branches are evaluated (fp64: inf)
+        out = np.where(o > hi, top + (o - hi) * step, inside)
+        return np.where(o < lo, -top - (lo - o) * step, out)
 
 
 def _valid_mask(codes, fmt) -> np.ndarray:
@@ -457,6 +488,89 @@ def _valid_mask(codes, fmt) -> np.ndarray:
         mag = c & np.uint64((1 << (fmt.bits - 1)) - 1)
         return ~(((mag >> np.uint64(fmt.man_bits)) == 0) & (mag != 0))
     return np.ones(c.shape, bool)
+
+
+# -- exact ordinals and values (Python ints and Fractions), for every width up to 64 bits
+
+
+def _ord_py(code: int, fmt) -> int:
+    """The ordinal of one code (as _ord), as a Python int."""
+    code = int(code)
+    top = 1 << (fmt.bits - 1)
+    if isinstance(fmt, FloatFormat):
+        return -(code & (top - 1)) if code & top else code & (top - 1)
+    return code - (top << 1) if fmt.signed and code & top else code
+
+
+def _code_py(o: int, fmt) -> int:
+    """The code of an ordinal clipped to the finite range (as _from_ord), as a Python int."""
+    lo, hi = _ord_range(fmt)
+    o = min(max(o, lo), hi)
+    if isinstance(fmt, FloatFormat):
+        mag = abs(o)
+        if not fmt.subnormals and 0 < mag < 1 << fmt.man_bits:
+            mag = 1 << fmt.man_bits
+        return mag | (1 << (fmt.bits - 1) if o < 0 else 0)
+    return o & ((1 << fmt.bits) - 1)
+
+
+def _succ_py(fmt, o: int) -> int:
+    if isinstance(fmt, FloatFormat) and not fmt.subnormals:
+        mn = 1 << fmt.man_bits
+        if o == 0:
+            return mn
+        if o == -mn:
+            return 0
+    return o + 1
+
+
+def _pow2(e: int) -> Fraction:
+    return Fraction(2) ** e
+
+
+def _value_py(fmt, o: int) -> Fraction:
+    """The exact value at an ordinal, extended past the finite range with the last spacing."""
+    if isinstance(fmt, FixedFormat):
+        return o * _pow2(-fmt.frac)
+    lo, hi = _ord_range(fmt)
+    if not lo <= o <= hi:
+        top = fmt._magnitude_value(hi)
+        step = top - fmt._magnitude_value(hi - 1)
+        return top + (o - hi) * step if o > hi else -(top + (lo - o) * step)
+    mag = abs(o)
+    if not fmt.subnormals and 0 < mag < 1 << fmt.man_bits:
+        mag = 1 << fmt.man_bits
+    v = fmt._magnitude_value(mag)
+    return -v if o < 0 else v
+
+
+def _toward_zero_ord(fmt, v: Fraction) -> int:
+    """The ordinal of the value of fmt nearest to v toward zero; beyond the range, the end."""
+    if isinstance(fmt, FixedFormat):
+        return min(max(math.trunc(v * _pow2(fmt.frac)), fmt.min_raw), fmt.max_raw)
+    a = abs(v)
+    m = fmt.man_bits
+    if a >= fmt._magnitude_value(fmt.max_code_magnitude):
+        mag = fmt.max_code_magnitude
+    elif a < _pow2(fmt.emin):
+        mag = math.floor(a / _pow2(fmt.emin - m)) if fmt.subnormals else 0
+    else:
+        e = a.numerator.bit_length() - a.denominator.bit_length()
+        if _pow2(e) > a:
+            e -= 1
+        mag = ((e + fmt.bias) << m) + math.floor(a / _pow2(e - m)) - (1 << m)
+    return -mag if v < 0 else mag
+
+
+def _extremes(fmt):
+    """(lowest, highest) finite value, exactly."""
+    lo, hi = _ord_range(fmt)
+    return _value_py(fmt, lo), _value_py(fmt, hi)
+
+
+def _fits_float64(fmt) -> bool:
+    """Whether every value of fmt is a float64 (ordinals then also fit int64 with room)."""
+    return isinstance(fmt, FloatFormat) or fmt.fits_float64
 
 
 def all_codes(fmt) -> np.ndarray:
@@ -715,7 +829,8 @@ def _quantize_inputs(s):
 
 
 def _in_ord_of(values, I):
-    """Input-format ordinals of float64 values, rounded toward zero and clipped to the range."""
+    """Input-format ordinals of float64 values, rounded toward zero and clipped to the range
+    (formats that fit float64)."""
     v = np.asarray(values, np.float64)
     if isinstance(I, FixedFormat):
         with np.errstate(all="ignore"):
@@ -724,46 +839,154 @@ def _in_ord_of(values, I):
     return _ord(encode(v, I, "toward_zero", "saturate"), I)
 
 
+def _quantize_plan(I, O):
+    """How emul computes the codes of quantize vectors from inputs of I: ``(raw, target, shift)``.
+
+    Inputs that fit float64 (every float format, fixed point of at most 53 bits) are passed as
+    their values (``raw`` False) and rounded to ``target`` = O.  Wider fixed-point inputs with
+    fraction bits (``fx<64,10>``) are passed as their raw integers r (exact) and rounded to
+    ``target`` = O scaled by 2^frac (values 2^frac times O's: rounding r to it gives the code of
+    r 2^-frac rounded to O, in every mode, with every overflow rule).  Where that scaled format
+    does not exist (a float target with float64's own exponent range, such as fp64) but every
+    |r 2^-frac| lies in O's normal range, the raw integers are rounded to a proxy float with O's
+    precision and the codes are re-based to O's exponent (``shift`` = frac).  Otherwise
+    ValueError."""
+    if not (isinstance(I, FixedFormat) and I.frac != 0 and not I.fits_float64):
+        return False, O, None
+    f = I.frac
+    try:
+        if isinstance(O, FixedFormat):
+            return True, FixedFormat(O.bits, O.frac - f, signed=O.signed), None
+        return True, FloatFormat(O.exp_bits, O.man_bits, bias=O.bias - f, subnormals=O.subnormals,
+                                 specials=O.specials), None
+    except ValueError as exc:
+        reason = str(exc)
+    if isinstance(O, FloatFormat) and O.emin <= -f and I.bits - f <= O.emax:
+        return True, FloatFormat(8, O.man_bits), f  # |r| in [1, 2^64]: normal there too
+    raise ValueError(
+        f"in_fmt={I.name}: its values do not fit float64; emul rounds them to {O.name} through the raw "
+        f"integers r (value r * 2^-{f}), but {O.name} scaled by 2^{f} does not exist ({reason}) and the "
+        f"values reach beyond its normal range")
+
+
+def _rebase(codes, proxy, O, shift) -> np.ndarray:
+    """Codes of the proxy float (normal values or zeros) as codes of O for the values * 2^-shift."""
+    c = np.asarray(codes, np.uint64)
+    m = np.uint64(O.man_bits)
+    e = ((c >> m) & np.uint64((1 << proxy.exp_bits) - 1)).astype(np.int64)
+    mag = (((e - proxy.bias - shift + O.bias).astype(np.uint64)) << m) | (c & np.uint64((1 << O.man_bits) - 1))
+    sign = (c >> np.uint64(proxy.bits - 1)) << np.uint64(O.bits - 1)
+    return np.where(e == 0, np.uint64(0), mag) | sign
+
+
+def expected_quantize(s, x, u=None) -> np.ndarray:
+    """Expected result codes of quantize vectors with input codes ``x``: ``emul.encode`` of the
+    exact input values (float64 or exact integers; wide fixed point through its raw integers,
+    see ``_quantize_plan``)."""
+    I, O = as_format(s["in_fmt"]), as_format(s["fmt"])
+    raw, target, shift = _quantize_plan(I, O)
+    vals = _values(x, FixedFormat(I.bits, 0, signed=I.signed) if raw else I)
+    y = encode(vals, target, s["rounding"], s["overflow"], **_sr_kwargs(s, u))
+    return y if shift is None else _rebase(y, target, O, shift).astype(code_dtype(O))
+
+
+def _precision_ords(I, O) -> set:
+    """Target ordinals around the magnitudes where the coarser grid of the two formats starts
+    to need rounding: a float target fed fixed-point inputs (lsb 2^-f) first rounds in the
+    binade of 2^p lsb (p = its precision: ties 2^24 + 1 and 2^24 + 3 for int -> fp32, 2^11 + 1
+    for fp16), so take the start of that binade, of the one below and of two above, with the
+    neighbouring target values of both signs; a fixed-point target fed floats has half-lsb ties
+    up to 2^man_bits(I) lsb (1023.5 for fp16 -> int)."""
+    out = set()
+    if isinstance(O, FloatFormat) and isinstance(I, FixedFormat):
+        e0 = O.man_bits + 1 - I.frac
+        for e in range(e0 - 1, e0 + 3):
+            if O.emin <= e <= O.emax:
+                o = (e + O.bias) << O.man_bits  # the ordinal of 2^e: 2^e - 1 ulp .. 2^e + 2 ulp
+                out |= {sign * (o + d) for d in (-1, 0, 1, 2) for sign in (1, -1)}
+    elif isinstance(O, FixedFormat) and isinstance(I, FloatFormat):
+        k = 1 << I.man_bits
+        lo, hi = _ord_range(O)
+        out |= {o for d in (-2, -1, 0, 1) for o in (k + d, -(k + d)) if lo <= o <= hi}
+    return out
+
+
 def _quantize_corners(I, O) -> np.ndarray:
+    """Inputs around the target's corners, exactly (Python ints and Fractions, any width):
+    every target corner value and its successor, the target's precision boundaries and the
+    input's extremes in the target's terms; the points on them, halfway and a quarter and three
+    quarters between them, mapped to input codes toward zero, with their two input neighbours;
+    then the input format's own corners."""
     co = corner_codes(O)
     finite = co[~(_isnan(co, O) | _isinf(co, O))]
-    o = _ord(finite, O)
     lo, hi = _ord_range(O)
-    o = np.unique(np.concatenate([o, _succ(O, o), [hi + 1, hi + 2, lo - 1, lo - 2]]))
-    nxt = _succ(O, o)
-    g0, g1 = _grid(O, o), _grid(O, nxt)
-    pts = np.concatenate([g0, (g0 + g1) / 2, g0 + (g1 - g0) / 4, g0 + 3 * (g1 - g0) / 4])
+    T = {_ord_py(c, O) for c in finite.tolist()}
+    T |= {_succ_py(O, o) for o in T} | {hi + 1, hi + 2, lo - 1, lo - 2}
+    T |= _precision_ords(I, O)
+    for v in _extremes(I):
+        o = _toward_zero_ord(O, v)
+        T |= {o - 1, o, o + 1}
+    pts = []
+    for o in sorted(T):
+        g0, g1 = _value_py(O, o), _value_py(O, _succ_py(O, o))
+        d = g1 - g0
+        pts += [g0, g0 + d / 2, g0 + d / 4, g0 + 3 * d / 4]
     if isinstance(O, FloatFormat):
-        pts = np.concatenate([pts, [O.min_subnormal / 4, -O.min_subnormal / 4, 2 * O.max, -2 * O.max]])
-    base = _in_ord_of(pts, I)
-    io = np.unique(np.concatenate([base - 1, base, base + 1]))
-    codes = [_from_ord(io, I)]
-    # the input format's own corners: its zeros, max, inf, NaNs
-    codes.append(corner_codes(I))
-    c = np.concatenate(codes)
+        tiny, top = Fraction(O.min_subnormal) / 4, 2 * Fraction(O.max)
+        pts += [tiny, -tiny, top, -top]
+    base = {_toward_zero_ord(I, p) for p in pts}
+    io = sorted({b + k for b in base for k in (-1, 0, 1)})
+    c = np.array([_code_py(o, I) for o in io] + corner_codes(I).tolist(), np.uint64)
     return _unique_keep_order(c[_valid_mask(c, I)])
 
 
-def _quantize_random(I, O, count, key) -> np.ndarray:
-    w = _words64(key, 3 * count).reshape(count, 3)
+def _random_target_ords(I, O):
+    """Two ranges (first, last) of target ordinals for random vectors (the first may be empty:
+    last < first): those the inputs can reach (one more at each end), and for a float target
+    fed fixed-point inputs without the band of target values below the input's lsb in magnitude
+    (their inputs are only 0 and the lsb)."""
     lo, hi = _ord_range(O)
-    span = np.uint64(hi - lo + 1) if hi - lo + 1 < 2**63 else None
-    if span is None:
-        o = w[:, 1].view(np.int64)
+    vlo, vhi = _extremes(I)
+    lo = max(lo, _toward_zero_ord(O, vlo) - 1)  # ordinals beyond the input's reach only repeat its ends
+    hi = min(hi, _toward_zero_ord(O, vhi) + 1)
+    if isinstance(O, FloatFormat) and isinstance(I, FixedFormat):
+        small = _toward_zero_ord(O, _pow2(-I.frac))  # the target value at (or just below) one lsb
+        if 1 <= small <= hi:
+            return (lo, max(lo - 1, -small)), (max(lo, small - 1), hi)
+    return (lo, lo - 1), (lo, hi)
+
+
+def _quantize_random(I, O, count, key) -> np.ndarray:
+    """Mostly inputs between two adjacent target values (a uniform target ordinal among those
+    the inputs can reach, then a uniform input code between the two), one in eight uniform over
+    the input codes.  Exact: float64 arithmetic when both formats fit float64, else Python ints."""
+    w = _words64(key, 3 * count).reshape(count, 3)
+    (a1, b1), (a2, b2) = _random_target_ords(I, O)
+    len1 = b1 - a1 + 1
+    span = len1 + b2 - a2 + 1  # up to 2^64
+    uniform = _random_codes(I, w[:, 2])  # valid codes (fixed point: every pattern is one)
+    if _fits_float64(I) and _fits_float64(O):
+        k = (w[:, 1] % np.uint64(span)).astype(np.int64)
+        o = np.where(k < len1, a1 + k, a2 + (k - len1))
+        a, b = _in_ord_of(_grid(O, o), I), _in_ord_of(_grid(O, _succ(O, o)), I)
+        lo_i, hi_i = np.minimum(a, b), np.maximum(a, b)
+        width = (hi_i - lo_i + 1).astype(np.uint64)
+        near = _from_ord(lo_i + (w[:, 2] % width).astype(np.int64), I)
     else:
-        o = (w[:, 1] % span).astype(np.int64) + lo
-    a, b = _in_ord_of(_grid(O, o), I), _in_ord_of(_grid(O, _succ(O, o)), I)
-    lo_i, hi_i = np.minimum(a, b), np.maximum(a, b)
-    width = (hi_i - lo_i + 1).astype(np.uint64)
-    near = _from_ord(lo_i + (w[:, 2] % width).astype(np.int64), I)
-    uniform = _random_codes(I, w[:, 2]) if isinstance(I, FloatFormat) else _from_ord(_ord(_random_codes(I, w[:, 2]), I), I)
+        near = np.empty(count, np.uint64)
+        for k, (w1, w2) in enumerate(zip(w[:, 1].tolist(), w[:, 2].tolist())):
+            o = w1 % span
+            o = a1 + o if o < len1 else a2 + (o - len1)
+            a = _toward_zero_ord(I, _value_py(O, o))
+            b = _toward_zero_ord(I, _value_py(O, _succ_py(O, o)))
+            near[k] = _code_py(min(a, b) + w2 % (abs(a - b) + 1), I)
     return np.where((w[:, 0] & np.uint64(7)) == 0, uniform, near)
 
 
 def _gen_quantize(s):
     I, O = as_format(s["in_fmt"]), as_format(s["fmt"])
     (x,), u = _with_sr(s, [_quantize_inputs(s)])
-    y = encode(_values(x, I), O, s["rounding"], s["overflow"], **_sr_kwargs(s, u))
+    y = expected_quantize(s, x, u)
     fields = [Field("x", I.bits, I.name)]
     cols = [x]
     if u is not None:
@@ -976,7 +1199,9 @@ def generate(op, **settings) -> Vectors:
       ``"random"`` (a list, or a string such as ``"corners,random"``); ``count`` [1000] random
       vectors (``mac``: sequences; ``nm``: blocks); ``seed`` [0] (random operands use
       ``emul.random.bits(fold_in(key(seed), 0), …)``; SR words ``fold_in(key(seed), 1)``).
-    - ``quantize``: ``fmt`` (target), ``in_fmt`` ["fp32"]. Fields ``x [u] y``.
+    - ``quantize``: ``fmt`` (target), ``in_fmt`` ["fp32"]. Fields ``x [u] y``. Every fixed-point
+      width 1..64 works as ``fmt`` and ``in_fmt``; the expected codes are exact
+      (:func:`expected_quantize`).
     - ``add``/``sub``/``mul``: ``fmt`` (operand a), ``b_fmt`` [fmt], ``out_fmt`` [fmt]. Fields ``a b [u] y``.
     - ``fma``: also ``c_fmt`` [out_fmt]; y = a·b + c rounded once. Fields ``a b c [u] y``.
     - the above: ``rounding`` ["nearest_even"], ``overflow`` [the format's default], and for

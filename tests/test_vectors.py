@@ -5,7 +5,9 @@ the corners, SR words come from the named source, and bad settings fail clearly.
 import io
 import json
 import sys
+import warnings
 from contextlib import redirect_stderr, redirect_stdout
+from fractions import Fraction as F
 
 import numpy as np
 import pytest
@@ -26,6 +28,10 @@ CASES = [
                       count=300, seed=7)),
     ("quantize", dict(fmt="fx<4,2>", rounding="down", overflow="wrap", count=200)),
     ("quantize", dict(fmt="e5m2", rounding="toward_zero", overflow="saturate", count=200)),
+    ("quantize", dict(fmt="int64", in_fmt="fp64", count=100)),
+    ("quantize", dict(fmt="fp32", in_fmt="uint64", rounding="stochastic", sr_bits=5, count=100)),
+    ("quantize", dict(fmt="fp64", in_fmt="fx<64,10>", rounding="down", count=100)),
+    ("quantize", dict(fmt="ufx<64,3>", in_fmt="fx<64,-3>", overflow="wrap", count=100)),
     ("add", dict(fmt="e4m3fn", count=300)),
     ("sub", dict(fmt="e5m2", rounding="down", count=300)),
     ("mul", dict(fmt="e4m3fn", out_fmt="fp16", sets="exhaustive")),
@@ -51,13 +57,39 @@ def case(request):
 # ------------------------------------------------------------------------------ round trips
 
 
+def _wide(name):
+    f = emul.format(name)
+    return isinstance(f, emul.FixedFormat) and not f.fits_float64
+
+
+def golden_quantize(vec):
+    """Result codes of quantize vectors from the golden model (reference/, Fractions): each input
+    code's exact value rounded to the target."""
+    import importlib
+
+    ref = importlib.import_module("reference.quantize")  # (reference.quantize is also a function name)
+    s = vec.settings
+    I, O = emul.format(s["in_fmt"]), emul.format(s["fmt"])
+    out = []
+    for row in range(len(vec)):
+        v = ref.decode(int(vec["x"][row]), I)  # exact: Fraction, or float for zeros and specials
+        sr = {}
+        if s["rounding"] == "stochastic":
+            sr = dict(u=int(vec["u"][row]), sr_bits=s["sr_bits"], sr_method=s["sr_method"])
+        out.append(ref.encode(v, O, s["rounding"], s["overflow"], **sr))
+    return np.array(out, np.uint64)
+
+
 def expected_from_file(vec):
-    """What emul computes from the operand codes of a file (decoded), as result codes."""
+    """What emul computes from the operand codes of a file (decoded), as result codes; for
+    fixed-point formats wider than float64, the golden model's codes."""
     s = vec.settings
     sr = {}
     if s.get("rounding") == "stochastic":
         sr = dict(random_bits=vec["u"], sr_bits=s["sr_bits"], sr_method=s["sr_method"])
     if s["op"] == "quantize":
+        if _wide(s["in_fmt"]) or _wide(s["fmt"]):
+            return golden_quantize(vec)
         x = V._values(vec["x"], s["in_fmt"])
         return emul.encode(x, s["fmt"], s["rounding"], s["overflow"], **sr)
     from emul import arith
@@ -98,8 +130,11 @@ def test_csv_and_hex_agree(case, tmp_path):
     for f in vec.fields:
         if f.fmt is None:
             continue
-        col = [float(r.split(",")[names.index(f.name + "_value")]) for r in rows[1:]]
-        np.testing.assert_array_equal(np.array(col), vec.values(f.name))
+        text = [r.split(",")[names.index(f.name + "_value")] for r in rows[1:]]
+        if _wide(f.fmt):  # exact decimals of integers and dyadic fractions
+            assert [F(t) for t in text] == [F(int(v)) if isinstance(v, np.integer) else v for v in vec.values(f.name)]
+        else:
+            np.testing.assert_array_equal(np.array([float(t) for t in text]), vec.values(f.name))
 
 
 def test_header_records_every_setting(case):
@@ -193,6 +228,119 @@ def test_quantize_corners_hold_the_corners():
     assert {0.0, np.inf, -np.inf} <= values and np.signbit(x[x == 0]).any() and np.isnan(x).any()
     ties = (np.abs(x) * 16 % 1 == 0.5) & (np.abs(x) >= 1) & (np.abs(x) < 2)
     assert ties.any()
+
+
+INTEGER_CASTS = [  # input, target, target precision p (the first rounding binade is 2^p lsb)
+    ("uint32", "fp32", 24), ("int32", "fp32", 24), ("uint64", "fp32", 24), ("int64", "fp32", 24),
+    ("int64", "fp64", 53), ("uint64", "fp64", 53), ("int16", "fp16", 11), ("int32", "fp16", 11),
+    ("uint16", "bf16", 8), ("int16", "bf16", 8), ("int8", "e4m3fn", 4), ("fx<20,4>", "fp16", 11),
+    ("ufx<64,7>", "fp32", 24), ("fx<64,10>", "fp64", 53),
+]
+
+
+@pytest.mark.parametrize("in_fmt, fmt, p", INTEGER_CASTS)
+def test_integer_input_corners_hold_the_interesting_cases(in_fmt, fmt, p):
+    """Integer and fixed-point inputs into floats: the ties at the target's precision
+    (2^p + 1 rounds down to even, 2^p + 3 up, 2^(p+1) + 2, in lsb units) and the values around
+    them, both signs, the target's max and its neighbours where the input reaches them (max - 1
+    ulp, max + 1/2 ulp: the overflow tie, max + 1 ulp), the input's extremes, 0 and +-1; the
+    expected codes agree with the golden model; no warnings."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        vec = V.generate("quantize", fmt=fmt, in_fmt=in_fmt, sets="corners")
+    I, O = emul.format(in_fmt), emul.format(fmt)
+    raw = {x - (1 << I.bits) if I.signed and x >> (I.bits - 1) else x for x in vec["x"].tolist()}
+    signs = (1, -1) if I.signed else (1,)
+    lsb = F(2) ** -I.frac
+    want = {0, 1, I.min_raw, I.max_raw} | ({-1} if I.signed else set())
+    for k in (2**p + 1, 2**p + 3, 2**p - 1, 2**p, 2 ** (p + 1) + 2, 2 ** (p + 1) + 1, 2 ** (p + 1) + 3):
+        want |= {s * k for s in signs if I.min_raw <= s * k <= I.max_raw}
+    top = F(O.max)
+    ulp = top - F(float(emul.decode(np.uint64(O.max_code_magnitude - 1), O)))
+    for v in (top, top - ulp, top + ulp / 2, top + ulp):
+        r = v / lsb
+        if r.denominator == 1:
+            want |= {s * int(r) for s in signs if I.min_raw <= s * int(r) <= I.max_raw}
+    assert want <= raw, sorted(want - raw)
+    np.testing.assert_array_equal(vec["y"], golden_quantize(vec))
+    if O.max_code_magnitude < (1 << 62) and I.bits > 16:  # ties to even at the precision boundary
+        tie = dict(zip(vec["x"].tolist(), vec["y"].tolist()))
+        code = {x - (1 << I.bits) if I.signed and x >> (I.bits - 1) else x: x for x in tie}
+        for k, rounded in ((2**p + 1, 2**p), (2**p + 3, 2**p + 4)):
+            y = tie[code[k]]
+            assert F(float(emul.decode(np.uint64(y), O))) == rounded * lsb
+
+
+WIDTH_PROBES = [1, 8, 53, 54, 64]
+
+
+def _check_generation(tmp_path, files=True, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        vec = V.generate("quantize", **kw)
+    assert len(vec) > 0
+    np.testing.assert_array_equal(vec["y"], golden_quantize(vec))  # every row, exactly
+    if not files:
+        return
+    path = tmp_path / "v.hex"
+    vec.to_hex(path)
+    back = V.read(path)
+    np.testing.assert_array_equal(back.codes, vec.codes)
+    assert V.regenerate(path, tmp_path / "again").read_bytes() == path.read_bytes()
+    np.testing.assert_array_equal(V.expected_quantize(back.settings, back["x"], back["u"] if "u" in back.names
+                                                      else None), back["y"])
+
+
+@pytest.mark.parametrize("bits", WIDTH_PROBES)
+def test_quantize_works_for_every_fixed_width_as_target_and_input(bits, tmp_path):
+    """Fixed-point formats of every width (here: a sample of widths; all of 1..64 in the slow
+    test) as targets of floats and as inputs of floats and integers: generation raises nothing,
+    warns nothing, every expected code equals the golden model's, files read back equal and
+    regenerate byte for byte."""
+    for signed, frac in ((True, 0), (False, 5), (bits % 2 == 0, -3)):
+        F_ = emul.FixedFormat(bits, frac, signed=signed).name
+        combos = (dict(fmt=F_, in_fmt="fp64"), dict(fmt=F_, in_fmt="fp16", rounding="stochastic", sr_bits=4),
+                  dict(fmt="fp32", in_fmt=F_), dict(fmt="fp64", in_fmt=F_, rounding="up"),
+                  dict(fmt="int8", in_fmt=F_, overflow="wrap"))
+        for i, kw in enumerate(combos):
+            _check_generation(tmp_path, files=i in (0, 3), count=30, seed=bits, **kw)
+
+
+@pytest.mark.slow
+def test_quantize_works_for_all_fixed_widths_1_to_64(tmp_path):
+    for bits in range(1, 65):
+        for signed, frac in ((True, 0), (False, 0), (True, 7), (False, -2), (True, bits + 1)):
+            F_ = emul.FixedFormat(bits, frac, signed=signed).name
+            combos = (dict(fmt=F_, in_fmt="fp64"), dict(fmt=F_, in_fmt="fp32", rounding="stochastic", sr_bits=9),
+                      dict(fmt=F_, in_fmt="int64"), dict(fmt="fp32", in_fmt=F_), dict(fmt="fp64", in_fmt=F_),
+                      dict(fmt="e4m3fn", in_fmt=F_, rounding="odd"), dict(fmt="uint64", in_fmt=F_))
+            for i, kw in enumerate(combos):
+                _check_generation(tmp_path, files=i == 0, count=40, seed=bits, **kw)
+
+
+def test_wide_fixed_values_are_exact():
+    """values() of formats wider than float64: int64 / uint64 integers, Fractions with fraction
+    bits; the CSV value columns hold them as exact decimals."""
+    v = V.generate("quantize", fmt="int64", in_fmt="uint64", sets="corners")
+    assert v.values("x").dtype == np.uint64 and v.values("y").dtype == np.int64
+    assert (2**64 - 1) in v.values("x").tolist() and (2**63 - 1) in v.values("y").tolist()
+    w = V.generate("quantize", fmt="fp32", in_fmt="fx<64,62>", sets="corners")
+    xs = w.values("x")
+    assert xs.dtype == object and F(-2) in xs.tolist() and F(2**63 - 1, 2**62) in xs.tolist()
+    for x in (F(2**63 - 1, 2**62), F(-(2**63), 2**62), F(1, 2**62), F(5, 1)):
+        text = V._value_text(x)
+        assert F(text) == x and "e" not in text
+    assert V._value_text(F(-3, 8)) == "-0.375" and V._value_text(np.int64(-(2**63))) == str(-(2**63))
+
+
+def test_quantize_random_inputs_stay_within_the_input_range():
+    """Integer inputs into a float target: random vectors pick target ordinals the inputs can
+    reach (not mostly the input's clipped ends)."""
+    vec = V.generate("quantize", fmt="fp32", in_fmt="int32", sets="random", count=2000)
+    x = V._values(vec["x"], "int32")
+    ends = np.isin(x, [-(2**31), 2**31 - 1, 0])
+    assert ends.mean() < 0.05
+    assert len(np.unique(x)) > 1500  # (was about 500: most inputs clipped to 0)
 
 
 def test_corner_codes_e4m3fn_and_fixed():
@@ -292,6 +440,7 @@ def test_sr_threefry_words_follow_the_seed():
     ("quantize", dict(fmt="e4m3fn", rounding="stochastic", random_source="lfsr", sr_bits=20,
                       lfsr={"width": 16}), "r=20"),
     ("quantize", dict(fmt="fp16", in_fmt="fp32", sets="exhaustive"), "MAX_LINES"),
+    ("quantize", dict(fmt="fp64", in_fmt="fx<64,1500>"), "in_fmt=fx<64,1500>: its values do not fit float64"),
     ("mul", dict(fmt="e4m3fn", overflow="wrap"), "only for fixed-point"),
     ("mac", dict(rounding="stochastic"), "not supported in mac"),
     ("mac", dict(sets="exhaustive"), "not available for mac"),
