@@ -167,22 +167,63 @@ def nm_prune(x, n, m, axis=-1, ties="low_index"):
 # ----------------------------------------------------------------------------- MVUE
 
 
-def _mvue_dtypes(a):
-    """(compute dtype, output dtype) of mvue for input array a."""
-    kind = a.dtype.kind
-    if kind == "f" and a.dtype.itemsize in (4, 8):
-        return np.dtype(a.dtype.newbyteorder("=")), np.dtype(a.dtype.newbyteorder("="))
-    if kind == "f" and a.dtype.itemsize == 2:
-        return np.dtype(np.float32), np.dtype(np.float16)
-    if kind in "iub":
-        return np.dtype(np.float64), np.dtype(np.float64)
-    if kind == "V":  # ml_dtypes narrow floats (bfloat16, float8_*): computed in float32
+def _ml_dtypes_kind(dt):
+    """'float' or 'int' for an ml_dtypes scalar type (bfloat16, float8_*, int4, ...), else None."""
+    try:
+        import ml_dtypes
+    except ImportError:
+        return None
+    for kind, info in (("float", ml_dtypes.finfo), ("int", ml_dtypes.iinfo)):
         try:
-            np.zeros(1, a.dtype).astype(np.float32)
+            info(dt)
+            return kind
         except Exception:
-            raise TypeError(f"x: dtype {a.dtype} is not supported") from None
-        return np.dtype(np.float32), a.dtype
-    raise TypeError(f"x: dtype {a.dtype} is not supported")
+            pass
+    return None
+
+
+# dtypes whose MVUE arithmetic runs in the dtype itself, held in float32 and rounded after every
+# operation (see emul/_kernels/sparsity.py): name -> the kernels' tag dtype
+_ROUNDED_DTYPES = {"float16": np.uint16, "bfloat16": np.int16}
+
+
+def _mvue_dtypes(a):
+    """(compute dtype, output dtype, tag dtype, working dtype) of mvue for input array a.
+
+    The kernels compute in `compute` and round every operation to `working` when the tag is not
+    the compute dtype itself (float16, bfloat16)."""
+    dt = a.dtype
+    kind = dt.kind
+    if kind == "f" and dt.itemsize in (4, 8):
+        c = np.dtype(dt.newbyteorder("="))
+        return c, c, c, c
+    if kind == "f" and dt.itemsize == 2:
+        f16 = np.dtype(np.float16)
+        return np.dtype(np.float32), f16, np.dtype(_ROUNDED_DTYPES["float16"]), f16
+    if kind in "iub":
+        return np.dtype(np.float64), np.dtype(np.float64), np.dtype(np.float64), np.dtype(np.float64)
+    if kind == "V":
+        ml = _ml_dtypes_kind(dt)
+        if ml == "int":  # ml_dtypes int4, uint2, ...: like integers
+            return np.dtype(np.float64), np.dtype(np.float64), np.dtype(np.float64), np.dtype(np.float64)
+        if ml == "float":
+            f32 = np.dtype(np.float32)
+            if dt.name in _ROUNDED_DTYPES:
+                return f32, dt, np.dtype(_ROUNDED_DTYPES[dt.name]), dt
+            return f32, dt, f32, f32  # float8 and narrower: float32 arithmetic, outputs rounded once
+    raise TypeError(f"x: dtype {dt} is not supported")
+
+
+# approx: blocks with S < 2^-E are scaled by 2^E so that 1 / S cannot overflow (E = 64, float16: 15)
+_APPROX_TINY_EXP = {"float16": 15}
+
+
+def _finfo(dt):
+    if dt.kind == "f":
+        return np.finfo(dt)
+    import ml_dtypes
+
+    return ml_dtypes.finfo(dt)
 
 
 def mvue(x, n, m, axis=-1, *, seed=None, key=None, method="exact"):
@@ -194,12 +235,26 @@ def mvue(x, n, m, axis=-1, *, seed=None, key=None, method="exact"):
     ``emul.random.bits(key, (B,))`` (``method="approx"``: words 2b and 2b+1 of
     ``bits(key, (2B,))``), read as the real number ``u = word / 2**32`` in [0, 1).
 
-    Arithmetic: float32/float64 blocks are computed in their own dtype with IEEE round-to-nearest
-    (``+``, ``*``, ``/`` written ``(+) (x) (/)`` below); sums run left to right in index order
-    from +0.  float16 and other narrow floats are computed in float32 and the outputs rounded once
-    to the input dtype; integer inputs are computed and returned in float64.  Comparisons of u
-    with a float value are exact (u is never rounded).  Output: a new array of the input's shape;
-    entries not kept are +0.
+    Arithmetic (the exact operation sequence, which a port such as ``emul_jax`` must replicate bit
+    for bit).  Every block is computed in its working dtype W; ``(+) (x) (/)`` below are W's
+    operations: the exact result rounded once to W (round to nearest, ties to even, subnormals
+    kept, overflow to +-inf).  W is
+
+    * float32 / float64 for float32 / float64 input (IEEE arithmetic);
+    * float16 / bfloat16 for float16 / bfloat16 (ml_dtypes) input, operation by operation: this
+      is numpy's float16 and ml_dtypes' bfloat16 scalar arithmetic.  emul evaluates each
+      operation in float32 and rounds the result to W, which is the correctly rounded W result
+      because float32 carries 24 >= 2p + 2 bits (p = 11, 8).  A port must likewise round every
+      intermediate to W (XLA may otherwise keep float32 between fused float16 operations);
+    * float32 for the float8 and narrower ml_dtypes types, with the outputs rounded once to the
+      input dtype (their 2-4 fraction bits would make the sampling probabilities off by percents);
+    * float64 for integer input (numpy and ml_dtypes integers), returned as float64.
+
+    Constants are W values: t = 1..n (W's rounding of them), 2^-q and 2^q, 1/4, 2^-E and 2^E
+    (E = 64; float16: 15).  Sums run left to right in index order from +0 (+0 (+) a = a); a_i =
+    |x_i| is exact.  Comparisons are exact: u = word / 2^32 is never rounded, u + j (an integer
+    j) is compared with a W value as real numbers.  Output: a new array of the input's shape (and
+    dtype; float64 for integers); entries not kept are +0.
 
     Common rules, per block with a_i = |x_i|:
 
@@ -210,8 +265,9 @@ def mvue(x, n, m, axis=-1, *, seed=None, key=None, method="exact"):
     ``method="exact"`` (any n <= m) -- optimal inclusion probabilities pi_i = min(1, c a_i) with
     sum pi = n, realised by systematic sampling:
 
-    1. Overflow guard: R0 = a_0 (+) ... (+) a_{m-1}; if n (x) R0 overflows, every a_i is
-       multiplied by 2^-q, q = ceil(log2(n m)) (exact), and the kept value of step 3 by 2^q.
+    1. Overflow guard: R0 = a_0 (+) ... (+) a_{m-1}; if n (x) R0 is not <= W's max (it
+       overflowed), every a_i is replaced by a_i (x) 2^-q, q = ceil(log2(n m)) (exact unless it
+       underflows), and the kept value v of step 3 by v (x) 2^q.
     2. Water-filling (which elements have pi = 1): start with no element capped and repeat:
        R = sum of the uncapped a_i (left to right), t = n - #capped; stop if t = 1; let i* be the
        uncapped index of largest a (lowest index among equals); if t (x) a_{i*} >= R, cap i*
@@ -237,15 +293,18 @@ def mvue(x, n, m, axis=-1, *, seed=None, key=None, method="exact"):
     which biases blocks of small gradients and lets zeros be drawn).
 
     1. Blocks with at most 2 non-zeros: returned as they are (see above).
-    2. S = a_0 (+) a_1 (+) a_2 (+) a_3.  If S overflows, every a_i is first multiplied by 1/4;
-       if S < 2^-64, by 2^64 (exact power-of-two scalings; the ratios below and the kept values
-       x_i / pi_i do not change).  R_j = the left-to-right sum of the a_k, k != j; inv = 1 (/) S.
+    2. S = a_0 (+) a_1 (+) a_2 (+) a_3.  If S is not <= W's max, every a_i is replaced by
+       a_i (x) 1/4, else if S < 2^-E by a_i (x) 2^E (so that 1 / S cannot overflow), and S is
+       summed again (power-of-two scalings, exact unless they underflow: the ratios below and the
+       kept values x_i / pi_i do not change).  R_j = the left-to-right sum of the a_k, k != j
+       (e.g. R_0 = (a_1 (+) a_2) (+) a_3); inv = 1 (/) S.
     3. first = the smallest i with a_i > 0 and u0 < C_i, C_i = (a_0 (+) ... (+) a_i) (x) inv,
        except C_i = 1 for the last non-zero element.  second = the same over the other three
        elements in index order with u1, their running sums and 1 (/) R_first.  (Zero-width
        intervals are never chosen, so u1 = 0 or a C landing on u is harmless.)
-    4. pi_i = t_i (+) sum over j != i in index order of t_j (x) (a_i (/) R_j), t_j = a_j (x) inv
-       (= P(i first) + sum_j P(j first) P(i second | j first)); kept values x_i (/) pi_i.
+    4. pi_i = ((t_i (+) T_j1) (+) T_j2) (+) T_j3 over the three j != i in increasing order,
+       T_j = t_j (x) (a_i (/) R_j), t_j = a_j (x) inv (= P(i first) + sum_j P(j first)
+       P(i second | j first)); kept values x_i (/) pi_i.
 
     :func:`mvue_distribution` gives the exact law (real arithmetic); the float sampler matches it
     up to the rounding of the interval ends and the 2^-32 grid of u.
@@ -256,29 +315,31 @@ def mvue(x, n, m, axis=-1, *, seed=None, key=None, method="exact"):
         raise ValueError(f"method='approx': only defined for 2:4, got n={n}, m={m}")
     a = _as_array(x, "x")
     k = _random._as_key(key=key, seed=seed)
-    cdt, odt = _mvue_dtypes(a)
+    cdt, odt, tdt, wdt = _mvue_dtypes(a)
     blocks, moved_shape, ax = _to_blocks(a, m, axis, "x")
     xb = np.ascontiguousarray(blocks, dtype=cdt)
     nb = xb.shape[0]
     out = np.empty(xb.shape, dtype=cdt)
-    big = cdt.type(np.finfo(cdt).max)
+    tag = np.empty(0, tdt)
+    big = cdt.type(_finfo(wdt).max)
     if method == "exact":
         words = _random.bits(k, (nb,))
         if nb:
             q = (n * m - 1).bit_length()  # ceil(log2(n*m))
-            tv = np.arange(m + 1, dtype=cdt)
+            tv = np.arange(m + 1).astype(wdt).astype(cdt)  # t = 0..m as values of the working dtype
             sd, su = cdt.type(2.0**-q), cdt.type(2.0**q)
             if (n, m) == (2, 4):
-                _kernels().mvue_exact24_blocks(xb, words, tv, big, sd, su, out)
+                _kernels().mvue_exact24_blocks(xb, words, tv, big, sd, su, out, tag)
             elif (n, m) == (1, 2):
-                _kernels().mvue_exact12_blocks(xb, words, big, sd, su, out)
+                _kernels().mvue_exact12_blocks(xb, words, big, sd, su, out, tag)
             else:
-                _kernels().mvue_exact_blocks(xb, n, words, tv, big, sd, su, out)
+                _kernels().mvue_exact_blocks(xb, n, words, tv, big, sd, su, out, tag)
     else:
         words = _random.bits(k, (2 * nb,))
         if nb:
-            _kernels().mvue_approx24_blocks(xb, words, cdt.type(1), big, cdt.type(0.25), cdt.type(2.0**-64),
-                                    cdt.type(2.0**64), out)
+            e = _APPROX_TINY_EXP.get(wdt.name, 64)
+            _kernels().mvue_approx24_blocks(xb, words, cdt.type(1), big, cdt.type(0.25), cdt.type(2.0**-e),
+                                            cdt.type(2.0**e), out, tag)
     if odt != cdt:
         with np.errstate(over="ignore"):
             out = out.astype(odt)
@@ -480,13 +541,19 @@ def transposable_mask(w, n, m, method="optimal", layout="gemm", reference_early_
     compete like zeros and are clipped from the result.
 
     ``method="optimal"``: per tile, the mask with exactly n per row and column maximising the
-    kept sum of |w|; among optima the one whose sorted flat kept-index list is lexicographically
-    smallest.  Magnitudes enter as exact integers ``RNE(|w| * 2^(50-e))`` with
-    2^(e-1) <= max|w| of the tile < 2^e: exact for every float16 weight and for float32/bfloat16
-    weights >= 2^-27 * the tile's max (smaller ones are rounded to multiples of 2^-49 * max);
-    float64 weights keep 50 bits below the tile's top bit.  2:4 enumerates the 90 candidate
-    tiles; other n:m run an exact min-cost-flow (successive shortest paths) with a deterministic
-    tie-breaking pass.
+    exact (real-number) kept sum of |w|; among optima the one whose sorted flat kept-index list
+    is lexicographically smallest.  Exact for float16, bfloat16, float32 and float64 weights of
+    any magnitudes (subnormals, 1-ulp differences, huge and tiny values in one tile); integer
+    weights are converted to float64 first (exact up to 2^53).  The tile's magnitudes enter as
+    integer costs ``RNE(|w| * 2^(50-e))``, 2^(e-1) <= max|w| < 2^e, which are exact when the
+    tile's values span at most 50 bits below its top bit (every float16 tile, nearly every
+    float32 tile).  Otherwise the solution is refined in further integer stages on the exact
+    float remainders ``|w| - cost * 2^-(50-e)``, each resolving the next 40-50 bits; edges whose
+    reduced cost exceeds the largest possible rounding gain keep their status, and a stage is
+    final when no undecided edge has a remainder left or no alternating cycle of undecided edges
+    exists (proof in ``emul/_kernels/sparsity.py``).  2:4 enumerates the 90 candidate tiles;
+    other n:m run an exact min-cost flow (successive shortest paths on int64 costs in [0, 2^50])
+    with a deterministic tie-breaking pass.
 
     ``method="greedy"``: the 2-approximation: visit the elements of each tile by
     (-|w|, flat index) and keep one when its row and its column both hold fewer than n (the

@@ -290,6 +290,67 @@ def optimal_tile_bruteforce(tile, n):
     return mask, best_v
 
 
+def optimal_tile_exact(tile, n):
+    """The optimal transposable tile by an exact min-cost flow on Python integers (any m).
+
+    Every |w| is an exact dyadic rational, so |w| * 2^L is an integer for a large enough L.  The
+    lexicographic rule is folded into the integer costs: edge k (flat index) gets
+    |w_k| 2^L 2^(m^2) + 2^(m^2 - 1 - k).  The bonus terms of any mask sum to less than 2^(m^2), so
+    a maximum of these costs has the maximum kept sum, and among those the largest bonus sum: the
+    mask containing the smallest flat index of any symmetric difference, i.e. the lexicographically
+    smallest sorted kept-index list.  The flow (n per row and column) is built by successive
+    shortest paths found with Bellman-Ford on the residual graph (no potentials, no heap).
+    Returns (mask, value) like optimal_tile_bruteforce."""
+    m = len(tile)
+    mm = m * m
+    a = [abs(to_fraction(tile[k // m][k % m])) for k in range(mm)]
+    scale = max(v.denominator for v in a)  # a power of two: every a * scale is an integer
+    cost = [int(v * scale) * 2 ** mm + 2 ** (mm - 1 - k) for k, v in enumerate(a)]
+    # nodes: 0 = source, 1..m = rows, m+1..2m = columns, 2m+1 = sink
+    src, snk = 0, 2 * m + 1
+    cap, wgt, head, arcs = [], [], [], [[] for _ in range(2 * m + 2)]
+
+    def arc(u, v, c, w):
+        for x, y, cc, ww in ((u, v, c, w), (v, u, 0, -w)):
+            arcs[x].append(len(cap))
+            head.append(y)
+            cap.append(cc)
+            wgt.append(ww)
+
+    for i in range(m):
+        arc(src, 1 + i, n, 0)
+        arc(1 + m + i, snk, n, 0)
+    edge_arc = {}
+    for k in range(mm):
+        edge_arc[k] = len(cap)
+        arc(1 + k // m, 1 + m + k % m, 1, -cost[k])  # minimise the negated cost
+    for _ in range(n * m):
+        dist = [None] * (2 * m + 2)
+        via = [None] * (2 * m + 2)
+        dist[src] = 0
+        for _ in range(2 * m + 1):
+            changed = False
+            for u in range(2 * m + 2):
+                if dist[u] is None:
+                    continue
+                for e in arcs[u]:
+                    if cap[e] > 0 and (dist[head[e]] is None or dist[u] + wgt[e] < dist[head[e]]):
+                        dist[head[e]] = dist[u] + wgt[e]
+                        via[head[e]] = e
+                        changed = True
+            if not changed:
+                break
+        v = snk
+        while v != src:
+            e = via[v]
+            cap[e] -= 1
+            cap[e ^ 1] += 1
+            v = head[e ^ 1]
+    kept = [k for k in range(mm) if cap[edge_arc[k]] == 0]
+    mask = [[(i * m + j) in kept for j in range(m)] for i in range(m)]
+    return mask, sum(a[k] for k in kept)
+
+
 def count_regular(m, n):
     """Number of m x m 0/1 tiles with n per row and column: rows one at a time, memoised on the
     sorted tuple of remaining column capacities."""

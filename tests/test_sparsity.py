@@ -284,6 +284,235 @@ def test_float16_and_integer_inputs():
     assert g.dtype == np.float64 and set(np.unique(g).tolist()) <= {0.0, 5.0}
 
 
+def test_ml_dtypes_inputs():
+    """bfloat16 is computed in bfloat16 (above); float8 types in float32 with the outputs rounded
+    once to the dtype; ml_dtypes integers like integers (float64)."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+
+    x = np.random.default_rng(32).standard_normal((64, 4)).astype(np.float32)
+    e = x.astype(ml_dtypes.float8_e4m3fn)
+    for method in ("exact", "approx"):
+        got = sp.mvue(e, 2, 4, seed=2, method=method)
+        assert got.dtype == e.dtype
+        want = sp.mvue(e.astype(np.float32), 2, 4, seed=2, method=method).astype(e.dtype)
+        assert np.array_equal(got.view(np.uint8), want.view(np.uint8))
+    i4 = np.array([[1, -2, 3, 4]], dtype=ml_dtypes.int4)
+    g = sp.mvue(i4, 2, 4, seed=0)
+    assert g.dtype == np.float64
+    assert np.array_equal(g, sp.mvue(np.array([[1, -2, 3, 4]]), 2, 4, seed=0))
+
+
+# --- the documented arithmetic, written out with numpy / ml_dtypes scalars (every +, *, / of a
+# scalar type T is T's own correctly rounded operation), block by block
+
+
+def _scalar_type(name):
+    if name == "bfloat16":
+        return pytest.importorskip("ml_dtypes").bfloat16
+    return np.dtype(name).type
+
+
+def _plain_mvue_exact(x, n, word, T):
+    m = len(x)
+    zero, big = T(0), float(_finfo_of(T).max)
+    a = [abs(v) for v in x]
+    if not all(np.isfinite(float(v)) for v in a):
+        return None
+    if sum(float(v) != 0 for v in a) <= n:
+        return [v if float(v) != 0 else zero for v in x]
+    q = (n * m - 1).bit_length()
+    r = zero
+    for v in a:
+        r = r + v
+    scaled = not float(T(n) * r) <= big
+    if scaled:
+        a = [v * T(2.0**-q) for v in a]
+    capped = [False] * m
+    while True:
+        r = zero
+        for i in range(m):
+            if not capped[i]:
+                r = r + a[i]
+        t = n - sum(capped)
+        if t == 1:
+            break
+        imax = max((i for i in range(m) if not capped[i]), key=lambda i: (float(a[i]), -i))
+        if float(T(t) * a[imax]) >= float(r):
+            capped[imax] = True
+        else:
+            break
+    tf = T(t)
+    v = r / tf
+    if scaled:
+        v = v * T(2.0**q)
+    last = [i for i in range(m) if not capped[i] and float(a[i]) != 0][-1]
+    u = int(word) / 2**32
+    out, j, d = [], 0, zero
+    for i in range(m):
+        if capped[i] or float(a[i]) == 0:
+            out.append(x[i] if capped[i] else zero)
+            continue
+        d = d + a[i]
+        c = float(t) if i == last else float((tf * d) / r)
+        sel = False
+        while j < t and u + j < c:
+            j, sel = j + 1, True
+        out.append(T(np.copysign(float(v), float(x[i]))) if sel else zero)
+    return out
+
+
+def _plain_mvue_approx(x, words, T):
+    zero, one, big = T(0), T(1), float(_finfo_of(T).max)
+    a = [abs(v) for v in x]
+    if not all(np.isfinite(float(v)) for v in a):
+        return None
+    if sum(float(v) != 0 for v in a) <= 2:
+        return [v if float(v) != 0 else zero for v in x]
+
+    def total(vals):
+        s = zero
+        for v in vals:
+            s = s + v
+        return s
+
+    s = total(a)
+    e = 15 if T is np.float16 else 64
+    if not float(s) <= big:
+        a = [v * T(0.25) for v in a]
+        s = total(a)
+    elif float(s) < 2.0**-e:
+        a = [v * T(2.0**e) for v in a]
+        s = total(a)
+    R = [total([a[k] for k in range(4) if k != j]) for j in range(4)]
+    inv = one / s
+
+    def draw(idx, u, scale):
+        last = [i for i in idx if float(a[i]) != 0][-1]
+        d = zero
+        for i in idx:
+            d = d + a[i]
+            if float(a[i]) != 0 and (i == last or u < float(d * scale)):
+                return i
+
+    first = draw(range(4), int(words[0]) / 2**32, inv)
+    second = draw([i for i in range(4) if i != first], int(words[1]) / 2**32, one / R[first])
+    t = [v * inv for v in a]
+    out = [zero] * 4
+    for i in (first, second):
+        p = t[i]
+        for j in range(4):
+            if j != i:
+                p = p + t[j] * (a[i] / R[j])
+        out[i] = x[i] / p
+    return out
+
+
+def _finfo_of(T):
+    if np.dtype(T).kind == "f":
+        return np.finfo(T)
+    return pytest.importorskip("ml_dtypes").finfo(T)
+
+
+def _bit_blocks(rng, nb, m, T):
+    """Blocks of T built from bit patterns: near-ties (codes within 2 of a base code, any
+    magnitude, subnormals included, both signs, zeros), uniform codes, codes near the largest
+    finite value (overflow guards) and subnormal-only blocks."""
+    bits = 8 * np.dtype(T).itemsize
+    ut = {16: np.uint16, 32: np.uint32, 64: np.uint64}[bits]
+    fi = _finfo_of(T)
+    top = int(np.array(fi.max, dtype=T).view(ut))  # largest finite magnitude code
+    mant = 1 << fi.nmant
+    kind = rng.integers(0, 5, nb)
+    base = rng.integers(0, top + 1, nb, dtype=np.uint64)
+    base = np.where(kind == 2, top - rng.integers(0, 3 * mant, nb).astype(np.uint64), base)
+    base = np.where(kind == 3, rng.integers(0, mant, nb).astype(np.uint64), base)
+    code = base[:, None].astype(np.int64) + rng.integers(-2, 3, (nb, m))
+    code = np.where((kind == 1)[:, None], rng.integers(0, top + 1, (nb, m), dtype=np.uint64).astype(np.int64), code)
+    code = np.clip(code, 0, top)
+    code = np.where(rng.integers(0, 8, (nb, m)) == 0, 0, code)  # zeros
+    sign = rng.integers(0, 2, (nb, m)).astype(np.uint64) << np.uint64(bits - 1)
+    return (code.astype(np.uint64) | sign).astype(ut).view(T)
+
+
+MVUE_PLAIN_CASES = [(2, 4, "exact"), (2, 4, "approx"), (1, 2, "exact"), (3, 8, "exact"), (1, 4, "exact"),
+                    (3, 5, "exact")]
+
+
+@pytest.mark.parametrize("n,m,method", MVUE_PLAIN_CASES)
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+def test_mvue_equals_the_documented_arithmetic_in_the_input_dtype(dtype, n, m, method):
+    """Bit for bit: mvue on float16/bfloat16 blocks equals a plain per-block implementation of
+    the documented algorithm with float16/bfloat16 scalars (each operation rounded to the dtype);
+    float32/float64 likewise with their own scalars.  Blocks: near-ties at every magnitude,
+    subnormals, values near the largest finite one, uniform bit patterns, zeros, both signs."""
+    T = _scalar_type(dtype)
+    rng = np.random.default_rng([n, m, len(method), len(dtype)])
+    nb = 400
+    x = _bit_blocks(rng, nb, m, T)
+    out = sp.mvue(x, n, m, seed=17, method=method)
+    assert out.dtype == x.dtype
+    words = er.bits(er.key(17), (nb if method == "exact" else 2 * nb,))
+    for b in range(nb):
+        blk = list(x[b])
+        with np.errstate(all="ignore"):  # overflow to inf is part of the arithmetic
+            if method == "exact":
+                exp = _plain_mvue_exact(blk, n, words[b], T)
+            else:
+                exp = _plain_mvue_approx(blk, words[2 * b: 2 * b + 2], T)
+        if exp is None:
+            assert np.isnan(out[b].astype(np.float64)).all()
+            continue
+        got = out[b]
+        want = np.array(exp, dtype=T)
+        assert np.array_equal(got.view(np.uint8), want.view(np.uint8)), (dtype, blk, got, want)
+
+
+def test_float16_2_4_results_differ_from_float32_arithmetic():
+    """Guard against computing float16 blocks in float32: on random float16 2:4 blocks a sizeable
+    share of kept values (or choices) differs between the two arithmetics."""
+    rng = np.random.default_rng(30)
+    x = rng.standard_normal((4000, 4)).astype(np.float16)
+    h = sp.mvue(x, 2, 4, seed=3)
+    f = sp.mvue(x.astype(np.float32), 2, 4, seed=3).astype(np.float16)
+    assert (h != f).any(axis=1).mean() > 0.1
+
+
+def test_rounding_helpers_match_numpy_and_ml_dtypes_casts():
+    """_rd_f16 / _rd_bf16 (float32 -> nearest float16 / bfloat16, ties to even, overflow to inf)
+    equal numpy's and ml_dtypes' casts on ties, neighbours of ties, subnormals, the overflow
+    threshold and random float32 values."""
+    from numba import njit
+
+    from emul._kernels import sparsity as k
+
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+
+    @njit
+    def apply(v, out16, outbf):
+        for i in range(v.size):
+            out16[i] = k._rd_f16(v[i])
+            outbf[i] = k._rd_bf16(v[i])
+
+    rng = np.random.default_rng(31)
+    codes = [rng.integers(0, 2**32, 200_000, dtype=np.uint64)]
+    for shift in (13, 16):  # every tie (and its neighbours) of a sample of target codes
+        t = rng.integers(0, 2**32 >> shift, 50_000, dtype=np.uint64) << np.uint64(shift)
+        half = np.uint64(1 << (shift - 1))
+        codes += [t | half, (t | half) + np.uint64(1), (t | half) - np.uint64(1)]
+    v = np.concatenate(codes).astype(np.uint32).view(np.float32)
+    v = np.concatenate([v, np.float32([65504, 65519.996, 65520, 65535, 2.0**-24, 2.0**-25, 3 * 2.0**-26,
+                                       2.0**-14 - 2.0**-25, np.inf, -np.inf, 0, -0.0])])
+    o16, obf = np.empty_like(v), np.empty_like(v)
+    apply(v, o16, obf)
+    with np.errstate(over="ignore", invalid="ignore"):
+        w16 = v.astype(np.float16).astype(np.float32)
+        wbf = v.astype(ml_dtypes.bfloat16).astype(np.float32)
+    fin = ~np.isnan(v)
+    assert np.array_equal(o16[fin].view(np.uint32), w16[fin].view(np.uint32))
+    assert np.array_equal(obf[fin].view(np.uint32), wbf[fin].view(np.uint32))
+    assert np.isnan(o16[~fin]).all() and np.isnan(obf[~fin]).all()
+
+
 def test_independent_of_thread_count():
     x = np.random.default_rng(3).standard_normal((4096, 16)).astype(np.float32)
     old = numba.get_num_threads()
@@ -541,7 +770,7 @@ def test_early_stop_differs_from_full_greedy_on_single_tiles():
     assert diff > 40
 
 
-def test_magnitude_integerisation_is_exact_for_float32_within_2_pow_27():
+def test_optimal_sees_float32_differences_of_one_ulp_and_2_pow_minus_26():
     # two candidate 2:4 tiles differ by 2^-26 * max: must still pick the larger
     # the lexicographically smallest tile keeps flat 0,1,4,5,10,11,14,15: (3, 0) = flat 12 is
     # only kept when its (tiny) excess is seen
@@ -553,6 +782,137 @@ def test_magnitude_integerisation_is_exact_for_float32_within_2_pow_27():
     t[0, 0] = 1.0
     t[3, 0] = 2.0**-26
     assert sp.transposable_mask(t, 2, 4)[3, 0]
+
+
+def test_optimal_is_exact_for_float64_near_ties():
+    """The issue's example: 1 + 2^-52 must be kept (rounded integer costs collapsed it)."""
+    w = np.array([[1, 1 + 2.0**-52], [1, 1]])
+    got = sp.transposable_mask(w, 1, 2)
+    assert got.tolist() == [[False, True], [True, False]]
+    assert sum(F(v) for v in w[got]) == 2 + F(2) ** -52  # (a float64 sum would round it to 2)
+
+
+def _exact_reference(t, n):
+    """The reference optimum: brute force for m <= 4 (checked against the min-cost flow), the
+    exact integer min-cost flow beyond."""
+    m = t.shape[0]
+    exp, val = rs.optimal_tile_exact(t.tolist(), n)
+    if m <= 4:
+        assert (exp, val) == rs.optimal_tile_bruteforce(t.tolist(), n)
+    return exp, val
+
+
+NEAR_TIE_NM = [(1, 2), (1, 3), (2, 3), (2, 4), (1, 4), (3, 4), (2, 5), (4, 8), (3, 8)]
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_optimal_one_ulp_bump_is_kept_at_every_magnitude(dtype):
+    """A tile of equal magnitudes b (both signs) with one element b + 1 ulp: the only optima keep
+    the bumped element.  Magnitudes: the largest binade, 1, the smallest normal, subnormals."""
+    fi = np.finfo(dtype)
+    tiny = float(fi.smallest_subnormal)
+    mags = [2.0 ** (fi.maxexp - 1), 1.0, 2.0 ** (fi.minexp), 2.0**-3 * float(fi.tiny), 16 * tiny]
+    rng = np.random.default_rng(20)
+    for n, m in NEAR_TIE_NM:
+        for b in mags:
+            bump = float(np.nextafter(dtype(b), dtype(np.inf)))
+            assert bump > b
+            k = int(rng.integers(m * m))
+            t = np.full(m * m, b)
+            t[k] = bump
+            t *= rng.choice([-1.0, 1.0], m * m)
+            t = t.reshape(m, m).astype(dtype)
+            got = sp.transposable_mask(t, n, m)
+            exp, val = _exact_reference(t, n)
+            assert got.tolist() == exp, (dtype, n, m, b, k)
+            assert got.reshape(-1)[k]
+            assert sum(abs(F(float(v))) for v in t[got]) == val
+
+
+def _nasty_tile(rng, m, dtype):
+    """Near-ties at one magnitude, a few far-apart magnitudes (top binade, 1, smallest normal,
+    subnormal), anything in range, or huge values whose ties only the tiny ones decide; both
+    signs, zeros."""
+    fi = np.finfo(dtype)
+    p = fi.nmant
+    sub = fi.minexp - p  # exponent of the smallest subnormal
+    kind = int(rng.integers(4))
+    out = np.zeros(m * m)
+    for k in range(m * m):
+        if kind == 0:
+            e = 0
+        elif kind == 1:
+            e = int(rng.choice([fi.maxexp - 1, 0, fi.minexp, sub + 3]))
+        elif kind == 2:
+            e = int(rng.integers(sub, fi.maxexp))
+        else:
+            e = int(rng.choice([fi.maxexp - 1, sub + 2]))
+        if rng.integers(10) == 0:
+            continue
+        steps = int(rng.integers(4))  # 0..3 ulps above 2^e (or 1..4 units of a subnormal binade)
+        v = 2.0**e + steps * 2.0 ** (e - p) if e >= fi.minexp else (steps + 1) * 2.0**e
+        out[k] = v if rng.integers(2) else -v
+    return out.reshape(m, m).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_optimal_equals_exact_reference_on_near_tie_tiles(dtype):
+    """Tiles of near-ties, mixed huge/tiny magnitudes and subnormals, one tile per call and many
+    tiles in one grid, against the exact reference optimum."""
+    rng = np.random.default_rng({np.float16: 21, np.float32: 22, np.float64: 23}[dtype])
+    for m in (2, 3, 4, 5, 8):
+        tiles = [_nasty_tile(rng, m, dtype) for _ in range(12 if m < 8 else 6)]
+        for n in sorted({1, m // 2, m - 1} - {0}):
+            grid = np.concatenate(tiles, axis=1)  # one row of tiles, solved in one call
+            got = sp.transposable_mask(grid, n, m)
+            for k, t in enumerate(tiles):
+                exp, _ = _exact_reference(t, n)
+                assert got[:, k * m:(k + 1) * m].tolist() == exp, (dtype, n, m, t)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_optimal_equals_exact_reference_on_near_tie_tiles_many(dtype):
+    rng = np.random.default_rng(24)
+    for _ in range(400):
+        m = int(rng.choice([2, 3, 4, 5, 6, 8]))
+        n = int(rng.integers(1, m + 1))
+        t = _nasty_tile(rng, m, dtype)
+        exp, _ = _exact_reference(t, n)
+        assert sp.transposable_mask(t, n, m).tolist() == exp, (dtype, n, m, t)
+
+
+def test_optimal_huge_ties_decided_by_tiny_values():
+    """Equal huge magnitudes on a diagonal pattern, the rest tiny (down to subnormals): every
+    optimum keeps the huge ones, and the tiny ones alone decide the rest; 2:4 (enumeration) and
+    4:8 (min-cost flow), float32 and float64."""
+    rng = np.random.default_rng(25)
+    for dtype, huge, tiny in ((np.float64, 1e300, 5e-324), (np.float64, 2.0**60, 2.0**-60),
+                              (np.float32, 1e38, 1e-45), (np.float32, 2.0**30, 2.0**-30)):
+        for n, m in ((2, 4), (4, 8), (1, 4)):
+            for _ in range(8):
+                t = tiny * rng.integers(1, 5, (m, m)).astype(np.float64)
+                t[np.arange(m), np.arange(m)] = huge
+                t = t.astype(dtype)
+                got = sp.transposable_mask(t, n, m)
+                exp, _ = _exact_reference(t, n)
+                assert got.tolist() == exp, (dtype, n, m, t)
+                assert got[np.arange(m), np.arange(m)].all()
+
+
+def test_optimal_general_solver_agrees_with_2_4_enumeration_on_near_ties():
+    from emul._kernels import sparsity as k
+
+    rng = np.random.default_rng(26)
+    for dtype in (np.float32, np.float64):
+        w = np.concatenate([_nasty_tile(rng, 4, dtype) for _ in range(64)], axis=1).astype(np.float64)
+        if dtype == np.float32:
+            w = w.astype(np.float32)
+        a = np.zeros(w.shape, bool)
+        b = np.zeros(w.shape, bool)
+        k.transposable_optimal_24(np.ascontiguousarray(w), sp._cand24(), a)
+        k.transposable_optimal(np.ascontiguousarray(w), 2, 4, b)
+        assert np.array_equal(a, b)
 
 
 # ----------------------------------------------------------------------------- layouts
