@@ -12,6 +12,7 @@ Array(56, dtype=uint8)
 from emul.formats import FixedFormat, FloatFormat, format
 from emul.rounding import Overflow, Rounding
 
+from . import sparsity
 from .arith import add, div, fma, mul, sqrt, sub
 from .quantize import decode, encode, quantize
 
@@ -20,4 +21,5 @@ __all__ = [
     "Rounding", "Overflow",
     "quantize", "encode", "decode",
     "add", "sub", "mul", "div", "fma", "sqrt",
+    "sparsity",
 ]
