@@ -1,7 +1,7 @@
 """Benchmark emul.sparsity: transposable masks on a 4096 x 4096 weight, MVUE on 16 M elements.
 
 Prints a table and writes bench/results/sparsity.json.  Peer: the transposable-masks paper's
-method, networkx min-cost flow per 8x8 tile (PAPERS.md B.2), timed on a sample of tiles and
+method, networkx min-cost flow per 8x8 tile (the min-cost-flow construction of paper [B], docs/references.md), timed on a sample of tiles and
 scaled to the whole weight; its kept |w| is checked against emul's on the sample.
 
     python bench/sparsity.py [--repeats 3] [--nx-tiles 300]
@@ -32,7 +32,7 @@ def median_time(fn, repeats):
 
 
 def nx_tile_mask(tile, n):
-    """The paper's construction (PAPERS.md B.2) with integer weights and demand m*n."""
+    """The paper's construction  with integer weights and demand m*n."""
     import networkx as nx
 
     m = tile.shape[0]

@@ -1,6 +1,6 @@
 """dot, matmul, conv2d with a low-precision accumulator: every step rounded, in a chosen order.
 
-``matmul(a, b, acc, ...)`` computes each output element as SEMANTICS §4 defines: products exact
+``matmul(a, b, acc, ...)`` computes each output element as docs/accumulators.md defines: products exact
 (or rounded once to ``product``), then summed in the accumulator format ``acc`` with one rounding
 and one overflow check per addition — saturating accumulators clamp the running sum at every
 step, wrapping ones wrap it — in the order ``order`` says:

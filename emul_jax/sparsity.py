@@ -1,4 +1,4 @@
-"""N:M sparsity in pure JAX, bit for bit equal to :mod:`emul.sparsity` (SEMANTICS.md sections 6-7).
+"""N:M sparsity in pure JAX, bit for bit equal to :mod:`emul.sparsity` (docs/sparsity.md, docs/jax.md).
 
 Same names, arguments and semantics as the core; ``n``, ``m``, ``axis``, ``ties``, ``method`` and
 ``layout`` are static (``jax.jit`` compiles once per configuration), arrays may be traced.
@@ -10,7 +10,7 @@ Same names, arguments and semantics as the core; ``n``, ``m``, ``axis``, ``ties`
 * :func:`transposable_mask` -- ``"greedy"`` for every n:m and ``"optimal"`` for 2:4 in JAX;
   ``"optimal"`` for other n:m is a host call to the core (``jax.pure_callback``).
 
-How the bits are kept equal to the core's (JAX.md section 1).  XLA's float arithmetic cannot be
+How the bits are kept equal to the core's (docs/jax.md).  XLA's float arithmetic cannot be
 trusted to round like the core: on CPU it flushes float32 subnormals to zero in arithmetic and in
 comparisons, it contracts ``a*b+c`` into an FMA, it rewrites ``x/c`` into ``x*(1/c)``, and GPU
 float32 division is not IEEE by default.  So this module performs **no float arithmetic and no
@@ -728,7 +728,7 @@ def mvue(x, n, m, axis=-1, *, seed=None, key=None, method="exact"):
     most n non-zeros are returned as they are (zeros as +0).
 
     Gradient: straight-through identity, d mvue(x)/dx := I.  MVUE is unbiased, E[mvue(x)] = x,
-    so the identity is the exact gradient of the expectation; in training (PAPERS.md A.6) mvue
+    so the identity is the exact gradient of the expectation; in training (paper [A], docs/references.md) mvue
     sparsifies the neural gradient inside a backward pass, where it is applied, not
     differentiated.  Use it under ``vmap`` with one key per batch element to reproduce one core
     call per element; a single key shared across a vmapped batch gives each element the words
@@ -1002,7 +1002,7 @@ def transposable_mask(w, n, m, method="optimal", layout="gemm", reference_early_
     """Mask (bool, shape of ``w``) in which every m x m tile keeps at most ``n`` per row and column.
 
     Semantics, tiles, layouts and padding as :func:`emul.sparsity.transposable_mask`
-    (SEMANTICS.md section 6):
+    (docs/sparsity.md):
 
     * ``method="greedy"`` (any n:m, pure JAX): visit the elements of each tile by
       (-|w|, flat index) and keep one while its row and its column hold fewer than ``n``.

@@ -1,6 +1,6 @@
 """Golden model of emul: slow, obviously-correct scalar Python over int and Fraction.
 
-Reads like SEMANTICS.md; imports nothing from emul. Values are Fraction (finite
+Reads like the semantics pages of docs/ (formats, rounding, arith, accumulators, sparsity); imports nothing from emul. Values are Fraction (finite
 nonzero), or float (signed zeros, infinities, NaN).
 """
 

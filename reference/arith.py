@@ -1,9 +1,9 @@
-"""Arithmetic (SEMANTICS §4): the exact real result, rounded once; dot and matmul.
+"""Arithmetic (docs/arith.md, docs/accumulators.md): the exact real result, rounded once; dot and matmul.
 
 Each operation first computes its exact result as an ``Exact`` (IEEE 754 special
 cases and zero signs included), then rounds it once to the format.
 
-NaN signs, where SEMANTICS is silent: a NaN operand propagates with its own sign
+NaN signs, as docs/arith.md documents: a NaN operand propagates with its own sign
 (the first NaN among the operands, in argument order); an invalid operation
 (inf - inf, 0 * inf, 0/0, inf/inf, sqrt of a negative) gives +NaN.
 """
@@ -232,7 +232,7 @@ def _dot_one(a, b, acc, product, product_rounding, rounding, overflow, order, ch
 
 def dot(a, b, acc, *, product=None, product_rounding="nearest_even", rounding="nearest_even", overflow=None,
         order="sequential", chunk=None, outer=None, init=None, u=None, sr_bits=32, sr_method="add"):
-    """sum_k a[k] * b[k] accumulated in acc as SEMANTICS §4 describes; u: the T SR words in step order."""
+    """sum_k a[k] * b[k] accumulated in acc as docs/accumulators.md describes; u: the T SR words in step order."""
     outer = acc if outer is None else outer
     _check_dot_args(acc, outer, rounding, overflow, order, chunk, product, product_rounding, sr_bits, sr_method)
     words = _Words(u, rounding, sr_steps(len(a), order, chunk))

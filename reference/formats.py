@@ -1,4 +1,4 @@
-"""Formats for the golden model (SEMANTICS §1), and what follows from their fields.
+"""Formats for the golden model (docs/formats.md), and what follows from their fields.
 
 The functions here take any object with the right attributes ("duck typing"):
 a float format has ``exp_bits, man_bits, bias, subnormals, specials``; a fixed

@@ -1,4 +1,4 @@
-"""encode / decode / quantize (SEMANTICS §1-§3), one Python scalar at a time.
+"""encode / decode / quantize (docs/formats.md, docs/rounding.md), one Python scalar at a time.
 
 Every conversion is: round the exact value on an unbounded exponent (or integer)
 range, then apply the overflow rule to the rounded value, then write the code.

@@ -1,4 +1,4 @@
-"""Rounding a rational to an integer (SEMANTICS §2).
+"""Rounding a rational to an integer (docs/rounding.md).
 
 Callers scale the value so that the target grid is the integers (divide by the ulp).
 Floats round the signed value with the deterministic modes (the grid is symmetric,

@@ -1,4 +1,4 @@
-"""Golden model of N:M sparsity (SEMANTICS.md section 6, PAPERS.md A-B) over Fraction and int.
+"""Golden model of N:M sparsity (docs/sparsity.md; papers [A] and [B] of docs/references.md) over Fraction and int.
 
 Independent of emul (imports nothing from it) and deliberately written differently:
 
@@ -6,7 +6,7 @@ Independent of emul (imports nothing from it) and deliberately written different
   sampling over *all* m elements (capped ones have pi = 1, zeros pi = 0), enumerated over u;
 * MVUE "approx": the 12 ordered draws, with inclusion probabilities obtained by adding up the
   probabilities of the outcomes (not from a formula);
-* the PAPERS.md A.4 three-branch joint law of 2:4 (different joint, same marginals);
+* the three-branch joint law of 2:4 (different joint, same marginals);
 * top-n, greedy and brute-force optimal transposable masks on one block/tile;
 * mask counts by recursion over the multiset of remaining column capacities.
 
@@ -140,7 +140,7 @@ def mvue_outcome_at(block, n, u, method="exact"):
 
 
 def mvue24_closed_form(block):
-    """PAPERS.md A.4: the three-branch joint law over kept pairs of an exact 2:4 MVUE.
+    """The three-branch joint law over kept pairs of an exact 2:4 MVUE.
 
     Returns {outcome: probability}; valid for blocks with at least 3 non-zeros."""
     x = [to_fraction(v) for v in block]

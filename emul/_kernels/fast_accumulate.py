@@ -57,7 +57,7 @@ and rounding — any mode, SR included — leaves it unchanged; and every value 
 (a clamped or wrapped running sum plus a product, or two tree nodes) is an integer below 2**24
 (float32 lanes) or 2**53 (float64 lanes) in units of the finest lsb. Then s + p is exact in the
 lanes and the overflow rule is applied to it exactly: saturate / saturate_symmetric clamp,
-saturate_zero zeroes, wrap reduces modulo 2**bits, wrap_sign_magnitude as SEMANTICS §8.
+saturate_zero zeroes, wrap reduces modulo 2**bits, wrap_sign_magnitude as the ap_fixed table of docs/rounding.md.
 """
 
 import numpy as np

@@ -22,7 +22,7 @@ The full formula, per element, with ``a = |bits|``:
   ``r = k0 ^ (ks & sign) ^ (kl & lsb)`` (``lsb`` the last bit of the kept code, as in
   :func:`emul._kernels.round.float_code`), nearest modes add ``(mask + r) >> 1`` (``2**(s-1) - 1 + r``, or 0 when ``s == 0``),
   directed ones ``r ? mask : 0``.
-- stochastic rounding (SEMANTICS.md §2) compares instead of adding: with the discarded fraction
+- stochastic rounding (docs/rounding.md) compares instead of adding: with the discarded fraction
   ``f`` of ``x`` at the true shift ``sf`` (unclamped; large below tiny formats' quantum),
   ``t = floor(f * 2**r)`` is ``(x >> (sf - r)) & (2**r - 1)`` when ``sf >= r``, else
   ``(x & mask) << (r - sf)``; ``q = (x >> s) + (v < t)`` with ``v = 2**r - 1 - u`` for

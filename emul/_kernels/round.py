@@ -393,7 +393,7 @@ def round_seeded(x, k0, k1, P, out):
 @njit(cache=True)
 def widen(x, out):
     """out[i] = x[i] as a float64 (x: float32, or float16 as its uint16 bits); exact. NaNs become
-    the quiet NaN of their sign (payloads are not kept, as SEMANTICS §3 says of results)."""
+    the quiet NaN of their sign (payloads are not kept, as docs/rounding.md says of results)."""
     for i in range(x.size):
         sign, mag, e, special = parts(x[i])
         if special == 0:
