@@ -13,6 +13,7 @@ from emul.formats import FixedFormat, FloatFormat, format
 from emul.rounding import Overflow, Rounding
 
 from . import sparsity
+from .accumulate import conv2d, dot, matmul
 from .arith import add, div, fma, mul, sqrt, sub
 from .quantize import decode, encode, quantize
 
@@ -21,5 +22,6 @@ __all__ = [
     "Rounding", "Overflow",
     "quantize", "encode", "decode",
     "add", "sub", "mul", "div", "fma", "sqrt",
+    "dot", "matmul", "conv2d",
     "sparsity",
 ]
