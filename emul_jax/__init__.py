@@ -12,9 +12,10 @@ Array(56, dtype=uint8)
 from emul.formats import FixedFormat, FloatFormat, format
 from emul.rounding import Overflow, Rounding
 
-from . import sparsity
+from . import ops, sparsity
 from .accumulate import conv2d, dot, matmul
 from .arith import add, div, fma, mul, sqrt, sub
+from .ops import conv_general_dilated, dot_general
 from .quantize import decode, encode, quantize
 
 __all__ = [
@@ -24,4 +25,5 @@ __all__ = [
     "add", "sub", "mul", "div", "fma", "sqrt",
     "dot", "matmul", "conv2d",
     "sparsity",
+    "ops", "dot_general", "conv_general_dilated",
 ]
