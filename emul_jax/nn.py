@@ -1,6 +1,7 @@
 """Flax NNX side of emulated training: injected GEMMs, Range Batch-Norm, transposable-mask schedules.
 
-Imports flax (the ``emul[nn]`` extra); ``import emul_jax`` does not import this module.
+Imports flax (the ``emul[nn]`` extra); ``import emul_jax`` does not import this module. Papers
+are cited as in ``docs/references.md``.
 
 * :class:`DotGeneral` / :class:`ConvGeneralDilated` -- small ``nnx.Module`` adapters with the
   signatures of ``lax.dot_general`` / ``lax.conv_general_dilated`` (``precision``,
@@ -10,9 +11,9 @@ Imports flax (the ``emul[nn]`` extra); ``import emul_jax`` does not import this 
   own ``nnx.RngStream``; ``cfg=None`` runs the plain ``lax`` op (useful with a mask schedule alone).
 * :class:`QLinear` / :class:`QConv`, :func:`quantize_model` (swap the ops of an existing model in
   place) and :func:`sparsify_model` (attach transposable-mask schedules).
-* :class:`RangeBatchNorm` -- Range Batch-Norm (PAPERS.md C.3, JAX.md 5) with running statistics.
+* :class:`RangeBatchNorm` -- Range Batch-Norm ([C], as the authors' code computes it) with running statistics.
 * :class:`TransposableMask` -- a transposable n:m weight mask recomputed every ``every`` training
-  forwards (PAPERS.md B.5), gradients straight through to the dense weight.
+  forwards (the dynamic transposable training of [B]), gradients straight through to the dense weight.
 * :class:`LowPrecisionOptimizer` -- ``nnx.Optimizer`` whose parameter update is rounded once into
   a storage format by :func:`emul_jax.optim.apply_updates`.
 
@@ -20,7 +21,9 @@ Imports flax (the ``emul[nn]`` extra); ``import emul_jax`` does not import this 
 default; ``nnx.Rngs`` falls back to ``"default"`` when there is no such stream): a stream of its own
 whose key is ``fold_in(S.key, c)`` for the parent stream ``S`` at its count ``c`` then. Call ``t`` of
 the adapter (t = 0, 1, ..., the stream's ``count``) passes ``key = fold_in(layer_key, t)`` to the
-op, which splits it per GEMM and role. The stream is NNX state (``RngKey``/``RngCount``), so it
+op, which splits it per GEMM and role (:func:`emul_jax.ops.stream_key`). A config that draws no
+random bits (``cfg.needs_key`` false: no stochastic rounding, no MVUE) gets ``key=None`` and
+leaves the stream's count alone. The stream is NNX state (``RngKey``/``RngCount``), so it
 travels through ``nnx.jit``/``nnx.grad``, is not a parameter (``wrt=nnx.Param`` leaves it alone),
 and a NumPy replay reproduces every key with :func:`emul.random.fold_in`. Nothing is global.
 
@@ -35,7 +38,6 @@ and a NumPy replay reproduces every key with :func:`emul.random.fold_in`. Nothin
 from __future__ import annotations
 
 import math
-import typing as tp
 
 import jax
 import jax.numpy as jnp
@@ -71,6 +73,11 @@ def _own_stream(rngs, stream, what):
             raise KeyError(f"{what}: nnx.Rngs has no stream {stream!r} and no 'default' stream; "
                            f"create it with nnx.Rngs(..., {stream}=seed)") from None
     raise TypeError(f"{what}: rngs must be an nnx.Rngs or nnx.RngStream, got {type(rngs).__name__}")
+
+
+def _draw(adapter):
+    """The key of this call: the adapter's next stream key, or None when its config draws no random bits."""
+    return adapter.rngs() if getattr(adapter.cfg, "needs_key", True) else None
 
 
 def _ops():
@@ -109,7 +116,7 @@ class DotGeneral(nnx.Module):
         if self.cfg is None:
             return lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
                                    preferred_element_type=preferred_element_type, out_sharding=out_sharding)
-        return _ops().dot_general(lhs, rhs, dimension_numbers, self.cfg, key=self.rngs(), precision=precision,
+        return _ops().dot_general(lhs, rhs, dimension_numbers, self.cfg, key=_draw(self), precision=precision,
                                   preferred_element_type=preferred_element_type, out_sharding=out_sharding)
 
 
@@ -139,7 +146,7 @@ class ConvGeneralDilated(nnx.Module):
                   precision=precision, preferred_element_type=preferred_element_type, out_sharding=out_sharding)
         if self.cfg is None:
             return lax.conv_general_dilated(lhs, rhs, window_strides, padding, **kw)
-        return _ops().conv_general_dilated(lhs, rhs, window_strides, padding, cfg=self.cfg, key=self.rngs(), **kw)
+        return _ops().conv_general_dilated(lhs, rhs, window_strides, padding, cfg=self.cfg, key=_draw(self), **kw)
 
 
 def dot_general_for(cfg, rngs=None, *, stream: str = "emul", mask=None) -> DotGeneral:
@@ -211,7 +218,7 @@ def sparsify_model(model, n: int = 2, m: int = 4, *, every: int = 40, layout: st
     Each initial mask is computed from the layer's current kernel (``initial``: ``"greedy"`` or
     ``"optimal"``, see :class:`TransposableMask`). Layers whose op is not yet an adapter get a plain
     (``cfg=None``) one; emulated adapters keep their config and key stream. ``only`` as in
-    :func:`quantize_model` (PAPERS.md B.5 keeps the classifier dense). Returns ``model``.
+    :func:`quantize_model` (the dynamic training of [B] keeps the classifier dense). Returns ``model``.
     """
     for _, module in list(_targets(model, only)):
         if isinstance(module, nnx.LinearGeneral):
@@ -259,7 +266,7 @@ def _q(x, fmt):
 
 
 class RangeBatchNorm(nnx.Module):
-    """Range Batch-Norm over the last axis (channels-last), PAPERS.md C.3 as JAX.md 5 states it.
+    """Range Batch-Norm over the last axis (channels-last), as the code of [C] computes it.
 
     Training (``use_running_average=False``), per channel: the values in the order of the other
     axes flattened (batch, h, w) are cut into ``chunks`` contiguous chunks of ``n`` values;
@@ -379,7 +386,7 @@ def transposable_kernel_mask(kernel, n: int, m: int, *, method: str = "greedy", 
       of m along ``in`` (the forward reduction) and along ``out`` (the input-gradient reduction)
       keeps at most n;
     * ``"nchw"``: the ``(out, in, *spatial)`` weight flattened, m*m consecutive values per tile (the
-      reference's dynamic training, PAPERS.md B.5);
+      reference's dynamic training of [B]);
     * ``"nhwc"``: ``(out, in, *spatial)`` read per output as ``(*spatial, in)`` (the reference's static
       pruning).
     """
@@ -415,7 +422,7 @@ _masked.defvjp(_masked_fwd, _masked_bwd)
 
 
 class TransposableMask(nnx.Module):
-    """A transposable n:m mask schedule for one kernel (PAPERS.md B.5), as NNX state.
+    """A transposable n:m mask schedule for one kernel (dynamic training, [B]), as NNX state.
 
     ``TransposableMask(kernel, n, m, every=k)`` holds ``mask`` (:class:`MaskState`, the kernel's shape)
     and ``step`` (:class:`MaskStep`, training forwards so far). Calling it on the kernel ``w``

@@ -43,7 +43,8 @@ def assert_bits_equal(got, want):
     got, want = np.asarray(got), np.asarray(want)
     assert got.shape == want.shape and got.dtype == want.dtype, (got.shape, got.dtype, want.shape, want.dtype)
     bad = np.flatnonzero(_bits(got).ravel() != _bits(want).ravel())
-    assert bad.size == 0, f"{bad.size} of {got.size} differ, first at {bad[0]}: {got.ravel()[bad[0]]!r} vs {want.ravel()[bad[0]]!r}"
+    assert bad.size == 0, (f"{bad.size} of {got.size} differ, first at {bad[0]}: "
+                           f"{got.ravel()[bad[0]]!r} vs {want.ravel()[bad[0]]!r}")
 
 
 def _kd(key):
@@ -221,7 +222,8 @@ def test_transposable_mask_is_nm_both_ways():
     oihw = np.transpose(k_conv, (3, 2, 0, 1))
     for layout in ("nchw", "nhwc"):
         got = np.asarray(enn.transposable_kernel_mask(k_conv, 2, 4, layout=layout))
-        np.testing.assert_array_equal(got, np.transpose(esp.transposable_mask(oihw, 2, 4, "greedy", layout), (2, 3, 1, 0)))
+        want = np.transpose(esp.transposable_mask(oihw, 2, 4, "greedy", layout), (2, 3, 1, 0))
+        np.testing.assert_array_equal(got, want)
 
 
 def test_transposable_schedule_recomputes_every_k_steps():
@@ -353,6 +355,15 @@ def _callback_primitives(jaxpr_text):
     return [w for w in ("pure_callback", "io_callback", "debug_callback", "callback") if w in jaxpr_text]
 
 
+def test_callback_detection_sees_nested_callbacks():
+    """The negative control of the 'no host callbacks' checks: a callback two levels deep shows."""
+    def f(x):
+        inner = jax.jit(lambda v: jax.pure_callback(np.sin, jax.ShapeDtypeStruct((), jnp.float32), v))
+        return jax.lax.cond(x > 0, inner, lambda v: v, x)
+
+    assert _callback_primitives(str(jax.make_jaxpr(f)(jnp.float32(1.0))))
+
+
 def test_adapter_keys_and_arguments(monkeypatch):
     """The adapter passes one key per call, fold_in(forked layer key, t), and Flax's arguments."""
     seen = []
@@ -397,3 +408,129 @@ def test_adapter_keys_and_arguments(monkeypatch):
     seen.clear()
     model(x)
     assert [s[0] for s in seen] == ["cfgC"]
+
+
+# ------------------------------------------------------------------------------ training
+
+
+class _MLP(nnx.Module):
+    def __init__(self, rngs):
+        self.l1 = nnx.Linear(8, 16, rngs=rngs)
+        self.bn = enn.RangeBatchNorm(16, rngs=rngs)
+        self.l2 = nnx.Linear(16, 4, rngs=rngs)
+
+    def __call__(self, x):
+        return self.l2(jax.nn.relu(self.bn(self.l1(x))))
+
+
+def _data():
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((64, 8)).astype(np.float32)
+    y = np.tanh(x @ rng.standard_normal((8, 4)).astype(np.float32))
+    return jnp.asarray(x), jnp.asarray(y)
+
+
+def _train(model, opt, steps, x, y):
+    """Train ``steps`` steps under nnx.jit; (losses, traces, jaxpr text of one step)."""
+    traces = []
+
+    def body(model, opt, x, y):
+        loss, grads = nnx.value_and_grad(lambda m: jnp.mean((m(x) - y) ** 2))(model)
+        opt.update(model, grads)
+        return loss
+
+    @nnx.jit
+    def step(model, opt, x, y):
+        traces.append(1)
+        return body(model, opt, x, y)
+
+    graphdef, state = nnx.split((model, opt))
+
+    def pure(state, x, y):
+        m, o = nnx.merge(graphdef, state)
+        return body(m, o, x, y), nnx.state((m, o))
+
+    text = str(jax.make_jaxpr(pure)(state, x, y))
+    losses = [float(step(model, opt, x, y)) for _ in range(steps)]
+    return losses, len(traces), text
+
+
+def test_mlp_trains_with_masks_range_bn_and_low_precision_weights():
+    """Plain GEMMs (cfg=None) with transposable 2:4 schedules, RangeBN, bf16 weights with SR updates."""
+    x, y = _data()
+    model = _MLP(nnx.Rngs(0))
+    for layer in (model.l1, model.l2):
+        layer.kernel[...] = emul_jax.quantize(layer.kernel[...], "bf16")
+    enn.sparsify_model(model, 2, 4, every=2, only=lambda path, m: m is model.l1)
+    opt = enn.LowPrecisionOptimizer(model, optax.adam(0.02), wrt=nnx.Param, param_fmt="bf16",
+                                    rngs=nnx.Rngs(emul=4))
+    losses, traces, text = _train(model, opt, 8, x, y)
+    assert np.isfinite(losses).all() and losses[-1] < 0.8 * losses[0], losses
+    assert traces == 1 and not _callback_primitives(text)
+    mask = model.l1.dot_general.mask
+    assert int(mask.step[...]) == 8 and _blocks_ok(mask.mask[...], 2, 4, 0) and _blocks_ok(mask.mask[...], 2, 4, 1)
+    for leaf in jax.tree.leaves(nnx.state(model, nnx.Param)):  # the stored weights are bf16 values
+        assert_bits_equal(leaf, emul_jax.quantize(leaf, "bf16"))
+    assert int(opt.step[...]) == 8 and int(opt.rngs.count[...]) == 8
+
+
+def test_low_precision_optimizer_keys():
+    """update t rounds leaf i with fold_in(fold_in(own, t), i), own = the fork of rngs['emul']."""
+    model = nnx.Linear(3, 2, rngs=nnx.Rngs(1))
+    model.kernel[...] = emul_jax.quantize(model.kernel[...], "bf16")
+    opt = enn.LowPrecisionOptimizer(model, optax.sgd(0.01), wrt=nnx.Param, param_fmt="bf16",
+                                    rngs=nnx.Rngs(emul=9))
+    own = jax.random.fold_in(jax.random.key(9), 0)
+    for t in range(2):
+        before = jax.tree.map(np.asarray, nnx.state(model, nnx.Param))
+        grads = nnx.grad(lambda m: jnp.sum(m(jnp.ones((1, 3))) ** 2))(model)
+        updates = opt.update(model, grads)
+        p_leaves, u_leaves = jax.tree.leaves(before), jax.tree.leaves(updates)
+        for i, (p, u, q) in enumerate(zip(p_leaves, u_leaves, jax.tree.leaves(nnx.state(model, nnx.Param)))):
+            core_key = er.fold_in(_kd(jax.random.fold_in(own, t)), i)
+            assert_bits_equal(q, emul.add(p, np.asarray(u), "bf16", "stochastic", key=core_key).astype(np.float32))
+
+
+def test_fp32_adapters_equal_the_plain_layers():
+    """With fp32() the adapters (Linear and a strided, grouped Conv) give the plain layers' outputs
+    and gradients; a deterministic config draws no key."""
+    cfg = emul_jax.ops.fp32()
+    rngs = nnx.Rngs(0, emul=1)
+    conv = enn.QConv(4, 6, (3, 3), cfg, strides=(2, 1), padding="SAME", feature_group_count=2, rngs=rngs)
+    lin = enn.QLinear(6, 3, cfg, rngs=rngs)
+    plain_conv = nnx.Conv(4, 6, (3, 3), strides=(2, 1), padding="SAME", feature_group_count=2, rngs=nnx.Rngs(0))
+    plain_lin = nnx.Linear(6, 3, rngs=nnx.Rngs(0))
+    nnx.update(plain_conv, nnx.state(conv, nnx.Param))
+    nnx.update(plain_lin, nnx.state(lin, nnx.Param))
+    x = jnp.asarray(np.random.default_rng(13).standard_normal((2, 7, 5, 4)), jnp.float32)
+    hi = jax.default_matmul_precision("highest")
+
+    def loss(c, l, x):
+        return jnp.sum(l(c(x)) ** 2)
+
+    with hi:
+        got = nnx.value_and_grad(loss, argnums=(0, 1, 2))(conv, lin, x)
+        want = nnx.value_and_grad(loss, argnums=(0, 1, 2))(plain_conv, plain_lin, x)
+    np.testing.assert_allclose(np.asarray(got[0]), np.asarray(want[0]), rtol=1e-5)
+    g_got = jax.tree.leaves(nnx.state(got[1][0], nnx.Param)) + jax.tree.leaves(nnx.state(got[1][1], nnx.Param))
+    g_want = jax.tree.leaves(nnx.state(want[1][0], nnx.Param)) + jax.tree.leaves(nnx.state(want[1][1], nnx.Param))
+    for a, b in zip(g_got + [got[1][2]], g_want + [want[1][2]]):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+    assert int(conv.conv_general_dilated.rngs.count[...]) == 0  # fp32() needs no key
+
+
+def test_mlp_with_emulated_adapters_trains():
+    """An existing NNX MLP, quantized in place with w8a8g8 (8-bit weights/activations, 8-bit SR
+    input gradients, bf16 weight gradients): nnx.jit + nnx.Optimizer(wrt=nnx.Param) + optax.adam,
+    one key per layer call, one trace, no host callbacks, the loss falls."""
+    x, y = _data()
+    model = _MLP(nnx.Rngs(0))
+    enn.quantize_model(model, emul_jax.ops.w8a8g8(), rngs=nnx.Rngs(emul=2))
+    opt = nnx.Optimizer(model, optax.adam(0.02), wrt=nnx.Param)
+    losses, traces, text = _train(model, opt, 6, x, y)
+    assert np.isfinite(losses).all() and losses[-1] < 0.8 * losses[0], losses
+    assert traces == 1 and not _callback_primitives(text)
+    assert "shift_right_logical" in text  # the text includes the bodies of the nested emulated ops
+    for layer in (model.l1, model.l2):
+        assert int(layer.dot_general.rngs.count[...]) == 6  # one key per forward call
+    assert int(model.bn.mean[...].shape[0]) == 16 and np.isfinite(np.asarray(model.bn.scale_stat[...])).all()
