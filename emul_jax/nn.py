@@ -471,6 +471,11 @@ class TransposableMask(nnx.Module):
             )
         return _masked(w, self.mask[...])
 
+    def set_view(self, deterministic: bool | None = None):
+        """For ``nnx.view``: ``deterministic=True`` uses the stored mask and counts nothing."""
+        if deterministic is not None:
+            self.deterministic = deterministic
+
 
 # ------------------------------------------------------------------------------ optimizer
 

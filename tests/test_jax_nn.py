@@ -251,9 +251,11 @@ def test_transposable_schedule_recomputes_every_k_steps():
         np.testing.assert_array_equal(out, np.where(mask, np.asarray(w), 0))  # this forward uses it
         prev = mask
     assert len(traces) == 1
+    frozen = nnx.view(sched, deterministic=True)
+    np.testing.assert_array_equal(np.asarray(frozen(ws[1])), np.where(prev, np.asarray(ws[1]), 0))
     sched.eval()
     forward(sched, ws[1])
-    assert int(sched.step[...]) == len(ws) - 1  # eval: nothing counted, stored mask
+    assert int(sched.step[...]) == len(ws) - 1  # eval / view: nothing counted, the stored mask
 
 
 def test_transposable_mask_gradient_is_straight_through():
