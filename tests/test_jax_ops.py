@@ -1,0 +1,463 @@
+"""emul_jax.ops: quantized dot_general / conv_general_dilated with custom VJPs.
+
+What is shown here:
+
+- configs are frozen, hashable values (equal after normalising names), validated with named errors;
+- with fp32 formats and no masks the custom VJPs give the bits of ``jax.vjp`` of the plain lax ops
+  (dense with batch/transposed dimensions; conv with strides, padding, dilations, feature and
+  batch groups, other layouts, 1-D);
+- the emulated-accumulator GEMMs of a convolution (im2col forward, transposed-convolution dX,
+  correlation dW) have the geometry of the lax ops (a float32 accumulator agrees to rounding), and
+  the forward equals ``emul.conv2d`` bit for bit;
+- the 8-bit SR output gradient and MVUE gradients are unbiased: over many keys their mean falls
+  within 6 standard errors of the float32 gradient at every element; top-n gradients do not;
+- the STE variants of the accumulator on a hand-worked example (swamping, saturation);
+- one jit compilation across steps; keys checked with ``jax_debug_key_reuse``;
+- a replay: forward and backward of a small dense layer (SR, absmax scaling, MVUE, e4m7 chunked and
+  sequential accumulators with SR) reproduced in NumPy with ``emul`` from the same keys, bit for bit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+import emul
+import emul_jax
+from emul_jax import ops
+from emul_jax.ops import Accumulator, DotConfig, GemmSpec, Operand, Sparsity
+
+DN = (((1,), (0,)), ((), ()))
+
+
+@pytest.fixture(autouse=True)
+def _key_reuse():
+    with jax.debug_key_reuse(True):
+        yield
+
+
+def bits(x):
+    return np.asarray(x, np.float32).view(np.uint32)
+
+
+def assert_bits(got, want):
+    g, w = bits(got), bits(want)
+    assert g.shape == w.shape, (g.shape, w.shape)
+    bad = np.flatnonzero(g.reshape(-1) != w.reshape(-1))
+    assert bad.size == 0, (f"{bad.size} of {g.size} differ; first at {bad[0]}: "
+                           f"got {g.reshape(-1)[bad[0]]:#010x}, want {w.reshape(-1)[bad[0]]:#010x}")
+
+
+def normal(seed, shape, scale=1.0):
+    return (np.random.default_rng(seed).standard_normal(shape) * scale).astype(np.float32)
+
+
+# -- configs ------------------------------------------------------------------------------------------
+
+def test_configs_are_frozen_hashable_values():
+    a = Operand(format="e4m3fn", rounding="stochastic", scale="absmax")
+    b = Operand(format=emul.format("e4m3fn"), rounding=emul.Rounding.STOCHASTIC, scale="absmax")
+    assert a == b and hash(a) == hash(b)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.rounding = "nearest_even"
+    assert ops.recipe("w8a8g8+mvue24") == ops.mvue24(ops.w8a8g8())
+    assert len({ops.recipe(r) for r in ops.RECIPES}) == len(ops.RECIPES)
+    assert not ops.fp32().needs_key and not ops.w8a8().needs_key
+    assert ops.w8a8g8().needs_key and ops.mvue12().needs_key
+    with pytest.raises(TypeError):
+        Operand("e4m3fn")  # keyword-only
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: Operand(format="e4m3fn", scale="range"), "scale='range'"),
+    (lambda: Operand(scale="absmax"), "needs a format"),
+    (lambda: Operand(format="fp64"), "fit float32"),
+    (lambda: Operand(format="e4m3fn", overflow="wrap"), "Operand"),
+    (lambda: Sparsity(n=3, m=2), "n=3"),
+    (lambda: Sparsity(n=1, m=4, method="mvue", mvue_method="approx"), "approx"),
+    (lambda: Accumulator(format="e4m7", order="chunked"), "chunk"),
+    (lambda: Accumulator(format="e4m7", chunk=4), "chunk/outer"),
+    (lambda: GemmSpec(product="e4m3fn"), "accumulator"),
+    (lambda: DotConfig(fwd=GemmSpec(lhs="fwd")), "fwd.lhs='fwd'"),
+    (lambda: DotConfig(transposable=True), "transposable"),
+    (lambda: DotConfig(bifurcation=False, dlhs=GemmSpec(lhs=Operand(format="int8"))), "bifurcation=False"),
+    (lambda: ops.recipe("w8a8+fp32"), "must come first"),
+    (lambda: ops.recipe("int4"), "unknown part 'int4'"),
+])
+def test_config_errors(make, match):
+    with pytest.raises((ValueError, NotImplementedError), match=match):
+        make()
+
+
+def test_call_errors():
+    x, w = jnp.ones((4, 8)), jnp.ones((8, 4))
+    with pytest.raises(ValueError, match="key=None"):
+        ops.dot_general(x, w, DN, ops.w8a8g8())
+    with pytest.raises(TypeError, match="DotConfig"):
+        ops.dot_general(x, w, DN, None)
+    with pytest.raises(TypeError, match="float"):
+        ops.dot_general(jnp.ones((4, 8), jnp.int32), w, DN, ops.fp32())
+    with pytest.raises(TypeError):
+        ops.dot_general(x, jnp.ones((7, 4)), DN, ops.fp32())
+
+
+# -- fp32 equals the plain lax ops and their VJPs, bit for bit ---------------------------------------
+
+def _vjp_bits(f, g, args, seed):
+    """Both under jit (XLA's summation order depends on how a dot is compiled, so eager and jitted
+    float32 dots may differ in the last bit; compiled alike, they agree)."""
+    run = lambda h: jax.jit(lambda a, b, ct: (lambda y, v: (y,) + v(ct))(*jax.vjp(h, a, b)))  # noqa: E731
+    ct = normal(seed, jax.eval_shape(g, *args).shape)
+    for a, b in zip(run(f)(*args, ct), run(g)(*args, ct)):
+        assert_bits(a, b)
+
+
+@pytest.mark.parametrize("ls, rs, dn", [
+    ((6, 8), (8, 5), DN),
+    ((8, 6), (5, 8), (((0,), (1,)), ((), ()))),                      # both contracting dims transposed
+    ((3, 4, 8), (3, 8, 5), (((2,), (1,)), ((0,), (0,)))),             # a batch dimension
+    ((2, 4, 3, 8), (3, 4, 5), (((1, 2), (1, 0)), ((), ()))),          # two contracting dims, reordered
+    ((2, 3, 4), (4,), (((2,), (0,)), ((), ()))),                      # matrix-vector
+])
+def test_fp32_dot_general_equals_lax_vjp(ls, rs, dn):
+    x, w = normal(1, ls), normal(2, rs)
+    plain = lambda a, b: lax.dot_general(a, b, dn, precision=lax.Precision.HIGHEST)  # noqa: E731
+    ours = lambda a, b: emul_jax.dot_general(a, b, dn, ops.fp32())  # noqa: E731
+    _vjp_bits(ours, plain, (x, w), 3)
+
+
+CONVS = [  # lhs shape, rhs shape, strides, padding, lhs_dil, rhs_dil, dimension numbers, fgc, bgc
+    ((2, 4, 7, 6), (6, 4, 3, 3), (2, 1), ((1, 2), (0, 1)), None, (1, 2), None, 1, 1),
+    ((2, 7, 7, 4), (3, 3, 2, 6), (2, 2), "SAME", None, None, ("NHWC", "HWIO", "NHWC"), 2, 1),
+    ((2, 4, 5, 5), (4, 4, 2, 3), (1, 1), ((1, 1), (2, 0)), (2, 1), None, None, 1, 1),
+    ((4, 2, 5, 5), (6, 2, 3, 3), (1, 2), "VALID", None, None, None, 1, 2),
+    ((2, 9, 4), (3, 4, 5), (2,), "SAME", None, (2,), ("NWC", "WIO", "NWC"), 1, 1),
+]
+
+
+@pytest.mark.parametrize("case", range(len(CONVS)))
+def test_fp32_conv_equals_lax_vjp(case):
+    ls, rs, st, pad, ld, rd, dn, fgc, bgc = CONVS[case]
+    x, w = normal(10 + case, ls), normal(20 + case, rs)
+    kw = dict(lhs_dilation=ld, rhs_dilation=rd, dimension_numbers=dn, feature_group_count=fgc, batch_group_count=bgc)
+    plain = lambda a, b: lax.conv_general_dilated(a, b, st, pad, precision=lax.Precision.HIGHEST, **kw)  # noqa: E731
+    ours = lambda a, b: emul_jax.conv_general_dilated(a, b, st, pad, cfg=ops.fp32(), **kw)  # noqa: E731
+    _vjp_bits(ours, plain, (x, w), 30 + case)
+
+
+# -- emulated-accumulator convolutions: geometry, and the core's conv2d ------------------------------
+
+WIDE = DotConfig(fwd=GemmSpec(accumulator=Accumulator(format="fp32")),
+                 dlhs=GemmSpec(accumulator=Accumulator(format="fp32")),
+                 drhs=GemmSpec(accumulator=Accumulator(format="fp32")))
+
+
+@pytest.mark.parametrize("case", [0, 1, pytest.param(2, marks=pytest.mark.slow), pytest.param(4, marks=pytest.mark.slow)])
+def test_emulated_conv_has_the_lax_geometry(case):
+    ls, rs, st, pad, ld, rd, dn, fgc, bgc = CONVS[case]
+    x, w = normal(40 + case, ls), normal(50 + case, rs)
+    kw = dict(lhs_dilation=ld, rhs_dilation=rd, dimension_numbers=dn, feature_group_count=fgc, batch_group_count=bgc)
+    plain = lambda a, b: lax.conv_general_dilated(a, b, st, pad, precision=lax.Precision.HIGHEST, **kw)  # noqa: E731
+    ours = lambda a, b: emul_jax.conv_general_dilated(a, b, st, pad, cfg=WIDE, **kw)  # noqa: E731
+    y1, vjp1 = jax.vjp(ours, x, w)
+    y2, vjp2 = jax.vjp(plain, x, w)
+    ct = normal(60 + case, y2.shape)
+    np.testing.assert_allclose(y1, y2, rtol=1e-5, atol=1e-5)
+    for a, b in zip(vjp1(ct), vjp2(ct)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_emulated_conv_forward_equals_core_conv2d():
+    x = emul.quantize(normal(70, (2, 3, 6, 5)), "e4m3fn")
+    w = emul.quantize(normal(71, (4, 3, 3, 2)), "e4m3fn")
+    acc = Accumulator(format="e4m7", order="chunked", chunk=5, rounding="stochastic", sr_bits=12)
+    cfg = DotConfig(fwd=GemmSpec(accumulator=acc))
+    key = jax.random.key(5)
+    y = emul_jax.conv_general_dilated(x, w, (2, 1), ((1, 1), (0, 1)), cfg=cfg, key=key)
+    kd = emul.random.fold_in(emul.random.fold_in(jax.random.key_data(key), ops.FWD), ops.ACC)
+    # emul.conv2d pads symmetrically: pad the input by hand for this asymmetric case
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (0, 1)))
+    want = emul.conv2d(xp, w, "e4m7", stride=(2, 1), order="chunked", chunk=5, rounding="stochastic", sr_bits=12,
+                       key=kd)
+    assert_bits(y, want)
+
+
+# -- unbiasedness: SR and MVUE gradients over many keys ----------------------------------------------
+
+N_KEYS = 2000
+Z = 6.0  # standard errors: P(|N(0,1)| > 6) = 2e-9 per element
+
+
+def _grads(cfg, x, w, ct, keys):
+    def one(k):
+        _, vjp = jax.vjp(lambda a, b: emul_jax.dot_general(a, b, DN, cfg, key=k), x, w)
+        return vjp(ct)
+    return jax.jit(jax.vmap(one))(keys)
+
+
+def _grad(cfg, x, w, ct, key=None):
+    return jax.jit(lambda a, b, c: jax.vjp(lambda a, b: emul_jax.dot_general(a, b, DN, cfg, key=key), a, b)[1](c))(
+        x, w, ct)
+
+
+def _outside(samples, truth):
+    """Per element: whether |mean - truth| exceeds Z standard errors (the sample standard deviation
+    over sqrt(#keys)) plus atol = 1e-6 of the largest |truth| (the float32 roundings of the range
+    arithmetic, a few ulps). Also returns the standard errors."""
+    s = np.asarray(samples, np.float64)
+    truth = np.asarray(truth, np.float64)
+    se = s.std(0, ddof=1) / np.sqrt(s.shape[0])
+    return np.abs(s.mean(0) - truth) > Z * se + 1e-6 * np.abs(truth).max(), se
+
+
+@pytest.fixture(scope="module")
+def layer():
+    x = normal(80, (16, 12))
+    w = normal(81, (12, 8), 0.3)
+    ct = normal(82, (16, 8), 1e-3)  # neural gradients are small: the ranges must follow them
+    return x, w, ct
+
+
+def test_sr_output_gradient_is_unbiased(layer):
+    """dX from the 8-bit SR output gradient (w8a8g8) vs dX from the float32 one with the same
+    quantized weights (w8a8): the mean over the keys within Z standard errors at every element."""
+    x, w, ct = layer
+    dx, _ = _grads(ops.w8a8g8(), x, w, ct, jax.random.split(jax.random.key(1), N_KEYS))
+    truth, _ = _grad(ops.w8a8(), x, w, ct)
+    bad, se = _outside(dx, truth)
+    assert se.min() > 0 and not bad.any()
+
+
+def _mvue_case(cfg, layer, seed, truth_cfg=ops.fp32()):
+    x, w, ct = layer
+    dx, dw = _grads(cfg, x, w, ct, jax.random.split(jax.random.key(seed), N_KEYS))
+    tx, tw = _grad(truth_cfg, x, w, ct)
+    if not cfg.dlhs.lhs.stochastic:  # dX untouched (a vmapped dot sums in its own order)
+        np.testing.assert_allclose(dx[0], tx, rtol=1e-5, atol=1e-9)
+    bad, se = _outside(dw, tw)
+    assert not bad.any()
+    # sparse where it should be: n of every m output-gradient rows, per column
+    sp = cfg.drhs.rhs.sparsity
+    axes = ops._Dot(x.shape, w.shape, (1,), (0,), (), ()).axes(ops.DRHS, 1)
+    g, _ = ops._prepare(jnp.asarray(ct), cfg.drhs.rhs, axes, None, lambda: jax.random.key(3))
+    assert (np.count_nonzero(np.asarray(g).reshape(16 // sp.m, sp.m, 8), axis=1) <= sp.n).all()
+    return tw, se
+
+
+def test_mvue_weight_gradient_is_unbiased_and_topn_is_not(layer):
+    """MVUE 2:4 on the weight-gradient GEMM's output gradient: unbiased (as above). Top-2-of-4
+    there (deterministic): its error exceeds Z of MVUE's standard errors at most elements."""
+    tw, se = _mvue_case(ops.mvue24(), layer, 2)
+    _, dw_top = _grad(ops.topk24_grad(), *layer)
+    far = np.abs(np.asarray(dw_top, np.float64) - np.asarray(tw, np.float64)) > Z * se
+    assert far.mean() > 0.5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cfg, truth", [(ops.mvue12(), ops.fp32()), (ops.mvue24(method="approx"), ops.fp32()),
+                                        (ops.mvue24(ops.w8a8g8(grad_w=None)), ops.w8a8())],
+                         ids=["1:2", "2:4-approx", "w8a8g8+2:4"])
+def test_mvue_variants_are_unbiased(layer, cfg, truth):
+    _mvue_case(cfg, layer, 3, truth)
+
+
+# -- the STE variants of the accumulator, on a worked example -----------------------------------------
+
+def test_accumulator_ste_variants():
+    """x·w = 64 + 1 + 224 in e4m3 (IEEE, max 240, saturating), sequential: step 1 swamps the 1
+    (64 + 1 -> 64), step 2 saturates (288 -> 240)."""
+    x = jnp.array([[64.0, 1.0, 224.0]])
+    w = jnp.ones((3, 1))
+    want = {"identity": [1, 1, 1], "immediate": [1, 0, 0], "recursive": [0, 0, 0]}
+    for ste, factors in want.items():
+        acc = Accumulator(format="e4m3", overflow="saturate", ste=ste)
+        cfg = DotConfig(fwd=GemmSpec(accumulator=acc))
+        y, vjp = jax.vjp(lambda a, b: emul_jax.dot_general(a, b, DN, cfg), x, w)
+        assert float(y[0, 0]) == 240.0
+        dx, dw = vjp(jnp.ones((1, 1)))
+        np.testing.assert_array_equal(dx, [factors])
+        np.testing.assert_array_equal(dw[:, 0], np.asarray(x[0]) * factors)
+
+
+@pytest.mark.slow
+def test_recursive_ste_chunked_and_sr_runs():
+    x, w = normal(90, (4, 12)), normal(91, (12, 3))
+    acc = Accumulator(format="e4m7", order="chunked", chunk=4, rounding="stochastic", ste="recursive")
+    cfg = DotConfig(fwd=GemmSpec(accumulator=acc))
+    key = jax.random.key(6)
+    y, vjp = jax.vjp(lambda a, b: emul_jax.dot_general(a, b, DN, cfg, key=key), x, w)
+    dx, dw = vjp(jnp.ones(y.shape))
+    # e4m7 holds these sums without overflow or swamping of whole products: close to identity STE
+    np.testing.assert_allclose(dx, np.ones((4, 3)) @ w.T, rtol=0.05, atol=0.05)
+    assert np.isfinite(dw).all()
+
+
+# -- transposable weights and bifurcation -------------------------------------------------------------
+
+def test_transposable_weights_make_the_backward_gemm_sparse():
+    x, w = normal(100, (4, 8)), normal(101, (8, 8))
+    cfg = ops.tnm24()
+    y, vjp = jax.vjp(lambda a, b: emul_jax.dot_general(a, b, DN, cfg), x, w)
+    mask = np.asarray(emul_jax.sparsity.transposable_mask(jnp.asarray(w).T, 2, 4, method="greedy")).T
+    assert (mask.reshape(2, 4, 8).sum(1) <= 2).all() and (mask.reshape(8, 2, 4).sum(2) <= 2).all()
+    wm = np.where(mask, w, 0).astype(np.float32)
+    assert_bits(y, lax.dot_general(x, wm, DN, precision=lax.Precision.HIGHEST))
+    ct = normal(102, y.shape)
+    dx, dw = vjp(ct)
+    assert_bits(dx, np.asarray(lax.dot_general(ct, wm, (((1,), (1,)), ((), ())), precision=lax.Precision.HIGHEST)))
+    assert_bits(dw, np.asarray(lax.dot_general(x, ct, (((0,), (0,)), ((), ())), precision=lax.Precision.HIGHEST)))
+
+
+def test_without_bifurcation_both_gemms_share_one_rounding():
+    """Both backward GEMMs see the same SR draw (the dlhs stream). Small integer operands and an
+    int8 gradient keep every XLA sum exact, so the bits can be compared."""
+    rng = np.random.default_rng(110)
+    x, w = rng.integers(-3, 4, (4, 8)).astype(np.float32), rng.integers(-3, 4, (8, 3)).astype(np.float32)
+    g8 = Operand(format="int8", rounding="stochastic", scale="absmax")
+    cfg = DotConfig(dlhs=GemmSpec(lhs=g8), drhs=GemmSpec(rhs=g8), bifurcation=False)
+    key = jax.random.key(7)
+    ct = normal(112, (4, 3), 1e-2)
+    dx, dw = _grad(cfg, x, w, ct, key)
+    s = emul_jax.div(jnp.max(jnp.abs(ct)), np.float32(127.0), "fp32")
+    q = emul_jax.quantize(emul_jax.div(ct, s, "fp32"), "int8", "stochastic", key=ops.stream_key(key, ops.DLHS, ops.GRAD))
+    assert_bits(dx, emul_jax.mul(q @ w.T, s, "fp32"))
+    assert_bits(dw, emul_jax.mul(x.T @ q, s, "fp32"))
+
+
+# -- jit: one trace across steps ----------------------------------------------------------------------
+
+def test_jit_traces_once_across_steps():
+    cfg = ops.mvue24(DotConfig(dlhs=GemmSpec(lhs=Operand(format="e5m2", rounding="stochastic", scale="absmax"))))
+    x, w = normal(120, (8, 12)), normal(121, (12, 4))
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def step(w, x, key):
+        loss = lambda w: (emul_jax.dot_general(x, w, DN, cfg, key=key) ** 2).mean()  # noqa: E731
+        return w - 0.1 * jax.grad(loss)(w)
+
+    key = jax.random.key(8)
+    for i in range(4):
+        w = step(w, normal(122 + i, x.shape), jax.random.fold_in(key, i))
+    assert np.isfinite(np.asarray(w)).all()
+
+
+# -- replay in NumPy with emul ------------------------------------------------------------------------
+
+def test_replay_dense_layer_in_numpy():
+    """Forward and backward of x (8, 12) · w (12, 4) with absmax-scaled e4m3fn operands, an e5m2 SR
+    output gradient for dX, an MVUE 2:4 bf16 output gradient for dW, and e4m7 accumulators
+    (chunked SR forward, sequential dX, chunked dW): emul reproduces every bit from the same key."""
+    e4m3 = lambda g: Operand(format="e4m3fn", scale="absmax", granularity=g)  # noqa: E731
+    cfg = DotConfig(
+        fwd=GemmSpec(lhs=e4m3("channel"), rhs=e4m3("channel"),
+                     accumulator=Accumulator(format="e4m7", order="chunked", chunk=4, rounding="stochastic",
+                                             sr_bits=10)),
+        dlhs=GemmSpec(lhs=Operand(format="e5m2", rounding="stochastic", scale="absmax", overflow="saturate"),
+                      rhs="fwd", accumulator=Accumulator(format="e4m7")),
+        drhs=GemmSpec(lhs="fwd", rhs=Operand(format="bf16", sparsity=Sparsity(n=2, m=4, method="mvue")),
+                      accumulator=Accumulator(format="e4m7", order="chunked", chunk=4)))
+    x, w, ct = normal(130, (8, 12)), normal(131, (12, 4), 0.3), normal(132, (8, 4), 1e-2)
+    key = jax.random.key(9)
+    y, (dx, dw) = jax.jit(lambda a, b, k, c: (lambda y, v: (y, v(c)))(
+        *jax.vjp(lambda a, b: emul_jax.dot_general(a, b, DN, cfg, key=k), a, b)))(x, w, key, ct)
+
+    kd = np.asarray(jax.random.key_data(key))
+    sk = lambda g, r: emul.random.fold_in(emul.random.fold_in(kd, g), r)  # noqa: E731
+    f32 = np.float32
+
+    def absmax(v, axis, fmt, **kw):
+        amax = np.max(np.abs(v), axis=axis, keepdims=True)
+        s = np.where(amax == 0, f32(1), emul.div(amax, f32(emul.format(fmt).max), "fp32")).astype(f32)
+        return emul.quantize(emul.div(v, s, "fp32"), fmt, **kw), s
+
+    qx, sx = absmax(x, 1, "e4m3fn")                 # per sample (row)
+    qw, sw = absmax(w, 0, "e4m3fn")                 # per output channel (column)
+    acc = emul.matmul(qx, qw, "e4m7", order="chunked", chunk=4, rounding="stochastic", sr_bits=10, key=sk(0, 3))
+    assert_bits(y, emul.mul(acc, emul.mul(sx, sw, "fp32"), "fp32"))
+    # dX: the SR gradient (one scale, factored out) times the forward weight (its per-column
+    # scales run along dX's reduction, so they are folded into the values)
+    qg, sg = absmax(ct, None, "e5m2", rounding="stochastic", overflow="saturate", key=sk(1, 2))
+    wf = emul.mul(qw, sw, "fp32")
+    assert_bits(dx, emul.mul(emul.matmul(qg, wf.T, "e4m7"), sg, "fp32"))
+    # dW: the forward activation (per-row scales folded) times the MVUE 2:4 gradient (blocks along
+    # the batch, dW's reduction axis) rounded to bf16
+    g2 = emul.quantize(emul.sparsity.mvue(ct, 2, 4, axis=0, key=sk(2, 6)), "bf16")
+    xf = emul.mul(qx, sx, "fp32")
+    assert_bits(dw, emul.matmul(xf.T, g2, "e4m7", order="chunked", chunk=4))
+
+
+def test_minmax_and_sample_mean_replay():
+    """The §C.1 asymmetric uint8 quantizer with the §C.2 activation range (batch mean of the
+    per-sample min/max), replayed with emul's float32 operations."""
+    cfg = ops.w8a8()
+    x, w = normal(140, (6, 8)), normal(141, (8, 3))
+    y = emul_jax.dot_general(x, w, DN, cfg)
+    f32 = np.float32
+
+    def uint8(v, lo, hi):
+        s = emul.div(emul.sub(hi, lo, "fp32"), f32(255), "fp32")
+        q = emul.quantize(emul.div(emul.sub(v, lo, "fp32"), s, "fp32"), "uint8")
+        return emul.add(emul.mul(q, s, "fp32"), lo, "fp32")
+
+    mean = lambda v: emul.div(emul.dot(np.ones(v.size, f32), v, "fp32"), f32(v.size), "fp32")  # noqa: E731
+    xh = uint8(x, mean(x.min(1)), mean(x.max(1)))
+    wh = uint8(w, w.min(), w.max())
+    assert_bits(y, lax.dot_general(xh, wh, DN, precision=lax.Precision.HIGHEST))
+
+
+def _layout_case(cfg, ls, rs, dn, ls2, rs2, dn2, to2_l, to2_r, seed, scale=1.0):
+    """The same layer in two layouts (to2_*: maps operands of layout 1 to layout 2) gives the same bits."""
+    rng = np.random.default_rng(seed)
+    x, w = normal(seed, ls, scale), normal(seed + 1, rs, scale)
+    f = lambda a, b, c: (lambda y, v: (y,) + v(c))(*jax.vjp(lambda a, b: emul_jax.dot_general(a, b, dn, cfg), a, b))  # noqa: E731
+    g = lambda a, b, c: (lambda y, v: (y,) + v(c))(*jax.vjp(lambda a, b: emul_jax.dot_general(a, b, dn2, cfg), a, b))  # noqa: E731
+    ct = rng.standard_normal(jax.eval_shape(lambda a, b: lax.dot_general(a, b, dn), x, w).shape).astype(np.float32)
+    y1, dx1, dw1 = jax.jit(f)(x, w, ct)
+    y2, dx2, dw2 = jax.jit(g)(to2_l(x), to2_r(w), ct)
+    assert_bits(y1, y2)
+    assert_bits(to2_l(dx1), dx2)
+    assert_bits(to2_r(dw1), dw2)
+
+
+INT8 = Operand(format="int8", scale="absmax", granularity="channel")
+
+
+def test_layout_does_not_change_bits():
+    """Transposed and batched layouts: the same bits forward and backward (the canonical GEMMs and
+    the gradients' way back to the operands' layouts). int8 values keep the XLA sums exact; the
+    slow variants add per-channel scales and emulated accumulators."""
+    i8 = Operand(format="int8")
+    cfg = DotConfig(fwd=GemmSpec(lhs=i8, rhs=i8), dlhs=GemmSpec(lhs=i8, rhs="fwd"), drhs=GemmSpec(lhs="fwd", rhs=i8))
+    # (B, M, K) · (B, K, N)  vs  (K, B, M) · (N, B, K)
+    to2 = lambda a: jnp.transpose(a, (2, 0, 1))  # noqa: E731
+    _layout_case(cfg, (3, 5, 6), (3, 6, 4), (((2,), (1,)), ((0,), (0,))), (6, 3, 5), (4, 3, 6),
+                 (((0,), (2,)), ((1,), (1,))), to2, to2, 150, scale=20.0)
+
+
+@pytest.mark.slow
+def test_layout_does_not_change_bits_more():
+    to2 = lambda a: jnp.transpose(a, (2, 0, 1))  # noqa: E731
+    cfg = DotConfig(fwd=GemmSpec(lhs=INT8, rhs=INT8), dlhs=GemmSpec(lhs=INT8, rhs="fwd"), drhs=GemmSpec(lhs="fwd", rhs=INT8))
+    _layout_case(cfg, (5, 6), (6, 4), DN, (6, 5), (4, 6), (((0,), (1,)), ((), ())),
+                 lambda a: a.T, lambda b: b.T, 160)
+    _layout_case(cfg, (3, 5, 6), (3, 6, 4), (((2,), (1,)), ((0,), (0,))), (5, 6, 3), (6, 4, 3),
+                 (((1,), (0,)), ((2,), (2,))), lambda a: jnp.moveaxis(a, 0, -1), lambda b: jnp.moveaxis(b, 0, -1), 165)
+    _layout_case(cfg, (3, 5, 6), (3, 6, 4), (((2,), (1,)), ((0,), (0,))), (6, 3, 5), (4, 3, 6),
+                 (((0,), (2,)), ((1,), (1,))), to2, to2, 168)
+
+
+@pytest.mark.slow
+def test_layout_does_not_change_bits_emulated():
+    op = Operand(format="e4m3fn", scale="absmax", granularity="channel")
+    cfg = DotConfig(fwd=GemmSpec(lhs=op, rhs=op, accumulator=Accumulator(format="e4m7", order="chunked", chunk=3)),
+                    dlhs=GemmSpec(lhs=op, rhs="fwd", accumulator=Accumulator(format="e4m7")),
+                    drhs=GemmSpec(lhs="fwd", rhs=op, accumulator=Accumulator(format="e4m7")))
+    _layout_case(cfg, (5, 6), (6, 4), DN, (6, 5), (4, 6), (((0,), (1,)), ((), ())),
+                 lambda a: a.T, lambda b: b.T, 170)
