@@ -3,7 +3,7 @@
 Same inputs for every row (16 M float32, randn * 10); best of ``--repeats`` timings after a warm-up
 call, each ended by ``block_until_ready``, taken in interleaved rounds (every function once per
 round) so that the load of a shared machine weighs on all rows alike. Prints throughputs and the ratios the issue sets targets
-for, plus the NumPy core on the same input for reference; writes bench/results/jax.json with the
+for, plus the NumPy core on the same input for reference; writes bench/results/jax_quantize.json with the
 machine (cores, load average before and after) so a number can be read against the load it ran
 under.
 
@@ -20,15 +20,11 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
 
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-# This file is named jax.py: drop its folder from the path so that ``import jax`` finds JAX.
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE]
-sys.path.insert(0, os.path.dirname(HERE))
 
 
 def best_times(fns, repeats):
@@ -138,7 +134,7 @@ def main(argv=None):
         out_ratios.append({"work": a, "against": b, "ratio": rr, "target": target})
 
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    path = os.path.join(HERE, "results", "jax.json")
+    path = os.path.join(HERE, "results", "jax_quantize.json")
     with open(path, "w") as fh:
         json.dump({"n": n, "repeats": reps, "machine": machine, "rows": rows, "ratios": out_ratios}, fh, indent=2)
     print(f"wrote {os.path.relpath(path)}")
