@@ -1,9 +1,10 @@
 """Speed of emul_jax.matmul (jitted, CPU) against the core's emul.matmul on the same operands: one run.
 
 The headline is the issue's target: 256 x 256 @ 256 x 256 with e4m3fn-valued float32 operands into
-an e4m7 accumulator, sequential, round to nearest even (emul_jax's integer fast path), then the
-other paths for context: int8 into a saturating and a wrapping int12 accumulator (the fixed-point
-fast path), fp16 and bf16 accumulators (the general path: emul_jax._exact sums of multi-word
+an e4m7 accumulator, sequential, round to nearest even (emul_jax's exact-product lane: every
+product is an integer on a 2**-20 grid, summed in int32 and rounded by _round.round_grid), then the
+other paths for context: int8 into a saturating and a wrapping int12 accumulator (the exact-product
+lane: an int32 add and a clamp or wrap), the round-to-odd fast path (chunked, SR), fp16 and bf16 accumulators (the general path: emul_jax._exact sums of multi-word
 magnitudes), pairwise and chunked orders, stochastic rounding. Every emul_jax result is first
 checked equal to the core's, bit for bit.
 
@@ -48,15 +49,32 @@ def best_times(fns, repeats):
     return {k: tuple(v) for k, v in best.items()}
 
 
-def loop_ops(cfg, a, b, u):
+def lane_of(cfg, a, b):
+    """The lane emul_jax.matmul's run-time check picks for these operands (a, b: (1, M, K), (1, K, N)):
+    "exact" (exact-product lane), "odd" (round-to-odd fast path) or False (the general path)."""
+    from emul_jax import accumulate as A
+
+    ab, bb = A._f32_bits_exact(a), A._f32_bits_exact(b)
+    if cfg.xgrid is not None and bool(A._exact_ok(cfg, ab, bb)):
+        return "exact"
+    if cfg.grids is not None and bool(A._fast_ok(cfg, ab, bb)):
+        return "odd"
+    return False
+
+
+LANES = {"exact": "exact-product lane: int32 grid sums, round_grid / clamp",
+         "odd": "fast path: int32 grid, products rounded to odd, round_f32 / round_parts",
+         False: "general path: _exact.add_parts, round_parts"}
+
+
+def loop_ops(cfg, a, b, u, fast):
     """Lane operations per multiply-accumulate: the operations in the largest fusion (the scan's
-    body) of the path this configuration takes on these operands, compiled alone (constants,
+    body) of the lane this configuration takes on these operands, compiled alone (constants,
     broadcasts, parameters not counted)."""
     import jax
 
     from emul_jax import accumulate as A
 
-    fast = "only" if cfg.grids is not None and cfg.order != "pairwise" else False
     lowered = jax.jit(A._compute, static_argnums=(0, 6)).lower(cfg, a[None], b[None], None, u, None, fast)
     text = lowered.compile().as_text()
     best = 0
@@ -123,10 +141,10 @@ def main(argv=None):
     for kind, acc, kw in cases:
         cfg = A._config(acc, None, "nearest_even", kw.get("rounding", "nearest_even"), kw.get("overflow"),
                         kw.get("order", "sequential"), kw.get("chunk"), None, kw.get("sr_bits"), "add")
-        path = ("fast path: int32 grid, " + ("round_f32" if cfg.acc.is_float else "round_parts")
-                if cfg.grids is not None else "general path: _exact.add_parts, round_parts")
         a, b = operands(n, kind)
         ja, jb = jnp.asarray(a), jnp.asarray(b)
+        lane = lane_of(cfg, ja[None], jb[None])
+        path = LANES[lane]
         sr = kw.get("rounding") == "stochastic"
         f = jax.jit(lambda x, y, key, acc=acc, kw=kw: A.matmul(x, y, acc, key=key if sr else None, **kw))
         key = jax.random.key(7)
@@ -140,11 +158,11 @@ def main(argv=None):
         if sr:
             T = A.sr_steps(n, cfg.order, cfg.chunk)
             u = jax.random.bits(key, (1, n, n, T), jnp.uint32) >> (32 - cfg.acc.sr_bits)
-        ops = loop_ops(cfg, ja, jb, u)
+        ops = loop_ops(cfg, ja, jb, u, lane)
         opts = ", ".join(f"{k}={v}" for k, v in kw.items()) or "sequential, nearest_even"
         print(f"{kind:8} {acc:6} {opts:38} {jw * 1e3:8.1f} {cw * 1e3:8.1f} {cw / jw:6.2f} {jc * 1e3:8.1f} "
               f"{cc * 1e3:8.1f} {cc / jc:9.2f} {macs / jw / 1e9:8.2f}  {path} ({ops} ops in the loop body)")
-        rows.append({"operands": kind, "acc": acc, "options": {k: str(v) for k, v in kw.items()}, "path": path,
+        rows.append({"operands": kind, "acc": acc, "options": {k: str(v) for k, v in kw.items()}, "path": path, "lane": str(lane),
                      "jax_wall_s": jw, "core_wall_s": cw, "ratio_wall": cw / jw, "jax_cpu_s": jc, "core_cpu_s": cc,
                      "ratio_cpu": cc / jc, "jax_gmacs": macs / jw / 1e9, "core_gmacs": macs / cw / 1e9,
                      "loop_body_ops": ops})

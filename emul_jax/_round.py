@@ -41,6 +41,10 @@ core's :func:`emul._params.resolve`, so errors read exactly like the core's):
   itself for target-normal results (the quantum is bit ``S = 23 - man_bits`` of ``a``, and a carry
   into the exponent field is automatically right, as in :mod:`emul._kernels.fast_f32`), and the
   24-bit significand at a per-element shift for target-subnormal results.
+- :func:`round_grid` — the on-grid integer entry: an exact ``uint32`` magnitude in units of a
+  static ``2**g`` (at or below the format's finest quantum) rounded into a float format, returned
+  as a magnitude on the same grid plus an overflow flag; same :func:`increment`. For exact integer
+  sums (the accumulators' exact-product lane), about a third of :func:`round_f32`'s operations.
 - :func:`special_code` — the code of ±inf / NaN inputs; :func:`code_to_f32_bits` — decode.
   :func:`bad_code` — what an invalid element (see ``docs/jax.md``) becomes.
 
@@ -63,7 +67,7 @@ from ._bits import (ABS, EXP, FRAC, HIDDEN, SIGN, U32, as_i32, as_u32, bit_lengt
                     low_bits_nonzero, scaled_bits, shl, shr, u32, word)
 
 __all__ = ["RoundSpec", "spec", "increment", "round_float", "round_fixed", "round_parts", "round_f32",
-           "special_code", "code_to_f32_bits", "bad_code", "fast_f32"]
+           "round_grid", "grid_max", "special_code", "code_to_f32_bits", "bad_code", "fast_f32"]
 
 HALF = 1 << 31
 F32_NAN = 0x7FC00000  # the canonical quiet NaN of float32 (what the core's float32 outputs hold)
@@ -483,3 +487,55 @@ def _pick(a, ovf, inf, nan):
     if same(ovf, inf) and same(inf, nan):
         return jnp.full(a.shape, c(ovf))
     return jnp.where(a < u32(EXP), c(ovf), tail)
+
+
+# -- the on-grid integer entry --------------------------------------------------------------------
+
+def grid_max(sp: RoundSpec, g: int) -> int:
+    """The float format's largest finite magnitude in units of ``2**g`` (a Python int; ``g`` must
+    not exceed the format's finest quantum exponent ``qe_sub``)."""
+    import numpy as np
+
+    v = float(np.uint32(_value_bits(sp, sp.P[K.MAXC])).view(np.float32))
+    r = v * 2.0 ** -g
+    assert r == int(r), (sp.fmt.name, g)
+    return int(r)
+
+
+def round_grid(sp: RoundSpec, mag, sign, g: int, u=None):
+    """Round the exact finite value ``(-1)**sign * mag * 2**g`` into the float format of ``sp``,
+    for a magnitude already on an integer grid: ``mag`` uint32 below ``2**31``, ``g`` a static
+    Python int at or below the format's finest quantum exponent (``g <= emin - man_bits``, the
+    quantum of the lowest binade, also for formats without subnormals; the largest finite
+    magnitude below ``2**32`` grid units); the format must
+    have ``man_bits >= 1``. The lean sibling of :func:`round_float` for callers that hold exact
+    integer sums (emul_jax.accumulate's exact-product lane): the quantum's shift comes from one
+    ``clz``, the discarded bits are exactly ``F`` (no sticky word), and the decision is the shared
+    :func:`increment`.
+
+    Returns ``(r, over)``: ``r`` the rounded magnitude in units of ``2**g`` (uint32, exact: a
+    multiple of the result's quantum), ``over`` whether the rounded value exceeds the format's
+    largest finite value (then the caller applies the overflow rule, ``OVF_POS``/``OVF_NEG``;
+    ``r`` is then meaningless). ``sign`` (uint32 0/1) is read only by directed modes; ``u`` is the
+    SR word."""
+    P = sp.P
+    m, emin = P[K.M], P[K.EMIN]
+    if m < 1:
+        raise ValueError(f"round_grid: {sp.fmt.name} has no fraction bits (the kept code's last bit is the "
+                         "exponent's); use round_float")
+    D = sp.qe_sub - g  # the shift of the finest quantum (subnormals, or min_normal without them)
+    if g > emin - m:   # every quantum, the normal ones at min_normal included, lies on the grid
+        raise ValueError(f"round_grid: grid 2**{g} is coarser than {sp.fmt.name}'s finest quantum")
+    if grid_max(sp, g) >= 1 << 32:
+        raise ValueError(f"round_grid: {sp.fmt.name}'s range does not fit uint32 on grid 2**{g}")
+    top = i32(31 - m) - clz(mag)           # bit_length - 1 - m: the normal quantum's shift
+    if P[K.SUB]:
+        s = jnp.maximum(top, i32(D))
+    else:  # below min_normal the grid is {0, min_normal}: shift emin - g (= D)
+        s = jnp.where(top + i32(m) < i32(emin - g), i32(D), top)
+    q = shr(mag, s)
+    F = shl(mag, i32(32) - s)              # s == 0: shifted out entirely (F = 0)
+    lsb = q & u32(1) if sp.reads_lsb else None
+    q = q + _bool_u32(increment(sp, lsb, F, None, sign, u))
+    r = shl(q, s)
+    return r, r > u32(grid_max(sp, g))

@@ -14,7 +14,7 @@ the running value and the new term with integer operations on ``uint32``/``int32
 it once with emul_jax's one rounding primitive (:func:`emul_jax._round.round_parts`). The K steps
 run as a ``lax.scan``, vectorised over all outputs (pairwise: one vectorised step per tree level).
 
-Two ways to form the exact sum, which give the same bits:
+Three ways to form the exact sum, which give the same bits:
 
 - the general path: :mod:`emul_jax._exact` — exact products (``mul_parts``) and exact sums
   (``add_parts``) of multi-word magnitudes; any operands, any format, every order;
@@ -30,7 +30,18 @@ Two ways to form the exact sum, which give the same bits:
   formed as one float32 multiply, which is exact only for operands whose significands together
   have at most 24 bits and whose products stay normal: a data-dependent check (``_fast_ok``, on bit
   patterns) chooses the path at run time with ``lax.cond`` (under ``vmap`` with batched operands,
-  both paths run and a select picks).
+  both paths run and a select picks);
+- the exact-product lane, for the sequential order without ``product=`` into the same
+  accumulators (:class:`_XGrid`): when every product of the call is an exact multiple of a fixed
+  grid ``2**g`` (floats: ``g = emax - 27``, the finest grid whose sums fit int32 — e4m3fn × e4m3fn
+  products, multiples of 2**-18, into e4m7's 2**-20; fixed point: the lsb), checked once per call
+  on the operands' bit patterns (:func:`_exact_ok`), terms are exact int32 grid values and the
+  running sum stays one: a fixed-point step is an add and a clamp (or the saturate rule's values,
+  or a wrap), a float step rounds the exact sum with the primitive's on-grid entry
+  :func:`emul_jax._round.round_grid`, an overflow to inf/NaN parks the sum at ``±big`` (absorbing)
+  and the sign of a zero rides in bit 0 (free: every running sum is a multiple of the format's
+  finest quantum, two or more grid units). About 30 lane operations per MAC for e4m7 (the
+  round-to-odd path: 85), 16 for int12. The run-time choice is one ``lax.switch`` over the lanes.
 
 Gradients are straight-through: the derivative of the plain float32 matmul (d out = da·b + a·db,
 ``+ d init``), computed with ``precision=HIGHEST``; the roundings count as the identity.
@@ -107,6 +118,74 @@ def _grid_for(sp: R.RoundSpec) -> _Grid | None:
 
 
 @dataclasses.dataclass(frozen=True)
+class _XGrid:
+    """The exact-product lane of one accumulator: every product of the call is an exact multiple
+    of ``2**g`` (checked at run time: :func:`_exact_ok`), so terms are exact int32 grid values
+    (clamped to ``±clamp`` first, a float32 power of two, where that keeps the result; 0: no
+    clamp) and the running sum is an int32 grid value too — no round to odd, no conversion per step.
+
+    Floats: the sum goes to :func:`emul_jax._round.round_grid`; an overflow to a finite value
+    continues from it, one to inf/NaN parks the sum at ``±big`` (absorbing: ``big - clamp`` still
+    overflows, ``big + clamp < 2**31``), decoded at the end as ``ovf_bits``. Fixed point (the grid is
+    the lsb: sums need no rounding at all): out-of-range sums become ``vpos``/``vneg`` (a clamp
+    when those are the range's ends) or wrap modulo ``2**bits``."""
+
+    g: int
+    clamp: int                       # log2 of the product clamp, or -1 for none
+    big: int = 0                     # floats: the parked magnitude of an inf/NaN running sum
+    ovf: tuple = ()                  # floats: (pos, neg) magnitude after an overflow (finite, or big)
+    ovf_bits: tuple = ()             # floats: (pos, neg) float32 patterns of a parked sum
+    lo: int = 0                      # fixed: the signed range [lo, hi] and what lies beyond it
+    hi: int = 0
+    vneg: int = 0
+    vpos: int = 0
+    wrap: bool = False
+
+
+def _xgrid_for(sp: R.RoundSpec) -> _XGrid | None:
+    """The exact-product lane of this accumulator, or None where it does not apply."""
+    P = sp.P
+    if sp.is_float:
+        m, emax = P[K.M], P[K.EMAX]
+        g = emax - 27                 # |sum| < 2**(emax+1) + 2**(emax+2) + parked 2**(emax+3) < 2**31
+        if m < 1 or g >= P[K.EMIN] - m or sp.qe_sub < -126:  # >= : bit 0 of a running sum is free
+            return None
+        big = 1 << (emax + 3 - g)
+        ovf, ovf_bits = [], []
+        for pos, neg_slot, sign in ((K.OVF_POS, K.INF_POS, 0), (K.OVF_NEG, K.INF_NEG, 1)):
+            code = P[pos] & sp.mask
+            vb = R._value_bits(sp, code)
+            a = vb & ABS
+            if a < EXP:               # a finite overflow value: the sum continues from it
+                v = float(np.uint32(a).view(np.float32)) * 2.0 ** -g
+                ovf.append(int(v))
+            else:                     # inf or NaN: the core's later steps keep its special code
+                special = (P[neg_slot] & sp.mask) if a == EXP else (sp.nan_codes or (None, None))[sign]
+                if special is None or R._value_bits(sp, special) != vb:
+                    return None
+                ovf.append(big)
+            ovf_bits.append(vb)
+        return _XGrid(g, emax + 2 - g, big, tuple(ovf), tuple(ovf_bits))
+    rule, bits = P[K.RULE], sp.bits
+    if rule == K.RULE_WRAP_SM or bits > 24:
+        return None
+    signed = bool(P[K.SIGNED])
+
+    def val(code):
+        code &= sp.mask
+        return code - (1 << bits) if signed and code >> (bits - 1) else code
+
+    hi, lo = P[K.MAXRAW], -P[K.NEGMAG]
+    vpos, vneg = val(P[K.INF_POS]), val(P[K.INF_NEG])
+    if rule == K.RULE_SAT_SYM and signed:  # the most negative code is never produced
+        if vneg != -hi:
+            return None
+        lo = -hi
+    wrap = rule == K.RULE_WRAP
+    return _XGrid(-P[K.FRAC], -1 if wrap else 30, lo=lo, hi=hi, vneg=vneg, vpos=vpos, wrap=wrap)
+
+
+@dataclasses.dataclass(frozen=True)
 class _Cfg:
     """Everything static about a call (hashable: the jit cache key)."""
 
@@ -116,6 +195,7 @@ class _Cfg:
     outer: R.RoundSpec
     product: R.RoundSpec | None
     grids: tuple | None   # (grid of acc, grid of outer) when the integer fast path may run
+    xgrid: "_XGrid | None" = None  # the exact-product lane (sequential, no product rounding)
 
     @property
     def final(self) -> R.RoundSpec:
@@ -149,7 +229,8 @@ def _config(acc, product, product_rounding, rounding, overflow, order, chunk, ou
         ga, go = _grid_for(sp_acc), _grid_for(sp_out)
         if ga is not None and go is not None and sp_acc.is_float == sp_out.is_float:
             grids = (ga, go)
-    return _Cfg(order, core.chunk, sp_acc, sp_out, sp_prod, grids)
+    xgrid = _xgrid_for(sp_acc) if order == "sequential" and sp_prod is None else None
+    return _Cfg(order, core.chunk, sp_acc, sp_out, sp_prod, grids, xgrid)
 
 
 def _is_down(sp: R.RoundSpec) -> bool:
@@ -432,6 +513,139 @@ class _FastFloat(_FastBase):
         return jnp.where(kind != u32(FINITE), R.code_to_f32_bits(sp, special), new), flag
 
 
+class _ExactBase:
+    """The exact-product lane (:class:`_XGrid`): products a·b·2**-g from one float32 multiply are
+    integers (:func:`_exact_ok`), clamped in float32 (exact: a power of two) and converted."""
+
+    def __init__(self, cfg: _Cfg):
+        self.cfg = cfg
+        self.X = cfg.xgrid
+
+    def operands(self, a_bits, b_bits):
+        a = f32_from_bits(jnp.moveaxis(a_bits, -1, 0))
+        b = f32_from_bits(jnp.moveaxis(b_bits, -2, 0)) * np.float32(2.0 ** -self.X.g)
+        return a, b
+
+    def _term(self, q):
+        if self.X.clamp >= 0:
+            c = np.float32(2.0 ** self.X.clamp)
+            q = jnp.minimum(jnp.maximum(q, -c), c)
+        return lax.convert_element_type(q, I32)
+
+    def state(self, sp, st):
+        return st
+
+
+class _ExactFixed(_ExactBase):
+    """Fixed point on its lsb grid: the step is an int32 add, then a clamp (or the saturate rule's
+    values) or a wrap — no rounding (the sum is exact)."""
+
+    def product(self, opk):
+        a, b = opk
+        return self._term(a[..., :, None] * b[..., None, :]), None
+
+    def init_state(self, sp, codes):
+        bits = sp.bits
+        if sp.P[K.SIGNED]:
+            return as_i32(codes << u32(32 - bits)) >> i32(32 - bits)
+        return as_i32(codes)
+
+    def values(self, sp, st):
+        return R.code_to_f32_bits(sp, as_u32(st) & u32(sp.mask))
+
+    def add(self, sp, x, y, u):
+        X = self.X
+        S = x + y
+        if X.wrap:
+            if sp.P[K.SIGNED]:
+                sh = i32(32 - sp.bits)
+                return (S << sh) >> sh, None
+            return S & i32(sp.mask), None
+        if (X.vneg, X.vpos) == (X.lo, X.hi):
+            return jnp.minimum(jnp.maximum(S, i32(X.lo)), i32(X.hi)), None
+        return jnp.where(S > i32(X.hi), i32(X.vpos), jnp.where(S < i32(X.lo), i32(X.vneg), S)), None
+
+
+class _ExactFloat(_ExactBase):
+    """Float accumulators: the running sum is one int32 ``w``: its grid value (a multiple of the
+    format's finest quantum, ``2**D`` units with ``D >= 1``: bit 0 is free) with the sign of a zero
+    in bit 0 — one carry, so the scan's body stays one fusion. Each step rounds the exact sum with
+    :func:`emul_jax._round.round_grid`."""
+
+    def product(self, opk):
+        a, b = opk
+        q = a[..., :, None] * b[..., None, :]          # an exact integer (or ±0)
+        return (self._term(q), f32_bits(q) >> u32(31)), None
+
+    def init_state(self, sp, codes):
+        vb = R.code_to_f32_bits(sp, codes)             # finite (_exact_ok): a normal float32 or ±0
+        v = lax.convert_element_type(f32_from_bits(vb) * np.float32(2.0 ** -self.X.g), I32)
+        return v | as_i32(vb >> u32(31))
+
+    def values(self, sp, w):
+        X = self.X
+        zs = as_u32(w & i32(1))
+        v = w & i32(-2)
+        mag = jnp.abs(v)
+        fb = f32_bits(lax.convert_element_type(mag, jnp.float32)) + u32(X.g << 23)  # exact: few bits
+        fb = jnp.where(mag == i32(0), u32(0), fb)
+        sign = jnp.where(v == i32(0), zs, as_u32(v < i32(0)))
+        parked = jnp.where(sign != u32(0), u32(X.ovf_bits[1]), u32(X.ovf_bits[0]))
+        return jnp.where(mag >= i32(X.big), parked, fb | (sign << u32(31)))
+
+    def add(self, sp, w, y, u):
+        X = self.X
+        t, ts = y
+        S = (w & i32(-2)) + t
+        neg = S < i32(0)
+        sign = as_u32(neg)
+        r, over = R.round_grid(sp, as_u32(jnp.abs(S)), sign, X.g, u)
+        op, on = X.ovf
+        ovf = i32(op) if op == on else jnp.where(neg, i32(on), i32(op))
+        r = jnp.where(over, ovf, as_i32(r))
+        new = jnp.where(neg, -r, r)
+        if sp.P[K.NEGZERO]:  # bit 0: the sign of a zero result (x's bit 0 is the sign of a nonzero x too)
+            zz = (as_u32(w) | ts) & u32(1) if _is_down(sp) else as_u32(w) & ts
+            new = new | as_i32(jnp.where(S == i32(0), zz, sign))
+        return new, None
+
+
+def _operand_stats(bits):
+    """(all finite and normal-or-zero, max significand width, min and max exponent, min exponent
+    of the last set bit) over the nonzero elements of float32 patterns (scalars)."""
+    a = bits & u32(ABS)
+    ef = a >> u32(23)
+    nz = a != u32(0)
+    ok = jnp.all(~nz | ((ef >= u32(1)) & (ef <= u32(254))))
+    mant = (a & u32(FRAC)) | u32(HIDDEN)
+    low = mant & (u32(0) - mant)
+    tz = as_i32(lax.population_count(low - u32(1)))
+    width = i32(24) - tz
+    top = as_i32(ef) - i32(127)
+    w = jnp.max(jnp.where(nz, width, i32(0)), initial=0)
+    tmin = jnp.min(jnp.where(nz, top, i32(1000)), initial=1000)
+    tmax = jnp.max(jnp.where(nz, top, i32(-1000)), initial=-1000)
+    lmin = jnp.min(jnp.where(nz, top - i32(23) + tz, i32(1000)), initial=1000)
+    return ok, w, tmin, tmax, lmin
+
+
+def _exact_ok(cfg: _Cfg, a_bits, b_bits, init=None):
+    """Whether the exact-product lane holds for these operands: finite normal (or zero) operands,
+    products exact in float32 (significand widths summing to at most 24), every product a multiple
+    of 2**g (the exponents of the operands' last set bits), b·2**-g a normal float32, products
+    finite (wrap: below 2**30, exact in int32), and a finite init (floats)."""
+    X = cfg.xgrid
+    g = X.g
+    oka, wa, amin, amax, la = _operand_stats(a_bits)
+    okb, wb, bmin, bmax, lb = _operand_stats(b_bits)
+    ok = oka & okb & (wa + wb <= 24) & (la + lb >= g)
+    ok = ok & (bmin - g >= -126) & (bmax - g <= 127)
+    ok = ok & (amax + bmax + 2 - g <= (30 if X.clamp < 0 else 127))
+    if init is not None and cfg.acc.is_float:
+        ok = ok & jnp.all((R.code_to_f32_bits(cfg.acc, init) & u32(EXP)) != u32(EXP))
+    return ok
+
+
 def _fast_ok(cfg: _Cfg, a_bits, b_bits):
     """Whether every product a·b·2**-g is an exact normal float32 (or ±0) within the fast path's
     bounds: operands finite and normal (XLA CPU flushes subnormal float32 inputs), significand
@@ -600,8 +814,10 @@ def _fast_dtype(dt) -> bool:
 
 def _compute(cfg: _Cfg, a, b, init, u, ubad, fast_allowed=True):
     """(float32 values, int32 flags) of shape (nb, M, N) for a (nb, M, K), b (nb, K, N).
-    ``fast_allowed``: True (the fast path where it applies, chosen at run time), False (the general
-    path only) or "only" (the fast path without the run-time check: the caller vouches for it)."""
+    ``fast_allowed``: True (the fastest lane that applies, chosen at run time: the exact-product
+    lane, else the round-to-odd fast path, else the general path), False (the general path only),
+    "odd" (alias "only": the round-to-odd fast path) or "exact" (the exact-product lane), each
+    without its run-time check (the caller vouches for it)."""
     nb, M, K_ = a.shape
     N = b.shape[-1]
     shape = (nb, M, N)
@@ -623,18 +839,35 @@ def _compute(cfg: _Cfg, a, b, init, u, ubad, fast_allowed=True):
         lane = _Exact(cfg)
         return run(lane, lane.operands(a, b))
 
-    fast = cfg.grids is not None and fast_allowed and _fast_dtype(a.dtype) and _fast_dtype(b.dtype)
-    if fast:
+    dt_ok = _fast_dtype(a.dtype) and _fast_dtype(b.dtype)
+    odd = cfg.grids is not None and dt_ok and fast_allowed in (True, "odd", "only")
+    exact = cfg.xgrid is not None and dt_ok and fast_allowed in (True, "exact")
+    if odd or exact:
         a_bits, b_bits = _f32_bits_exact(a), _f32_bits_exact(b)
 
-        def fast_path(a, b):
-            lane = _FastFloat(cfg) if cfg.acc.is_float else _FastFixed(cfg)
-            return run(lane, lane.operands(a_bits, b_bits))
+    def fast_path(a, b):
+        lane = _FastFloat(cfg) if cfg.acc.is_float else _FastFixed(cfg)
+        return run(lane, lane.operands(a_bits, b_bits))
 
-        if fast_allowed == "only":  # the fast path alone (bench/jax_accumulate.py counts its operations)
-            bits, flag = fast_path(a, b)
-        else:
-            bits, flag = lax.cond(_fast_ok(cfg, a_bits, b_bits), fast_path, general, a, b)
+    def exact_path(a, b):
+        lane = _ExactFloat(cfg) if cfg.acc.is_float else _ExactFixed(cfg)
+        return run(lane, lane.operands(a_bits, b_bits))
+
+    # fast_allowed "odd" ("only") / "exact": that lane alone, without its run-time check (the
+    # caller vouches for it: tests, bench/jax_accumulate.py counting a lane's operations)
+    if fast_allowed in ("odd", "only") and odd:
+        bits, flag = fast_path(a, b)
+    elif fast_allowed == "exact" and exact:
+        bits, flag = exact_path(a, b)
+    elif odd or exact:
+        branches, idx = [general], i32(0)
+        if odd:
+            branches.append(fast_path)
+            idx = jnp.where(_fast_ok(cfg, a_bits, b_bits), i32(len(branches) - 1), idx)
+        if exact:
+            branches.append(exact_path)
+            idx = jnp.where(_exact_ok(cfg, a_bits, b_bits, init), i32(len(branches) - 1), idx)
+        bits, flag = lax.switch(idx, branches, a, b)
     else:
         bits, flag = general(a, b)
     bad = flag != 0

@@ -76,34 +76,45 @@ def wide(rng, shape):
     return x
 
 
-def lane_results(a, b, acc, **kw):
-    """emul_jax's result for each lane that applies: ("general", y) always, ("fast", y) where the
-    configuration has the integer fast path and the operands pass its check."""
+def lane_results(a, b, acc, init=None, **kw):
+    """emul_jax's result for each lane that applies: ("general", y) always, ("odd", y) where the
+    configuration has the round-to-odd fast path and the operands pass its check, ("exact", y) where
+    it has the exact-product lane and the operands pass that check."""
     cfg = A._config(acc, kw.get("product"), kw.get("product_rounding", "nearest_even"),
                     kw.get("rounding", "nearest_even"), kw.get("overflow"), kw.get("order", "sequential"),
                     kw.get("chunk"), kw.get("outer"), None, "add")
     a3, b3 = jnp.asarray(a)[None], jnp.asarray(b)[None]
+    ic = None
+    if init is not None:
+        ic, _ = A._init_codes(cfg, init, (a3.shape[1], b3.shape[2]))
+        ic = ic.reshape((1,) + ic.shape)
     out = []
     with eager():
-        for fast in (False, True):
-            if fast and (cfg.grids is None or not bool(A._fast_ok(cfg, A._f32_bits_exact(a3), A._f32_bits_exact(b3)))):
+        ab, bb = A._f32_bits_exact(a3), A._f32_bits_exact(b3)
+        for fast in (False, "odd", "exact"):
+            if fast == "odd" and (cfg.grids is None or not bool(A._fast_ok(cfg, ab, bb))):
                 continue
-            y, flags = A._compute(cfg, a3, b3, None, None, None, fast)
+            if fast == "exact" and (cfg.xgrid is None or not bool(A._exact_ok(cfg, ab, bb, ic))):
+                continue
+            y, flags = A._compute(cfg, a3, b3, ic, None, None, fast)
             assert not np.asarray(flags).any()
-            out.append(("fast" if fast else "general", np.asarray(y)[0]))
+            out.append(("general" if fast is False else fast, np.asarray(y)[0]))
     return out
 
 
-def check_lanes(a, b, acc, expect_fast=None, **kw):
+def check_lanes(a, b, acc, expect_fast=None, expect_exact=None, **kw):
     want = emul.matmul(a, b, acc, **kw)
-    got = lane_results(a, b, acc, **kw)
+    got = dict(lane_results(a, b, acc, **kw))
     if expect_fast is not None:
-        assert ("fast" in dict(got)) == expect_fast
-    for lane, y in got:
+        assert ("odd" in got or "exact" in got) == expect_fast
+    if expect_exact is not None:
+        assert ("exact" in got) == expect_exact
+    for lane, y in got.items():
         try:
             assert_bits(y, want)
         except AssertionError as exc:
             raise AssertionError(f"{lane} path, acc={acc}, {kw}: {exc}") from None
+    return got
 
 
 # -- the matrix: orders × formats × modes × overflow rules, both lanes ----------------------------------
@@ -501,3 +512,161 @@ def test_random_configurations(seed):
         K = int(rng.integers(1, 14))
         a, b = gen(rng, (2, K)), gen(rng, (K, 3))
         check_lanes(a, b, acc, **kw)
+
+
+# -- the exact-product lane and its primitive entry (round_grid) ----------------------------------------
+
+@pytest.mark.parametrize("fmt", ["e4m7", "e4m7-nosub", "e4m3fn", "e3m4", "e5m2"])
+@pytest.mark.parametrize("rounding", ["nearest_even", "nearest_away", "nearest_down", "toward_zero", "up", "down",
+                                      "odd", "stochastic"])
+def test_round_grid_is_round_float(fmt, rounding):
+    """_round.round_grid (an int32 grid magnitude, a static exponent) gives round_float's code: every
+    magnitude near every tie and binade edge, on grids from the format's quantum down 20 bits."""
+    from emul_jax import _round as R
+    from emul._kernels import slots as SL
+
+    sp = R.spec(fmt, rounding, None, 3 if rounding == "stochastic" else None)
+    rng = np.random.default_rng(zlib.crc32(f"{fmt}{rounding}".encode()))
+    q0 = sp.P[SL.EMIN] - sp.P[SL.M]   # the finest quantum exponent (with or without subnormals)
+    for g in (q0, q0 - 1, q0 - 2, q0 - 7, sp.P[SL.EMAX] - 27, q0 - 20):
+        if g > q0 or R.grid_max(sp, g) >= 1 << 30:
+            continue
+        top = min(2 ** 31 - 1, (R.grid_max(sp, g) * 3) // 2 + (1 << max(0, sp.qe_sub - g)))
+        edges = [1 << k for k in range(31) if (1 << k) <= top]
+        half = 1 << max(0, sp.qe_sub - g - 1)
+        cand = [0, 1, 2, 3, top, R.grid_max(sp, g)]
+        for e in edges:
+            cand += [e - 1, e, e + 1, e + half, e - half]
+        cand += list(rng.integers(0, top + 1, 400))
+        mag = np.unique(np.clip(np.array(cand, np.int64), 0, top)).astype(np.uint32)
+        mag = np.concatenate([mag, mag])
+        sign = np.concatenate([np.zeros(mag.size // 2), np.ones(mag.size // 2)]).astype(np.uint32)
+        u = rng.integers(0, 8, mag.size).astype(np.uint32)
+        r, over = R.round_grid(sp, jnp.asarray(mag), jnp.asarray(sign), g, jnp.asarray(u))
+        code = R.round_float(sp, jnp.asarray(sign), None, jnp.asarray(mag), jnp.full(mag.shape, g, np.int32),
+                             None, jnp.asarray(u))
+        ovf_pos, ovf_neg = sp.by_sign(SL.OVF_POS, SL.OVF_NEG)
+        vals = np.abs(np.asarray(R.code_to_f32_bits(sp, code)).view(np.float32).astype(np.float64))
+        r, over = np.asarray(r).astype(np.float64), np.asarray(over)
+        ovf = np.where(sign != 0, ovf_neg, ovf_pos)
+        # no overflow: the same value; overflow: round_float took the overflow rule's code too
+        assert np.array_equal(r[~over] * 2.0 ** g, vals[~over]), (fmt, rounding, g)
+        assert np.array_equal(np.asarray(code)[over], ovf[over]), (fmt, rounding, g)
+        assert over.any() and (~over).any()
+
+
+def test_round_grid_rejects():
+    from emul_jax import _round as R
+
+    sp = R.spec("e4m7")
+    with pytest.raises(ValueError, match="coarser"):
+        R.round_grid(sp, jnp.uint32([1]), jnp.uint32([0]), sp.qe_sub + 1)
+    with pytest.raises(ValueError, match="coarser"):
+        R.round_grid(R.spec("e4m7-nosub"), jnp.uint32([1]), jnp.uint32([0]), -6)
+    with pytest.raises(ValueError, match="fit uint32"):
+        R.round_grid(sp, jnp.uint32([1]), jnp.uint32([0]), -40)
+
+
+def _exact_case_operands():
+    """e4m3fn operands for the exact-product lane: exact ties of e4m7 (1 + 2**-8), a 2**-18 product
+    breaking them either way, swamping, subnormal products (2**-9 · 2**-9), overflow to inf and
+    back (448 · 448), cancellation to an exact zero, a tiny negative sum rounding to -0, ±0 products."""
+    sub = 2.0 ** -9
+    a = np.float32([[1.0, 2.0 ** -8, sub, 0.0, 0.0, 0.0, -0.0],
+                    [1.0, 2.0 ** -8, -sub, 1.0, -1.0, 0.0, 0.0],
+                    [-sub, -sub, sub, -0.0, -0.0, -0.0, -0.0],
+                    [448.0, 448.0, -448.0, 1.0, 0.5, -0.0, 0.0],
+                    [-1.0, -2.0 ** -8, -sub, 3 * 2.0 ** -8, -0.0, 1.0, -1.0],
+                    [0.0, -0.0, 0.0, -0.0, 0.0, -0.0, -sub]])
+    b = np.float32([[1.0, 1.0, -0.0, sub, 0.0, -1.0, -0.0],
+                    [1.0, 1.0, 0.0, 1.0, -sub, 1.0, 1.0],
+                    [sub, sub, 1.0, 1.0, -1.0, 0.0, 448.0],
+                    [sub, 1.0, 1.0, 1.0, -0.0, 1.0, 1.0],
+                    [1.0, -1.0, 0.0, -0.0, 1.0, 1.0, 2.0],
+                    [1.0, 1.0, 1.0, -1.0, 1.0, -1.0, 1.0],
+                    [-0.0, -0.0, 1.0, 1.0, -1.0, 0.0, sub]])
+    return a, b
+
+
+@pytest.mark.parametrize("acc,kw", [("e4m7", {}), ("e4m7", dict(rounding="nearest_away")),
+                                    ("e4m7", dict(rounding="down")), ("e4m7", dict(rounding="up")),
+                                    ("e4m7", dict(rounding="toward_zero")), ("e4m7", dict(rounding="odd")),
+                                    ("e4m7", dict(overflow="saturate")), ("e4m7-nosub", {}),
+                                    ("e4m3fn", {}), ("e3m4", dict(rounding="nearest_down"))])
+def test_exact_lane_adversarial(acc, kw):
+    """The exact-product lane equals the core and the general path (and the round-to-odd path
+    where it applies) on ties, swamping, subnormal products, overflow, zero signs."""
+    a, b = _exact_case_operands()
+    got = check_lanes(a, b, acc, expect_exact=True, **kw)
+    assert "general" in got
+    rng = np.random.default_rng(zlib.crc32(f"x{acc}{kw}".encode()))
+    a, b = narrow(rng, (M, K)), narrow(rng, (K, N))
+    check_lanes(a, b, acc, expect_exact=True, **kw)
+
+
+@pytest.mark.parametrize("init", [np.float32([-0.0, 0.0, -0.0, 1.0, -0.0, 2.0 ** -13, -0.0]), np.float32([[-0.0], [2.0 ** -13], [-200.0],
+                                                                                  [0.0], [-0.0], [5.0]])])
+def test_exact_lane_init(init):
+    a, b = _exact_case_operands()
+    want = emul.matmul(a, b, "e4m7", init=init)
+    got = dict(lane_results(a, b, "e4m7", init=init))
+    assert "exact" in got
+    for lane, y in got.items():
+        assert_bits(y, want)
+
+
+def test_exact_lane_sr():
+    a, b = _exact_case_operands()
+    rng = np.random.default_rng(21)
+    for r in (3, 8):
+        rb = rng.integers(0, 2 ** r, (a.shape[0], b.shape[1], K))
+        want = emul.matmul(a, b, "e4m7", rounding="stochastic", sr_bits=r, random_bits=rb)
+        cfg = A._config("e4m7", None, "nearest_even", "stochastic", None, "sequential", None, None, r, "add")
+        assert cfg.xgrid is not None
+        with eager():
+            u = jnp.asarray(rb.astype(np.uint32))[None]
+            for fast in (False, "exact"):
+                y, _ = A._compute(cfg, jnp.asarray(a)[None], jnp.asarray(b)[None], None, u, None, fast)
+                assert_bits(np.asarray(y)[0], want)
+
+
+@pytest.mark.parametrize("acc,overflow", [("int12", "saturate"), ("int12", "saturate_zero"),
+                                          ("int12", "saturate_symmetric"), ("int12", "wrap"),
+                                          ("ufx<10,2>", "saturate"), ("ufx<10,2>", "wrap"), ("fx<14,2>", "saturate"),
+                                          ("int8", "saturate_zero")])
+def test_exact_lane_fixed(acc, overflow):
+    """Fixed point with products on the lsb grid: an int32 add and the overflow rule per step."""
+    rng = np.random.default_rng(zlib.crc32(f"{acc}{overflow}".encode()))
+    a = int8s(rng, (M, K)) / (4 if "<" in acc else 1)
+    b = int8s(rng, (K, N))
+    a[0, :] = 127.0 / (4 if "<" in acc else 1)      # a run of large steps: overflow on the way
+    b[:, 0] = np.float32([100, 100, -100, -100, -100, -100, 100])
+    check_lanes(a.astype(np.float32), b, acc, overflow=overflow, expect_exact=True)
+
+
+def test_exact_lane_check():
+    cfg = A._config("e4m7", None, "nearest_even", "nearest_even", None, "sequential", None, None, None, "add")
+    assert cfg.xgrid is not None and cfg.xgrid.g == -20
+    check = jax.jit(lambda a, b, i: A._exact_ok(cfg, A._f32_bits_exact(a), A._f32_bits_exact(b), i))
+    rng = np.random.default_rng(0)
+    e = narrow(rng, (M, M))
+    zi = np.zeros((1, M, M), np.uint32)
+
+    def ok(x, y, init=zi):
+        return bool(check(*(e if v is None else np.broadcast_to(np.float32(v), e.shape) for v in (x, y)), init))
+
+    assert ok(None, None)
+    assert ok(2.0 ** -10, 2.0 ** -10)            # products 2**-20: on the grid
+    assert not ok(2.0 ** -11, 2.0 ** -10)        # 2**-21: below it (the round-to-odd path takes these)
+    assert not ok(wide(rng, (M, M)), None)
+    assert not ok(1e-40, None)
+    assert not ok(None, np.inf)
+    assert not ok(None, None, np.full((1, M, M), 0x780, np.uint32))     # an infinite init
+    assert ok(None, None, np.full((1, M, M), 0xF80 - 1, np.uint32))     # -max finite
+    for acc, kw in [("e5m6", {}), ("fp16", {}), ("e4m7", dict(order="pairwise")), ("e4m7", dict(order="chunked")),
+                    ("fx<10,3>", dict(overflow="wrap_sign_magnitude"))]:
+        c = A._config(acc, None, "nearest_even", "nearest_even", kw.get("overflow"), kw.get("order", "sequential"),
+                      4 if kw.get("order") == "chunked" else None, None, None, "add")
+        assert c.xgrid is None, (acc, kw)
+    assert A._config("e4m7", "e4m3fn", "nearest_even", "nearest_even", None, "sequential", None, None, None,
+                     "add").xgrid is None
