@@ -1,6 +1,6 @@
 """Quantized training GEMMs: ``dot_general`` and ``conv_general_dilated`` as ``jax.custom_vjp`` s.
 
-A layer ``Y = X · W`` runs three GEMMs (AQT's split, PAPERS.md §A.6):
+A layer ``Y = X · W`` runs three GEMMs (AQT's split; paper [A], docs/references.md):
 
 ============  ==========================  =====================  ==================
 GEMM          computes                    ``lhs`` operand        ``rhs`` operand
@@ -50,7 +50,9 @@ from emul.quantize import _fits_float32
 from emul.rounding import Overflow, Rounding
 
 from . import _round as R
-from ._bits import ABS, EXP, SIGN, f32_bits, f32_from_bits, u32
+from . import sparsity as _sparsity
+from ._bits import ABS, EXP, HIDDEN, SIGN, f32_bits, f32_from_bits, u32
+from .accumulate import matmul as _matmul, sr_steps as _sr_steps
 from .arith import add as _add, div as _div, fma as _fma, mul as _mul, sub as _sub
 from .quantize import quantize as _quantize
 
@@ -157,7 +159,7 @@ class Sparsity:
     ``method="topn"``: the ``n`` largest magnitudes (:func:`emul_jax.sparsity.nm_prune`, ties by
     ``ties``) — for weights and activations. ``method="mvue"``: the unbiased minimum-variance
     estimate (:func:`emul_jax.sparsity.mvue`, ``mvue_method`` ``"exact"`` or ``"approx"`` (2:4)) —
-    for gradients (PAPERS.md §A). ``axis=None``: the innermost reduction axis of the GEMM the
+    for gradients (paper [A]). ``axis=None``: the innermost reduction axis of the GEMM the
     operand enters (``docs/training.md`` lists it per GEMM and operand); an int: that axis of the
     operand's own layout.
     """
@@ -190,18 +192,21 @@ class Operand:
     """How one GEMM operand is made low precision (applied in this order):
 
     1. ``sparsity`` (optional :class:`Sparsity`) on the float32 operand;
-    2. ``scale`` — the range that maps the operand onto the format (PAPERS.md §C.1–C.2):
+    2. ``scale`` — the range that maps the operand onto the format (paper [C]):
        ``"none"`` (the values themselves are rounded to ``format``); ``"absmax"`` (symmetric:
-       s = amax / format.max, q = Q(x / s), the GEMM multiplies q and scales its result by s);
-       ``"minmax"`` (asymmetric, GEMMLOWP: s = (max − min) / (qmax − qmin),
-       q = Q((x − min) / s + qmin), x̂ = (q − qmin)·s + min enters the GEMM). Every step is one
-       float32 operation rounded once (emul_jax.div/sub/add/mul, so a NumPy replay agrees bit for
-       bit); a zero range gives s = 1.
+       s = amax / format.max, r = 1 / s, q = Q(x·r); the GEMM multiplies q and its result is
+       multiplied by s); ``"minmax"`` (asymmetric, GEMMLOWP: s = (max − min) / (qmax − qmin),
+       r = 1 / s, q = Q((x − min)·r + qmin), and x̂ = (q − qmin)·s + min enters the GEMM; qmin,
+       qmax: the format's range, ±max for floats). s and r are rounded once each to float32
+       (emul_jax.div); a zero range gives s = r = 1. The per-element steps are float32 operations
+       (IEEE, rounded to nearest even) with subnormal operands and results flushed to zeros of
+       their sign on every backend (``docs/training.md``: why, and the NumPy replay).
        ``granularity``: ``"tensor"`` (one range), ``"channel"`` (one per index of the operand's
        first axis that survives in the GEMM's output: output channels of a weight, samples of
        an activation or of the gradient in the input-gradient GEMM, output channels of the
-       gradient in the weight-gradient GEMM), ``"sample_mean"`` (§C.2 activations: each
-       sample's min/max (or amax), averaged over the samples in float32, first to last).
+       gradient in the weight-gradient GEMM), ``"sample_mean"`` (paper [C]'s activation range:
+       each sample's min/max (or amax), averaged over the samples: a pairwise float32 sum, then
+       one division by their number).
     3. the rounding of the (scaled) values to ``format`` by ``rounding`` / ``overflow`` /
        ``sr_bits`` / ``sr_method`` (as :func:`emul_jax.quantize`; ``"stochastic"`` draws one word
        per element from the operand's key stream).
@@ -244,13 +249,13 @@ class Operand:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Accumulator:
-    """An emulated accumulator (:func:`emul_jax.accumulate.matmul`, SEMANTICS.md §4): every
+    """An emulated accumulator (:func:`emul_jax.accumulate.matmul`, docs/accumulators.md): every
     addition rounded once to ``format`` by ``rounding``/``overflow`` (SR words from the GEMM's
     ``ACC`` stream), in ``order`` (``"sequential"``, ``"pairwise"``, ``"chunked"`` with ``chunk``
     and ``outer``). The reduction index runs over the contracting dimensions in the order of the
     dimension numbers (convolutions: input channel outermost, then the kernel taps in C order).
 
-    ``ste`` (PAPERS.md §D.2), the gradient through the forward accumulation: ``"identity"``
+    ``ste`` (paper [D]), the gradient through the forward accumulation: ``"identity"``
     (d S / d p_k = 1); ``"immediate"`` (0 for a product that step k swamped — the rounded sum
     equals the running sum while the product is nonzero — or where step k overflowed, else 1);
     ``"recursive"`` (the immediate factor times, for every later step of the same chain, 0 where
@@ -341,7 +346,7 @@ class GemmSpec:
 class DotConfig:
     """The three GEMMs of a quantized layer (``fwd``, ``dlhs``, ``drhs``; see the module table).
 
-    ``bifurcation`` (PAPERS.md §C.4): True — each backward GEMM rounds the float32 output
+    ``bifurcation`` (paper [C]): True — each backward GEMM rounds the float32 output
     gradient by its own spec from its own key stream (e.g. an 8-bit SR copy for the input
     gradient, a 16-bit one for the weight gradient); False — the output gradient is rounded once,
     by ``dlhs.lhs`` from the ``dlhs`` stream, and that one tensor feeds both GEMMs
@@ -405,7 +410,7 @@ class DotConfig:
 # -- presets (the ``emul train`` recipes of issue 10) ---------------------------------------------
 
 def _u8(granularity, rounding="nearest_even"):
-    """PAPERS.md §C.1: 8-bit GEMMLOWP-style asymmetric [min, max] quantizer (uint8, 0…255)."""
+    """Paper [C]: the 8-bit GEMMLOWP-style asymmetric [min, max] quantizer (uint8, 0…255)."""
     return Operand(format="uint8", scale="minmax", granularity=granularity, rounding=rounding)
 
 
@@ -415,7 +420,7 @@ def fp32() -> DotConfig:
 
 
 def w8a8(*, per_channel: bool = False) -> DotConfig:
-    """8-bit weights and activations (PAPERS.md §C.2): activations uint8 over the batch-mean of
+    """8-bit weights and activations (paper [C]): activations uint8 over the batch-mean of
     the per-sample [min, max] (``"sample_mean"``), weights uint8 over their [min, max] per tensor
     (or per output channel), both round-to-nearest-even; the backward GEMMs use these same
     quantized tensors (``"fwd"``) and the float32 output gradient."""
@@ -424,7 +429,7 @@ def w8a8(*, per_channel: bool = False) -> DotConfig:
 
 
 def w8a8g8(*, per_channel: bool = False, grad_w: Any = "bf16") -> DotConfig:
-    """:func:`w8a8` plus 8-bit gradients with bifurcation (PAPERS.md §C.2, §C.4): the input
+    """:func:`w8a8` plus 8-bit gradients with bifurcation (paper [C]): the input
     gradient from the output gradient rounded stochastically to uint8 over its [min, max]; the
     weight gradient from a 16-bit copy (``grad_w``, default bf16; None keeps float32 as the
     authors' code does)."""
@@ -444,7 +449,7 @@ def _grad_sparsity(base, sparsity, name):
 
 def mvue12(base: DotConfig | None = None) -> DotConfig:
     """``base`` (default :func:`fp32`) with the output gradient of the weight-gradient GEMM made
-    1:2 sparse by MVUE along that GEMM's reduction axis (PAPERS.md §A.3, §A.6)."""
+    1:2 sparse by MVUE along that GEMM's reduction axis (paper [A])."""
     return _grad_sparsity(base, Sparsity(n=1, m=2, method="mvue"), "mvue12")
 
 
@@ -454,7 +459,7 @@ def mvue24(base: DotConfig | None = None, *, method: str = "exact") -> DotConfig
 
 
 def topk24_grad(base: DotConfig | None = None) -> DotConfig:
-    """The failure mode of PAPERS.md §A.2: the weight-gradient GEMM's output gradient pruned to
+    """The failure mode of paper [A]: the weight-gradient GEMM's output gradient pruned to
     its top 2 of 4 magnitudes (biased)."""
     return _grad_sparsity(base, Sparsity(n=2, m=4, method="topn"), "topk24_grad")
 
@@ -466,18 +471,18 @@ def _tnm(base, n, m, method):
 
 
 def tnm24(base: DotConfig | None = None, *, method: str = "greedy") -> DotConfig:
-    """``base`` with transposable 2:4 weights (PAPERS.md §B), the mask recomputed each call."""
+    """``base`` with transposable 2:4 weights (paper [B]), the mask recomputed each call."""
     return _tnm(base, 2, 4, method)
 
 
 def tnm48(base: DotConfig | None = None, *, method: str = "greedy") -> DotConfig:
-    """``base`` with transposable 4:8 weights (PAPERS.md §B)."""
+    """``base`` with transposable 4:8 weights (paper [B])."""
     return _tnm(base, 4, 8, method)
 
 
 def acc12(base: DotConfig | None = None, *, format: Any = "e4m7", chunk: int = 16, rounding: str = "toward_zero",
           ste: str = "identity", backward: bool = False) -> DotConfig:
-    """``base`` with 12-bit floating-point accumulators (PAPERS.md §D.2): e4m7, chunked (``chunk``
+    """``base`` with 12-bit floating-point accumulators (paper [D]): e4m7, chunked (``chunk``
     products per chunk, chunk sums added in e4m7 too), rounded ``toward_zero`` (the reviewers'
     "floor"), saturating; exact products. Forward GEMM only unless ``backward=True``."""
     base = fp32() if base is None else base
@@ -519,10 +524,22 @@ def recipe(name: str) -> DotConfig:
     return cfg
 
 
-# -- exact statistics and the operand quantizer -----------------------------------------------------
-# Ranges are read from float32 bit patterns (XLA CPU flushes subnormals in float compares), and
-# every float operation of a quantizer is one correctly rounded float32 operation of emul_jax.arith,
-# so a NumPy replay with emul.div/sub/add/mul gives the same bits on every backend.
+# -- statistics and the operand quantizer -----------------------------------------------------------
+# Ranges are read from float32 bit patterns (exact; XLA CPU flushes subnormals in float compares).
+# The per-range numbers (the scale s and its reciprocal r) are computed once per range with
+# emul_jax.arith's correctly rounded float32 operations. The per-element arithmetic is plain IEEE
+# float32 (subtract, multiply, add; never a division: XLA rewrites x / c as x * (1/c)) with every
+# operand and result whose magnitude is below 2**-126 flushed to a zero of its sign, explicitly, on
+# every backend (XLA CPU flushes them anyway, GPUs do not): so the bits are defined, backend
+# independent, and a NumPy replay (float32 operations plus the same flush) reproduces them. A
+# product never feeds an addition directly (the flush, a select, sits between), so FMA contraction
+# cannot change a result.
+
+def _ftz(x):
+    """x with subnormals replaced by a zero of their sign (a bit-level select, no arithmetic)."""
+    b = f32_bits(x)
+    return jnp.where((b & u32(ABS)) < u32(HIDDEN), f32_from_bits(b & u32(SIGN)), x)
+
 
 def _absmax(x, axes):
     b = f32_bits(x) & u32(ABS)
@@ -549,10 +566,15 @@ def _minmax(x, axes):
 
 
 def _mean(v):
-    """Mean of a 1-D float32 vector: a sequential float32 sum from +0 (``emul.dot(ones, v, "fp32")``),
-    then one float32 division by its length."""
-    total, _ = lax.scan(lambda s, x: (_add(s, x, "fp32"), None), jnp.float32(0), v)
-    return _div(total, np.float32(v.shape[0]), "fp32")
+    """Mean of a 1-D float32 vector: a pairwise float32 sum (elements 2i and 2i+1 added level by
+    level, an odd last one passing up unchanged; each sum rounded to nearest even and flushed),
+    then divided by its length with one rounding."""
+    n = v.shape[0]
+    while v.shape[0] > 1:
+        k = v.shape[0] // 2
+        pair = _ftz(v[0:2 * k:2] + v[1:2 * k:2])
+        v = jnp.concatenate([pair, v[2 * k:]]) if v.shape[0] % 2 else pair
+    return _ftz(_div(v[0], np.float32(n), "fp32"))
 
 
 def _others(nd, axis):
@@ -575,9 +597,13 @@ def _stats(x, op: Operand, chan_axis, sample_axis, fn):
     return fn(x, tuple(range(nd)))
 
 
-def _nonzero_or_one(s, rng):
-    """s where the range is nonzero (bit patterns), else 1."""
-    return jnp.where((f32_bits(rng) & u32(ABS)) == u32(0), jnp.float32(1), s)
+def _scale(rng, qrange):
+    """(s, r): s = rng / qrange and r = 1 / s, each rounded once to float32 and flushed; s = r = 1
+    where the range is zero (or flushes to zero)."""
+    s = _ftz(_div(rng, np.float32(qrange), "fp32"))
+    zero = (f32_bits(s) & u32(ABS)) == u32(0)
+    s = jnp.where(zero, jnp.float32(1), s)
+    return s, _ftz(_div(jnp.float32(1), s, "fp32"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -597,14 +623,13 @@ def _prepare(x, op: Operand, ax: _Axes, round_key, sparse_key, mask=None):
         x = lax.select(mask, x, jnp.zeros(x.shape, _F32))
     sp = op.sparsity
     if sp is not None:
-        from . import sparsity as S
         axis = ax.nm if sp.axis is None else sp.axis
         if axis is None:
             raise ValueError("sparsity: this operand has no reduction axis in this GEMM; give Sparsity(axis=...)")
         if sp.method == "topn":
-            x = S.nm_prune(x, sp.n, sp.m, axis=axis, ties=sp.ties)
+            x = _sparsity.nm_prune(x, sp.n, sp.m, axis=axis, ties=sp.ties)
         else:
-            x = S.mvue(x, sp.n, sp.m, axis=axis, key=sparse_key(), method=sp.mvue_method)
+            x = _sparsity.mvue(x, sp.n, sp.m, axis=axis, key=sparse_key(), method=sp.mvue_method)
     if op.format is None:
         return x, None
     fmt = op.format
@@ -613,22 +638,23 @@ def _prepare(x, op: Operand, ax: _Axes, round_key, sparse_key, mask=None):
         kw["key"] = round_key()
     if op.scale == "none":
         return _quantize(x, fmt, **kw), None
+    x = _ftz(x)
     if op.scale == "absmax":
         amax = _stats(x, op, ax.chan, ax.sample, _absmax)
-        s = _nonzero_or_one(_div(amax, np.float32(fmt.max), "fp32"), amax)
-        return _quantize(_div(x, s, "fp32"), fmt, **kw), s
-    # minmax: the GEMMLOWP quantizer of PAPERS.md §C.1, each operation rounded once in float32
+        s, r = _scale(amax, fmt.max)
+        return _quantize(_ftz(x * r), fmt, **kw), s
+    # minmax: the GEMMLOWP quantizer of paper [C]
     lo, hi = _stats(x, op, ax.chan, ax.sample, _minmax)
+    lo = _ftz(lo)
     qmin, qmax = (-fmt.max, fmt.max) if isinstance(fmt, FloatFormat) else (fmt.min, fmt.max)
-    rng = _sub(hi, lo, "fp32")
-    s = _nonzero_or_one(_div(rng, np.float32(qmax - qmin), "fp32"), rng)
-    y = _div(_sub(x, lo, "fp32"), s, "fp32")
+    s, r = _scale(_sub(hi, lo, "fp32"), qmax - qmin)
+    y = _ftz(_ftz(x - lo) * r)
     if qmin:
-        y = _add(y, np.float32(qmin), "fp32")
+        y = _ftz(y + np.float32(qmin))
     q = _quantize(y, fmt, **kw)
     if qmin:
-        q = _sub(q, np.float32(qmin), "fp32")
-    return _add(_mul(q, s, "fp32"), lo, "fp32"), None
+        q = _ftz(q - np.float32(qmin))
+    return _ftz(_ftz(q * s) + lo), None
 
 
 # -- the GEMMs ----------------------------------------------------------------------------------------
@@ -641,9 +667,8 @@ def _inverse(perm):
 
 
 def _acc_matmul(a, b, spec: GemmSpec, key):
-    from .accumulate import matmul
     acc = spec.accumulator
-    return matmul(a, b, acc.format, product=spec.product, product_rounding=spec.product_rounding,
+    return _matmul(a, b, acc.format, product=spec.product, product_rounding=spec.product_rounding,
                   rounding=acc.rounding, overflow=acc.overflow, order=acc.order, chunk=acc.chunk, outer=acc.outer,
                   key=key() if acc.stochastic else None, sr_bits=acc.sr_bits, sr_method=acc.sr_method)
 
@@ -768,11 +793,10 @@ class _Dot:
         return self.uncanonical(gemm, _acc_matmul(*self.canonical(gemm, a, b), spec, key))
 
     def transposable_mask(self, w, n, m, method):
-        from .sparsity import transposable_mask
         sz = lambda dims: int(np.prod([self.rhs_shape[d] for d in dims], dtype=np.int64))  # noqa: E731
         perm = self.rb + self.rc + self.rf
         wc = jnp.transpose(w, perm).reshape(sz(self.rb), sz(self.rc), sz(self.rf))
-        mk = jax.vmap(lambda t: transposable_mask(t.T, n, m, method=method, layout="gemm").T)(wc)
+        mk = jax.vmap(lambda t: _sparsity.transposable_mask(t.T, n, m, method=method, layout="gemm").T)(wc)
         return jnp.transpose(mk.reshape(tuple(self.rhs_shape[d] for d in perm)), _inverse(perm))
 
 
@@ -905,13 +929,12 @@ class _Conv:
         return jnp.transpose(dw, _inverse(rs))
 
     def transposable_mask(self, w, n, m, method):
-        from .sparsity import transposable_mask
         rs = self.rhs_spec
         wo = jnp.transpose(w, rs)
         o, i = wo.shape[:2]
         k = wo.shape[2:]
         taps = jnp.moveaxis(wo.reshape(o, i, -1), -1, 0)
-        mk = jax.vmap(lambda t: transposable_mask(t, n, m, method=method, layout="gemm"))(taps)
+        mk = jax.vmap(lambda t: _sparsity.transposable_mask(t, n, m, method=method, layout="gemm"))(taps)
         return jnp.transpose(jnp.moveaxis(mk, 0, -1).reshape((o, i) + k), _inverse(rs))
 
 
@@ -926,7 +949,7 @@ def _split_scale(vs, omap, out_nd):
         return v, None
     varying = [a for a in range(s.ndim) if s.shape[a] != 1]
     if any(omap[a] is None for a in varying):
-        return _mul(v, s, "fp32"), None
+        return _ftz(v * s), None
     order = sorted(range(len(varying)), key=lambda i: omap[varying[i]])
     t = jnp.transpose(s.reshape([s.shape[a] for a in varying]), order)
     shape = [1] * out_nd
@@ -945,9 +968,9 @@ def _gemm(kind, gemm, spec: GemmSpec, a, b, acc_key):
     else:
         y = kind.emulated(gemm, va, vb, spec, acc_key)
     if sa is not None and sb is not None:
-        y = _mul(y, _mul(sa, sb, "fp32"), "fp32")
+        y = _ftz(y * _ftz(sa * sb))
     elif sa is not None or sb is not None:
-        y = _mul(y, sa if sb is None else sb, "fp32")
+        y = _ftz(y * (sa if sb is None else sb))
     return y
 
 
@@ -1029,7 +1052,7 @@ _qop.defvjp(_qop_fwd, _qop_bwd)
 _qop_jit = jax.jit(_qop, static_argnums=(0, 1))
 
 
-# -- non-identity straight-through estimators of the forward accumulation (PAPERS.md §D.2) ----------
+# -- non-identity straight-through estimators of the forward accumulation (paper [D]) -------------------
 
 def _nonzero(x):
     return (f32_bits(x) & u32(ABS)) != u32(0)
@@ -1074,12 +1097,11 @@ def _after(o, axis):
 def _step_weights(A, Bm, spec: GemmSpec, key):
     """d S / d p_k for every output and step: (B, M, N, K) float32, for the accumulation of
     A (B, M, K) @ Bm (B, K, N) replayed step by step with the forward's random words."""
-    from .accumulate import sr_steps
     acc = spec.accumulator
     recursive = acc.ste == "recursive"
     nb, m, k = A.shape
     n = Bm.shape[-1]
-    T = sr_steps(k, acc.order, acc.chunk)
+    T = _sr_steps(k, acc.order, acc.chunk)
     shape = (nb, m, n)
     u = None
     if acc.stochastic:
@@ -1150,7 +1172,7 @@ def _ste_backward(kind, cfg, a, b, gd, wd, xr, gr, acc_key):
 
     def full(vs):
         v, s = vs
-        return v if s is None else _mul(v, s, "fp32")
+        return v if s is None else _ftz(v * s)
 
     nb, m, k = A.shape
     n = Bm.shape[-1]

@@ -58,6 +58,28 @@ def normal(seed, shape, scale=1.0):
     return (np.random.default_rng(seed).standard_normal(shape) * scale).astype(np.float32)
 
 
+F32 = np.float32
+
+
+def ftz(v):
+    """NumPy float32 with subnormals flushed to zeros of their sign (the quantizers' arithmetic)."""
+    v = np.asarray(v, F32)
+    return np.where(np.abs(v) < F32(2.0**-126), np.copysign(F32(0), v), v).astype(F32)
+
+
+def np_scale(rng, qrange):
+    s = ftz(emul.div(rng, F32(qrange), "fp32"))
+    s = np.where(s == 0, F32(1), s).astype(F32)
+    return s, ftz(emul.div(F32(1), s, "fp32"))
+
+
+def np_absmax(v, axis, fmt, **kw):
+    """The absmax quantizer in NumPy: (q, s) with q = Q(x * r)."""
+    v = ftz(v)
+    s, r = np_scale(np.max(np.abs(v), axis=axis, keepdims=True), emul.format(fmt).max)
+    return emul.quantize(ftz(v * r), fmt, **kw), s
+
+
 # -- configs ------------------------------------------------------------------------------------------
 
 def test_configs_are_frozen_hashable_values():
@@ -324,10 +346,10 @@ def test_without_bifurcation_both_gemms_share_one_rounding():
     key = jax.random.key(7)
     ct = normal(112, (4, 3), 1e-2)
     dx, dw = _grad(cfg, x, w, ct, key)
-    s = emul_jax.div(jnp.max(jnp.abs(ct)), np.float32(127.0), "fp32")
-    q = emul_jax.quantize(emul_jax.div(ct, s, "fp32"), "int8", "stochastic", key=ops.stream_key(key, ops.DLHS, ops.GRAD))
-    assert_bits(dx, emul_jax.mul(q @ w.T, s, "fp32"))
-    assert_bits(dw, emul_jax.mul(x.T @ q, s, "fp32"))
+    kd = emul.random.fold_in(emul.random.fold_in(np.asarray(jax.random.key_data(key)), ops.DLHS), ops.GRAD)
+    q, s = np_absmax(ct, None, "int8", rounding="stochastic", key=kd)
+    assert_bits(dx, ftz((q @ w.T) * s))
+    assert_bits(dw, ftz((x.T @ q) * s))
 
 
 # -- jit: one trace across steps ----------------------------------------------------------------------
@@ -370,26 +392,19 @@ def test_replay_dense_layer_in_numpy():
 
     kd = np.asarray(jax.random.key_data(key))
     sk = lambda g, r: emul.random.fold_in(emul.random.fold_in(kd, g), r)  # noqa: E731
-    f32 = np.float32
-
-    def absmax(v, axis, fmt, **kw):
-        amax = np.max(np.abs(v), axis=axis, keepdims=True)
-        s = np.where(amax == 0, f32(1), emul.div(amax, f32(emul.format(fmt).max), "fp32")).astype(f32)
-        return emul.quantize(emul.div(v, s, "fp32"), fmt, **kw), s
-
-    qx, sx = absmax(x, 1, "e4m3fn")                 # per sample (row)
-    qw, sw = absmax(w, 0, "e4m3fn")                 # per output channel (column)
+    qx, sx = np_absmax(x, 1, "e4m3fn")                 # per sample (row)
+    qw, sw = np_absmax(w, 0, "e4m3fn")                 # per output channel (column)
     acc = emul.matmul(qx, qw, "e4m7", order="chunked", chunk=4, rounding="stochastic", sr_bits=10, key=sk(0, 3))
-    assert_bits(y, emul.mul(acc, emul.mul(sx, sw, "fp32"), "fp32"))
+    assert_bits(y, ftz(acc * ftz(sx * sw)))
     # dX: the SR gradient (one scale, factored out) times the forward weight (its per-column
     # scales run along dX's reduction, so they are folded into the values)
-    qg, sg = absmax(ct, None, "e5m2", rounding="stochastic", overflow="saturate", key=sk(1, 2))
-    wf = emul.mul(qw, sw, "fp32")
-    assert_bits(dx, emul.mul(emul.matmul(qg, wf.T, "e4m7"), sg, "fp32"))
+    qg, sg = np_absmax(ct, None, "e5m2", rounding="stochastic", overflow="saturate", key=sk(1, 2))
+    wf = ftz(qw * sw)
+    assert_bits(dx, ftz(emul.matmul(qg, wf.T, "e4m7") * sg))
     # dW: the forward activation (per-row scales folded) times the MVUE 2:4 gradient (blocks along
     # the batch, dW's reduction axis) rounded to bf16
     g2 = emul.quantize(emul.sparsity.mvue(ct, 2, 4, axis=0, key=sk(2, 6)), "bf16")
-    xf = emul.mul(qx, sx, "fp32")
+    xf = ftz(qx * sx)
     assert_bits(dw, emul.matmul(xf.T, g2, "e4m7", order="chunked", chunk=4))
 
 
@@ -399,14 +414,19 @@ def test_minmax_and_sample_mean_replay():
     cfg = ops.w8a8()
     x, w = normal(140, (6, 8)), normal(141, (8, 3))
     y = emul_jax.dot_general(x, w, DN, cfg)
-    f32 = np.float32
 
     def uint8(v, lo, hi):
-        s = emul.div(emul.sub(hi, lo, "fp32"), f32(255), "fp32")
-        q = emul.quantize(emul.div(emul.sub(v, lo, "fp32"), s, "fp32"), "uint8")
-        return emul.add(emul.mul(q, s, "fp32"), lo, "fp32")
+        s, r = np_scale(emul.sub(hi, lo, "fp32"), 255)
+        q = emul.quantize(ftz(ftz(v - lo) * r), "uint8")
+        return ftz(ftz(q * s) + lo)
 
-    mean = lambda v: emul.div(emul.dot(np.ones(v.size, f32), v, "fp32"), f32(v.size), "fp32")  # noqa: E731
+    def mean(v):  # pairwise float32 sum (flushed), one division
+        n = v.size
+        while v.size > 1:
+            k = v.size // 2
+            v = np.concatenate([ftz(v[0:2 * k:2] + v[1:2 * k:2]), v[2 * k:]])
+        return ftz(emul.div(v[0], F32(n), "fp32"))
+
     xh = uint8(x, mean(x.min(1)), mean(x.max(1)))
     wh = uint8(w, w.min(), w.max())
     assert_bits(y, lax.dot_general(xh, wh, DN, precision=lax.Precision.HIGHEST))
