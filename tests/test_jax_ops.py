@@ -481,3 +481,48 @@ def test_layout_does_not_change_bits_emulated():
                     drhs=GemmSpec(lhs="fwd", rhs=op, accumulator=Accumulator(format="e4m7")))
     _layout_case(cfg, (5, 6), (6, 4), DN, (6, 5), (4, 6), (((0,), (1,)), ((), ())),
                  lambda a: a.T, lambda b: b.T, 170)
+
+
+# -- convolutions: where scales, N:M blocks and samples are taken ---------------------------------------
+
+def test_conv_axes_table():
+    """NHWC x HWIO -> NHWC: per GEMM and operand, the N:M axis (innermost reduction), the
+    'channel' axis (first axis surviving in the output) and the sample axis."""
+    kind = emul_jax.ops._Conv((4, 6, 6, 8), (3, 3, 8, 16), (4, 6, 6, 16), (1, 1), ((1, 1), (1, 1)), (1, 1), (1, 1),
+                              (0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2), 1, 1)
+    table = {(ops.FWD, 0): (3, 0, 0), (ops.FWD, 1): (2, 3, None),        # X: C / N / N;  W: I / O
+             (ops.DLHS, 0): (3, 0, 0), (ops.DLHS, 1): (3, 2, None),      # G: O / N / N;  W: O / I
+             (ops.DRHS, 0): (0, 3, 0), (ops.DRHS, 1): (0, 3, 0)}         # X: N / C / N;  G: N / O / N
+    for (gemm, side), (nm, chan, sample) in table.items():
+        assert kind.axes(gemm, side) == ops._Axes(nm, chan, sample), (gemm, side)
+
+
+@pytest.mark.slow
+def test_conv_with_8bit_mvue_and_transposable_weights():
+    """w8a8g8 + MVUE 2:4 gradients + transposable 2:4 weights on an NHWC convolution: the forward
+    is the XLA convolution of the prepared operands, the weight mask is 2:4 both ways at every tap,
+    the weight-gradient GEMM's output gradient is 2:4 along the batch, the gradients are finite."""
+    cfg = ops.tnm24(ops.mvue24(ops.w8a8g8()))
+    x, w = normal(180, (4, 6, 6, 8)), normal(181, (3, 3, 8, 8), 0.2)
+    key = jax.random.key(10)
+    dn = ("NHWC", "HWIO", "NHWC")
+    run = jax.jit(lambda a, b, c: (lambda y, v: (y,) + v(c))(*jax.vjp(
+        lambda a, b: emul_jax.conv_general_dilated(a, b, (1, 1), "SAME", dimension_numbers=dn, cfg=cfg, key=key), a, b)))
+    ct = normal(182, (4, 6, 6, 8), 1e-3)
+    y, dx, dw = run(x, w, ct)
+    kind = emul_jax.ops._Conv(x.shape, w.shape, y.shape, (1, 1), ((1, 1), (1, 1)), (1, 1), (1, 1),
+                              (0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2), 1, 1)
+    mask = kind.transposable_mask(jnp.asarray(w), 2, 4, "greedy")
+    m = np.asarray(mask)                                        # (kh, kw, I, O)
+    assert (m.reshape(3, 3, 2, 4, 8).sum(3) <= 2).all() and (m.reshape(3, 3, 8, 2, 4).sum(4) <= 2).all()
+    xh, _ = ops._prepare(jnp.asarray(x), cfg.fwd.lhs, kind.axes(ops.FWD, 0), None, None)
+    wh, _ = ops._prepare(jnp.asarray(w), dataclasses.replace(cfg.fwd.rhs, sparsity=None), kind.axes(ops.FWD, 1),
+                         None, None, mask)
+    want = jax.jit(lambda a, b: lax.conv_general_dilated(a, b, (1, 1), "SAME", dimension_numbers=dn,
+                                                         precision=lax.Precision.HIGHEST))(xh, wh)
+    assert_bits(y, want)
+    g, _ = ops._prepare(jnp.asarray(ct), cfg.drhs.rhs, kind.axes(ops.DRHS, 1), None,
+                        lambda: ops.stream_key(key, ops.DRHS, ops.SPARSE_GRAD))
+    assert (np.count_nonzero(np.asarray(g).reshape(1, 4, 6, 6, 8), axis=1) <= 2).all()
+    assert np.isfinite(np.asarray(dx)).all() and np.isfinite(np.asarray(dw)).all()
+    assert dx.shape == x.shape and dw.shape == w.shape
