@@ -121,12 +121,13 @@ def _grid_for(sp: R.RoundSpec) -> _Grid | None:
 class _XGrid:
     """The exact-product lane of one accumulator: every product of the call is an exact multiple
     of ``2**g`` (checked at run time: :func:`_exact_ok`), so terms are exact int32 grid values
-    (clamped to ``±clamp`` first, a float32 power of two, where that keeps the result; 0: no
-    clamp) and the running sum is an int32 grid value too — no round to odd, no conversion per step.
+    (floats: clamped to ``±2**clamp`` first, in float32, which keeps the result: such a term
+    overflows the sum either way; fixed point, ``clamp == -1``: none, the check bounds the products)
+    and the running sum is an int32 grid value too — no round to odd, no conversion per step.
 
     Floats: the sum goes to :func:`emul_jax._round.round_grid`; an overflow to a finite value
     continues from it, one to inf/NaN parks the sum at ``±big`` (absorbing: ``big - clamp`` still
-    overflows, ``big + clamp < 2**31``), decoded at the end as ``ovf_bits``. Fixed point (the grid is
+    overflows, ``big + 2**clamp < 2**31``), decoded at the end as ``ovf_bits``. Fixed point (the grid is
     the lsb: sums need no rounding at all): out-of-range sums become ``vpos``/``vneg`` (a clamp
     when those are the range's ends) or wrap modulo ``2**bits``."""
 
@@ -182,7 +183,9 @@ def _xgrid_for(sp: R.RoundSpec) -> _XGrid | None:
             return None
         lo = -hi
     wrap = rule == K.RULE_WRAP
-    return _XGrid(-P[K.FRAC], -1 if wrap else 30, lo=lo, hi=hi, vneg=vneg, vpos=vpos, wrap=wrap)
+    # no product clamp: _exact_ok requires |products| < 2**30 lsb (exact in int32, and with
+    # |running sum| < 2**24 no int32 overflow); larger ones take the round-to-odd path
+    return _XGrid(-P[K.FRAC], -1, lo=lo, hi=hi, vneg=vneg, vpos=vpos, wrap=wrap)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -633,7 +636,7 @@ def _exact_ok(cfg: _Cfg, a_bits, b_bits, init=None):
     """Whether the exact-product lane holds for these operands: finite normal (or zero) operands,
     products exact in float32 (significand widths summing to at most 24), every product a multiple
     of 2**g (the exponents of the operands' last set bits), b·2**-g a normal float32, products
-    finite (wrap: below 2**30, exact in int32), and a finite init (floats)."""
+    finite (fixed point, which has no clamp: below 2**30, exact in int32), and a finite init (floats)."""
     X = cfg.xgrid
     g = X.g
     oka, wa, amin, amax, la = _operand_stats(a_bits)
