@@ -194,13 +194,14 @@ class Operand:
     1. ``sparsity`` (optional :class:`Sparsity`) on the float32 operand;
     2. ``scale`` — the range that maps the operand onto the format (paper [C]):
        ``"none"`` (the values themselves are rounded to ``format``); ``"absmax"`` (symmetric:
-       s = amax / format.max, r = 1 / s, q = Q(x·r); the GEMM multiplies q and its result is
-       multiplied by s); ``"minmax"`` (asymmetric, GEMMLOWP: s = (max − min) / (qmax − qmin),
-       r = 1 / s, q = Q((x − min)·r + qmin), and x̂ = (q − qmin)·s + min enters the GEMM; qmin,
-       qmax: the format's range, ±max for floats). s and r are rounded once each to float32
-       (emul_jax.div); a zero range gives s = r = 1. The per-element steps are float32 operations
-       (IEEE, rounded to nearest even) with subnormal operands and results flushed to zeros of
-       their sign on every backend (``docs/training.md``: why, and the NumPy replay).
+       s = amax / format.max, r = format.max / amax, q = Q(x·r); the GEMM multiplies q and its
+       result is multiplied by s); ``"minmax"`` (asymmetric, GEMMLOWP: with R = max − min,
+       s = R / (qmax − qmin), r = (qmax − qmin) / R, q = Q((x − min)·r + qmin), and
+       x̂ = (q − qmin)·s + min enters the GEMM; qmin, qmax: the format's range, ±max for floats).
+       s and r are each rounded once to float32 (emul_jax.div: XLA's divisions are not
+       correctly rounded everywhere); a zero range gives s = r = 1. Every other step is a float32
+       operation (IEEE, rounded to nearest even) with subnormal operands and results flushed to
+       zeros of their sign on every backend (``docs/training.md``: why, and the NumPy replay).
        ``granularity``: ``"tensor"`` (one range), ``"channel"`` (one per index of the operand's
        first axis that survives in the GEMM's output: output channels of a weight, samples of
        an activation or of the gradient in the input-gradient GEMM, output channels of the
@@ -526,8 +527,9 @@ def recipe(name: str) -> DotConfig:
 
 # -- statistics and the operand quantizer -----------------------------------------------------------
 # Ranges are read from float32 bit patterns (exact; XLA CPU flushes subnormals in float compares).
-# The per-range numbers (the scale s and its reciprocal r) are computed once per range with
-# emul_jax.arith's correctly rounded float32 operations. The per-element arithmetic is plain IEEE
+# The per-range quotients (the scale s, its reciprocal r, sample means) are correctly rounded
+# float32 divisions of emul_jax.arith (XLA rewrites divisions by constants, and GPU division is
+# not correctly rounded by default). The per-element arithmetic is plain IEEE
 # float32 (subtract, multiply, add; never a division: XLA rewrites x / c as x * (1/c)) with every
 # operand and result whose magnitude is below 2**-126 flushed to a zero of its sign, explicitly, on
 # every backend (XLA CPU flushes them anyway, GPUs do not): so the bits are defined, backend
@@ -543,7 +545,7 @@ def _ftz(x):
 
 def _absmax(x, axes):
     b = f32_bits(x) & u32(ABS)
-    return f32_from_bits(jnp.max(b, axis=axes, keepdims=True))
+    return (f32_from_bits(jnp.max(b, axis=axes, keepdims=True)),)
 
 
 def _order_key(b):
@@ -565,16 +567,14 @@ def _minmax(x, axes):
     return jnp.where(nan, qnan, lo), jnp.where(nan, qnan, hi)
 
 
-def _mean(v):
-    """Mean of a 1-D float32 vector: a pairwise float32 sum (elements 2i and 2i+1 added level by
-    level, an odd last one passing up unchanged; each sum rounded to nearest even and flushed),
-    then divided by its length with one rounding."""
-    n = v.shape[0]
+def _pairwise_sum(v):
+    """A pairwise float32 sum of a 1-D vector: elements 2i and 2i+1 added level by level, an odd
+    last one passing up unchanged, each sum rounded to nearest even and flushed."""
     while v.shape[0] > 1:
         k = v.shape[0] // 2
         pair = _ftz(v[0:2 * k:2] + v[1:2 * k:2])
         v = jnp.concatenate([pair, v[2 * k:]]) if v.shape[0] % 2 else pair
-    return _ftz(_div(v[0], np.float32(n), "fp32"))
+    return v[0]
 
 
 def _others(nd, axis):
@@ -582,7 +582,9 @@ def _others(nd, axis):
 
 
 def _stats(x, op: Operand, chan_axis, sample_axis, fn):
-    """fn(x, axes) per op.granularity, keepdims (broadcastable to x)."""
+    """fn(x, axes) per op.granularity as a tuple of keepdims arrays (broadcastable to x).
+    ``"sample_mean"``: the per-sample values averaged over the samples, a pairwise float32 sum
+    divided by their number (one rounding; one emul_jax.div for all of them)."""
     nd = x.ndim
     if op.granularity == "channel" and chan_axis is not None:
         return fn(x, _others(nd, chan_axis))
@@ -591,19 +593,21 @@ def _stats(x, op: Operand, chan_axis, sample_axis, fn):
             raise ValueError("granularity='sample_mean': this operand has no sample axis (a weight); "
                              "use 'tensor' or 'channel'")
         per = fn(x, _others(nd, sample_axis))
-        per = per if isinstance(per, tuple) else (per,)
-        out = tuple(_mean(p.reshape(-1)).reshape((1,) * nd) for p in per)
-        return out if len(out) > 1 else out[0]
+        sums = jnp.stack([_pairwise_sum(p.reshape(-1)) for p in per])
+        n = np.float32(x.shape[sample_axis])
+        return tuple(m.reshape((1,) * nd) for m in _ftz(_div(sums, n, "fp32")))
     return fn(x, tuple(range(nd)))
 
 
 def _scale(rng, qrange):
-    """(s, r): s = rng / qrange and r = 1 / s, each rounded once to float32 and flushed; s = r = 1
-    where the range is zero (or flushes to zero)."""
-    s = _ftz(_div(rng, np.float32(qrange), "fp32"))
-    zero = (f32_bits(s) & u32(ABS)) == u32(0)
-    s = jnp.where(zero, jnp.float32(1), s)
-    return s, _ftz(_div(jnp.float32(1), s, "fp32"))
+    """(s, r): s = rng / qrange and r = qrange / rng, each rounded once to float32 (one
+    emul_jax.div for both) and flushed; s = r = 1 where either flushes to zero (a zero range)."""
+    q = np.float32(qrange)
+    both = _ftz(_div(jnp.stack([rng, jnp.broadcast_to(q, rng.shape)]),
+                     jnp.stack([jnp.broadcast_to(q, rng.shape), rng]), "fp32"))
+    s, r = both[0], both[1]
+    zero = ((f32_bits(s) & u32(ABS)) == u32(0)) | ((f32_bits(r) & u32(ABS)) >= u32(EXP))
+    return jnp.where(zero, jnp.float32(1), s), jnp.where(zero, jnp.float32(1), r)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -640,14 +644,14 @@ def _prepare(x, op: Operand, ax: _Axes, round_key, sparse_key, mask=None):
         return _quantize(x, fmt, **kw), None
     x = _ftz(x)
     if op.scale == "absmax":
-        amax = _stats(x, op, ax.chan, ax.sample, _absmax)
+        (amax,) = _stats(x, op, ax.chan, ax.sample, _absmax)
         s, r = _scale(amax, fmt.max)
         return _quantize(_ftz(x * r), fmt, **kw), s
     # minmax: the GEMMLOWP quantizer of paper [C]
     lo, hi = _stats(x, op, ax.chan, ax.sample, _minmax)
     lo = _ftz(lo)
     qmin, qmax = (-fmt.max, fmt.max) if isinstance(fmt, FloatFormat) else (fmt.min, fmt.max)
-    s, r = _scale(_sub(hi, lo, "fp32"), qmax - qmin)
+    s, r = _scale(_ftz(hi - lo), qmax - qmin)
     y = _ftz(_ftz(x - lo) * r)
     if qmin:
         y = _ftz(y + np.float32(qmin))

@@ -68,9 +68,10 @@ def ftz(v):
 
 
 def np_scale(rng, qrange):
-    s = ftz(emul.div(rng, F32(qrange), "fp32"))
-    s = np.where(s == 0, F32(1), s).astype(F32)
-    return s, ftz(emul.div(F32(1), s, "fp32"))
+    """(s, r) = (range / qrange, qrange / range), each rounded once and flushed; 1 for a zero range."""
+    s, r = ftz(emul.div(rng, F32(qrange), "fp32")), ftz(emul.div(F32(qrange), rng, "fp32"))
+    zero = (s == 0) | np.isinf(r)
+    return np.where(zero, F32(1), s).astype(F32), np.where(zero, F32(1), r).astype(F32)
 
 
 def np_absmax(v, axis, fmt, **kw):
@@ -416,7 +417,7 @@ def test_minmax_and_sample_mean_replay():
     y = emul_jax.dot_general(x, w, DN, cfg)
 
     def uint8(v, lo, hi):
-        s, r = np_scale(emul.sub(hi, lo, "fp32"), 255)
+        s, r = np_scale(ftz(hi - lo), 255)
         q = emul.quantize(ftz(ftz(v - lo) * r), "uint8")
         return ftz(ftz(q * s) + lo)
 
