@@ -527,3 +527,29 @@ def test_conv_with_8bit_mvue_and_transposable_weights():
     assert (np.count_nonzero(np.asarray(g).reshape(1, 4, 6, 6, 8), axis=1) <= 2).all()
     assert np.isfinite(np.asarray(dx)).all() and np.isfinite(np.asarray(dw)).all()
     assert dx.shape == x.shape and dw.shape == w.shape
+
+
+@pytest.mark.slow
+def test_emulated_conv_backward_replays_in_numpy():
+    """All three GEMMs of a stride-1 NCHW convolution with e4m7 chunked SR accumulators: the
+    forward is emul.conv2d, dX the conv2d of G with the flipped kernel (I and O swapped), dW the
+    matmul of G with X's im2col columns over (sample, position) — bit for bit from the same key."""
+    x = emul.quantize(normal(190, (2, 3, 5, 5)), "e4m3fn")
+    w = emul.quantize(normal(191, (4, 3, 3, 3)), "e4m3fn")
+    ct = emul.quantize(normal(192, (2, 4, 5, 5)), "e4m3fn")
+    acc = Accumulator(format="e4m7", order="chunked", chunk=4, rounding="stochastic", sr_bits=8)
+    cfg = DotConfig(fwd=GemmSpec(accumulator=acc), dlhs=GemmSpec(accumulator=acc), drhs=GemmSpec(accumulator=acc))
+    key = jax.random.key(11)
+    y, dx, dw = jax.jit(lambda a, b, c: (lambda y, v: (y,) + v(c))(*jax.vjp(
+        lambda a, b: emul_jax.conv_general_dilated(a, b, (1, 1), ((1, 1), (1, 1)), cfg=cfg, key=key), a, b)))(x, w, ct)
+    kd = np.asarray(jax.random.key_data(key))
+    sk = lambda g: emul.random.fold_in(emul.random.fold_in(kd, g), ops.ACC)  # noqa: E731
+    kw = dict(order="chunked", chunk=4, rounding="stochastic", sr_bits=8)
+    assert_bits(y, emul.conv2d(x, w, "e4m7", padding=1, key=sk(ops.FWD), **kw))
+    wt = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+    assert_bits(dx, emul.conv2d(ct, wt, "e4m7", padding=1, key=sk(ops.DLHS), **kw))
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    cols = np.stack([xp[:, :, i:i + 5, j:j + 5] for i in range(3) for j in range(3)], axis=2).reshape(2, 27, 25)
+    a = ct.reshape(2, 4, 25).transpose(1, 0, 2).reshape(4, 50)
+    b = cols.transpose(0, 2, 1).reshape(50, 27)
+    assert_bits(dw, emul.matmul(a, b, "e4m7", key=sk(ops.DRHS), **kw).reshape(4, 3, 3, 3))
