@@ -608,8 +608,11 @@ class _ExactFloat(_ExactBase):
         r = jnp.where(over, ovf, as_i32(r))
         new = jnp.where(neg, -r, r)
         if sp.P[K.NEGZERO]:  # bit 0: the sign of a zero result (x's bit 0 is the sign of a nonzero x too)
-            zz = (as_u32(w) | ts) & u32(1) if _is_down(sp) else as_u32(w) & ts
-            new = new | as_i32(jnp.where(S == i32(0), zz, sign))
+            if _is_down(sp):
+                new = new | as_i32(jnp.where(S == i32(0), (as_u32(w) | ts) & u32(1), sign))
+            else:  # an exact zero is -0 iff both terms are negative (or -0); then S <= 0, and S < 0
+                # sets the bit anyway, so no test of S == 0 is needed
+                new = new | as_i32((as_u32(w) & ts) | sign)
         return new, None
 
 
