@@ -37,7 +37,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
-import math
 from typing import Any
 
 import jax
@@ -53,7 +52,7 @@ from . import _round as R
 from . import sparsity as _sparsity
 from ._bits import ABS, EXP, HIDDEN, SIGN, f32_bits, f32_from_bits, u32
 from .accumulate import matmul as _matmul, sr_steps as _sr_steps
-from .arith import add as _add, div as _div, fma as _fma, mul as _mul, sub as _sub
+from .arith import add as _add, div as _div, fma as _fma, mul as _mul
 from .quantize import quantize as _quantize
 
 __all__ = [
@@ -233,7 +232,8 @@ class Operand:
             if self.scale != "none":
                 raise ValueError(f"scale={self.scale!r}: needs a format (format=None keeps float32 values)")
             if self.rounding != "nearest_even" or self.overflow is not None or self.sr_bits is not None:
-                raise ValueError("rounding/overflow/sr_bits: only used with a format (format=None keeps float32 values)")
+                raise ValueError("rounding/overflow/sr_bits: only used with a format "
+                                 "(format=None keeps float32 values)")
             return
         object.__setattr__(self, "format", _fmt(self.format, "format"))
         _rounding_args(self, "Operand")
@@ -401,7 +401,8 @@ class DotConfig:
         """Whether a call draws random bits (SR anywhere, or MVUE)."""
         for g in (self.fwd, self.dlhs, self.drhs):
             for o in (g.lhs, g.rhs):
-                if isinstance(o, Operand) and (o.stochastic or (o.sparsity is not None and o.sparsity.method == "mvue")):
+                mvue = isinstance(o, Operand) and o.sparsity is not None and o.sparsity.method == "mvue"
+                if mvue or (isinstance(o, Operand) and o.stochastic):
                     return True
             if g.accumulator is not None and g.accumulator.stochastic:
                 return True
@@ -445,7 +446,8 @@ def _grad_sparsity(base, sparsity, name):
     if not base.bifurcation:
         raise ValueError(f"{name}: the sparse gradient belongs to the weight-gradient GEMM; needs bifurcation=True")
     rhs = base.drhs.rhs
-    return dataclasses.replace(base, drhs=dataclasses.replace(base.drhs, rhs=dataclasses.replace(rhs, sparsity=sparsity)))
+    drhs = dataclasses.replace(base.drhs, rhs=dataclasses.replace(rhs, sparsity=sparsity))
+    return dataclasses.replace(base, drhs=drhs)
 
 
 def mvue12(base: DotConfig | None = None) -> DotConfig:
@@ -1027,7 +1029,8 @@ def _qop_bwd(kind, cfg, res, g):
     a, b, lhs, rhs, mask, key = res
     keys = _Streams(key)
     g = lax.convert_element_type(g, _F32)
-    gd = _prepare(g, cfg.dlhs.lhs, kind.axes(DLHS, 0), keys(DLHS, GRAD, "dlhs.lhs"), keys(DLHS, SPARSE_GRAD, "dlhs.lhs"))
+    gd = _prepare(g, cfg.dlhs.lhs, kind.axes(DLHS, 0), keys(DLHS, GRAD, "dlhs.lhs"),
+                  keys(DLHS, SPARSE_GRAD, "dlhs.lhs"))
     if cfg.bifurcation:
         gr = _prepare(g, cfg.drhs.rhs, kind.axes(DRHS, 1), keys(DRHS, GRAD, "drhs.rhs"),
                       keys(DRHS, SPARSE_GRAD, "drhs.rhs"))

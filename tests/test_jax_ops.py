@@ -181,7 +181,8 @@ WIDE = DotConfig(fwd=GemmSpec(accumulator=Accumulator(format="fp32")),
                  drhs=GemmSpec(accumulator=Accumulator(format="fp32")))
 
 
-@pytest.mark.parametrize("case", [0, 1, pytest.param(2, marks=pytest.mark.slow), pytest.param(4, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("case", [0, 1, pytest.param(2, marks=pytest.mark.slow),
+                                  pytest.param(4, marks=pytest.mark.slow)])
 def test_emulated_conv_has_the_lax_geometry(case):
     ls, rs, st, pad, ld, rd, dn, fgc, bgc = CONVS[case]
     x, w = normal(40 + case, ls), normal(50 + case, rs)
@@ -437,11 +438,13 @@ def _layout_case(cfg, ls, rs, dn, ls2, rs2, dn2, to2_l, to2_r, seed, scale=1.0):
     """The same layer in two layouts (to2_*: maps operands of layout 1 to layout 2) gives the same bits."""
     rng = np.random.default_rng(seed)
     x, w = normal(seed, ls, scale), normal(seed + 1, rs, scale)
-    f = lambda a, b, c: (lambda y, v: (y,) + v(c))(*jax.vjp(lambda a, b: emul_jax.dot_general(a, b, dn, cfg), a, b))  # noqa: E731
-    g = lambda a, b, c: (lambda y, v: (y,) + v(c))(*jax.vjp(lambda a, b: emul_jax.dot_general(a, b, dn2, cfg), a, b))  # noqa: E731
+    def run(dims):
+        return jax.jit(lambda a, b, c: (lambda y, v: (y,) + v(c))(
+            *jax.vjp(lambda a, b: emul_jax.dot_general(a, b, dims, cfg), a, b)))
+
     ct = rng.standard_normal(jax.eval_shape(lambda a, b: lax.dot_general(a, b, dn), x, w).shape).astype(np.float32)
-    y1, dx1, dw1 = jax.jit(f)(x, w, ct)
-    y2, dx2, dw2 = jax.jit(g)(to2_l(x), to2_r(w), ct)
+    y1, dx1, dw1 = run(dn)(x, w, ct)
+    y2, dx2, dw2 = run(dn2)(to2_l(x), to2_r(w), ct)
     assert_bits(y1, y2)
     assert_bits(to2_l(dx1), dx2)
     assert_bits(to2_r(dw1), dw2)
@@ -465,7 +468,8 @@ def test_layout_does_not_change_bits():
 @pytest.mark.slow
 def test_layout_does_not_change_bits_more():
     to2 = lambda a: jnp.transpose(a, (2, 0, 1))  # noqa: E731
-    cfg = DotConfig(fwd=GemmSpec(lhs=INT8, rhs=INT8), dlhs=GemmSpec(lhs=INT8, rhs="fwd"), drhs=GemmSpec(lhs="fwd", rhs=INT8))
+    cfg = DotConfig(fwd=GemmSpec(lhs=INT8, rhs=INT8), dlhs=GemmSpec(lhs=INT8, rhs="fwd"),
+                    drhs=GemmSpec(lhs="fwd", rhs=INT8))
     _layout_case(cfg, (5, 6), (6, 4), DN, (6, 5), (4, 6), (((0,), (1,)), ((), ())),
                  lambda a: a.T, lambda b: b.T, 160)
     _layout_case(cfg, (3, 5, 6), (3, 6, 4), (((2,), (1,)), ((0,), (0,))), (5, 6, 3), (6, 4, 3),
@@ -508,7 +512,8 @@ def test_conv_with_8bit_mvue_and_transposable_weights():
     key = jax.random.key(10)
     dn = ("NHWC", "HWIO", "NHWC")
     run = jax.jit(lambda a, b, c: (lambda y, v: (y,) + v(c))(*jax.vjp(
-        lambda a, b: emul_jax.conv_general_dilated(a, b, (1, 1), "SAME", dimension_numbers=dn, cfg=cfg, key=key), a, b)))
+        lambda a, b: emul_jax.conv_general_dilated(a, b, (1, 1), "SAME", dimension_numbers=dn, cfg=cfg, key=key),
+        a, b)))
     ct = normal(182, (4, 6, 6, 8), 1e-3)
     y, dx, dw = run(x, w, ct)
     kind = emul_jax.ops._Conv(x.shape, w.shape, y.shape, (1, 1), ((1, 1), (1, 1)), (1, 1), (1, 1),
