@@ -1,6 +1,6 @@
 """dot, matmul, conv2d with an emulated low-precision accumulator, in pure JAX, bit for bit as emul.
 
-Same names, arguments and semantics as :mod:`emul.accumulate` (SEMANTICS §4, ``docs/accumulators.md``):
+Same names, arguments and semantics as :mod:`emul.accumulate` (``docs/accumulators.md``):
 products exact (or rounded once to ``product``), then summed in the accumulator format ``acc`` with
 one rounding and one overflow check per addition, in the order ``order`` says (``"sequential"``,
 ``"pairwise"``, ``"chunked"`` with ``chunk`` and ``outer``), from ``init`` or +0. Stochastic
