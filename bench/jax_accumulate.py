@@ -2,10 +2,10 @@
 
 The headline is the issue's target: 256 x 256 @ 256 x 256 with e4m3fn-valued float32 operands into
 an e4m7 accumulator, sequential, round to nearest even (emul_jax's exact-product lane: every
-product is an integer on a 2**-20 grid, summed in int32 and rounded by _round.round_grid), then the
+product an exact multiple of 2**-20, summed in int32 and rounded by _round.round_grid), then the
 other paths for context: int8 into a saturating and a wrapping int12 accumulator (the exact-product
-lane: an int32 add and a clamp or wrap), the round-to-odd fast path (chunked, SR), fp16 and bf16 accumulators (the general path: emul_jax._exact sums of multi-word
-magnitudes), pairwise and chunked orders, stochastic rounding. Every emul_jax result is first
+lane: an int32 add and a clamp or wrap), the round-to-odd fast path (chunked), fp16 and bf16
+accumulators (the general path: emul_jax._exact sums of multi-word magnitudes), pairwise and chunked orders, stochastic rounding. Every emul_jax result is first
 checked equal to the core's, bit for bit.
 
 Timings: best of ``--repeats`` after a warm-up call, interleaved (every function once per round) so
@@ -162,7 +162,8 @@ def main(argv=None):
         opts = ", ".join(f"{k}={v}" for k, v in kw.items()) or "sequential, nearest_even"
         print(f"{kind:8} {acc:6} {opts:38} {jw * 1e3:8.1f} {cw * 1e3:8.1f} {cw / jw:6.2f} {jc * 1e3:8.1f} "
               f"{cc * 1e3:8.1f} {cc / jc:9.2f} {macs / jw / 1e9:8.2f}  {path} ({ops} ops in the loop body)")
-        rows.append({"operands": kind, "acc": acc, "options": {k: str(v) for k, v in kw.items()}, "path": path, "lane": str(lane),
+        rows.append({"operands": kind, "acc": acc, "options": {k: str(v) for k, v in kw.items()}, "path": path,
+                     "lane": str(lane),
                      "jax_wall_s": jw, "core_wall_s": cw, "ratio_wall": cw / jw, "jax_cpu_s": jc, "core_cpu_s": cc,
                      "ratio_cpu": cc / jc, "jax_gmacs": macs / jw / 1e9, "core_gmacs": macs / cw / 1e9,
                      "loop_body_ops": ops})

@@ -604,8 +604,8 @@ def test_exact_lane_adversarial(acc, kw):
     check_lanes(a, b, acc, expect_exact=True, **kw)
 
 
-@pytest.mark.parametrize("init", [np.float32([-0.0, 0.0, -0.0, 1.0, -0.0, 2.0 ** -13, -0.0]), np.float32([[-0.0], [2.0 ** -13], [-200.0],
-                                                                                  [0.0], [-0.0], [5.0]])])
+@pytest.mark.parametrize("init", [np.float32([-0.0, 0.0, -0.0, 1.0, -0.0, 2.0 ** -13, -0.0]),
+                                  np.float32([[-0.0], [2.0 ** -13], [-200.0], [0.0], [-0.0], [5.0]])])
 def test_exact_lane_init(init):
     a, b = _exact_case_operands()
     want = emul.matmul(a, b, "e4m7", init=init)
