@@ -16,7 +16,8 @@ are float32; formats and modes are static (each configuration compiles once unde
 element i of the broadcast result word i, so ``key=jax.random.key(s)`` equals the core's
 ``seed=s``. Gradients are straight-through (``ste=``): ``"identity"`` differentiates the exact
 operation (d(a·b) = b·da + a·db, computed in plain float32; the rounding is treated as the
-identity), ``"none"`` gives zero.
+identity), ``"clipped"`` does so only where the plain float32 result lies within the format's
+range, ``"none"`` gives zero.
 """
 
 from __future__ import annotations
@@ -35,11 +36,11 @@ from emul.rounding import Rounding
 from . import _exact as E
 from . import _round as R
 from ._bits import U32, f32_from_bits, u32
-from .quantize import _input, _is_traced, _spec, _sr_words
+from .quantize import _in_range, _input, _is_traced, _spec, _sr_words
 
 __all__ = ["add", "sub", "mul", "div", "fma", "sqrt"]
 
-STE = ("identity", "none")
+STE = ("identity", "clipped", "none")
 _NAMES = {"add": ("a", "b"), "sub": ("a", "b"), "mul": ("a", "b"), "div": ("a", "b"),
           "fma": ("a", "b", "c"), "sqrt": ("a",)}
 
@@ -174,7 +175,12 @@ def _attach_grad_jvp(op, ste, primals, tangents):
     for tm in terms:
         if tm is not None:
             out = out + tm
-    return y, jnp.broadcast_to(out, y.shape)
+    out = jnp.broadcast_to(out, y.shape)
+    if isinstance(ste, tuple):  # ("clipped", spec): zero where the float32 result leaves the range
+        plain = {"add": lambda: f[0] + f[1], "sub": lambda: f[0] - f[1], "mul": lambda: f[0] * f[1],
+                 "div": lambda: f[0] / f[1], "fma": lambda: f[0] * f[1] + f[2], "sqrt": lambda: jnp.sqrt(f[0])}[op]()
+        out = jnp.where(_in_range(ste[1], jnp.broadcast_to(plain, y.shape)), out, jnp.float32(0))
+    return y, out
 
 
 # -- public functions ---------------------------------------------------------------------------
@@ -210,7 +216,7 @@ def _apply(op, operands, fmt, rounding, overflow, key, random_bits, sr_bits, sr_
     if ubad is not None:
         checkify.debug_check(~jnp.any(ubad), f"random_bits: value(s) outside [0, 2**{sp.sr_bits}) "
                                               f"for sr_bits={sp.sr_bits}")
-    return _attach_grad(op, ste, y, *xs)
+    return _attach_grad(op, ("clipped", sp) if ste == "clipped" else ste, y, *xs)
 
 
 _DOC = """
@@ -223,7 +229,10 @@ _DOC = """
       key: a JAX key or two uint32 words: SR word i (C order over the broadcast result) is element
         i of ``jax.random.bits(key, shape, uint32) >> (32 - sr_bits)``.
       random_bits: integers in [0, 2**sr_bits) broadcastable to the result (the other SR source).
-      ste: ``"identity"`` (the derivative of the exact operation, in float32) or ``"none"`` (0).
+      ste: ``"identity"`` (the derivative of the exact operation, in float32), ``"clipped"`` (that
+        derivative where the float32 result of the plain operation lies within the format's range,
+        ``[-max, max]`` or ``[min, max]`` compared exactly on bit patterns, else 0; as quantize's
+        ``"clipped"`` applied to the unrounded result) or ``"none"`` (0).
 
     Returns the rounded results as float32. A NaN result in a format without NaN, or an infinite
     one under a wrap rule, raises ValueError as in the core; under ``jit`` it becomes NaN

@@ -393,6 +393,30 @@ def test_operand_types():
         np.testing.assert_array_equal(bits(got), bits(want), err_msg=f"{op} {fmt} {[x.dtype for x in args]}")
 
 
+def test_grad_clipped():
+    """ste="clipped": the identity estimator where the plain float32 result is within the format's
+    range ([-max, max]; fixed point [min, max]), else 0 — for every op, float and fixed formats."""
+    a = jnp.float32([1.0, 300.0, -300.0, 20.0, 0.5, -1.0])
+    b = jnp.float32([2.0, 200.0, 200.0, 30.0, 0.25, 3.0])
+    for fmt in ("e4m3fn", "fx<8,4>"):
+        fmax = emul.format(fmt).max
+        fmin = -fmax if fmt == "e4m3fn" else emul.format(fmt).min
+        for op, plain, grads in (
+                ("add", np.add, lambda a, b: (np.ones_like(a), np.ones_like(b))),
+                ("sub", np.subtract, lambda a, b: (np.ones_like(a), -np.ones_like(b))),
+                ("mul", np.multiply, lambda a, b: (b, a)),
+                ("div", np.divide, lambda a, b: (1 / b, -a / b ** 2))):
+            f = lambda x, y: getattr(A, op)(x, y, fmt, overflow="saturate", ste="clipped").sum()
+            got = jax.jit(jax.grad(f, argnums=(0, 1)))(a, b)
+            r = plain(np.asarray(a), np.asarray(b))
+            keep = (r >= fmin) & (r <= fmax)
+            assert keep.any() and (op == "div" or not keep.all()), (fmt, op)
+            for g, w in zip(got, grads(np.asarray(a), np.asarray(b))):
+                np.testing.assert_allclose(np.asarray(g), np.where(keep, w, 0), rtol=1e-6)
+    (ds,) = jax.grad(lambda x: A.sqrt(x, "e2m1fn", ste="clipped").sum(), argnums=(0,))(jnp.float32([4.0, 64.0]))
+    np.testing.assert_allclose(np.asarray(ds), [0.25, 0.0])     # sqrt(64) = 8 > 6, the e2m1fn max
+
+
 def test_argument_errors():
     x = f32([1.0, 2.0])
     with pytest.raises(ValueError, match=r"operands could not be broadcast together: a\(2,\), b\(3,\)"):
@@ -400,7 +424,7 @@ def test_argument_errors():
     with pytest.raises(ValueError, match="fp64"):
         A.add(x, x, "fp64")
     with pytest.raises(ValueError, match="ste="):
-        A.mul(x, x, "fp16", ste="clipped")
+        A.mul(x, x, "fp16", ste="clip")
     with pytest.raises(ValueError, match="stochastic"):
         A.add(x, x, "fp16", "stochastic")
     with pytest.raises(ValueError, match="random_bits"):
