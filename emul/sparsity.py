@@ -1,7 +1,7 @@
 """N:M sparsity: top-n masks, minimum-variance unbiased (MVUE) gradient masks, transposable masks.
 
 Blocks are ``m`` consecutive elements along ``axis`` (default -1, the GEMM reduction axis),
-numbered in C order over the remaining index space (SEMANTICS.md section 6).
+numbered in C order over the remaining index space (docs/sparsity.md).
 
 * :func:`nm_mask` / :func:`nm_prune` -- keep the ``n`` largest magnitudes of every block
   (deterministic, MSE-optimal; right for weights and activations, biased for gradients).
@@ -284,7 +284,7 @@ def mvue(x, n, m, axis=-1, *, seed=None, key=None, method="exact"):
        float corner cases where an interval rounds to length >= 1).
 
     For 1:2 this is the 1:2 MVUE (keep x_i with probability |x_i|/S, value sign(x_i) S); for
-    2:4 it realises PAPERS.md's closed forms (Case I: value S/2; Case II: the largest kept with
+    2:4 it realises the MVUE paper's closed forms ([A], docs/references.md) (Case I: value S/2; Case II: the largest kept with
     its own value, one of the rest with value r = S - a_max).
 
     ``method="approx"`` (2:4 only) -- two successive magnitude-proportional draws without
@@ -527,7 +527,7 @@ def _pad2(a, rows, cols):
 def transposable_mask(w, n, m, method="optimal", layout="gemm", reference_early_stop=False):
     """Mask (bool, shape of ``w``) in which every m x m tile keeps at most ``n`` per row and column.
 
-    Tiles (PAPERS.md B.1), each read as an m x m matrix with flat index ``r*m + c``:
+    Tiles (paper [B], docs/references.md), each read as an m x m matrix with flat index ``r*m + c``:
 
     * ``layout="gemm"``: ``w`` is 2-D (rows = outputs, columns = the reduction); a tile is m
       consecutive rows x m consecutive columns (what the forward and the transposed GEMM need).
