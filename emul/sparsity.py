@@ -111,24 +111,75 @@ def _from_blocks(blocks, moved_shape, ax):
     return np.moveaxis(blocks.reshape(moved_shape), -1, ax)
 
 
-def _magnitude_source(a):
-    """An array whose abs() the kernel compares exactly: float32/float64 values as they are
-    (float16 and other narrow floats widened to float32), integers as uint64 magnitudes."""
+# IEEE-layout floats by bit-pattern width: (unsigned view dtype, |x| mask, +inf pattern)
+_FLOAT_KEYS = {
+    2: (np.uint16, 0x7FFF, 0x7C00),  # float16
+    4: (np.uint32, 0x7FFFFFFF, 0x7F800000),
+    8: (np.uint64, 0x7FFFFFFFFFFFFFFF, 0x7FF0000000000000),
+}
+_BF16_KEYS = (np.uint16, 0x7FFF, 0x7F80)
+
+
+def _float_keys(bits, layout):
+    ut, absmask, inf = layout
+    ut = np.dtype(ut).type
+    return bits.view(ut), ut(absmask), ut(inf), ut(inf + 1)
+
+
+def _magnitude_keys(a):
+    """(v, absmask, inf_key, nan_key) for nm_mask_blocks: unsigned integers whose masked values
+    order the magnitudes exactly.  Floats as their bit patterns (float16/32/64, bfloat16 read
+    directly; other narrow floats widened to float32 by ml_dtypes, exactly), integers as uint64
+    magnitudes.  No float instruction touches the data (MXCSR denormals-are-zero cannot matter)."""
     kind = a.dtype.kind
+    ones = np.uint64(0xFFFFFFFFFFFFFFFF)
     if kind in "bu":
-        return a.astype(np.uint64)
+        return a.astype(np.uint64), ones, ones, ones
     if kind == "i":
         a64 = a.astype(np.int64)
         neg = a64 < 0
         mag = a64.astype(np.uint64)
         mag[neg] = (~mag[neg]) + np.uint64(1)  # two's complement negation, exact for INT64_MIN
-        return mag
-    if kind == "f" and a.dtype.itemsize in (4, 8):
-        return a.astype(a.dtype.newbyteorder("="), copy=False)
+        return mag, ones, ones, ones
+    if kind == "f" and a.dtype.itemsize in _FLOAT_KEYS:
+        native = np.ascontiguousarray(a.astype(a.dtype.newbyteorder("="), copy=False))
+        return _float_keys(native, _FLOAT_KEYS[a.dtype.itemsize])
+    if kind == "V" and a.dtype.name == "bfloat16":
+        return _float_keys(np.ascontiguousarray(a), _BF16_KEYS)
     try:
-        return a.astype(np.float32)
+        wide = a.astype(np.float32)
     except Exception:
         raise TypeError(f"x: dtype {a.dtype} is not supported") from None
+    return _float_keys(wide, _FLOAT_KEYS[4])
+
+
+def _widen_to_float32(a):
+    """float16 / bfloat16 / other ml_dtypes floats as float32, exactly: float16 and bfloat16 from
+    their bits (integer operations), the float8 and narrower types by ml_dtypes' conversion (also
+    integer operations)."""
+    if a.dtype.kind == "f" and a.dtype.itemsize == 2:
+        h = np.ascontiguousarray(a.astype(np.dtype(np.float16), copy=False)).view(np.uint16)
+        out = np.empty(h.shape, np.uint32)
+        if h.size:
+            _kernels().f16_to_f32_bits(h.reshape(-1), out.reshape(-1))
+        return out.view(np.float32)
+    if a.dtype.name == "bfloat16":
+        return (np.ascontiguousarray(a).view(np.uint16).astype(np.uint32) << np.uint32(16)).view(np.float32)
+    return a.astype(np.float32)
+
+
+def _narrow_from_float32(v, dt):
+    """float32 array v whose values are values of dt (or +-inf, NaN) as dt: float16 and bfloat16
+    from the bits, other ml_dtypes by their (integer) conversion, which rounds once."""
+    if dt == np.dtype(np.float16):
+        out = np.empty(v.shape, np.uint16)
+        if v.size:
+            _kernels().f32_to_f16_bits(np.ascontiguousarray(v).view(np.uint32).reshape(-1), out.reshape(-1))
+        return out.view(np.float16)
+    if dt.name == "bfloat16":
+        return (np.ascontiguousarray(v).view(np.uint32) >> np.uint32(16)).astype(np.uint16).view(dt)
+    with np.errstate(over="ignore"):
+        return v.astype(dt)
 
 
 # ----------------------------------------------------------------------------- top-n masks
@@ -147,10 +198,10 @@ def nm_mask(x, n, m, axis=-1, ties="low_index"):
     ties = _check_choice(ties, "ties", _TIES)
     a = _as_array(x, "x")
     blocks, moved_shape, ax = _to_blocks(a, m, axis, "x")
-    mag = _magnitude_source(blocks)
+    keys, absmask, inf_key, nan_key = _magnitude_keys(blocks)
     out = np.empty(blocks.shape, dtype=np.bool_)
     if blocks.shape[0]:
-        _kernels().nm_mask_blocks(mag, n, ties == "high_index", out)
+        _kernels().nm_mask_blocks(keys, n, ties == "high_index", absmask, inf_key, nan_key, out)
     return _from_blocks(out, moved_shape, ax)
 
 
@@ -217,6 +268,63 @@ def _mvue_dtypes(a):
 # approx: blocks with S < 2^-E are scaled by 2^E so that 1 / S cannot overflow (E = 64, float16: 15)
 _APPROX_TINY_EXP = {"float16": 15}
 
+# the fast path's margin, in binades, around the bounds below (emul/_kernels/sparsity.py)
+_FAST_MARGIN = 8
+_ALWAYS_FAST = (0, -(1 << 20), 1, 1 << 20, 0, -1)
+_DEFAULT_NAN = []
+
+
+def _default_nan():
+    """The bits (as int64) of the NaN this machine's float64 hardware gives for an invalid
+    operation (x86: negative; its float32 NaN has the same sign), as the fast path's operations
+    give it: the emulated path returns it for 0 x inf, 0 / 0 and inf / inf."""
+    if not _DEFAULT_NAN:
+        with np.errstate(invalid="ignore"):
+            nan = np.zeros(1) * np.full(1, np.inf)  # (a hardware product of non-subnormal operands)
+        _DEFAULT_NAN.append(int(nan.view(np.int64)[0]))
+    return _DEFAULT_NAN[0]
+
+
+def _mvue_limits(cdt, tdt, wdt, n, m, method):
+    """(lim, W) for the MVUE kernels: which blocks take the fast path, and the working format of
+    the emulated one (emul/_kernels/sparsity.py: _classify, _round_w).
+
+    lim bounds the biased exponent fields lo <= hi of a block's non-zero magnitudes (in cdt, the
+    dtype the kernels hold the data in) so that every value the float arithmetic forms is a normal
+    number or an exact 0 -- then flush-to-zero / denormals-are-zero cannot change it -- and the
+    overflow guards and rescalings go the way the bounds assume.  With a = 2^lo', A < 2^(hi'+1)
+    (unbiased exponents), G = the margin, and rounding monotone (a power of two that bounds an
+    exact result also bounds the rounded one):
+
+    * exact (any n:m): sums lie in [a, m A], products t a' in [a, n m A], R / t >= a / n and
+      C = (t D) / R >= a / (m A); no overflow guard fires when n m A < 2^emax.  Fast iff
+      lo' >= emin + G + ceil(log2(n m)), lo' - hi' >= emin + G + ceil(log2 m),
+      hi' <= emax - G - ceil(log2(n m)).
+    * approx (2:4): sums in [a, 4 A], 1/S and 1/R_j >= 2^-(hi'+3), ratios >= 2^(lo'-hi'-3), the
+      products T_j of two ratios >= 2^(2(lo'-hi'-3)), pi <= 8, x / pi >= a / 8; S < 2^-E surely
+      when hi' <= -E - 3 (then everything is scaled by 2^E, which moves lo', hi' alike) and never
+      when hi' >= -E.  Fast iff lo' >= emin + G, 2 (lo' - hi') >= emin + G, hi' <= -emin - G and
+      (hi' >= -E or hi' <= -E - 3).
+
+    float16 data (held in float32, tag uint16) is always fast: float16 magnitudes lie in
+    [2^-24, 65504], so every float32 sum, product or quotient of them is at least 2^-48."""
+    if tdt == np.dtype(np.uint16):
+        return _ALWAYS_FAST, (24, -126, 127, 11, -14, 15, _default_nan())
+    fi = np.finfo(cdt)  # float32 (also for bfloat16 and float8 data) or float64
+    emin, emax = int(fi.minexp), int(fi.maxexp) - 1
+    bias = emax
+    W = (fi.nmant + 1, emin, emax, 0, 0, 0, _default_nan())
+    if tdt == np.dtype(np.int16):  # bfloat16: float32 results rounded to 8 bits
+        W = (24, -126, 127, 8, -126, 127, _default_nan())
+    g = _FAST_MARGIN
+    cm, cnm = (m - 1).bit_length(), (n * m - 1).bit_length()
+    if method == "exact":
+        lim = (emin + g + cnm + bias, emin + g + cm, 1, emax - g - cnm + bias, 0, -1)
+    else:
+        e = _APPROX_TINY_EXP.get(wdt.name, 64)
+        lim = (emin + g + bias, emin + g, 2, -emin - g + bias, -e + bias, -e - 3 + bias)
+    return tuple(int(v) for v in lim), tuple(int(v) for v in W)
+
 
 def _finfo(dt):
     if dt.kind == "f":
@@ -254,7 +362,9 @@ def mvue(x, n, m, axis=-1, *, seed=None, key=None, method="exact"):
     (E = 64; float16: 15).  Sums run left to right in index order from +0 (+0 (+) a = a); a_i =
     |x_i| is exact.  Comparisons are exact: u = word / 2^32 is never rounded, u + j (an integer
     j) is compared with a W value as real numbers.  Output: a new array of the input's shape (and
-    dtype; float64 for integers); entries not kept are +0.
+    dtype; float64 for integers); entries not kept are +0.  These are IEEE results whatever the
+    thread's MXCSR (flush-to-zero / denormals-are-zero): blocks whose arithmetic could meet a
+    subnormal run the same operations on an integer emulation of W (emul/_kernels/sparsity.py).
 
     Common rules, per block with a_i = |x_i|:
 
@@ -317,32 +427,43 @@ def mvue(x, n, m, axis=-1, *, seed=None, key=None, method="exact"):
     k = _random._as_key(key=key, seed=seed)
     cdt, odt, tdt, wdt = _mvue_dtypes(a)
     blocks, moved_shape, ax = _to_blocks(a, m, axis, "x")
-    xb = np.ascontiguousarray(blocks, dtype=cdt)
+    if cdt == np.dtype(np.float32) and blocks.dtype != cdt:
+        xb = np.ascontiguousarray(_widen_to_float32(blocks))
+    else:
+        xb = np.ascontiguousarray(blocks, dtype=cdt)  # float32/64 as they are, integers exactly
     nb = xb.shape[0]
     out = np.empty(xb.shape, dtype=cdt)
+    ut = np.uint32 if cdt == np.dtype(np.float32) else np.uint64
+    xbits, obits = xb.view(ut), out.view(ut)  # the kernels read and write bits through these
+    nan = ut(0x7FC00000 if ut is np.uint32 else 0x7FF8000000000000)  # (the quiet NaN np.nan)
     tag = np.empty(0, tdt)
-    big = cdt.type(_finfo(wdt).max)
+    fbig = float(_finfo(wdt).max)
+    big = cdt.type(fbig)
+    lim, W = _mvue_limits(cdt, tdt, wdt, n, m, method)
     if method == "exact":
         words = _random.bits(k, (nb,))
         if nb:
             q = (n * m - 1).bit_length()  # ceil(log2(n*m))
             tv = np.arange(m + 1).astype(wdt).astype(cdt)  # t = 0..m as values of the working dtype
             sd, su = cdt.type(2.0**-q), cdt.type(2.0**q)
+            tvc = np.array([float(t) for t in tv]).view(np.uint64)  # (small integers: exact)
+            cst = np.array([fbig, 2.0**-q, 2.0**q]).view(np.uint64)
+            args = (out, obits, tag, lim, W, tvc, cst, nan)
             if (n, m) == (2, 4):
-                _kernels().mvue_exact24_blocks(xb, words, tv, big, sd, su, out, tag)
+                _kernels().mvue_exact24_blocks(xb, xbits, words, tv, big, sd, su, *args)
             elif (n, m) == (1, 2):
-                _kernels().mvue_exact12_blocks(xb, words, big, sd, su, out, tag)
+                _kernels().mvue_exact12_blocks(xb, xbits, words, big, sd, su, *args)
             else:
-                _kernels().mvue_exact_blocks(xb, n, words, tv, big, sd, su, out, tag)
+                _kernels().mvue_exact_blocks(xb, xbits, n, words, tv, big, sd, su, *args)
     else:
         words = _random.bits(k, (2 * nb,))
         if nb:
             e = _APPROX_TINY_EXP.get(wdt.name, 64)
-            _kernels().mvue_approx24_blocks(xb, words, cdt.type(1), big, cdt.type(0.25), cdt.type(2.0**-e),
-                                            cdt.type(2.0**e), out, tag)
+            cst = np.array([1.0, fbig, 0.25, 2.0**-e, 2.0**e]).view(np.uint64)
+            _kernels().mvue_approx24_blocks(xb, xbits, words, cdt.type(1), big, cdt.type(0.25), cdt.type(2.0**-e),
+                                            cdt.type(2.0**e), out, obits, tag, lim, W, cst, nan)
     if odt != cdt:
-        with np.errstate(over="ignore"):
-            out = out.astype(odt)
+        out = _narrow_from_float32(out, odt)
     return _from_blocks(out, moved_shape, ax)
 
 
@@ -503,7 +624,7 @@ def _weight_array(w):
     kind = a.dtype.kind
     if kind == "f" and a.dtype.itemsize == 2 or kind == "V":
         try:
-            a = a.astype(np.float32)
+            a = _widen_to_float32(a)
         except Exception:
             raise TypeError(f"w: dtype {a.dtype} is not supported") from None
     elif kind == "f":
@@ -596,22 +717,24 @@ def transposable_mask(w, n, m, method="optimal", layout="gemm", reference_early_
         grid = _pad2(rowsv, shape[0], -(-rowsv.shape[1] // mm) * mm).reshape(-1, m)
     out = np.zeros(grid.shape, dtype=np.bool_)
     if grid.size and a.size:
+        # the kernels read the weights as bit patterns (integer loads): results do not depend on
+        # the thread's MXCSR (flush-to-zero / denormals-are-zero)
+        gbits = grid.view(np.uint32 if grid.dtype == np.float32 else np.uint64)
         if n == m:
             out[:] = True
         elif method == "optimal":
             if (n, m) == (2, 4):
-                _kernels().transposable_optimal_24(grid, _cand24(), out)
+                _kernels().transposable_optimal_24(gbits, _cand24(), out)
             else:
-                _kernels().transposable_optimal(grid, n, m, out)
+                _kernels().transposable_optimal(gbits, n, m, out)
         else:
             nt = grid.size // mm
-            if grid.dtype == np.float64:
-                with np.errstate(over="ignore"):
-                    g32 = grid.astype(np.float32)
-                if np.array_equal(g32, grid):  # same values, faster key sort
-                    grid = g32
+            if grid.dtype == np.float64:  # float32 values? (from the bits) then the faster key sort
+                b32 = np.empty(grid.shape, np.uint32)
+                if _kernels().f64_to_f32_bits_if_exact(gbits.reshape(-1), b32.reshape(-1)):
+                    grid, gbits = b32.view(np.float32), b32
             packed = grid.dtype == np.float32
-            bits = grid.view(np.uint32) if packed else np.zeros((1, 1), np.uint32)
+            bits = gbits
             if reference_early_stop:
                 step = np.full(grid.shape, -1, dtype=np.int64)
                 blocked = np.empty((nt, mm), dtype=np.bool_)

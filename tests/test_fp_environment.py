@@ -148,11 +148,21 @@ def _error(fn):
         return np.array([type(exc).__name__])  # (a message may print a subnormal, through float ops)
 
 
+def _wide(dtype, n, seed, exps):
+    """Normal values of dtype k·2**e (e from exps, 1 <= k < 2), both signs: blocks mixing them have
+    sums, quotients and products far outside the normal range (subnormal or 0)."""
+    rng = np.random.default_rng(seed)
+    e = rng.choice(np.array(exps), size=n) + rng.integers(0, 3, size=n)
+    v = np.ldexp(rng.uniform(1, 2, size=n), e) * rng.choice([-1.0, 1.0], size=n)
+    return v.astype(dtype)  # (normal values of dtype: the cast is exact or rounds to a normal)
+
+
 def cases(n: int) -> dict:
     """name -> zero-argument callable; n elements (or n·const for matrices) per case."""
     import emul
     from emul import sparsity as S
     from emul import vectors as V
+    from emul.quantize import exact_float64
 
     # every input is built from bits: a float literal converted at run time would itself be flushed
     f16, f32, f64 = _tiny(np.float16, n, 1), _tiny(np.float32, n, 2), _tiny(np.float64, n, 3)
@@ -168,6 +178,15 @@ def cases(n: int) -> dict:
     A32, B32 = f32[: k * (n // k)].reshape(-1, k)[:16], g32[: k * 16].reshape(k, 16)
     A64, B64 = t1[: 16 * k].reshape(16, k), t2[: 16 * k].reshape(k, 16)
     wide = np.concatenate([t1[: n // 2], np.ldexp(t2[n // 2:], 540)])  # products from 2**-1090 to 2**-0
+    w32 = _wide(np.float32, n, 8, [-125, -110, -60, 0, 60, 110, 124])
+    w64 = _wide(np.float64, n, 9, [-1021, -900, -500, 0, 500, 900, 1020])
+    bf16 = None
+    try:
+        import ml_dtypes
+
+        bf16 = (f32.view(np.uint32) >> np.uint32(16)).astype(np.uint16).view(ml_dtypes.bfloat16)  # from bits
+    except ImportError:  # pragma: no cover - ml_dtypes is a test dependency
+        pass
     Aw, Bw = wide[: 16 * k].reshape(16, k), np.abs(t2[: 16 * k].reshape(k, 16))
     acc = "e10m40b1020"  # emin -1019, man 40: values down to 2**-1059 (float64 subnormals)
     c = {
@@ -242,12 +261,33 @@ def cases(n: int) -> dict:
                                                     S.mvue(f32.reshape(-1, 4), 2, 4, seed=1, method="approx")]),
         "mvue exact f64 1:2, 3:8": lambda: np.concatenate([S.mvue(f64.reshape(-1, 2), 1, 2, seed=2).ravel(),
                                                            S.mvue(f64.reshape(-1, 8), 3, 8, seed=2).ravel()]),
+        "mvue exact f32 1:2, 3:8, 1:4": lambda: np.concatenate([
+            S.mvue(f32.reshape(-1, 2), 1, 2, seed=3).ravel(), S.mvue(f32.reshape(-1, 8), 3, 8, seed=3).ravel(),
+            S.mvue(g32.reshape(-1, 4), 1, 4, seed=3).ravel()]),
+        "mvue exact / approx f64 2:4": lambda: np.stack([S.mvue(f64.reshape(-1, 4), 2, 4, seed=4),
+                                                        S.mvue(g64.reshape(-1, 4), 2, 4, seed=4, method="approx")]),
+        "mvue exact / approx f16": lambda: np.stack([S.mvue(f16.reshape(-1, 4), 2, 4, seed=5),
+                                                    S.mvue(f16.reshape(-1, 4), 2, 4, seed=5, method="approx")]),
+        "mvue wide-range blocks f32 (subnormal intermediates)": lambda: np.concatenate([
+            S.mvue(w32.reshape(-1, 4), 2, 4, seed=6).ravel(), S.mvue(w32.reshape(-1, 4), 2, 4, seed=6,
+                                                                     method="approx").ravel(),
+            S.mvue(w32.reshape(-1, 2), 1, 2, seed=6).ravel(), S.mvue(w32.reshape(-1, 8), 3, 8, seed=6).ravel()]),
+        "mvue wide-range blocks f64 (subnormal intermediates)": lambda: np.concatenate([
+            S.mvue(w64.reshape(-1, 4), 2, 4, seed=7).ravel(), S.mvue(w64.reshape(-1, 4), 2, 4, seed=7,
+                                                                     method="approx").ravel(),
+            S.mvue(w64.reshape(-1, 8), 4, 8, seed=7).ravel()]),
         "transposable_mask f32 / f64": lambda: np.stack([
             S.transposable_mask(f32[:64].reshape(8, 8), 2, 4),
             S.transposable_mask(f32[:64].reshape(8, 8), 2, 4, method="greedy"),
             S.transposable_mask(f64[:64].reshape(8, 8), 2, 4),
             S.transposable_mask(f64[:64].reshape(8, 8), 2, 4, method="greedy")]),
         "transposable_mask 3:8 f32": lambda: S.transposable_mask(f32[:128].reshape(16, 8), 3, 8),
+        "transposable_mask 4:8 f64 / f16, greedy on float32 values in float64": lambda: np.stack([
+            S.transposable_mask(f64[64:128].reshape(8, 8), 4, 8),
+            S.transposable_mask(f16[:64].reshape(8, 8), 2, 4),
+            S.transposable_mask(f16[:64].reshape(8, 8), 4, 8, method="greedy"),
+            S.transposable_mask(exact_float64(f32[64:128]).reshape(8, 8), 2, 4, method="greedy"),
+            S.transposable_mask(f64[128:192].reshape(8, 8), 2, 4, method="greedy", reference_early_stop=True)]),
         # test vectors (codes decoded, fed through encode / arith / dot / nm_mask)
         "vectors quantize fp32 -> bf16": lambda: V.generate("quantize", fmt="bf16", count=max(n // 8, 20)).codes,
         "vectors quantize fp32 -> int8 down": lambda: V.generate("quantize", fmt="int8", rounding="down",
@@ -258,6 +298,13 @@ def cases(n: int) -> dict:
         "vectors mac bf16": lambda: V.generate("mac", fmt="bf16", acc="bf16", k=4, count=max(n // 32, 8)).codes,
         "vectors nm fp32": lambda: V.generate("nm", fmt="fp32", count=max(n // 8, 20)).codes,
     }
+    if bf16 is not None:
+        c["nm_mask f16 / bf16"] = lambda: np.concatenate([S.nm_mask(f16.reshape(-1, 4), 2, 4).ravel(),
+                                                          S.nm_mask(bf16.reshape(-1, 8), 3, 8, ties="high_index").ravel()])
+        c["mvue exact / approx bf16"] = lambda: np.stack([
+            S.mvue(bf16.reshape(-1, 4), 2, 4, seed=8).view(np.uint16),
+            S.mvue(bf16.reshape(-1, 4), 2, 4, seed=8, method="approx").view(np.uint16)])
+        c["transposable_mask bf16"] = lambda: S.transposable_mask(bf16[:64].reshape(8, 8), 2, 4)
     return c
 
 
@@ -281,26 +328,16 @@ N_SMALL = 256
 N_LARGE = 1 << 16  # above emul.quantize.PARALLEL_MIN: the parallel kernels run in parallel
 NAMES = list(cases(N_SMALL))  # building the cases runs no kernel
 
-# Still dependent on FTZ/DAZ (issue 14, item 10, left open): emul.sparsity's kernels compare and
-# compute magnitudes with floating-point instructions (nm_mask_blocks compares abs(x); the MVUE
-# kernels sum, divide and compare in the input's float dtype; transposable_mask scales and compares
-# float64 magnitudes), so a subnormal reads as 0. Those files are being reworked elsewhere.
-SPARSITY_REASON = ("emul.sparsity computes |x| with float instructions: subnormals read as 0 under "
-                   "DAZ (issue 14 item 10, open in emul/sparsity.py, emul/_kernels/sparsity.py)")
-SPARSITY = {name for name in NAMES if name.startswith(("nm_mask", "mvue", "transposable"))}
-
 
 def _check_all(got_of, want_of, names):
-    """Compare every case; fail on any difference outside SPARSITY, xfail on those in it."""
-    unexpected, known = [], []
+    """Compare every case; fail listing every difference."""
+    different = []
     for name in names:
         try:
             assert_same(got_of(name), want_of(name), name)
         except Exception as exc:  # a difference, or a case that raised
-            (known if name in SPARSITY else unexpected).append(f"{name}: {str(exc).splitlines()[0]}")
-    assert not unexpected, "\n".join(unexpected)
-    if known:
-        pytest.xfail(SPARSITY_REASON + ":\n" + "\n".join(known))
+            different.append(f"{name}: {str(exc).splitlines()[0]}")
+    assert not different, "\n".join(different)
 
 
 @pytest.fixture(scope="module")
@@ -356,8 +393,7 @@ def test_the_environment_is_in_effect():
     assert x.astype(np.float64)[0] != 0.0 and mxcsr_swap() & (FTZ | DAZ) == 0
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(reason=SPARSITY_REASON, strict=False))
-                                  if n in SPARSITY else n for n in NAMES])
+@pytest.mark.parametrize("name", NAMES)
 def test_under_ftz_daz_on_the_calling_thread(name, small_cases, expected_small, regions_run_here):
     expected_small[name]
     with flush_denormals():

@@ -1036,3 +1036,228 @@ def test_trivial_n_equals_m_and_all_zero_tiles():
     assert np.array_equal(sp.transposable_mask(np.zeros((8, 8)), 2, 4), np.tile(z, (2, 2)))
     zg = sp.transposable_mask(np.zeros((4, 4)), 2, 4, method="greedy")
     assert kept(zg) == {(0, 0), (0, 1), (1, 0), (1, 1), (2, 2), (2, 3), (3, 2), (3, 3)}
+
+
+# ----------------------------------------------------------------------------- results from bits
+# Issue 14 item 10: results do not depend on the thread's floating-point environment (MXCSR
+# flush-to-zero / denormals-are-zero); tests/test_fp_environment.py runs the kernels with both
+# set.  Here, in the default environment: the MVUE kernels' emulated path (integer IEEE arithmetic
+# from bits, for blocks with subnormal inputs or intermediates) gives the fast path's bits, its
+# operations are IEEE's, and the magnitude orders and conversions work on bit patterns.
+
+NEVER_FAST = (1 << 20, 0, 1, 0, 0, -1)  # _classify's limits that no block meets
+
+
+def _force_emulated(monkeypatch):
+    orig = sp._mvue_limits
+    monkeypatch.setattr(sp, "_mvue_limits", lambda *args: (NEVER_FAST, orig(*args)[1]))
+
+
+@pytest.mark.parametrize("n,m,method", MVUE_PLAIN_CASES)
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+def test_mvue_emulated_path_equals_the_fast_path(dtype, n, m, method, monkeypatch):
+    """Every block forced onto the emulated path gives the bits of the default path: on blocks
+    the fast path takes (ordinary data) and on the bit-pattern blocks (near-ties, subnormals,
+    values near the largest finite one: both paths mixed), plus blocks spanning the whole range."""
+    T = _scalar_type(dtype)
+    rng = np.random.default_rng([n, m, len(method), len(dtype), 7])
+    fi = _finfo_of(T)
+    ordinary = (rng.standard_normal((300, m)) * 4.0 ** rng.integers(-6, 7, (300, 1))).astype(T)
+    wide = np.ldexp(rng.uniform(1, 2, (300, m)), rng.integers(int(fi.minexp) - int(fi.nmant), int(fi.maxexp),
+                                                             (300, m))).astype(T)
+    for x in (ordinary, _bit_blocks(rng, 300, m, T), wide):
+        with np.errstate(over="ignore", under="ignore"):
+            want = sp.mvue(x, n, m, seed=5, method=method)
+            with monkeypatch.context() as mp:
+                _force_emulated(mp)
+                got = sp.mvue(x, n, m, seed=5, method=method)
+        assert got.dtype == want.dtype
+        assert np.array_equal(got.view(np.uint8), want.view(np.uint8)), (dtype, n, m, method)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+def test_mvue_emulated_path_equals_the_documented_arithmetic(dtype, monkeypatch):
+    """The emulated path alone against the plain per-block implementation (2:4 exact and approx,
+    3:8): the bit-pattern blocks with their subnormals, near-ties and overflow guards."""
+    _force_emulated(monkeypatch)
+    T = _scalar_type(dtype)
+    for n, m, method in ((2, 4, "exact"), (2, 4, "approx"), (3, 8, "exact")):
+        rng = np.random.default_rng([n, m, len(method), len(dtype), 8])
+        nb = 150
+        x = _bit_blocks(rng, nb, m, T)
+        out = sp.mvue(x, n, m, seed=17, method=method)
+        words = er.bits(er.key(17), (nb if method == "exact" else 2 * nb,))
+        for b in range(nb):
+            blk = list(x[b])
+            with np.errstate(all="ignore"):
+                if method == "exact":
+                    exp = _plain_mvue_exact(blk, n, words[b], T)
+                else:
+                    exp = _plain_mvue_approx(blk, words[2 * b: 2 * b + 2], T)
+            if exp is None:
+                assert np.isnan(out[b].astype(np.float64)).all()
+                continue
+            want = np.array(exp, dtype=T)
+            assert np.array_equal(out[b].view(np.uint8), want.view(np.uint8)), (dtype, n, m, method, blk)
+
+
+def _pattern_operands(rng, size, T):
+    """Values of T (float64/float32/bfloat16) from bit patterns: subnormals, the smallest
+    normals, values near the largest finite one, anything in range, operands whose results tie,
+    zeros, infinities and (rarely) a NaN in one operand; both signs."""
+    bits = 8 * np.dtype(T).itemsize
+    ut = {16: np.uint16, 32: np.uint32, 64: np.uint64}[bits]
+    fi = _finfo_of(T)
+    top = int(np.array(fi.max, dtype=T).view(ut))
+    mant = 1 << int(fi.nmant)
+    kind = rng.integers(0, 6, size)
+    u = np.uint64
+
+    def draw(lo, hi):
+        return rng.integers(lo, hi, size, dtype=np.uint64)
+
+    code = draw(0, top + 1)
+    code = np.where(kind == 1, draw(0, 3 * mant), code)  # subnormal / tiny
+    code = np.where(kind == 2, u(top) - draw(0, 3 * mant), code)  # near the largest finite value
+    code = np.where(kind == 3, (draw(0, top // mant + 1) * u(mant)) | draw(0, 4), code)  # few bits: ties
+    special = rng.integers(0, 60, size)
+    inf = int(np.array(np.inf, dtype=T).view(ut))
+    code = np.where(special == 0, u(0), code)
+    code = np.where(special == 1, u(inf), code)
+    code = np.where(special == 2, u(inf + 1) + draw(0, 4), code)  # NaNs (quiet or not)
+    code = np.where(special == 3, u(top), code)
+    assert code.dtype == np.uint64
+    sign = rng.integers(0, 2, size).astype(np.uint64) << np.uint64(bits - 1)
+    return (code | sign).astype(ut).view(T)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "bfloat16"])
+def test_emulated_operations_equal_ieee_arithmetic(dtype):
+    """_sadd / _smul / _sdiv (integer arithmetic on float64 patterns) against the hardware's IEEE
+    operations in the default environment, bit for bit: float64 and float32 as they are, bfloat16
+    as the fast path computes it (the float32 result rounded to bfloat16).  Special operands:
+    zeros, infinities, a NaN in one operand (propagated, quieted), invalid operations (the
+    platform's default NaN).  Additions of equal signs only (the kernels add magnitudes)."""
+    from numba import njit
+
+    from emul._kernels import sparsity as k
+
+    T = _scalar_type(dtype)
+    lim, W = sp._mvue_limits(np.dtype(np.float64 if dtype == "float64" else np.float32),
+                             np.dtype(np.int16 if dtype == "bfloat16" else
+                                      (np.float64 if dtype == "float64" else np.float32)), np.dtype(T), 2, 4, "exact")
+
+    @njit
+    def run(op, a, b, W, out):
+        for i in range(a.size):
+            if op == 0:
+                out[i] = k._sadd(a[i], b[i], W)
+            elif op == 1:
+                out[i] = k._smul(a[i], b[i], W)
+            else:
+                out[i] = k._sdiv(a[i], b[i], W)
+
+    rng = np.random.default_rng(len(dtype))
+    size = 200_000
+    a, b = _pattern_operands(rng, size, T), _pattern_operands(rng, size, T)
+    with np.errstate(invalid="ignore"):  # (signalling NaNs are quieted by the casts)
+        a64, b64 = a.astype(np.float64), b.astype(np.float64)  # exact (default environment)
+    keep = ~(np.isnan(a64) & np.isnan(b64))  # (which NaN a two-NaN operation returns is not IEEE's business)
+    a64, b64 = a64[keep], b64[keep]
+    for op in range(3):
+        x, y = a64, b64
+        if op == 0:  # equal signs
+            y = np.copysign(b64, a64)
+        out = np.empty(x.size, np.uint64)
+        run(op, x.view(np.uint64), y.view(np.uint64), W, out)
+        got = out.view(np.float64)
+        with np.errstate(all="ignore"):
+            if dtype == "float64":
+                want = (x + y, x * y, x / y)[op]
+            else:
+                x32, y32 = x.astype(np.float32), y.astype(np.float32)
+                want = (x32 + y32, x32 * y32, x32 / y32)[op].astype(T)
+                got = got.astype(np.float32).astype(T)
+        bad = np.flatnonzero(got.view(_uint_of(T)) != want.view(_uint_of(T)))
+        assert bad.size == 0, (dtype, op, x[bad[:3]], y[bad[:3]], got[bad[:3]], want[bad[:3]])
+
+
+def _uint_of(T):
+    return {2: np.uint16, 4: np.uint32, 8: np.uint64}[np.dtype(T).itemsize]
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+def test_nm_mask_orders_subnormals_and_nans_by_their_bits(dtype):
+    """Blocks of subnormals (some equal, both signs, zeros of both signs, NaNs) against the
+    reference's exact order."""
+    T = _scalar_type(dtype)
+    ut = _uint_of(T)
+    rng = np.random.default_rng(len(dtype) + 40)
+    mant = 1 << int(_finfo_of(T).nmant)
+    code = rng.integers(0, min(mant, 64), (300, 8)).astype(np.uint64)  # subnormal codes (and 0)
+    code[rng.integers(0, 4, (300, 8)) == 0] = mant  # the smallest normal
+    sign = rng.integers(0, 2, (300, 8)).astype(np.uint64) << np.uint64(8 * np.dtype(T).itemsize - 1)
+    x = (code | sign).astype(ut).view(T)
+    x[rng.integers(0, 16, (300, 8)) == 0] = np.array(np.nan, dtype=T)
+    for n in (1, 3, 6):
+        for ties in ("low_index", "high_index"):
+            got = sp.nm_mask(x, n, 8, ties=ties)
+            for row, g in zip(x, got):
+                assert list(g) == rs.nm_mask_block([float(v) for v in row], n, ties), (dtype, row)
+
+
+def test_greedy_orders_float64_subnormals_by_their_bits():
+    """float64 weights (subnormals, and float32 values including float32 subnormals, which take
+    the float32 key sort) against the reference greedy, tile by tile."""
+    rng = np.random.default_rng(41)
+    sub = np.ldexp(rng.integers(0, 6, (16, 32)).astype(np.float64), -1074)  # float64 subnormals
+    f32sub = rng.integers(0, 6, (16, 32)).astype(np.float64) * 2.0**-149  # float32 subnormals
+    for w in (sub, f32sub, sub + f32sub * 2.0**40):
+        for n, m in [(2, 4), (4, 8), (1, 4)]:
+            g = tiles_of(sp.transposable_mask(w, n, m, method="greedy"), m)
+            for t, mk in zip(tiles_of(w, m), g):
+                assert mk.tolist() == rs.greedy_tile(t.tolist(), n)
+        assert np.array_equal(sp.transposable_mask(f32sub, 2, 4, method="greedy"),
+                              sp.transposable_mask(f32sub.astype(np.float32), 2, 4, method="greedy"))
+
+
+def test_exact_conversions_from_bits():
+    """The kernels' float16 <-> float32 and float64 -> float32 conversions (integer operations)
+    equal numpy's casts in the default environment: every float16 code, float16 values held in
+    float32, and float64 values that are (or are not) float32 values."""
+    from emul._kernels import sparsity as k
+
+    h = np.arange(1 << 16, dtype=np.uint16)
+    w = np.empty(h.size, np.uint32)
+    k.f16_to_f32_bits(h, w)
+    want = h.view(np.float16).astype(np.float32)
+    fin = ~np.isnan(want)
+    assert np.array_equal(w[fin], want.view(np.uint32)[fin]) and np.isnan(w.view(np.float32)[~fin]).all()
+    back = np.empty(h.size, np.uint16)
+    k.f32_to_f16_bits(want.view(np.uint32), back)
+    assert np.array_equal(back[fin], h[fin]) and np.isnan(back.view(np.float16)[~fin]).all()
+    assert back[np.flatnonzero(h == 0x7E00)[0]] == 0x7E00 and back[np.flatnonzero(h == 0xFE00)[0]] == 0xFE00
+    rng = np.random.default_rng(42)
+    f32 = rng.integers(0, 0x7F800000, 100_000, dtype=np.uint32).view(np.float32)
+    v = f32.astype(np.float64)
+    out = np.empty(v.size, np.uint32)
+    assert k.f64_to_f32_bits_if_exact(v.view(np.uint64), out)
+    assert np.array_equal(out, f32.view(np.uint32))
+    for bad in (1 + 2.0**-30, 2.0**-150, 3 * 2.0**-150, 2.0**128, 5e-324):
+        assert not k.f64_to_f32_bits_if_exact(np.array([1.0, bad]).view(np.uint64), np.empty(2, np.uint32))
+
+
+def test_optimal_float64_tiles_with_the_largest_values():
+    """Tiles holding one of the largest float64 values (>= 2^1024 - 2^973), whose stage-1 cost
+    rounds up to 2^50: the remainder |w| - 2^50 2^-S once overflowed to -inf as a float (and the
+    refinement never ended); as integers it is exact.  Against the exact reference."""
+    big = np.finfo(np.float64).max
+    t = np.array([[-30.08, 6.9e238, -1.97e220, 0.0],
+                  [-2.79e307, 2.79e307, np.nextafter(2.79e307, 0), np.nextafter(2.79e307, np.inf)],
+                  [8.789e-309, -big, -1.12e308, 0.0],
+                  [2.94e230, 0.0, -2.94e230, np.nextafter(-2.94e230, -np.inf)]])
+    for n, m, w in ((2, 4, t), (1, 4, t), (2, 4, t.T.copy()), (3, 4, -t)):
+        exp, _ = _exact_reference(w, n)
+        assert sp.transposable_mask(w, n, m).tolist() == exp
+    w = np.array([[big, big], [big, np.nextafter(big, 0)]])
+    assert sp.transposable_mask(w, 1, 2).tolist() == _exact_reference(w, 1)[0]

@@ -13,16 +13,29 @@ promote `int * float32` to float64.
 Transposable optimal masks are exact for any float weights: integer costs per tile, refined in
 stages on exact remainders when one 50-bit integer cannot hold a tile's values (see
 _refine_stage for the invariant and its proof).
+
+The floating-point environment plays no part (docs/rounding.md): with flush-to-zero /
+denormals-are-zero set (MXCSR bits 15 and 6, as on XLA's CPU threads) a floating-point instruction
+reads a subnormal operand as 0 and writes a subnormal result as 0.  So magnitudes are compared as
+integer bit patterns (nm_mask, greedy order), the transposable costs and remainders are integers
+taken from the bits, and the MVUE kernels classify every block from its bits first: a block whose
+every intermediate value is provably a normal number (or an exact 0) runs the float arithmetic as
+before (the fast path, bit for bit IEEE in any environment); any other block (subnormal inputs,
+an extreme dynamic range, values near the overflow threshold) runs the same operations on an
+integer emulation of the working dtype's IEEE arithmetic (section "MVUE arithmetic emulated from
+bits"), which gives the bits IEEE arithmetic in the default environment gives.
 """
 
 import math
 
 import numpy as np
 from numba import njit, prange, types
+from numba.cpython.unsafe.numbers import leading_zeros
 from numba.extending import overload
 
+from .round import shl, shr, split
+
 _U32 = 4294967296.0  # 2**32
-_TWO52 = 4503599627370496.0  # 2**52
 
 
 # --------------------------------------------------------------------------------------------
@@ -30,26 +43,29 @@ _TWO52 = 4503599627370496.0  # 2**52
 
 
 @njit(cache=True, parallel=True)
-def nm_mask_blocks(v, n, high_index, out):
-    """v: (B, m) float32/float64 values or uint64 magnitudes; out: (B, m) bool.
+def nm_mask_blocks(v, n, high_index, absmask, inf_key, nan_key, out):
+    """v: (B, m) unsigned integers -- float bit patterns (uint16/32/64) or integer magnitudes
+    (uint64); out: (B, m) bool.
 
+    The key of an element is ``v & absmask`` (|x| as a bit pattern: monotone in |x| for non-NaN
+    floats, -0 and +0 equal), and ``nan_key`` (> inf_key) when that exceeds ``inf_key`` (every NaN:
+    larger than every number, NaNs equal among themselves); integers pass absmask = inf_key = all
+    ones.  absmask, inf_key and nan_key are unsigned like v (no signed/unsigned mixing).
     Element i of a block is kept iff fewer than n elements of the block beat it, where j beats i
-    iff |v_j| > |v_i|, or |v_j| == |v_i| and j < i (j > i when high_index).  NaN is larger than
-    every number; NaNs are ordered among themselves by index.
+    iff key_j > key_i, or key_j == key_i and j < i (j > i when high_index).  Integer compares only:
+    the thread's MXCSR (denormals-are-zero) cannot merge subnormals with 0.
     """
     nb, m = v.shape
     for b in prange(nb):
         for i in range(m):
-            ai = abs(v[b, i])
-            nan_i = ai != ai
+            ki = v[b, i] & absmask
+            ki = nan_key if ki > inf_key else ki
             beaten = 0
             for j in range(m):
-                aj = abs(v[b, j])
-                nan_j = aj != aj
-                gt = (aj > ai) | (nan_j & (not nan_i))
-                eq = (aj == ai) | (nan_j & nan_i)
+                kj = v[b, j] & absmask
+                kj = nan_key if kj > inf_key else kj
                 later = (j > i) if high_index else (j < i)
-                beaten += gt | (eq & later)
+                beaten += (kj > ki) | ((kj == ki) & later)
             out[b, i] = beaten < n
 
 
@@ -105,32 +121,557 @@ def _rd_overload(y, tag):
 
 
 # --------------------------------------------------------------------------------------------
+# MVUE arithmetic emulated from bits (blocks the fast path cannot take)
+#
+# With flush-to-zero / denormals-are-zero set, a float instruction reads a subnormal operand as 0
+# and writes a subnormal result as 0, and so does a comparison.  Every block is first classified
+# from its bits (_classify): NaN/inf, at most n non-zeros (no arithmetic), the fast path, or the
+# emulated path.  The fast path is taken only when every value the block's arithmetic forms is a
+# normal number or an exact 0 (see _classify and emul.sparsity._mvue_limits for the bounds), where
+# IEEE arithmetic and its flush-to-zero variant agree; float16 blocks (held in float32) always
+# qualify.  The emulated path runs the same operations, in the same order, with integer
+# arithmetic on float64 bit patterns (uint64 "carriers" of working-dtype values; a float64
+# subnormal pattern for a float64 subnormal): the exact result of a (+) b, a (x) b or a (/) b is
+# formed as a uint64 significand with a sticky bit and rounded to nearest-even in the working
+# dtype's precision and exponent range (gradual underflow, overflow to +-inf): the IEEE result.
+# Special operands are decided as IEEE 754 says: a NaN operand gives that NaN (quieted), an
+# invalid operation (0 x inf, 0 / 0, inf / inf) gives the platform's default NaN (measured once
+# by emul.sparsity and passed in W: x86's is negative), as the hardware operations of the fast
+# path do.  bfloat16 (and float16) results are rounded to float32 and then to the dtype, exactly
+# as the fast path's float32 operation followed by _rd.  Comparisons use an order-preserving
+# integer key (NaN compares false).  No float instruction is involved, not even a bitcast of a
+# float loaded from memory: data come in through integer views of the arrays, results go out
+# through them (an optimizer may turn a bit test on a bitcast float back into a float compare).
+#
+# W, the working format: (p1, emin1, emax1, p2, emin2, emax2, default NaN pattern as int64):
+# round to p1 bits with exponents emin1..emax1, then (p2 > 0) once more to p2 bits in emin2..emax2.
+
+_SIGN64 = np.uint64(1 << 63)
+_ABS64 = np.uint64((1 << 63) - 1)
+_MANT64 = np.uint64((1 << 52) - 1)
+_INF64 = np.uint64(0x7FF0000000000000)
+_QUIET64 = np.uint64(1 << 51)
+_HALF64 = np.uint64(1 << 63)
+_ONE64 = np.uint64(1)
+_ZERO64 = np.uint64(0)
+
+
+@njit(inline="always")
+def _u(v):
+    return np.uint64(v)
+
+
+@njit
+def _pat(sign, mag, e):
+    """The float64 bit pattern of (-1)**sign * mag * 2**e (uint64 mag), a float64 value (a
+    precondition: nothing is rounded)."""
+    sb = _u(sign) << _u(63)
+    if mag == 0:
+        return sb
+    top = 63 - np.int64(leading_zeros(mag))
+    x = e + top
+    if x >= -1022:
+        f = mag << _u(52 - top) if top <= 52 else mag >> _u(top - 52)
+        return sb | (_u(x + 1023) << _u(52)) | (f & _MANT64)
+    s = e + 1074  # a subnormal: mag on the grid of 2**-1074
+    return sb | (mag << _u(s) if s >= 0 else mag >> _u(-s))
+
+
+@njit
+def _unpack(c):
+    """(sign, mag, e, kind) of the float64 bit pattern c: |c| = mag * 2**e; kind 0 = zero,
+    1 = finite non-zero, 2 = inf, 3 = NaN."""
+    sign = np.int64(c >> _u(63))
+    ef = np.int64((c >> _u(52)) & _u(0x7FF))
+    f = c & _MANT64
+    if ef == 0x7FF:
+        return sign, f, np.int64(0), 2 if f == 0 else 3
+    if ef == 0:
+        return sign, f, np.int64(-1074), 0 if f == 0 else 1
+    return sign, f | _u(1 << 52), ef - 1075, 1
+
+
+@njit(inline="always")
+def _signed_zero(sign):
+    return _u(sign) << _u(63)
+
+
+@njit(inline="always")
+def _signed_inf(sign):
+    return (_u(sign) << _u(63)) | _INF64
+
+
+@njit
+def _round_fmt(sign, mag, e, p, emin, emax):
+    """(-1)**sign * mag * 2**e (mag > 0) rounded to nearest-even with p bits and exponents
+    emin..emax (subnormals below 2**emin, +-inf above the largest finite value), as a float64
+    pattern.  Bit 0 of mag may be a sticky bit standing for a non-zero tail below it; callers that
+    set it pass mag >= 2**(p + 1), so that it lies at least two places below the rounding
+    position."""
+    top = 63 - np.int64(leading_zeros(mag))
+    x = e + top
+    qe = (x if x > emin else emin) - (p - 1)  # exponent of the result's last place
+    s = qe - e
+    if s <= 0:  # exact
+        q = mag << _u(-s)
+    else:
+        q, F, st = split(mag, s, False)
+        if F > _HALF64 or (F == _HALF64 and (st or (q & _ONE64) != 0)):
+            q += _ONE64
+    if q == 0:
+        return _signed_zero(sign)
+    if qe + 63 - np.int64(leading_zeros(q)) > emax:
+        return _signed_inf(sign)
+    return _pat(sign, q, qe)
+
+
+@njit
+def _round_w(sign, mag, e, W):
+    c = _round_fmt(sign, mag, e, W[0], W[1], W[2])
+    if W[3] == 0:
+        return c
+    s2, m2, e2, k2 = _unpack(c)
+    if k2 != 1:
+        return c
+    return _round_fmt(s2, m2, e2, W[3], W[4], W[5])
+
+
+@njit
+def _mul128(a, b):
+    """(hi, lo) words of the 128-bit product of uint64 a, b < 2**53."""
+    mask = _u(0xFFFFFFFF)
+    a0 = a & mask
+    a1 = a >> _u(32)
+    b0 = b & mask
+    b1 = b >> _u(32)
+    p00 = a0 * b0
+    mid = a0 * b1 + a1 * b0  # < 2**54
+    lo = p00 + (mid << _u(32))
+    carry = _ONE64 if lo < p00 else _ZERO64
+    hi = a1 * b1 + (mid >> _u(32)) + carry
+    return hi, lo
+
+
+@njit
+def _sadd(a, b, W):
+    """a (+) b in W for patterns a, b of equal sign or zero (the MVUE kernels add magnitudes)."""
+    sa, ma, ea, ka = _unpack(a)
+    sb, mb, eb, kb = _unpack(b)
+    if ka == 3:
+        return a | _QUIET64
+    if kb == 3:
+        return b | _QUIET64
+    if ka == 2 or kb == 0:
+        return a
+    if kb == 2 or ka == 0:
+        return b
+    if ea < eb:
+        ma, ea, mb, eb = mb, eb, ma, ea
+    d = ea - eb
+    if d <= 10:  # exact in 64 bits
+        return _round_w(sa, (ma << _u(d)) + mb, eb, W)
+    # the larger is normal (ea > -1074) and the smaller below 2**-10 of it: its bits under the
+    # larger's last place moved 10 places down are sticky
+    sh = d - 10
+    lo = shr(mb, sh)
+    mag = (ma << _u(10)) + lo
+    if shl(lo, sh) != mb:
+        mag |= _ONE64
+    return _round_w(sa, mag, ea - 10, W)
+
+
+@njit
+def _smul(a, b, W):
+    """a (x) b in W (patterns)."""
+    sa, ma, ea, ka = _unpack(a)
+    sb, mb, eb, kb = _unpack(b)
+    s = sa ^ sb
+    if ka == 3:
+        return a | _QUIET64
+    if kb == 3:
+        return b | _QUIET64
+    if ka == 2 or kb == 2:
+        if ka == 0 or kb == 0:
+            return _u(W[6])  # inf x 0: invalid
+        return _signed_inf(s)
+    if ka == 0 or kb == 0:
+        return _signed_zero(s)
+    hi, lo = _mul128(ma, mb)
+    if hi == 0:
+        return _round_w(s, lo, ea + eb, W)
+    sh = 64 - np.int64(leading_zeros(hi))  # 1..42
+    mag = (hi << _u(64 - sh)) | (lo >> _u(sh))
+    if (lo << _u(64 - sh)) != 0:
+        mag |= _ONE64
+    return _round_w(s, mag, ea + eb + sh, W)
+
+
+@njit
+def _sdiv(a, b, W):
+    """a (/) b in W (patterns)."""
+    sa, ma, ea, ka = _unpack(a)
+    sb, mb, eb, kb = _unpack(b)
+    s = sa ^ sb
+    if ka == 3:
+        return a | _QUIET64
+    if kb == 3:
+        return b | _QUIET64
+    if ka == 2:
+        return _u(W[6]) if kb == 2 else _signed_inf(s)  # inf / inf: invalid
+    if ka == 0:
+        return _u(W[6]) if kb == 0 else _signed_zero(s)  # 0 / 0: invalid
+    if kb == 2:
+        return _signed_zero(s)
+    if kb == 0:
+        return _signed_inf(s)
+    # both finite non-zero: significands to [2**52, 2**53), the numerator to [den, 2 den)
+    la = np.int64(leading_zeros(ma)) - 11
+    lb = np.int64(leading_zeros(mb)) - 11
+    na = ma << _u(la)
+    nb = mb << _u(lb)
+    e = (ea - la) - (eb - lb)
+    if na < nb:
+        na <<= _ONE64
+        e -= 1
+    # restoring division, k = p1 + 3 quotient bits (enough for the sticky rule of _round_fmt):
+    # q = floor(na 2**(k-1) / nb) in [2**(k-1), 2**k), the rest sticky
+    k = W[0] + 3
+    q = _ZERO64
+    r = na
+    for _ in range(k):
+        q <<= _ONE64
+        if r >= nb:
+            q |= _ONE64
+            r -= nb
+        r <<= _ONE64
+    if r != 0:
+        q |= _ONE64
+    return _round_w(s, q, e - (k - 1), W)
+
+
+@njit(inline="always")
+def _key(c):
+    """An int64 ordered like the value of the non-NaN float64 pattern c (-0 and +0 equal)."""
+    k = np.int64(c & _ABS64)
+    return -k if (c >> _u(63)) != 0 else k
+
+
+@njit(inline="always")
+def _isnan(c):
+    return (c & _ABS64) > _INF64
+
+
+@njit(inline="always")
+def _lt(a, b):
+    return not (_isnan(a) or _isnan(b)) and _key(a) < _key(b)
+
+
+@njit(inline="always")
+def _le(a, b):
+    return not (_isnan(a) or _isnan(b)) and _key(a) <= _key(b)
+
+
+@njit(inline="always")
+def _nonzero(c):
+    return (c & _ABS64) != 0
+
+
+@njit(inline="always")
+def _point(word, j):
+    """The pattern of u + j, u = word / 2**32 (exact)."""
+    return _pat(0, (_u(j) << _u(32)) + _u(word), -32)
+
+
+def _load(bits):
+    """The float64 pattern of a float32/float64 data element given as its bits (uint32/uint64)."""
+    raise NotImplementedError  # replaced by the overload below inside jitted code
+
+
+@overload(_load)
+def _load_overload(bits):
+    if bits == types.uint32:
+        def impl(bits):
+            b = _u(bits)
+            sign = np.int64(b >> _u(31))
+            ef = np.int64((b >> _u(23)) & _u(0xFF))
+            f = b & _u(0x7FFFFF)
+            if ef == 0xFF:
+                return (_u(sign) << _u(63)) | _INF64 | (f << _u(29))
+            if ef == 0:
+                return _pat(sign, f, -149)
+            return _pat(sign, f | _u(1 << 23), ef - 150)
+        return impl
+    if bits == types.uint64:
+        return lambda bits: bits
+
+
+@njit
+def _f32_pattern(c):
+    """The float32 bit pattern of the float64 pattern c, whose value is a float32 value (or +-inf,
+    or a NaN: quieted, its sign and top payload bits kept)."""
+    sb = _u(c >> _u(63)) << _u(31)
+    ef = np.int64((c >> _u(52)) & _u(0x7FF))
+    f = c & _MANT64
+    if ef == 0x7FF:
+        return np.uint32(sb | _u(0x7F800000) | ((f >> _u(29)) | (_u(0x400000) if f != 0 else _ZERO64)))
+    if ef == 0:  # +-0 (a float64 subnormal is never a float32 value)
+        return np.uint32(sb)
+    x = ef - 1023
+    if x >= -126:
+        return np.uint32(sb | (_u(x + 127) << _u(23)) | (f >> _u(29)))
+    return np.uint32(sb | ((f | _u(1 << 52)) >> _u(-97 - x)))  # a float32 subnormal
+
+
+def _store(obits, b, i, c):
+    """obits[b, i] = the pattern c in obits' width (a value of that dtype)."""
+    raise NotImplementedError  # replaced by the overload below inside jitted code
+
+
+@overload(_store)
+def _store_overload(obits, b, i, c):
+    if obits.dtype == types.uint32:
+        def impl(obits, b, i, c):
+            obits[b, i] = _f32_pattern(c)
+        return impl
+
+    def impl(obits, b, i, c):
+        obits[b, i] = c
+    return impl
+
+
+def _expo(bits):
+    """(|v|'s bit pattern as int64, the number of fraction bits, the all-ones exponent field) from
+    v's bits (uint32/uint64)."""
+    raise NotImplementedError  # replaced by the overload below inside jitted code
+
+
+@overload(_expo)
+def _expo_overload(bits):
+    if bits == types.uint32:
+        return lambda bits: (np.int64(bits & np.uint32(0x7FFFFFFF)), 23, 0xFF)
+    if bits == types.uint64:
+        return lambda bits: (np.int64(bits & _ABS64), 52, 0x7FF)
+
+
+# block kinds, from the bits (_classify)
+_NONFINITE = 0
+_SPARSE = 1
+_FAST = 2
+_SOFT = 3
+
+
+@njit(inline="always")
+def _classify(xbits, b, m, n, lim):
+    """The kind of block b, from its bits: _NONFINITE (a NaN or inf), _SPARSE (at most n
+    non-zeros), _FAST or _SOFT.
+
+    lim = (L0, D, K, H, T0, T1) in biased exponent fields of the data's dtype: the fast path is
+    taken when the non-zero magnitudes' smallest and largest fields lo, hi satisfy lo >= L0,
+    K (lo - hi) >= D, hi <= H and (hi >= T0 or hi <= T1).  emul.sparsity._mvue_limits derives them
+    per kernel so that every intermediate value of the fast path is a normal number or an exact 0
+    and that no overflow guard or rescaling decision can go differently from the bounds assumed."""
+    # the common case first: no zero, every field within the limits (then finite, nz = m > n)
+    mn = np.int64(1) << 62
+    mx = np.int64(0)
+    for i in range(m):
+        a, mbits, top = _expo(xbits[b, i])
+        mn = min(mn, a)
+        mx = max(mx, a)
+    lo = mn >> mbits
+    hi = mx >> mbits
+    if m > n and mn != 0 and hi < top and _within(lo, hi, lim):
+        return _FAST
+    nz = 0
+    lo = np.int64(1) << 62
+    for i in range(m):
+        a, mbits, top = _expo(xbits[b, i])
+        nz += np.int64(a != 0)
+        lo = min(lo, (a >> mbits) if a != 0 else lo)
+    if hi >= top:
+        return _NONFINITE
+    if nz <= n:
+        return _SPARSE
+    if _within(lo, hi, lim):
+        return _FAST
+    return _SOFT
+
+
+@njit(inline="always")
+def _within(lo, hi, lim):
+    return lo >= lim[0] and lim[2] * (lo - hi) >= lim[1] and hi <= lim[3] and (hi >= lim[4] or hi <= lim[5])
+
+
+@njit(inline="always")
+def _trivial_block(xbits, b, m, kind, nan, obits):
+    """A block with a NaN/inf (all positions the quiet NaN `nan`) or with at most n non-zeros (as
+    it is, zeros as +0); bits in, bits out."""
+    for i in range(m):
+        v = xbits[b, i]
+        if kind == _NONFINITE:
+            obits[b, i] = nan
+        elif _expo(v)[0] != 0:
+            obits[b, i] = v
+        else:
+            obits[b, i] = 0
+
+
+@njit(cache=True)
+def _mvue_exact_soft(xbits, b, n, m, word, W, tvc, cst, obits):
+    """_mvue_exact_block's operations on the emulated arithmetic (a block of kind _SOFT); the
+    2:4 and 1:2 kernels use it too (their operations are the general kernel's).  tvc: the
+    patterns of tv's values; cst: the patterns of (big, scale_down, scale_up)."""
+    big = cst[0]
+    xc = np.empty(m, np.uint64)
+    a = np.empty(m, np.uint64)
+    capped = np.zeros(m, np.bool_)
+    for i in range(m):
+        xc[i] = _load(xbits[b, i])
+        a[i] = xc[i] & _ABS64
+    zero = _ZERO64
+    r = zero
+    for i in range(m):
+        r = _sadd(r, a[i], W)
+    scaled = False
+    if not _le(_smul(tvc[n], r, W), big):
+        scaled = True
+        for i in range(m):
+            a[i] = _smul(a[i], cst[1], W)
+    ncap = 0
+    while True:
+        r = zero
+        for i in range(m):
+            if not capped[i]:
+                r = _sadd(r, a[i], W)
+        t = n - ncap
+        if t == 1:
+            break
+        imax = -1
+        amax = zero
+        for i in range(m):
+            if not capped[i] and (imax < 0 or _lt(amax, a[i])):
+                imax = i
+                amax = a[i]
+        if _le(r, _smul(tvc[t], amax, W)):
+            capped[imax] = True
+            ncap += 1
+        else:
+            break
+    t = n - ncap
+    tf = tvc[t]
+    v = _sdiv(r, tf, W)
+    if scaled:
+        v = _smul(v, cst[2], W)
+    last = -1
+    for i in range(m):
+        if not capped[i] and _nonzero(a[i]):
+            last = i
+    j = 0
+    d = zero
+    for i in range(m):
+        if capped[i]:
+            obits[b, i] = xbits[b, i]
+            continue
+        if not _nonzero(a[i]):
+            obits[b, i] = 0
+            continue
+        d = _sadd(d, a[i], W)
+        c = tf if i == last else _sdiv(_smul(tf, d, W), r, W)
+        sel = False
+        while j < t and _lt(_point(word, j), c):
+            j += 1
+            sel = True
+        if sel:
+            _store(obits, b, i, (v & _ABS64) | (xc[i] & _SIGN64))
+        else:
+            obits[b, i] = 0
+
+
+@njit(cache=True)
+def _mvue_approx_soft(xbits, b, w0, w1, W, cst, obits):
+    """mvue_approx24_blocks' operations on the emulated arithmetic (a block of kind _SOFT).
+    cst: the patterns of (one, big, scale_down, tiny, scale_tiny)."""
+    one = cst[0]
+    xc = np.empty(4, np.uint64)
+    av = np.empty(4, np.uint64)
+    rv = np.empty(4, np.uint64)
+    tv = np.empty(4, np.uint64)
+    for i in range(4):
+        xc[i] = _load(xbits[b, i])
+        av[i] = xc[i] & _ABS64
+    zero = _ZERO64
+    s = _sadd(_sadd(_sadd(av[0], av[1], W), av[2], W), av[3], W)
+    if not _le(s, cst[1]):
+        for i in range(4):
+            av[i] = _smul(av[i], cst[2], W)
+        s = _sadd(_sadd(_sadd(av[0], av[1], W), av[2], W), av[3], W)
+    elif _lt(s, cst[3]):
+        for i in range(4):
+            av[i] = _smul(av[i], cst[4], W)
+        s = _sadd(_sadd(_sadd(av[0], av[1], W), av[2], W), av[3], W)
+    a0 = av[0]
+    a1 = av[1]
+    a2 = av[2]
+    a3 = av[3]
+    rv[0] = _sadd(_sadd(a1, a2, W), a3, W)
+    rv[1] = _sadd(_sadd(a0, a2, W), a3, W)
+    rv[2] = _sadd(_sadd(a0, a1, W), a3, W)
+    rv[3] = _sadd(_sadd(a0, a1, W), a2, W)
+    u0 = _point(w0, 0)
+    u1 = _point(w1, 0)
+    inv = _sdiv(one, s, W)
+    last = 3 if _nonzero(a3) else 2
+    d = a0
+    first = np.int64(_le(_smul(d, inv, W), u0))
+    d = _sadd(d, a1, W)
+    first += np.int64(_le(_smul(d, inv, W), u0))
+    d = _sadd(d, a2, W)
+    first += np.int64(_le(_smul(d, inv, W), u0))
+    first -= np.int64(first > last)
+    i0 = 1 if first == 0 else 0
+    i1 = 1 if first >= 2 else 2
+    i2 = 2 if first == 3 else 3
+    last2 = 2 if _nonzero(av[i2]) else 1
+    invf = _sdiv(one, rv[first], W)
+    d = av[i0]
+    k = np.int64(_le(_smul(d, invf, W), u1))
+    d = _sadd(d, av[i1], W)
+    k += np.int64(_le(_smul(d, invf, W), u1))
+    k -= np.int64(k > last2)
+    second = k + np.int64(k >= first)
+    for j in range(4):
+        tv[j] = _smul(av[j], inv, W)
+    fa = av[first]
+    sa = av[second]
+    pf = tv[first]
+    ps = tv[second]
+    for j in range(4):
+        rj = rv[j]
+        tj = tv[j]
+        pf = _sadd(pf, zero if j == first else _smul(tj, _sdiv(fa, rj, W), W), W)
+        ps = _sadd(ps, zero if j == second else _smul(tj, _sdiv(sa, rj, W), W), W)
+    qf = _sdiv(xc[first], pf, W)
+    qs = _sdiv(xc[second], ps, W)
+    for i in range(4):
+        if i == first:
+            _store(obits, b, i, qf)
+        elif i == second:
+            _store(obits, b, i, qs)
+        else:
+            obits[b, i] = 0
+
+
+# --------------------------------------------------------------------------------------------
 # MVUE, exact (water-filling + systematic sampling)
 
 
 @njit(cache=True, error_model="numpy")
 def _mvue_exact_block(x, b, n, m, word, tv, big, scale_down, scale_up, a, capped, out, tag):
-    """One block of mvue(method="exact"); see the docstring of emul.sparsity.mvue."""
-    nz = 0
-    finite = True
+    """One block of mvue(method="exact") of kind _FAST (finite, more than n non-zeros, every
+    intermediate normal); see the docstring of emul.sparsity.mvue."""
     for i in range(m):
-        xi = x[b, i]
-        ai = abs(xi)
-        if not (ai <= big):  # NaN or inf (big = the dtype's max)
-            finite = False
-        a[i] = ai
-        if ai != 0:
-            nz += 1
+        a[i] = abs(x[b, i])
         capped[i] = False
-    if not finite:
-        for i in range(m):
-            out[b, i] = np.nan
-        return
     zero = a[0] - a[0]
-    if nz <= n:
-        for i in range(m):
-            out[b, i] = x[b, i] if a[i] != 0 else zero
-        return
     # overflow guard: if n * (sum of |x|) overflows, work on |x| * 2^-q (power-of-two scaling)
     r = zero
     for i in range(m):
@@ -198,8 +739,11 @@ def _mvue_exact_block(x, b, n, m, word, tv, big, scale_down, scale_up, a, capped
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def mvue_exact_blocks(x, n, words, tv, big, scale_down, scale_up, out, tag):
-    """x: (B, m) float32/float64; words: (B,) uint32; out like x; tag: see _rd."""
+def mvue_exact_blocks(x, xbits, n, words, tv, big, scale_down, scale_up, out, obits, tag, lim, W, tvc, cst,
+                      nan):
+    """x: (B, m) float32/float64; words: (B,) uint32; out like x; xbits, obits: x and out viewed
+    as unsigned integers of their width; tag: see _rd; lim: see _classify; W, tvc, cst: see
+    _mvue_exact_soft; nan: the quiet NaN's bits (blocks with a NaN or inf)."""
     nb, m = x.shape
     nchunk = min(nb, 1024)
     for ch in prange(nchunk):
@@ -208,16 +752,29 @@ def mvue_exact_blocks(x, n, words, tv, big, scale_down, scale_up, out, tag):
         a = np.empty(m, x.dtype)
         capped = np.empty(m, np.bool_)
         for b in range(lo, hi):
-            _mvue_exact_block(x, b, n, m, words[b], tv, big, scale_down, scale_up, a, capped, out, tag)
+            kind = _classify(xbits, b, m, n, lim)
+            if kind == _FAST:
+                _mvue_exact_block(x, b, n, m, words[b], tv, big, scale_down, scale_up, a, capped, out, tag)
+            elif kind == _SOFT:
+                _mvue_exact_soft(xbits, b, n, m, words[b], W, tvc, cst, obits)
+            else:
+                _trivial_block(xbits, b, m, kind, nan, obits)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def mvue_exact24_blocks(x, words, tv, big, scale_down, scale_up, out, tag):
+def mvue_exact24_blocks(x, xbits, words, tv, big, scale_down, scale_up, out, obits, tag, lim, W, tvc, cst, nan):
     """mvue_exact_blocks for n=2, m=4, unrolled (same operations in the same order)."""
     nb = x.shape[0]
     one = tv[1]
     two = tv[2]
     for b in prange(nb):
+        kind = _classify(xbits, b, 4, 2, lim)
+        if kind != _FAST:
+            if kind == _SOFT:
+                _mvue_exact_soft(xbits, b, 2, 4, words[b], W, tvc, cst, obits)
+            else:
+                _trivial_block(xbits, b, 4, kind, nan, obits)
+            continue
         x0 = x[b, 0]
         x1 = x[b, 1]
         x2 = x[b, 2]
@@ -227,17 +784,6 @@ def mvue_exact24_blocks(x, words, tv, big, scale_down, scale_up, out, tag):
         a2 = abs(x2)
         a3 = abs(x3)
         zero = a0 - a0
-        if not (a0 <= big and a1 <= big and a2 <= big and a3 <= big):
-            for i in range(4):
-                out[b, i] = np.nan
-            continue
-        nz = (a0 != 0) + (a1 != 0) + (a2 != 0) + (a3 != 0)
-        if nz <= 2:
-            out[b, 0] = x0 if a0 != 0 else zero
-            out[b, 1] = x1 if a1 != 0 else zero
-            out[b, 2] = x2 if a2 != 0 else zero
-            out[b, 3] = x3 if a3 != 0 else zero
-            continue
         r = _rd(_rd(_rd(a0 + a1, tag) + a2, tag) + a3, tag)
         scaled = not (_rd(two * r, tag) <= big)
         if scaled:
@@ -290,23 +836,22 @@ def mvue_exact24_blocks(x, words, tv, big, scale_down, scale_up, out, tag):
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def mvue_exact12_blocks(x, words, big, scale_down, scale_up, out, tag):
+def mvue_exact12_blocks(x, xbits, words, big, scale_down, scale_up, out, obits, tag, lim, W, tvc, cst, nan):
     """mvue_exact_blocks for n=1, m=2: keep x_0 iff u < a_0 / (a_0 + a_1), value sign * S."""
     nb = x.shape[0]
     for b in prange(nb):
+        kind = _classify(xbits, b, 2, 1, lim)
+        if kind != _FAST:
+            if kind == _SOFT:
+                _mvue_exact_soft(xbits, b, 1, 2, words[b], W, tvc, cst, obits)
+            else:
+                _trivial_block(xbits, b, 2, kind, nan, obits)
+            continue
         x0 = x[b, 0]
         x1 = x[b, 1]
         a0 = abs(x0)
         a1 = abs(x1)
         zero = a0 - a0
-        if not (a0 <= big and a1 <= big):
-            out[b, 0] = np.nan
-            out[b, 1] = np.nan
-            continue
-        if a0 == 0 or a1 == 0:
-            out[b, 0] = x0 if a0 != 0 else zero
-            out[b, 1] = x1 if a1 != 0 else zero
-            continue
         r = _rd(a0 + a1, tag)
         scaled = not (r <= big)
         if scaled:  # q = 1
@@ -329,8 +874,10 @@ def mvue_exact12_blocks(x, words, big, scale_down, scale_up, out, tag):
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def mvue_approx24_blocks(x, words, one, big, scale_down, tiny, scale_tiny, out, tag):
-    """x: (B, 4) float32/float64; words: (2B,) uint32 (block b uses 2b and 2b+1); out like x.
+def mvue_approx24_blocks(x, xbits, words, one, big, scale_down, tiny, scale_tiny, out, obits, tag, lim, W, cst,
+                         nan):
+    """x: (B, 4) float32/float64; words: (2B,) uint32 (block b uses 2b and 2b+1); out like x;
+    xbits, obits, lim, nan: see mvue_exact_blocks; W, cst: see _mvue_approx_soft.
 
     Data-dependent choices index small arrays instead of branching (they are unpredictable)."""
     nb = x.shape[0]
@@ -342,21 +889,18 @@ def mvue_approx24_blocks(x, words, one, big, scale_down, tiny, scale_tiny, out, 
         rv = np.empty(4, x.dtype)
         tv = np.empty(4, x.dtype)
         for b in range(lo, hi):
+            kind = _classify(xbits, b, 4, 2, lim)
+            if kind != _FAST:
+                if kind == _SOFT:
+                    _mvue_approx_soft(xbits, b, words[2 * b], words[2 * b + 1], W, cst, obits)
+                else:
+                    _trivial_block(xbits, b, 4, kind, nan, obits)
+                continue
             a0 = abs(x[b, 0])
             a1 = abs(x[b, 1])
             a2 = abs(x[b, 2])
             a3 = abs(x[b, 3])
             zero = a0 - a0
-            if not (a0 <= big and a1 <= big and a2 <= big and a3 <= big):
-                for i in range(4):
-                    out[b, i] = np.nan
-                continue
-            nz = (a0 != 0) + (a1 != 0) + (a2 != 0) + (a3 != 0)
-            if nz <= 2:
-                for i in range(4):
-                    xi = x[b, i]
-                    out[b, i] = xi if xi != 0 else zero
-                continue
             s = _rd(_rd(_rd(a0 + a1, tag) + a2, tag) + a3, tag)
             if not (s <= big):  # power-of-two rescaling: ratios and x_i / pi_i unchanged
                 a0 = _rd(a0 * scale_down, tag)
@@ -434,96 +978,149 @@ def mvue_approx24_blocks(x, words, one, big, scale_down, tiny, scale_tiny, out, 
 # |w| * 2^S is an integer (all float16 tiles, float32/float64 tiles whose values span at most 50
 # bits below the top bit) these costs are the exact objective times 2^S and one solve is final.
 # Otherwise the solution is refined in further stages on the exact remainders
-# f = |w| - D * 2^-S (kept as floats in the units of w, where they are exact), each stage
-# resolving K more bits; see _refine_stage for the invariant and the proof.
+# f = |w| - D * 2^-S (kept as integers in units of the last place of w, where they are exact),
+# each stage resolving K more bits; see _refine_stage for the invariant and the proof.  Costs and
+# remainders come from the weights' bits with integer operations only.
 
 _COST_BITS = 50  # stage costs lie in [0, 2^50]: sums and potentials stay far below 2^62 for m <= 32
 
 
-@njit(cache=True)
-def _rne_signed(y):
-    """Round-half-even of a float |y| < 2^51 to int64."""
-    if y >= 0.0:
-        return np.int64((y + _TWO52) - _TWO52)
-    return -np.int64((_TWO52 - y) - _TWO52)
+# The transposable kernels read weights as their bit patterns: emul.sparsity passes float32 /
+# float64 weights viewed as uint32 / uint64 (integer loads: no float instruction, and nothing an
+# optimizer could turn back into a float compare).  Float arrays are accepted too (the tests call
+# the kernels directly) and are then read through a bitcast.
+
+
+def _abs_key(v):
+    """|v|'s bit pattern as an int64 (v: float32/float64, or its bits as uint32/uint64): ordered
+    like |v| for non-NaN v."""
+    raise NotImplementedError  # replaced by the overload below inside jitted code
+
+
+@overload(_abs_key)
+def _abs_key_overload(v):
+    if v == types.uint32:
+        return lambda v: np.int64(v & np.uint32(0x7FFFFFFF))
+    if v == types.uint64:
+        return lambda v: np.int64(v & _ABS64)
+    if v == types.float32:
+        return lambda v: np.int64(np.float32(v).view(np.uint32) & np.uint32(0x7FFFFFFF))
+    if v == types.float64:
+        return lambda v: np.int64(np.float64(v).view(np.uint64) & _ABS64)
+
+
+def _wparts(v):
+    """(mag, e) with |v| = mag * 2**e, mag < 2**53 (uint64), for a finite float32/float64 weight
+    or its bits (uint32/uint64)."""
+    raise NotImplementedError  # replaced by the overload below inside jitted code
+
+
+@overload(_wparts)
+def _wparts_overload(v):
+    if v == types.uint32:
+        return lambda v: _wfields(_u(v), 23, 0xFF, 150)
+    if v == types.float32:
+        return lambda v: _wfields(_u(np.float32(v).view(np.uint32)), 23, 0xFF, 150)
+    if v == types.uint64:
+        return lambda v: _wfields(v, 52, 0x7FF, 1075)
+    if v == types.float64:
+        return lambda v: _wfields(np.float64(v).view(np.uint64), 52, 0x7FF, 1075)
+
+
+@njit(inline="always")
+def _wfields(b, mbits, emask, shift):
+    """(mag, e) of the finite float with bits b (uint64; mbits fraction bits, exponent field mask
+    emask, bias + mbits = shift): |v| = mag * 2**e."""
+    ef = np.int64((b >> _u(mbits)) & _u(emask))
+    f = b & ((_ONE64 << _u(mbits)) - _ONE64)
+    if ef == 0:
+        return f, np.int64(1 - shift)
+    return f | (_ONE64 << _u(mbits)), ef - shift
+
+
+@njit(inline="always")
+def _rne_shift(mag, t):
+    """(RNE(mag 2^t), rest) for a uint64 mag < 2^53 with mag 2^t < 2^62: the integer nearest to
+    mag 2^t (ties to even) and the exact rest mag - RNE(mag 2^t) 2^-t, in units of mag's last
+    place (0 when t >= 0), both int64."""
+    if t >= 0:  # (float32 tiles: nearly always)
+        return np.int64(mag << np.uint64(t)), np.int64(0)
+    s = min(-t, 62)  # s >= 54: mag 2^t < 1/2, q = 0, rest = mag
+    v = np.int64(mag)
+    q = v >> s
+    rest = v & ((np.int64(1) << s) - 1)
+    half = np.int64(1) << (s - 1)
+    up = np.int64((rest > half) | ((rest == half) & ((q & 1) == 1)))  # (no branch: unpredictable)
+    return q + up, rest - (up << s)
 
 
 @njit(cache=True)
 def _tile_costs(w, r0, c0, m, cost):
     """Stage-1 costs: cost[i, j] = RNE(|w[r0+i, c0+j]| * 2^S), S = 50 - e, 2^(e-1) <= max|w| < 2^e
     (S = 0 and all costs 0 for an all-zero tile).  Returns (S, exact): exact is True when every
-    |w| * 2^S is an integer, i.e. the costs are the exact magnitudes times 2^S."""
-    mx = 0.0
+    |w| * 2^S is an integer, i.e. the costs are the exact magnitudes times 2^S.  Integer work on
+    the weights' bits (|w| = mag 2^e with mag < 2^53), so subnormal weights count whatever the
+    thread's MXCSR."""
+    best = np.int64(0)
+    bi = 0
+    bj = 0
     for i in range(m):
         for j in range(m):
-            v = abs(np.float64(w[r0 + i, c0 + j]))
-            if v > mx:
-                mx = v
-    if mx == 0.0:
+            k = _abs_key(w[r0 + i, c0 + j])
+            if k > best:
+                best = k
+                bi = i
+                bj = j
+    if best == 0:
         for i in range(m):
             for j in range(m):
                 cost[i, j] = 0
         return 0, True
-    e = math.frexp(mx)[1]
-    sc = _COST_BITS - e
+    mx, ex = _wparts(w[r0 + bi, c0 + bj])
+    sc = _COST_BITS - (ex + 64 - np.int64(leading_zeros(mx)))
     exact = True
-    if sc <= 1000:
-        s = math.ldexp(1.0, sc)
-        frac = 0.0
-        for i in range(m):
-            for j in range(m):
-                y = abs(np.float64(w[r0 + i, c0 + j])) * s  # exact unless it underflows (sc < 0)
-                d = (y + _TWO52) - _TWO52  # round half to even (0 <= y <= 2^50)
-                cost[i, j] = np.int64(d)
-                frac = max(frac, y - d if y >= d else d - y)
-        exact = frac == 0.0
-        if exact and sc < 0:  # a product that underflowed to 0 is not exact
-            for i in range(m):
-                for j in range(m):
-                    if cost[i, j] == 0 and w[r0 + i, c0 + j] != 0:
-                        exact = False
-    else:  # tiles of tiny float64 subnormals: 2^sc itself would overflow; scaling up is exact
-        for i in range(m):
-            for j in range(m):
-                y = math.ldexp(abs(np.float64(w[r0 + i, c0 + j])), sc)
-                d = np.int64((y + _TWO52) - _TWO52)
-                cost[i, j] = d
-                exact &= y == d
+    for i in range(m):
+        for j in range(m):
+            mg, eg = _wparts(w[r0 + i, c0 + j])
+            d, rest = _rne_shift(mg, eg + sc)  # mg 2^(eg+sc) <= max|w| 2^S < 2^50
+            cost[i, j] = d
+            exact &= rest == 0
     return sc, exact
 
 
 @njit(cache=True)
-def _remainders(w, r0, c0, m, cost, sc, rem):
-    """rem[i, j] = |w| - cost[i, j] * 2^-sc, exactly (see _refine_stage)."""
-    q = math.ldexp(1.0, -sc)
-    fast = -1022 <= sc <= 1022  # cost * 2^-sc is then a product by a normal power of two
+def _remainders(w, r0, c0, m, sc, rem, rexp):
+    """|w| - cost[i, j] * 2^-sc = rem[i, j] * 2^rexp[i, j] exactly, with the stage-1 costs of
+    _tile_costs (see _refine_stage): the rest of each RNE in units of the weight's last place."""
     for i in range(m):
         for j in range(m):
-            d = np.float64(cost[i, j])
-            dq = d * q if fast else math.ldexp(d, -sc)
-            rem[i, j] = abs(np.float64(w[r0 + i, c0 + j])) - dq
+            mg, eg = _wparts(w[r0 + i, c0 + j])
+            _, rest = _rne_shift(mg, eg + sc)
+            rem[i, j] = rest
+            rexp[i, j] = eg
 
 
 @njit(cache=True)
-def _next_digits(rem, m, sc, dig):
-    """dig[i, j] = RNE(rem[i, j] * 2^sc) and rem[i, j] -= dig[i, j] * 2^-sc, exactly: rem * 2^sc
-    is exact or underflows below 1/2 (digit 0, rem unchanged); the digit times 2^-sc and the
-    difference are exact floats (multiples of the ulp of rem with at most 53 bits).  Returns
-    whether any remainder is left."""
-    p = math.ldexp(1.0, sc)
-    q = math.ldexp(1.0, -sc)
-    fast = -1022 <= sc <= 1022
+def _next_digits(rem, rexp, m, sc, dig):
+    """dig[i, j] = RNE(r * 2^sc) and r -= dig[i, j] * 2^-sc, exactly, for the remainders
+    r = rem[i, j] * 2^rexp[i, j] (|rem| < 2^53; |r| 2^sc <= 2^49 by the invariant of
+    _refine_stage).  Returns whether any remainder is left."""
     left = False
     for i in range(m):
         for j in range(m):
             r = rem[i, j]
-            y = r * p if fast else math.ldexp(r, sc)
-            d = _rne_signed(y)
-            dig[i, j] = d
-            if d != 0:
-                r -= (np.float64(d) * q) if fast else math.ldexp(np.float64(d), -sc)
-                rem[i, j] = r
-            left |= r != 0.0
+            if r == 0:
+                dig[i, j] = 0
+                continue
+            t = rexp[i, j] + sc
+            if t >= 0:
+                dig[i, j] = r << t
+                rem[i, j] = 0
+                continue
+            d, rest = _rne_shift(np.uint64(-r if r < 0 else r), t)
+            dig[i, j] = -d if r < 0 else d
+            rem[i, j] = -rest if r < 0 else rest
+            left |= rest != 0
     return left
 
 
@@ -689,7 +1286,7 @@ def _lex_tile(cost, m, x, prow, pcol, prev, done, fixed, queue):
 
 
 @njit(cache=True)
-def _refine_stage(cost, m, n, x, prow, pcol, rem, forced, sc, dig, indeg, queue):
+def _refine_stage(cost, m, n, x, prow, pcol, rem, rexp, forced, sc, dig, indeg, queue):
     """One refinement stage of the exact tile objective.  Returns the new scale exponent, or
     sc itself when the current solution is final (then `cost` is unchanged).
 
@@ -713,8 +1310,7 @@ def _refine_stage(cost, m, n, x, prow, pcol, rem, forced, sc, dig, indeg, queue)
     which satisfies (I) (the shift A 2^K adds the same n m A 2^K to every mask), lies in
     [0, 2 A 2^K] <= 2^50, and whose optima respect `forced`: against x, a mask X breaking it
     loses A 2^K on a forced edge and gains at most |X ^ x| 2^K / 2 <= n m 2^K on free ones.
-    rem 2^(sc+K) is exact or underflows below 1/2 (RNE 0, rem unchanged); RNE(.) 2^-(sc+K) and
-    the difference are exact floats (multiples of the ulp of rem, of at most 53 bits).
+    rem and its digits are exact integers in units of the weight's last place (_next_digits).
     """
     nm = n * m
     more = False
@@ -727,9 +1323,9 @@ def _refine_stage(cost, m, n, x, prow, pcol, rem, forced, sc, dig, indeg, queue)
             rho = cost[i, j] - prow[i] + pcol[j]
             if abs(rho) > nm:
                 forced[e] = 1 if x[i, j] == 1 else -1
-                rem[i, j] = 0.0
+                rem[i, j] = 0
             else:
-                more |= rem[i, j] != 0.0
+                more |= rem[i, j] != 0
                 free_out |= x[i, j] == 0
     if not (more and free_out) or _free_acyclic(x, forced, m, indeg, queue):
         return sc
@@ -738,7 +1334,7 @@ def _refine_stage(cost, m, n, x, prow, pcol, rem, forced, sc, dig, indeg, queue)
     sk = np.int64(1) << k
     nsc = sc + k
     # forced edges have rem = 0, hence digit 0
-    _next_digits(rem, m, nsc, dig)
+    _next_digits(rem, rexp, m, nsc, dig)
     for i in range(m):
         for j in range(m):
             e = i * m + j
@@ -802,17 +1398,17 @@ def _bit_length(v):
 
 
 @njit(cache=True)
-def _solve_tile(w, r0, c0, m, n, cost, x, prow, pcol, excess, dist, prev, done, fixed, queue, rem, forced,
-                dig):
+def _solve_tile(w, r0, c0, m, n, cost, x, prow, pcol, excess, dist, prev, done, fixed, queue, rem, rexp,
+                forced, dig):
     """The exact optimal tile (maximum sum of kept |w|, lexicographically smallest among optima)."""
     sc, exact = _tile_costs(w, r0, c0, m, cost)
     _ssp_tile(cost, m, n, x, prow, pcol, excess, dist, prev, done)
     if not exact:
-        _remainders(w, r0, c0, m, cost, sc, rem)
+        _remainders(w, r0, c0, m, sc, rem, rexp)
         for k in range(m * m):
             forced[k] = 0
         while True:
-            nsc = _refine_stage(cost, m, n, x, prow, pcol, rem, forced, sc, dig, dist, queue)
+            nsc = _refine_stage(cost, m, n, x, prow, pcol, rem, rexp, forced, sc, dig, dist, queue)
             if nsc == sc:
                 break
             sc = nsc
@@ -840,14 +1436,15 @@ def transposable_optimal(w, n, m, out):
         done = np.empty(2 * m, np.bool_)
         fixed = np.empty(m * m, np.bool_)
         queue = np.empty(2 * m, np.int64)
-        rem = np.empty((m, m), np.float64)
+        rem = np.empty((m, m), np.int64)
+        rexp = np.empty((m, m), np.int64)
         forced = np.empty(m * m, np.int8)
         dig = np.empty((m, m), np.int64)
         for t in range(lo, hi):
             r0 = (t // nc) * m
             c0 = (t % nc) * m
             _solve_tile(w, r0, c0, m, n, cost, x, prow, pcol, excess, dist, prev, done, fixed, queue,
-                        rem, forced, dig)
+                        rem, rexp, forced, dig)
             for i in range(m):
                 for j in range(m):
                     out[r0 + i, c0 + j] = x[i, j] == 1
@@ -870,7 +1467,7 @@ def _pair_sums(cost, ps):
 
 
 @njit(cache=True)
-def _best24_exact(w, r0, c0, cand, cost, ps, sc, bestv, rem, off, live):
+def _best24_exact(w, r0, c0, cand, cost, ps, sc, bestv, rem, rexp, off, live):
     """The first candidate of maximal exact kept sum when the stage-1 costs are not exact.
 
     With o_q = (candidate cost sum - best cost sum) in units of 2^-sc and |rem| <= 2^-sc / 2,
@@ -879,7 +1476,7 @@ def _best24_exact(w, r0, c0, cand, cost, ps, sc, bestv, rem, off, live):
     those by 2^50 and adds their sums of the next RNE digits of the remainders (_next_digits);
     offsets stay within [-8 * 2^50 - 2^52, 2^52].  When no remainder is left the offsets are
     exact and the first maximal one wins."""
-    _remainders(w, r0, c0, 4, cost, sc, rem)
+    _remainders(w, r0, c0, 4, sc, rem, rexp)
     nlive = 0
     for q in range(cand.shape[0]):
         o = _cand_value(ps, cand, q) - bestv
@@ -890,7 +1487,7 @@ def _best24_exact(w, r0, c0, cand, cost, ps, sc, bestv, rem, off, live):
     left = True
     while left:
         sc += _COST_BITS
-        left = _next_digits(rem, 4, sc, cost)
+        left = _next_digits(rem, rexp, 4, sc, cost)
         _pair_sums(cost, ps)
         best = np.int64(-(1 << 62))
         for k in range(nlive):
@@ -930,7 +1527,8 @@ def transposable_optimal_24(w, cand, out):
         hi = (ch + 1) * nt // nchunk
         cost = np.empty((m, m), np.int64)
         ps = np.empty((m, 6), np.int64)
-        rem = np.empty((m, m), np.float64)
+        rem = np.empty((m, m), np.int64)
+        rexp = np.empty((m, m), np.int64)
         off = np.empty(ncand, np.int64)
         live = np.empty(ncand, np.int64)
         for t in range(lo, hi):
@@ -957,7 +1555,7 @@ def transposable_optimal_24(w, cand, out):
                     elif v > second:
                         second = v
                 if second >= bestv - 8:
-                    best = _best24_exact(w, r0, c0, cand, cost, ps, sc, bestv, rem, off, live)
+                    best = _best24_exact(w, r0, c0, cand, cost, ps, sc, bestv, rem, rexp, off, live)
             for i in range(m):
                 p = cand[best, i]
                 for j in range(m):
@@ -972,7 +1570,8 @@ def transposable_optimal_24(w, cand, out):
 def _greedy_order(w, bits, packed, r0, c0, m, key, mag, order):
     """order = flat tile indices sorted by (-|w|, flat index), through ranks: element k goes to
     position #{l : |w_l| > |w_k| or (|w_l| == |w_k| and l < k)}.  With `packed` (float32 data),
-    the rank counts int64 keys (|w| bits << 32 | (m*m - 1 - k)), which vectorises well."""
+    the rank counts int64 keys (|w| bits << 32 | (m*m - 1 - k)), which vectorises well; otherwise
+    the magnitudes are compared as bit patterns (mag: int64), never as floats."""
     mm = m * m
     if packed:
         for i in range(m):
@@ -988,7 +1587,7 @@ def _greedy_order(w, bits, packed, r0, c0, m, key, mag, order):
     else:
         for i in range(m):
             for j in range(m):
-                mag[i * m + j] = abs(np.float64(w[r0 + i, c0 + j]))
+                mag[i * m + j] = _abs_key(bits[r0 + i, c0 + j])
         for k in range(mm):
             ak = mag[k]
             rank = 0
@@ -1001,8 +1600,8 @@ def _greedy_order(w, bits, packed, r0, c0, m, key, mag, order):
 
 @njit(cache=True, parallel=True)
 def transposable_greedy(w, bits, packed, n, m, out, step, blocked, record):
-    """Full greedy per tile.  out (all False on entry): kept mask.  bits: w viewed as uint32 when
-    packed (float32 w).  If record: step[r, c] (all -1 on entry) = visiting step at which the
+    """Full greedy per tile.  out (all False on entry): kept mask.  bits: w viewed as unsigned
+    integers (uint32 when packed, i.e. float32 w; uint64 for float64 w).  If record: step[r, c] (all -1 on entry) = visiting step at which the
     element was kept; blocked[t, k] = the candidate of step k had both its row and its column
     already full (for the reference's batch-global early stop)."""
     nr = w.shape[0] // m
@@ -1015,7 +1614,7 @@ def transposable_greedy(w, bits, packed, n, m, out, step, blocked, record):
         lo = ch * nt // nchunk
         hi = (ch + 1) * nt // nchunk
         key = np.empty(mm, np.int64)
-        mag = np.empty(mm, np.float64)
+        mag = np.empty(mm, np.int64)
         order = np.empty(mm, np.int64)
         rc = np.empty(m, np.int64)
         cc = np.empty(m, np.int64)
@@ -1063,3 +1662,69 @@ def transposable_greedy(w, bits, packed, n, m, out, step, blocked, record):
                     blocked[t, k] = False
                 else:
                     blocked[t, k] = rc[i] >= n and cc[j] >= n
+
+
+# --------------------------------------------------------------------------------------------
+# exact conversions from bits (numpy's and the hardware's float conversions are not needed)
+
+
+@njit(cache=True)
+def f16_to_f32_bits(h, out):
+    """out[i] = the float32 bit pattern of the float16 whose bits are h[i] (uint16); exact (every
+    float16 is a float32 normal number), NaN payloads kept as numpy keeps them."""
+    for i in range(h.size):
+        v = np.int64(h[i])
+        sign = (v & 0x8000) << 16
+        ef = (v >> 10) & 0x1F
+        f = v & 0x3FF
+        if ef == 0x1F:
+            r = 0x7F800000 | (f << 13)
+        elif ef != 0:
+            r = ((ef + 112) << 23) | (f << 13)
+        elif f == 0:
+            r = 0
+        else:  # a subnormal f 2^-24: normalise f to 11 bits
+            top = 63 - np.int64(leading_zeros(_u(f)))  # 0..9
+            r = ((top + 103) << 23) | ((f << (23 - top)) & 0x7FFFFF)
+        out[i] = np.uint32(sign | r)
+
+
+@njit(cache=True)
+def f32_to_f16_bits(x, out):
+    """out[i] = the float16 bit pattern of the float32 with bits x[i] (uint32), a float16 value,
+    +-inf or NaN (numpy's NaN rule: the payload's top bits, kept a NaN); exact, integer
+    operations."""
+    for i in range(x.size):
+        b = np.int64(x[i])
+        sign = (b >> 16) & 0x8000
+        a = b & 0x7FFFFFFF
+        if a >= 0x7F800000:
+            r = 0x7C00 | ((a & 0x7FFFFF) >> 13)
+            if a > 0x7F800000 and r == 0x7C00:
+                r = 0x7C01
+        elif a >= 0x38800000:  # a float16 normal
+            r = (((a >> 23) - 112) << 10) | ((a >> 13) & 0x3FF)
+        elif a == 0:
+            r = 0
+        else:  # a float16 subnormal k 2^-24 = (f | 2^23) 2^(ef - 150)
+            r = ((a & 0x7FFFFF) | 0x800000) >> (126 - (a >> 23))
+        out[i] = np.uint16(sign | r)
+
+
+@njit(cache=True)
+def f64_to_f32_bits_if_exact(x, out):
+    """out[i] = the float32 bit pattern of the finite float64 with bits x[i] (uint64), and True,
+    when every x[i] is a float32 value; False (out partly written) as soon as one is not."""
+    for i in range(x.size):
+        c = x[i]
+        mag, e = _wfields(c, 52, 0x7FF, 1075)
+        if mag != 0:
+            top = e + 63 - np.int64(leading_zeros(mag))
+            if top > 127:
+                return False
+            qe = (top if top > -126 else -126) - 23  # the float32 last place at this magnitude
+            d = qe - e  # bits of mag below that place
+            if d >= 64 or (d > 0 and (mag & ((_ONE64 << _u(d)) - _ONE64)) != 0):
+                return False
+        out[i] = _f32_pattern(c)
+    return True
