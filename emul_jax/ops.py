@@ -53,7 +53,7 @@ from . import sparsity as _sparsity
 from ._bits import ABS, EXP, HIDDEN, SIGN, f32_bits, f32_from_bits, u32
 from .accumulate import matmul as _matmul, sr_steps as _sr_steps
 from .arith import add as _add, div as _div, fma as _fma, mul as _mul
-from .quantize import quantize as _quantize
+from .quantize import _as_key, quantize as _quantize
 
 __all__ = [
     "Sparsity", "Operand", "Accumulator", "GemmSpec", "DotConfig",
@@ -80,21 +80,7 @@ def stream_key(key, gemm: int, role: int):
     ``emul.random.fold_in(emul.random.fold_in(jax.random.key_data(key), gemm), role)`` is the same
     key in NumPy (a replay of a step).
     """
-    return jax.random.fold_in(jax.random.fold_in(_typed_key(key), gemm), role)
-
-
-def _typed_key(key):
-    if isinstance(key, (jax.Array, jax.core.Tracer)) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
-        impl = str(jax.random.key_impl(key))
-        if impl != "threefry2x32":
-            raise ValueError(f"key: JAX key with impl {impl!r}; only 'threefry2x32' is supported")
-        if key.shape != ():
-            raise ValueError(f"key: expected one key, got a key array of shape {key.shape}")
-        return key
-    k = jnp.asarray(key)
-    if k.shape != (2,) or np.dtype(k.dtype).kind not in "iu":
-        raise ValueError(f"key: expected a JAX key (jax.random.key) or two uint32 words, got {k.dtype}{list(k.shape)}")
-    return jax.random.wrap_key_data(k.astype(jnp.uint32), impl="threefry2x32")
+    return jax.random.fold_in(jax.random.fold_in(_as_key(key), gemm), role)
 
 
 # -- configuration --------------------------------------------------------------------------------
@@ -1210,7 +1196,7 @@ def _call(kind, cfg, lhs, rhs, key, preferred_element_type, out_sharding):
     if key is None and cfg.needs_key:
         raise ValueError("key=None, but cfg draws random bits (stochastic rounding or MVUE); pass key= "
                          "(one jax.random.key per call)")
-    k = None if key is None else _typed_key(key)
+    k = None if key is None else _as_key(key)
     y = _qop_jit(kind, cfg, lax.convert_element_type(lhs, _F32), lax.convert_element_type(rhs, _F32), k)
     dtype = jnp.result_type(lhs.dtype, rhs.dtype) if preferred_element_type is None else preferred_element_type
     y = y.astype(dtype)

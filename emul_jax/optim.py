@@ -39,7 +39,7 @@ from jax import lax
 from emul.formats import FixedFormat, FloatFormat, format as _format
 
 from .arith import add as _add
-from .quantize import encode as _encode
+from .quantize import _as_key, encode as _encode
 from .quantize import quantize as _quantize
 
 __all__ = ["quantize_gradients", "QuantizeGradientsState", "apply_updates"]
@@ -81,18 +81,6 @@ def _as_dtype(values, dtype):
     name, code_dtype = _CODE_FMT[dt]
     codes = _encode(values, name).astype(code_dtype)  # exact: the value is a code of ``name``
     return lax.bitcast_convert_type(codes, dt)
-
-
-def _key_data(key, what):
-    """Two uint32 words of ``key`` (a typed JAX key, its key_data, or two integer words)."""
-    if isinstance(key, (jax.Array, jax.core.Tracer)) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
-        if key.shape != ():
-            raise ValueError(f"{what}: expected one key, got a key array of shape {key.shape}")
-        return jax.random.key_data(key)
-    a = jnp.asarray(key)
-    if a.shape != (2,) or np.dtype(a.dtype).kind not in "iu":
-        raise ValueError(f"{what}: expected a JAX key or 2 uint32 words, got {a.dtype}{list(a.shape)}")
-    return a.astype(jnp.uint32)
 
 
 def _typed(words):
@@ -147,7 +135,7 @@ def quantize_gradients(fmt, rounding="stochastic", overflow=None, *, key=None, s
 
     def init_fn(params):
         del params
-        words = _key_data(key, "key") if sr else jnp.zeros((2,), jnp.uint32)
+        words = jax.random.key_data(_as_key(key)) if sr else jnp.zeros((2,), jnp.uint32)
         return QuantizeGradientsState(count=jnp.zeros((), jnp.uint32), key=words)
 
     def update_fn(updates, state, params=None):
@@ -196,7 +184,7 @@ def apply_updates(params, updates, fmt, *, key=None, rounding="stochastic", over
         raise ValueError("apply_updates: rounding='stochastic' needs key= (a fresh key per step)")
     if not sr and key is not None:
         raise ValueError(f"apply_updates: key= is only used with rounding='stochastic' (got {rounding!r})")
-    base = _typed(_key_data(key, "key")) if sr else None
+    base = _as_key(key) if sr else None
     p_leaves, treedef = jax.tree.flatten(params, is_leaf=lambda x: x is None)
     u_leaves = treedef.flatten_up_to(updates)
     out = []

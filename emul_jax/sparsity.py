@@ -36,14 +36,16 @@ from __future__ import annotations
 
 import functools
 import itertools
-import math
-import operator
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+
+from emul.sparsity import _as_int, _check_choice, _check_nm
+
+from .quantize import _as_key
 
 __all__ = ["nm_mask", "nm_prune", "mvue", "transposable_mask"]
 
@@ -58,33 +60,7 @@ _DIV_UNROLL = 7  # long-division steps per loop iteration (compile time vs run t
 
 
 # ----------------------------------------------------------------------------- validation
-# (messages as in emul.sparsity)
-
-
-def _as_int(v, name):
-    if isinstance(v, (bool, np.bool_)):
-        raise TypeError(f"{name}={v!r}: expected an integer, got bool")
-    try:
-        return operator.index(v)
-    except TypeError:
-        raise TypeError(f"{name}={v!r}: expected an integer, got {type(v).__name__}") from None
-
-
-def _check_nm(n, m):
-    m = _as_int(m, "m")
-    n = _as_int(n, "n")
-    if m < 1:
-        raise ValueError(f"m={m}: must be a positive integer")
-    if not 1 <= n <= m:
-        raise ValueError(f"n={n}: must be between 1 and m={m}")
-    return n, m
-
-
-def _check_choice(value, name, choices):
-    if not isinstance(value, str) or value not in choices:
-        valid = ", ".join(repr(c) for c in choices)
-        raise ValueError(f"{name}={value!r}: must be one of {valid}")
-    return value
+# (the core's own checks, so the messages are the core's)
 
 
 def _as_jax(x, name):
@@ -669,17 +645,7 @@ def _as_key_data(key, seed):
     if seed is not None:
         seed = _as_int(seed, "seed")
         return jnp.array([0, seed & 0xFFFFFFFF], dtype=_U32)
-    k = key if isinstance(key, jax.Array) else jnp.asarray(key)
-    if jnp.issubdtype(k.dtype, jax.dtypes.prng_key):
-        impl = str(jax.random.key_impl(k))
-        if "threefry" not in impl:
-            raise ValueError(f"key: JAX key with impl {impl!r}; only 'threefry2x32' is supported")
-        if k.shape != ():
-            raise ValueError(f"key: expected a single key, got a key array of shape {k.shape}")
-        return jax.random.key_data(k)
-    if k.shape != (2,) or not (jnp.issubdtype(k.dtype, jnp.integer)):
-        raise ValueError(f"key: expected a JAX key or a uint32[2] array, got {k.dtype}{list(k.shape)}")
-    return k.astype(_U32)
+    return jax.random.key_data(_as_key(key))
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5))
