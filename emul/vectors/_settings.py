@@ -1,0 +1,186 @@
+"""What a vectors file's settings mean: every op's settings with their defaults, their validation
+(:func:`canonical`, the dict recorded in a file's header) and a one-line description."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from .. import random as _random
+from ..formats import FloatFormat, format as as_format
+from ..rounding import Overflow, Rounding, as_overflow, as_rounding
+
+OPS = ("quantize", "add", "sub", "mul", "fma", "mac", "nm")
+SETS = ("exhaustive", "corners", "random")
+FILE_VERSION = 1
+LFSR_DEFAULT = {"width": 16, "taps": [16, 14, 13, 11], "seed": 0xACE1, "kind": "fibonacci", "output": "state"}
+RANDOM_SOURCES = ("threefry", "lfsr", "all")
+_WRAPS = (Overflow.WRAP, Overflow.WRAP_SIGN_MAGNITUDE)
+
+
+def _dumps(obj) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def describe(settings) -> str:
+    """One line saying what a settings dict generates."""
+    s = dict(settings)
+    op = s.get("op")
+    if op == "quantize":
+        what = f"quantize {s['in_fmt']} -> {s['fmt']}"
+    elif op in ("add", "sub", "mul"):
+        sym = {"add": "+", "sub": "-", "mul": "x"}[op]
+        what = f"{op} {s['fmt']} {sym} {s['b_fmt']} -> {s['out_fmt']}"
+    elif op == "fma":
+        what = f"fma {s['fmt']} x {s['b_fmt']} + {s['c_fmt']} -> {s['out_fmt']}"
+    elif op == "mac":
+        prod = f" (products rounded to {s['product']})" if s.get("product") else " (exact products)"
+        what = f"mac {s['fmt']} x {s['b_fmt']} into {s['acc']}{prod}, {s['k']} steps per sequence"
+    elif op == "nm":
+        what = f"nm {s['n']}:{s['m']} of {s['fmt']}, ties {s['ties']}"
+    else:
+        what = str(op)
+    parts = [what]
+    if "rounding" in s:
+        parts.append(f"rounding {s['rounding']}, overflow {s['overflow']}")
+    if s.get("rounding") == "stochastic":
+        src = s["random_source"]
+        lf = f" {_dumps(s['lfsr'])}" if src == "lfsr" else ""
+        parts.append(f"SR {s['sr_bits']} bits ({s['sr_method']}) from {src}{lf}")
+    if "sets" in s:
+        count = f", count {s['count']}" if "random" in s["sets"] else ""
+        parts.append(f"sets {'+'.join(s['sets'])}{count}, seed {s['seed']}")
+    return "; ".join(parts)
+
+
+# ============================================================================== settings
+
+_COMMON = {"sets": ["corners", "random"], "count": 1000, "seed": 0}
+_ROUND = {"rounding": "nearest_even", "overflow": None, "sr_bits": None, "sr_method": "add",
+          "random_source": "threefry", "lfsr": None}
+_SPEC = {
+    "quantize": {"fmt": None, "in_fmt": "fp32", **_ROUND},
+    "add": {"fmt": None, "b_fmt": None, "out_fmt": None, **_ROUND},
+    "sub": {"fmt": None, "b_fmt": None, "out_fmt": None, **_ROUND},
+    "mul": {"fmt": None, "b_fmt": None, "out_fmt": None, **_ROUND},
+    "fma": {"fmt": None, "b_fmt": None, "c_fmt": None, "out_fmt": None, **_ROUND},
+    "mac": {"fmt": "int8", "b_fmt": None, "acc": "int12", "product": None, "product_rounding": "nearest_even",
+            "rounding": "nearest_even", "overflow": None, "k": 16},
+    "nm": {"fmt": "int8", "n": 2, "m": 4, "ties": "low_index"},
+}
+
+
+def _int_setting(value, name, lo, hi=None):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}={value!r}: must be an int")
+    value = int(value)
+    if value < lo or (hi is not None and value > hi):
+        raise ValueError(f"{name}={value}: must be between {lo} and {hi}" if hi is not None
+                         else f"{name}={value}: must be at least {lo}")
+    return value
+
+
+def canonical(op, **kw) -> dict:
+    """Validate settings and resolve every default: the dict recorded in a file's header."""
+    if op not in OPS:
+        raise ValueError(f"op={op!r}: must be one of {', '.join(OPS)}")
+    spec = {**_COMMON, **_SPEC[op]}
+    unknown = sorted(set(kw) - set(spec))
+    if unknown:
+        raise ValueError(f"{unknown[0]}=: not a setting of op={op!r}; settings are {', '.join(sorted(spec))}")
+    s = {**spec, **kw, "op": op}
+
+    sets = s["sets"]
+    if isinstance(sets, str):
+        sets = [x for x in sets.replace("+", ",").split(",") if x]
+    sets = list(sets)
+    bad = [x for x in sets if x not in SETS]
+    if bad or not sets:
+        raise ValueError(f"sets={s['sets']!r}: must be a non-empty list of {', '.join(SETS)}")
+    s["sets"] = [x for x in SETS if x in sets]
+    s["count"] = _int_setting(s["count"], "count", 0)
+    s["seed"] = _int_setting(s["seed"], "seed", 0, 2**32 - 1)
+
+    if s.get("fmt") is None:
+        raise ValueError(f"fmt=None: op={op!r} needs the operand format, e.g. fmt='e4m3fn'")
+    fmt = as_format(s["fmt"])
+    s["fmt"] = fmt.name
+    if op == "quantize":
+        in_fmt = as_format(s["in_fmt"])
+        s["in_fmt"] = in_fmt.name
+        out = fmt
+        from ._generate import _quantize_plan
+
+        _quantize_plan(in_fmt, out)  # raises when emul cannot take these inputs exactly
+    elif op in ("add", "sub", "mul", "fma"):
+        s["b_fmt"] = as_format(s["b_fmt"] or fmt).name
+        out = as_format(s["out_fmt"] or fmt)
+        s["out_fmt"] = out.name
+        if op == "fma":
+            s["c_fmt"] = as_format(s["c_fmt"] or out).name
+    elif op == "mac":
+        s["b_fmt"] = as_format(s["b_fmt"] or fmt).name
+        out = as_format(s["acc"])
+        s["acc"] = out.name
+        s["k"] = _int_setting(s["k"], "k", 1, 1 << 20)
+        if s["product"] is None:
+            s["product_rounding"] = None
+        else:
+            s["product"] = as_format(s["product"]).name
+            s["product_rounding"] = as_rounding(s["product_rounding"]).value
+            if s["product_rounding"] == "stochastic":
+                raise ValueError("product_rounding='stochastic': not supported in mac vectors")
+    else:  # nm
+        s["m"] = _int_setting(s["m"], "m", 1, 64)
+        s["n"] = _int_setting(s["n"], "n", 1, s["m"])
+        if s["ties"] not in ("low_index", "high_index"):
+            raise ValueError(f"ties={s['ties']!r}: must be 'low_index' or 'high_index'")
+        return s
+
+    # rounding, overflow, stochastic rounding
+    mode = as_rounding(s["rounding"])
+    s["rounding"] = mode.value
+    if s["overflow"] is None:
+        s["overflow"] = "ieee" if isinstance(out, FloatFormat) else "saturate"
+    s["overflow"] = as_overflow(s["overflow"]).value
+    from .._params import resolve
+
+    resolve(out, mode, s["overflow"], s.get("sr_bits") if mode == Rounding.STOCHASTIC else None,
+            s.get("sr_method", "add"))  # raises on invalid combinations
+    if op == "mac":
+        if mode == Rounding.STOCHASTIC:
+            raise ValueError("rounding='stochastic': not supported in mac vectors (use quantize/add/fma vectors)")
+        return s
+    if mode != Rounding.STOCHASTIC:
+        for key in ("sr_bits", "lfsr"):
+            if s[key] is not None:
+                raise ValueError(f"{key}={s[key]!r}: only used with rounding='stochastic'")
+        for key in ("sr_bits", "sr_method", "random_source", "lfsr"):
+            s.pop(key)
+        return s
+    src = s["random_source"]
+    if src not in RANDOM_SOURCES:
+        raise ValueError(f"random_source={src!r}: must be one of {', '.join(RANDOM_SOURCES)}")
+    lf = {**LFSR_DEFAULT, **(s["lfsr"] or {})} if src == "lfsr" else None
+    if s["sr_bits"] is None:  # emul's default, or all the bits an LFSR state offers
+        s["sr_bits"] = min(32, int(lf["width"])) if lf and lf["output"] == "state" else 32
+    s["sr_bits"] = _int_setting(s["sr_bits"], "sr_bits", 1, 32)
+    if s["sr_method"] not in ("add", "compare"):
+        raise ValueError(f"sr_method={s['sr_method']!r}: must be 'add' or 'compare'")
+    if src == "lfsr":
+        extra = sorted(set(lf) - set(LFSR_DEFAULT))
+        if extra:
+            raise ValueError(f"lfsr: unknown key {extra[0]!r}; keys are {', '.join(LFSR_DEFAULT)}")
+        lf["taps"] = [int(t) for t in lf["taps"]]
+        lf = {k: lf[k] for k in LFSR_DEFAULT}
+        _random.lfsr(1, r=s["sr_bits"], **lf)  # validates
+        s["lfsr"] = lf
+    elif s["lfsr"] is not None:
+        raise ValueError(f"lfsr={s['lfsr']!r}: only used with random_source='lfsr'")
+    else:
+        s.pop("lfsr")
+    if src == "all" and s["sr_bits"] > 16:
+        raise ValueError(f"random_source='all' with sr_bits={s['sr_bits']}: at most 16 bits (2**sr_bits lines per operand)")
+    return s
+
