@@ -7,7 +7,7 @@ import functools
 import numpy as np
 
 from ._kernels import slots as K
-from .formats import FixedFormat, FloatFormat, format as as_format
+from .formats import ExpFormat, FixedFormat, FloatFormat, format as as_format
 from .rounding import FIXED_ONLY, MODE_BITS, Overflow, Rounding, as_overflow, as_rounding, overflow_to_max
 
 _RULE_ID = {Overflow.IEEE: 0, Overflow.SATURATE: K.RULE_SATURATE, Overflow.SATURATE_ZERO: K.RULE_SAT_ZERO,
@@ -20,32 +20,37 @@ def _i64(code: int) -> int:
     return code - (1 << 64) if code >= 1 << 63 else code
 
 
-def resolve(fmt, rounding, overflow, sr_bits, sr_method):
+def resolve(fmt, rounding, overflow, sr_bits, sr_method, exp_ok=False):
     """Normalise the user's arguments: (format, Rounding, Overflow, sr_bits, compare?).
+
+    ``exp_ok``: whether an :class:`ExpFormat` (e8m0) is accepted (quantize/encode/decode only).
 
     Every call validates the same way: the cache is keyed by value *and type* (``typed=True``), so
     ``sr_bits=4.0`` or ``True`` never reuses the entry of ``sr_bits=4``.
     """
     try:
-        return _resolve_cached(fmt, rounding, overflow, sr_bits, sr_method)
+        return _resolve_cached(fmt, rounding, overflow, sr_bits, sr_method, exp_ok)
     except TypeError as exc:
         if "unhashable" not in str(exc):
             raise
-        return _resolve(fmt, rounding, overflow, sr_bits, sr_method)  # validates, and reports it
+        return _resolve(fmt, rounding, overflow, sr_bits, sr_method, exp_ok)  # validates, and reports it
 
 
 @functools.lru_cache(maxsize=1024, typed=True)
-def _resolve_cached(fmt, rounding, overflow, sr_bits, sr_method):
-    return _resolve(fmt, rounding, overflow, sr_bits, sr_method)
+def _resolve_cached(fmt, rounding, overflow, sr_bits, sr_method, exp_ok):
+    return _resolve(fmt, rounding, overflow, sr_bits, sr_method, exp_ok)
 
 
-def _resolve(fmt, rounding, overflow, sr_bits, sr_method):
+def _resolve(fmt, rounding, overflow, sr_bits, sr_method, exp_ok=False):
     fmt = as_format(fmt)
+    if isinstance(fmt, ExpFormat) and not exp_ok:
+        raise ValueError(f"{fmt.name}: an unsigned exponent-only (block scale) format; only quantize, encode, "
+                         "decode and emul.blocks take it")
     rounding = as_rounding(rounding)
     if overflow is None:
-        overflow = Overflow.IEEE if isinstance(fmt, FloatFormat) else Overflow.SATURATE
+        overflow = Overflow.SATURATE if isinstance(fmt, FixedFormat) else Overflow.IEEE
     overflow = as_overflow(overflow)
-    if isinstance(fmt, FloatFormat) and overflow in FIXED_ONLY:
+    if not isinstance(fmt, FixedFormat) and overflow in FIXED_ONLY:
         raise ValueError(f"overflow={overflow.value!r}: only for fixed-point formats, not {fmt.name}; "
                          "floats take 'ieee' or 'saturate'")
     if isinstance(fmt, FixedFormat) and overflow == Overflow.IEEE:
@@ -94,6 +99,15 @@ def kernel_params(fmt, rounding: Rounding, overflow: Overflow, sr_bits: int, com
         else:
             inf_pos, inf_neg = fmt.max_raw, fmt.min_raw & mask
         P[K.INF_POS], P[K.INF_NEG] = _i64(inf_pos), _i64(inf_neg)
+        return _frozen(P)
+    if isinstance(fmt, ExpFormat):  # unsigned, exponent only: code c means 2**(c - bias)
+        P[K.KIND] = 2
+        P[K.EMIN], P[K.EMAX], P[K.BIAS] = fmt.emin, fmt.emax, fmt.bias
+        P[K.MAXC], P[K.NANC] = fmt.max_code_magnitude, fmt.nan_code
+        to_max = overflow == Overflow.SATURATE or overflow_to_max(rounding, 0)
+        P[K.OVF_POS] = P[K.OVF_NEG] = fmt.max_code_magnitude if to_max else fmt.nan_code
+        P[K.INF_POS] = fmt.max_code_magnitude if overflow == Overflow.SATURATE else fmt.nan_code
+        P[K.INF_NEG] = fmt.nan_code  # x <= 0 has no code
         return _frozen(P)
     signbit = 1 << (fmt.bits - 1)
     maxc = fmt.max_code_magnitude

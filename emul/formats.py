@@ -7,6 +7,7 @@ overflow are chosen per call (see :mod:`emul.rounding`).
   optional subnormals, and one of four layouts of special values (``specials``).
 - :class:`FixedFormat` — a two's complement (or unsigned) integer ``r`` of ``bits`` bits meaning
   ``r * 2**-frac``.
+- :class:`ExpFormat` — an unsigned, exponent-only format: OCP MX's block scale ``e8m0``.
 - :func:`format` — parse a name (``"e4m3fn"``, ``"bf16"``, ``"e5m6b10-nosub"``, ``"fx<12,4>"``…).
 """
 
@@ -16,7 +17,7 @@ import dataclasses
 import re
 from fractions import Fraction
 
-__all__ = ["FloatFormat", "FixedFormat", "format", "Format"]
+__all__ = ["FloatFormat", "FixedFormat", "ExpFormat", "format", "Format"]
 
 SPECIALS = ("ieee", "fn", "fnuz", "none")
 # |frac| bound of FixedFormat: past it, every finite float64 input (2**-1074 ... 2**1024) gives the
@@ -228,7 +229,90 @@ class FixedFormat:
         return f"FixedFormat({self.name!r})"
 
 
-Format = FloatFormat | FixedFormat
+@dataclasses.dataclass(frozen=True)
+class ExpFormat:
+    """An unsigned, exponent-only format (OCP MX v1.0's E8M0 block scale, SEMANTICS.md §9).
+
+    Code ``c`` in ``[0, 2**exp_bits - 2]`` means ``2**(c - bias)``; the all-ones code is NaN. There
+    is no sign, no zero and no infinity. ``bias`` defaults to ``2**(exp_bits-1) - 1``; ``e8m0`` is
+    ``ExpFormat(8)``: 2**-127 … 2**127, NaN 0xFF. Rounding to it (:func:`emul.encode`): x <= 0 and
+    NaN give the NaN code; below ``2**-bias`` gives code 0 (there is no zero); a tie at
+    ``1.5 * 2**k`` follows the mode (the even code, or 2**(k+1) for ``nearest_away``); overflow as for
+    any format without inf (``"ieee"``: NaN, or the max where IEEE 754 §7.4 says max).
+
+    >>> e8m0 = ExpFormat(8)
+    >>> e8m0.max, e8m0.min_normal, e8m0.name
+    (1.7014118346046923e+38, 5.877471754111438e-39, 'e8m0')
+    """
+
+    exp_bits: int = 8
+    bias: int | None = None
+
+    def __post_init__(self):
+        if isinstance(self.exp_bits, bool) or not isinstance(self.exp_bits, int):
+            raise TypeError(f"exp_bits={self.exp_bits!r}: must be an int")
+        if not 1 <= self.exp_bits <= 11:
+            raise ValueError(f"exp_bits={self.exp_bits}: must be between 1 and 11")
+        if self.bias is None:
+            object.__setattr__(self, "bias", 2 ** (self.exp_bits - 1) - 1)
+        elif isinstance(self.bias, bool) or not isinstance(self.bias, int):
+            raise TypeError(f"bias={self.bias!r}: must be an int or None")
+        if self.emax > 1023 or self.emin < -1074:
+            raise ValueError(f"bias={self.bias}: values 2**{self.emin} … 2**{self.emax} exceed float64's range")
+
+    man_bits = 0  # no mantissa: the code's last bit is the exponent's (ties, round-to-odd)
+    subnormals = False
+    has_inf = False
+    has_nan = True
+    has_negative_zero = False
+
+    @property
+    def bits(self) -> int:
+        return self.exp_bits
+
+    @property
+    def emin(self) -> int:
+        """Exponent of code 0, the smallest value: ``-bias``."""
+        return -self.bias
+
+    @property
+    def emax(self) -> int:
+        """Exponent of the largest value (code ``2**exp_bits - 2``)."""
+        return (1 << self.exp_bits) - 2 - self.bias
+
+    @property
+    def max_code_magnitude(self) -> int:
+        return (1 << self.exp_bits) - 2
+
+    @property
+    def nan_code(self) -> int:
+        return (1 << self.exp_bits) - 1
+
+    @property
+    def max(self) -> float:
+        return float(Fraction(2) ** self.emax)
+
+    @property
+    def min_normal(self) -> float:
+        """The smallest value, ``2**-bias`` (code 0)."""
+        return float(Fraction(2) ** self.emin)
+
+    min_subnormal = min_normal
+
+    @property
+    def eps(self) -> float:
+        return 1.0
+
+    @property
+    def name(self) -> str:
+        default = 2 ** (self.exp_bits - 1) - 1
+        return f"e{self.exp_bits}m0" + ("" if self.bias == default else f"b{self.bias}")
+
+    def __repr__(self):
+        return f"ExpFormat({self.name!r})"
+
+
+Format = FloatFormat | FixedFormat | ExpFormat
 
 # Presets: name -> (exp_bits, man_bits, bias, specials). ``None`` bias means the default.
 _PRESETS = {
@@ -251,6 +335,7 @@ _PRESETS = {
 _PREFERRED = {params: name for name, params in _PRESETS.items()
               if name in ("fp64", "fp32", "fp16", "bf16", "tf32", "e2m3fn", "e3m2fn", "e2m1fn")}
 
+_EXP = re.compile(r"e(\d+)m0(?:b(-?\d+))?")  # unsigned exponent-only (e8m0); e{E}m0fn etc. stay signed
 _GENERIC = re.compile(r"e(\d+)m(\d+)(?:b(-?\d+))?(fn|fnuz|fin)?(-nosub)?")
 _FIXED = re.compile(r"(u?)fx<\s*(\d+)\s*,\s*(-?\d+)\s*>")
 _INT = re.compile(r"(u?)int(\d+)")
@@ -280,7 +365,8 @@ def format(name: str | Format) -> Format:  # noqa: A001 - public name from the s
     then optionally ``fn``, ``fnuz`` or ``fin`` (no specials), then optionally ``-nosub``; a name
     with an explicit ``b{bias}`` always reads generically, and a preset name followed by ``-nosub``
     is that preset without subnormals (``e2m1fn-nosub``: specials ``"none"``, max 6.0). Fixed
-    point: ``int{N}``, ``uint{N}``, ``fx<bits,frac>``, ``ufx<bits,frac>``.
+    point: ``int{N}``, ``uint{N}``, ``fx<bits,frac>``, ``ufx<bits,frac>``. Unsigned exponent-only
+    (:class:`ExpFormat`): ``e8m0``, generically ``e{E}m0[b{bias}]`` (``e{E}m0fn`` etc. stay signed).
 
     >>> format("e4m3fn").max
     448.0
@@ -289,7 +375,7 @@ def format(name: str | Format) -> Format:  # noqa: A001 - public name from the s
     >>> format("e5m6b10-nosub").name
     'e5m6b10-nosub'
     """
-    if isinstance(name, (FloatFormat, FixedFormat)):
+    if isinstance(name, (FloatFormat, FixedFormat, ExpFormat)):
         return name
     if not isinstance(name, str):
         raise TypeError(f"format: expected a format name or a FloatFormat/FixedFormat, got {type(name).__name__}")
@@ -298,6 +384,9 @@ def format(name: str | Format) -> Format:  # noqa: A001 - public name from the s
     if stem in _PRESETS:  # a preset keeps its meaning with -nosub (e2m1fn-nosub: specials "none")
         e, m, bias, specials = _PRESETS[stem]
         return FloatFormat(e, m, bias=bias, specials=specials, subnormals=not nosub)
+    if match := _EXP.fullmatch(text):
+        e, bias = match.groups()
+        return ExpFormat(int(e), None if bias is None else int(bias))
     if match := _GENERIC.fullmatch(text):
         e, m, bias, suffix, nosub = match.groups()
         return FloatFormat(int(e), int(m), bias=None if bias is None else int(bias),
@@ -310,4 +399,4 @@ def format(name: str | Format) -> Format:  # noqa: A001 - public name from the s
         return FixedFormat(int(bits), 0, signed=not unsigned)
     raise ValueError(
         f"format {name!r}: unknown name; expected a preset ({', '.join(_PRESETS)}), "
-        "e{E}m{M}[b{bias}][fn|fnuz|fin][-nosub], int{N}, uint{N}, fx<bits,frac> or ufx<bits,frac>")
+        "e{E}m{M}[b{bias}][fn|fnuz|fin][-nosub], e{E}m0[b{bias}] (unsigned, e8m0), int{N}, uint{N}, fx<bits,frac> or ufx<bits,frac>")

@@ -13,7 +13,7 @@ import numpy as np
 
 from ._params import kernel_params, resolve
 from ._validate import numeric_array, random_words
-from .formats import FixedFormat, FloatFormat, format as as_format
+from .formats import ExpFormat, FixedFormat, FloatFormat, format as as_format
 from .rounding import Rounding
 
 __all__ = ["quantize", "encode", "decode"]
@@ -44,7 +44,7 @@ def sr_words(rounding, shape, sr_bits, *, seed=None, key=None, random_bits=None)
 
 
 def _fits_float32(fmt) -> bool:
-    if isinstance(fmt, FloatFormat):
+    if isinstance(fmt, (FloatFormat, ExpFormat)):
         return fmt.man_bits <= 23 and fmt.emax <= 127 and fmt.emin - fmt.man_bits >= -149
     return fmt.bits <= 24 and fmt.frac <= 149 and fmt.bits - 1 - fmt.frac <= 127
 
@@ -108,7 +108,7 @@ def _check_fits_float64(fmt, what):
 
 
 def _round(x, fmt, rounding, overflow, seed, key, sr_bits, sr_method, random_bits, *, codes):
-    fmt, mode, ovf, r, compare = resolve(fmt, rounding, overflow, sr_bits, sr_method)
+    fmt, mode, ovf, r, compare = resolve(fmt, rounding, overflow, sr_bits, sr_method, exp_ok=True)
     a = numeric_array(x)
     if codes:
         out_dtype = code_dtype(fmt)
@@ -224,11 +224,11 @@ def decode(codes, fmt):
     flat = np.ascontiguousarray(a, dtype=np.uint64).reshape(-1)
     from ._kernels import round as K
 
-    P = kernel_params(*resolve(fmt, Rounding.NEAREST_EVEN, None, None, "add"))  # the format's defaults
+    P = kernel_params(*resolve(fmt, Rounding.NEAREST_EVEN, None, None, "add", exp_ok=True))  # the format's defaults
     out = np.empty(flat.size, np.float64)
     if K.decode_parallel(flat, P, out):
         first = int(flat[_invalid_codes(flat, fmt)][0])
-        rule = "" if getattr(fmt, "subnormals", True) else ", and without subnormals e == 0 needs f == 0"
+        rule = "" if not isinstance(fmt, FloatFormat) or fmt.subnormals else ", and without subnormals e == 0 needs f == 0"
         raise ValueError(f"codes: {first:#x} is not a code of {fmt.name} (codes are {fmt.bits}-bit patterns{rule})")
     out = out.reshape(a.shape)
     return out if isinstance(codes, np.ndarray) or out.ndim else out[()]

@@ -116,6 +116,28 @@ def float_code(sign, mag, e, sticky, u, P):
 
 
 @njit(inline="always")
+def exp_code(sign, mag, e, sticky, u, P):
+    """Code of (-1)**sign * (mag + sticky) * 2**e in the unsigned exponent-only format in P (e8m0):
+    x <= 0 gives NaN, x below 2**EMIN gives code 0 (there is no zero), else 2**x_exp rounds to
+    2**(x_exp + 1) by the mode, whose "lsb" is the code's last bit."""
+    if sign or mag == _ZERO:
+        return np.uint64(P[NANC])
+    n = np.int64(leading_zeros(mag))
+    x_exp = e + 63 - n
+    if x_exp < P[EMIN]:
+        return _ZERO
+    if x_exp > P[EMAX]:
+        return np.uint64(P[OVF_POS])
+    F = (mag << np.uint64(n)) << _ONE  # the fraction below the leading bit, exactly
+    code = np.uint64(x_exp + P[BIAS])
+    if increment(np.int64(code & _ONE), F, sticky, 0, u, P):
+        code += _ONE
+    if code > np.uint64(P[MAXC]):
+        return np.uint64(P[OVF_POS])
+    return code
+
+
+@njit(inline="always")
 def fixed_code(sign, mag, e, sticky, u, P):
     """Two's complement pattern of the value rounded to the fixed format in P (finite input)."""
     bits = P[BITS]
@@ -234,7 +256,11 @@ def round_one(v, u, P):
     if special == 0:
         if P[KIND] == 0:
             return float_code(sign, mag, e, False, u, P), 0
+        if P[KIND] == 2:
+            return exp_code(sign, mag, e, False, u, P), 0
         return fixed_code(sign, mag, e, False, u, P), 0
+    if special == 2 and P[KIND] == 2:
+        return np.uint64(P[NANC]), 0
     if special == 2:
         if P[NANC] < 0:
             return _ZERO, 1
@@ -271,6 +297,10 @@ def f64_from(sign, mag, e):
 def code_value(code, P):
     """The float64 value of a valid code of the format in P (from bits, see :func:`f64_from`)."""
     bits = P[BITS]
+    if P[KIND] == 2:
+        if code == np.uint64(P[NANC]):
+            return np.nan
+        return f64_from(0, _ONE, np.int64(code) - P[BIAS])
     if P[KIND] == 1:
         raw = np.int64(code << np.uint64(64 - bits))
         raw = raw >> np.int64(64 - bits) if P[SIGNED] else np.int64(code)
@@ -348,6 +378,8 @@ def code_valid(code, P):
     bits = P[BITS]
     if code >> np.uint64(bits - 1) >> _ONE != _ZERO:  # wider than the format
         return False
+    if P[KIND] == 2:
+        return True
     if P[KIND] == 0 and not P[SUB]:
         mag = code & ((_ONE << np.uint64(bits - 1)) - _ONE)
         if mag >> np.uint64(P[M]) == _ZERO and mag != _ZERO:
