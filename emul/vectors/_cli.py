@@ -16,15 +16,18 @@ _VECTOR_OPTIONS = [  # (flag, settings key, type, help)
     ("--b-fmt", "b_fmt", str, "second operand format (default --fmt)"),
     ("--c-fmt", "c_fmt", str, "fma: addend format (default --out-fmt)"),
     ("--out-fmt", "out_fmt", str, "add/sub/mul/fma: result format (default --fmt)"),
-    ("--acc", "acc", str, "mac: accumulator format (default int12)"),
-    ("--product", "product", str, "mac: round each product to this format (default: exact products)"),
-    ("--product-rounding", "product_rounding", str, "mac: rounding of products (default nearest_even)"),
+    ("--acc", "acc", str, "mac/dot: accumulator format (default int12)"),
+    ("--product", "product", str, "mac/dot: round each product to this format (default: exact products)"),
+    ("--product-rounding", "product_rounding", str, "mac/dot: rounding of products (default nearest_even)"),
     ("--rounding", "rounding", str, "rounding mode (default nearest_even)"),
     ("--overflow", "overflow", str, "overflow rule (default: the result format's)"),
     ("--sr-bits", "sr_bits", _integer, "stochastic rounding: random bits per rounding (default 32)"),
     ("--sr-method", "sr_method", str, "stochastic rounding: add or compare (default add)"),
     ("--random-source", "random_source", str, "stochastic rounding: threefry, lfsr or all (default threefry)"),
-    ("--k", "k", _integer, "mac: steps per sequence (default 16)"),
+    ("--k", "k", _integer, "mac: steps per sequence; dot: elements per dot product (default 16)"),
+    ("--order", "order", str, "dot: sequential, pairwise or chunked (default sequential)"),
+    ("--chunk", "chunk", _integer, "dot: chunk size of order chunked"),
+    ("--outer", "outer", str, "dot: format of the chunk sums' accumulator (order chunked; default --acc)"),
     ("--n", "n", _integer, "nm: kept per block (default 2)"),
     ("--m", "m", _integer, "nm: block size (default 4)"),
     ("--ties", "ties", str, "nm: low_index or high_index (default low_index)"),
@@ -43,6 +46,8 @@ def _vector_settings(args) -> dict:
         sets += [x for x in args.sets.replace("+", ",").split(",") if x]
     if sets:
         settings["sets"] = sets
+    if args.running:
+        settings["running"] = True
     lfsr = {}
     for flag, key, _ in _LFSR_OPTIONS:
         value = getattr(args, "lfsr_" + key)
@@ -93,13 +98,15 @@ def _vectors(args) -> int:
 
 def add_parser(sub) -> None:
     """Add the ``vectors`` subcommand to the ``emul`` parser's subparsers."""
-    ops = ("quantize", "add", "sub", "mul", "fma", "mac", "nm")
+    from . import OPS as ops
+
     p = sub.add_parser(
         "vectors", help="write test vectors (operands and emul's expected results) as $readmemh hex or CSV",
         description="Operands and expected results as bit codes, one vector per line, with a header that "
                     "records every setting (so --regenerate re-creates the file). Examples: "
                     "emul vectors mul --fmt e4m3fn --out-fmt fp16 --exhaustive -o mul.hex; "
                     "emul vectors mac --acc int12 --overflow saturate --k 16 --count 1000 --seed 1 -o mac.hex; "
+                    "emul vectors dot --fmt e5m2 --acc 'fx<20,8>' --k 16 --count 1000 -o dot.hex; "
                     "emul vectors quantize --in-fmt fp16 --fmt e4m3fn --rounding stochastic --sr-bits 8 "
                     "--random-source lfsr -o sr.hex")
     p.add_argument("op", nargs="?", choices=ops, help="the operation")
@@ -108,6 +115,7 @@ def add_parser(sub) -> None:
     for flag, key, typ in _LFSR_OPTIONS:
         p.add_argument(flag, dest="lfsr_" + key, type=typ, default=None,
                        help=f"LFSR {key} (random source lfsr; taps as 16,14,13,11)")
+    p.add_argument("--running", action="store_true", help="dot: also the running sums s0..s{k-1} (sequential order)")
     p.add_argument("--exhaustive", action="store_true", help="every operand code (small formats)")
     p.add_argument("--corners", action="store_true", help="corner cases (zeros, subnormals, max, ties, NaN/inf...)")
     p.add_argument("--random", action="store_true", help="--count seeded random vectors")

@@ -374,25 +374,117 @@ def _finite_codes(codes, fmt):
     return np.where(bad, np.where(neg, _from_ord(lo, fmt), _from_ord(hi, fmt)), codes)
 
 
-def _gen_mac(s):
+def _finite_only(s) -> bool:
+    """Whether a mac/dot table must hold finite operands only: an accumulator (or outer or
+    product format) without NaN, a fixed-point one, a product format without infinities, or a
+    wrapping overflow rule cannot take a NaN or an infinity (emul raises; no hardware defines it)."""
+    fmts = [as_format(s["acc"])] + [as_format(s[key]) for key in ("outer", "product") if s.get(key)]
+    if any(isinstance(f, FixedFormat) or not f.has_nan for f in fmts):
+        return True
+    if s.get("product") and not as_format(s["product"]).has_inf:
+        return True
+    return Overflow(s["overflow"]) in _WRAPS
+
+
+def _finite_corners(fmt):
+    codes = corner_codes(fmt)
+    return codes[~(_isnan(codes, fmt) | _isinf(codes, fmt))]
+
+
+def _pow2_codes(fmt) -> dict:
+    """{e: code} for every finite power of two 2**e of a format (positive codes)."""
+    if isinstance(fmt, FixedFormat):
+        top = fmt.bits - 1 if fmt.signed else fmt.bits
+        return {i - fmt.frac: 1 << i for i in range(top)}
+    m = fmt.man_bits
+    cands = [e << m for e in range(1, 1 << fmt.exp_bits)] + ([1 << j for j in range(m)] if fmt.subnormals else [])
+    c = np.array(cands, np.uint64)
+    v = decode(c, fmt)
+    ok = np.isfinite(v) & (v > 0)
+    return {int(np.log2(x)): int(code) for x, code in zip(v[ok].tolist(), c[ok].tolist())}
+
+
+def _negate(code: int, fmt) -> int | None:
+    """The code of -value (None when the format cannot hold it)."""
+    if isinstance(fmt, FloatFormat):
+        return code | (1 << (fmt.bits - 1))
+    if not fmt.signed or code == 1 << (fmt.bits - 1):
+        return None
+    return (-code) & ((1 << fmt.bits) - 1)
+
+
+def _product_pair(A, B, e, negative=False):
+    """Codes (a, b) of A and B whose exact product is +-2**e, or None."""
+    pa, pb = _pow2_codes(A), _pow2_codes(B)
+    for ea in sorted(pa, key=lambda x: abs(x - e / 2)):  # balanced operands first
+        if e - ea in pb:
+            a = _negate(pa[ea], A) if negative else pa[ea]
+            if a is not None:
+                return a, pb[e - ea]
+            b = _negate(pb[e - ea], B)
+            if b is not None:
+                return pa[ea], b
+    return None
+
+
+def _sequence_corners(A, B, acc, k, finite) -> tuple:
+    """Corner sequences of k products (codes ``[n, k]`` of A and B) for mac and dot tables:
+
+    - every pair of corner codes (finite ones only when ``finite``), repeated k times: runs of
+      max·max, min·max, 0·x, subnormal products…;
+    - saturating runs: +max·max for the first half then -max·max (and the other way round),
+      and alternating signs +, -, +, … (the bound is reached, left and reached again);
+    - ties at the accumulator's lsb (fixed point: its lsb; float: the spacing at 1.0) where A·B
+      can form the needed powers of two h = lsb/2 exactly: 1 then k - 1 times ±h (every step a
+      tie, in round-to-nearest the sum stays or moves by one lsb), ±h from zero, 1 then h, -h, h, …
+    """
+    ca, cb = (_finite_corners(A), _finite_corners(B)) if finite else (corner_codes(A), corner_codes(B))
+    pa, pb = _product([ca, cb])
+    seqs_a, seqs_b = [np.repeat(pa[:, None], k, 1)], [np.repeat(pb[:, None], k, 1)]
+    hi_a, lo_a, hi_b = (int(_from_ord(_ord_range(A)[1], A)), int(_from_ord(_ord_range(A)[0], A)),
+                        int(_from_ord(_ord_range(B)[1], B)))
+    half = (k + 1) // 2
+    rows_a = [[hi_a] * half + [lo_a] * (k - half), [lo_a] * half + [hi_a] * (k - half),
+              [(hi_a, lo_a)[j % 2] for j in range(k)]]
+    rows_b = [[hi_b] * k] * 3
+    lsb_e = -acc.frac if isinstance(acc, FixedFormat) else -acc.man_bits
+    one = _product_pair(A, B, 0)
+    for base in ((one,) if one is not None else ()) + (None,):
+        h, mh = _product_pair(A, B, lsb_e - 1), _product_pair(A, B, lsb_e - 1, negative=True)
+        for tie in (h, mh):
+            if tie is None:
+                continue
+            start = [base] if base is not None else []
+            rest = [tie] * (k - len(start))
+            for row in (start + rest,):
+                rows_a.append([p[0] for p in row])
+                rows_b.append([p[1] for p in row])
+        if base is not None and h is not None and mh is not None:
+            row = [base] + [(h, mh)[j % 2] for j in range(k - 1)]
+            rows_a.append([p[0] for p in row])
+            rows_b.append([p[1] for p in row])
+    seqs_a.append(np.array(rows_a, np.uint64).reshape(-1, k))
+    seqs_b.append(np.array(rows_b, np.uint64).reshape(-1, k))
+    a, b = np.concatenate(seqs_a), np.concatenate(seqs_b)
+    ab = _unique_keep_order(np.concatenate([a, b], axis=1), axis=0)
+    return ab[:, :k], ab[:, k:]
+
+
+def _sequences(s, what):
+    """The operand codes ``[n, k]`` of a mac or dot table: corner sequences, then ``count`` random."""
     A, B, acc = as_format(s["fmt"]), as_format(s["b_fmt"]), as_format(s["acc"])
     k = s["k"]
     seqs_a, seqs_b = [], []
     if "exhaustive" in s["sets"]:
-        raise ValueError("sets='exhaustive': not available for mac vectors (use corners and random)")
+        raise ValueError(f"sets='exhaustive': not available for {what} vectors (use corners and random)")
+    finite = _finite_only(s)
     if "corners" in s["sets"]:
-        ca, cb = corner_codes(A), corner_codes(B)
-        pa, pb = _product([ca, cb])
-        seqs_a.append(np.repeat(pa[:, None], k, 1))
-        seqs_b.append(np.repeat(pb[:, None], k, 1))
-        # up then down, down then up: saturate one way, then leave the bound
-        hi_a, lo_a, hi_b = _from_ord(_ord_range(A)[1], A), _from_ord(_ord_range(A)[0], A), _from_ord(_ord_range(B)[1], B)
-        half = (k + 1) // 2
-        for first, second in ((hi_a, lo_a), (lo_a, hi_a)):
-            seqs_a.append(np.array([[first] * half + [second] * (k - half)], np.uint64))
-            seqs_b.append(np.full((1, k), hi_b, np.uint64))
+        ca, cb = _sequence_corners(A, B, acc, k, finite)
+        seqs_a.append(ca)
+        seqs_b.append(cb)
     if "random" in s["sets"] and s["count"]:
         n = s["count"]
+        _check_lines(n * k, f"{what} vectors")
         w = _words64(_keys(s["seed"])["operands"], 2 * n * k + n).astype(np.uint64)
         scale = w[2 * n * k:]
         wa, wb = w[: n * k].reshape(n, k), w[n * k: 2 * n * k].reshape(n, k)
@@ -401,17 +493,85 @@ def _gen_mac(s):
         seqs_b.append(rb)
     a = np.concatenate(seqs_a) if seqs_a else np.zeros((0, k), np.uint64)
     b = np.concatenate(seqs_b) if seqs_b else np.zeros((0, k), np.uint64)
-    _check_lines(a.size, "mac vectors")
-    if isinstance(acc, FixedFormat) or not acc.has_nan:
-        keep = ~(_isnan(a, A) | _isnan(b, B)).any(axis=1)
-        if Overflow(s["overflow"]) in _WRAPS:
-            keep &= ~(_isinf(a, A) | _isinf(b, B)).any(axis=1)
+    _check_lines(a.size, f"{what} vectors")
+    if finite:
+        keep = ~(_isnan(a, A) | _isnan(b, B) | _isinf(a, A) | _isinf(b, B)).any(axis=1)
         a, b = a[keep], b[keep]
+    return a, b
+
+
+def _gen_mac(s):
+    A, B, acc = as_format(s["fmt"]), as_format(s["b_fmt"]), as_format(s["acc"])
+    a, b = _sequences(s, "mac")
     y = expected_mac(s, a, b)
     first = np.zeros(a.shape, np.uint64)
     first[:, 0] = 1
     fields = [Field("first", 1), Field("a", A.bits, A.name), Field("b", B.bits, B.name), Field("acc", acc.bits, acc.name)]
     return fields, [first.reshape(-1), a.reshape(-1), b.reshape(-1), y.reshape(-1)]
+
+
+def _dot_final(s):
+    return as_format(s["outer"] if s["order"] == "chunked" and s.get("outer") else s["acc"])
+
+
+def _dot_sr_words(s, n) -> np.ndarray | None:
+    """The SR words of n dot products, ``[n, T]`` (T = emul.accumulate.sr_steps): the stream's
+    words in line order, a line's words in the order of its rounding steps; None without SR."""
+    if s["rounding"] != "stochastic":
+        return None
+    from ..accumulate import sr_steps
+
+    t = sr_steps(s["k"], s["order"], s.get("chunk"))
+    return _sr_words(s, n * t).reshape(n, t)
+
+
+def expected_dot(s, a_codes, b_codes, u=None):
+    """Expected result codes of dot vectors: ``emul.dot`` of each line's a and b (``[n, k]``
+    operand codes) with the table's settings and SR words ``u`` (``[n, T]``); with
+    ``running=True`` also ``[n, k]`` codes of the running sums (the sequential dot product of
+    the first j + 1 pairs, with the first j + 1 words). Returns ``(y, running or None)``."""
+    from ..accumulate import dot, sr_steps
+
+    a, b = _values(a_codes, s["fmt"]), _values(b_codes, s["b_fmt"])
+    n, k = a.shape
+    final = _dot_final(s)
+    kw = dict(rounding=s["rounding"], overflow=s["overflow"], order=s["order"],
+              chunk=s["chunk"] if s["order"] == "chunked" else None, outer=s["outer"])
+    if s["product"] is not None:
+        kw.update(product=s["product"], product_rounding=s["product_rounding"])
+    if u is not None:
+        kw.update(sr_bits=s["sr_bits"], sr_method=s["sr_method"])
+
+    def run(j):
+        if n == 0:
+            return np.zeros(0, np.uint64)
+        t = sr_steps(j, s["order"], s["chunk"] if s["order"] == "chunked" else None)
+        r = dot(a[:, None, :j], b[:, :j, None], s["acc"], random_bits=None if u is None else u[:, None, None, :t],
+                **kw)
+        return encode(np.asarray(r).reshape(n), final, overflow=s["overflow"]).astype(np.uint64)
+
+    y = run(k)
+    running = np.stack([run(j + 1) for j in range(k)], axis=1) if s["running"] else None
+    return y, running
+
+
+def _gen_dot(s):
+    A, B, acc = as_format(s["fmt"]), as_format(s["b_fmt"]), as_format(s["acc"])
+    final, k = _dot_final(s), s["k"]
+    a, b = _sequences(s, "dot")
+    u = _dot_sr_words(s, a.shape[0])
+    y, running = expected_dot(s, a, b, u)
+    fields = [Field(f"a{j}", A.bits, A.name) for j in range(k)] + [Field(f"b{j}", B.bits, B.name) for j in range(k)]
+    cols = [a[:, j] for j in range(k)] + [b[:, j] for j in range(k)]
+    if u is not None:
+        fields += [Field(f"u{j}", s["sr_bits"]) for j in range(u.shape[1])]
+        cols += [u[:, j] for j in range(u.shape[1])]
+    if running is not None:
+        fields += [Field(f"s{j}", acc.bits, acc.name) for j in range(k)]
+        cols += [running[:, j] for j in range(k)]
+    fields.append(Field("y", final.bits, final.name))
+    cols.append(y)
+    return fields, cols
 
 
 def _mac_random(fmt, w, scale):
@@ -491,7 +651,7 @@ def _nm_corners(F, m) -> np.ndarray:
 
 
 _GENERATORS = {"quantize": _gen_quantize, "add": _gen_arith, "sub": _gen_arith, "mul": _gen_arith,
-               "fma": _gen_arith, "mac": _gen_mac, "nm": _gen_nm}
+               "fma": _gen_arith, "mac": _gen_mac, "dot": _gen_dot, "nm": _gen_nm}
 
 
 def generate(op, **settings) -> Vectors:
@@ -519,6 +679,20 @@ def generate(op, **settings) -> Vectors:
       ``overflow`` [acc's default], ``k`` [16] steps per sequence. One line per step: fields
       ``first a b acc`` — ``first`` = 1 starts a sequence from +0, ``acc`` is the accumulator after
       the step (s = Q_acc(s + a·b), one rounding and overflow check per step).
+    - ``dot``: ``fmt`` ["int8"], ``b_fmt`` [fmt], ``acc`` ["int12"], ``product``/``product_rounding``
+      as for mac, ``order`` ["sequential"], ``chunk``, ``outer`` (``order="chunked"``), ``k`` [16],
+      ``running`` [False], ``rounding``, ``overflow`` and the SR settings above (``random_source``
+      threefry or lfsr). One line per k-element dot product: fields ``a0 … a{k-1} b0 … b{k-1}``,
+      with SR ``u0 … u{T-1}`` (T = ``emul.accumulate.sr_steps(k, order, chunk)``: the line's words
+      in the order of its rounding steps, consecutive words of the stream), with ``running=True``
+      (sequential order) ``s0 … s{k-1}`` (the accumulator after each step), then ``y``, the result
+      of ``emul.dot(a, b, acc, …)`` in the final format (``outer`` for chunked).
+    - ``mac`` and ``dot`` corners (:func:`_sequence_corners`): every pair of corner codes repeated
+      k times, saturating runs (+max·max then -max·max, alternating signs) and ties at the
+      accumulator's lsb; finite operands only when the accumulator (or outer or product format)
+      has no NaN, is fixed point, or wraps.
+    - every op: without the ``"random"`` set, ``count`` is recorded as the number of vectors
+      generated (mac: sequences).
     - ``nm``: ``fmt`` ["int8"], ``n`` [2], ``m`` [4], ``ties`` ["low_index"]. One line per block:
       fields ``x0 … x{m-1} mask v0 … v{n-1} i0 … i{n-1}``: ``mask`` bit i keeps element i
       (``emul.sparsity.nm_mask``), ``v``/``i`` the kept codes and their indices, ascending.
@@ -531,5 +705,7 @@ def generate(op, **settings) -> Vectors:
     fields, cols = _GENERATORS[op](s)
     codes = np.stack([np.asarray(c, np.uint64) for c in cols], axis=1) if cols and cols[0].size else \
         np.zeros((0, len(fields)), np.uint64)
+    if "random" not in s["sets"]:  # the real number of vectors (mac: sequences)
+        s["count"] = codes.shape[0] // (s["k"] if op == "mac" else 1)
     return Vectors(s, tuple(fields), np.ascontiguousarray(codes))
 

@@ -11,7 +11,7 @@ from .. import random as _random
 from ..formats import FloatFormat, format as as_format
 from ..rounding import Overflow, Rounding, as_overflow, as_rounding
 
-OPS = ("quantize", "add", "sub", "mul", "fma", "mac", "nm")
+OPS = ("quantize", "add", "sub", "mul", "fma", "mac", "dot", "nm")
 SETS = ("exhaustive", "corners", "random")
 FILE_VERSION = 1
 LFSR_DEFAULT = {"width": 16, "taps": [16, 14, 13, 11], "seed": 0xACE1, "kind": "fibonacci", "output": "state"}
@@ -37,6 +37,12 @@ def describe(settings) -> str:
     elif op == "mac":
         prod = f" (products rounded to {s['product']})" if s.get("product") else " (exact products)"
         what = f"mac {s['fmt']} x {s['b_fmt']} into {s['acc']}{prod}, {s['k']} steps per sequence"
+    elif op == "dot":
+        prod = f" (products rounded to {s['product']})" if s.get("product") else " (exact products)"
+        order = s["order"] + (f" by {s['chunk']}" + (f", outer {s['outer']}" if s.get("outer") else "")
+                              if s["order"] == "chunked" else "")
+        run = ", running sums" if s.get("running") else ""
+        what = f"dot {s['fmt']} x {s['b_fmt']} into {s['acc']}{prod}, k {s['k']}, order {order}{run}"
     elif op == "nm":
         what = f"nm {s['n']}:{s['m']} of {s['fmt']}, ties {s['ties']}"
     else:
@@ -49,12 +55,33 @@ def describe(settings) -> str:
         lf = f" {_dumps(s['lfsr'])}" if src == "lfsr" else ""
         parts.append(f"SR {s['sr_bits']} bits ({s['sr_method']}) from {src}{lf}")
     if "sets" in s:
-        count = f", count {s['count']}" if "random" in s["sets"] else ""
+        count = f", count {s['count']}"
         parts.append(f"sets {'+'.join(s['sets'])}{count}, seed {s['seed']}")
     return "; ".join(parts)
 
 
 # ============================================================================== settings
+
+
+def _dot_order(s):
+    """Validate a dot table's order, chunk, outer and running settings (in place)."""
+    if s["order"] not in ORDERS:
+        raise ValueError(f"order={s['order']!r}: must be one of {', '.join(ORDERS)}")
+    if s["order"] == "chunked":
+        if s["chunk"] is None:
+            raise ValueError("chunk=None: order='chunked' needs a chunk size, e.g. chunk=4")
+        s["chunk"] = _int_setting(s["chunk"], "chunk", 1)
+        if s["outer"] is not None:
+            s["outer"] = as_format(s["outer"]).name
+    else:
+        for key in ("chunk", "outer"):
+            if s[key] is not None:
+                raise ValueError(f"{key}={s[key]!r}: only used with order='chunked' (got order={s['order']!r})")
+    if not isinstance(s["running"], bool):
+        raise TypeError(f"running={s['running']!r}: must be True or False")
+    if s["running"] and s["order"] != "sequential":
+        raise ValueError(f"running=True: the running sums are the steps of order='sequential' (got order="
+                         f"{s['order']!r}); a {s['order']} dot product has no running sum after each product")
 
 _COMMON = {"sets": ["corners", "random"], "count": 1000, "seed": 0}
 _ROUND = {"rounding": "nearest_even", "overflow": None, "sr_bits": None, "sr_method": "add",
@@ -67,8 +94,11 @@ _SPEC = {
     "fma": {"fmt": None, "b_fmt": None, "c_fmt": None, "out_fmt": None, **_ROUND},
     "mac": {"fmt": "int8", "b_fmt": None, "acc": "int12", "product": None, "product_rounding": "nearest_even",
             "rounding": "nearest_even", "overflow": None, "k": 16},
+    "dot": {"fmt": "int8", "b_fmt": None, "acc": "int12", "product": None, "product_rounding": "nearest_even",
+            "order": "sequential", "chunk": None, "outer": None, "k": 16, "running": False, **_ROUND},
     "nm": {"fmt": "int8", "n": 2, "m": 4, "ties": "low_index"},
 }
+ORDERS = ("sequential", "pairwise", "chunked")
 
 
 def _int_setting(value, name, lo, hi=None):
@@ -83,6 +113,17 @@ def _int_setting(value, name, lo, hi=None):
 
 def canonical(op, **kw) -> dict:
     """Validate settings and resolve every default: the dict recorded in a file's header."""
+    s = _canonical(op, **kw)
+    if op == "dot":  # every accumulator setting as emul.dot checks it
+        from ..accumulate import _Config
+
+        _Config(s["acc"], s["product"], s["product_rounding"] or "nearest_even", s["rounding"], s["overflow"],
+                s["order"], s["chunk"] if s["order"] == "chunked" else None, s["outer"], s.get("sr_bits"),
+                s.get("sr_method", "add"))
+    return s
+
+
+def _canonical(op, **kw) -> dict:
     if op not in OPS:
         raise ValueError(f"op={op!r}: must be one of {', '.join(OPS)}")
     spec = {**_COMMON, **_SPEC[op]}
@@ -119,18 +160,21 @@ def canonical(op, **kw) -> dict:
         s["out_fmt"] = out.name
         if op == "fma":
             s["c_fmt"] = as_format(s["c_fmt"] or out).name
-    elif op == "mac":
+    elif op in ("mac", "dot"):
         s["b_fmt"] = as_format(s["b_fmt"] or fmt).name
         out = as_format(s["acc"])
         s["acc"] = out.name
-        s["k"] = _int_setting(s["k"], "k", 1, 1 << 20)
+        s["k"] = _int_setting(s["k"], "k", 1, 1 << 20 if op == "mac" else 4096)
         if s["product"] is None:
             s["product_rounding"] = None
         else:
             s["product"] = as_format(s["product"]).name
             s["product_rounding"] = as_rounding(s["product_rounding"]).value
             if s["product_rounding"] == "stochastic":
-                raise ValueError("product_rounding='stochastic': not supported in mac vectors")
+                raise ValueError(f"product_rounding='stochastic': not supported in {op} vectors "
+                                 "(the random words belong to the accumulation steps)")
+        if op == "dot":
+            _dot_order(s)
     else:  # nm
         s["m"] = _int_setting(s["m"], "m", 1, 64)
         s["n"] = _int_setting(s["n"], "n", 1, s["m"])
@@ -180,6 +224,8 @@ def canonical(op, **kw) -> dict:
         raise ValueError(f"lfsr={s['lfsr']!r}: only used with random_source='lfsr'")
     else:
         s.pop("lfsr")
+    if op == "dot" and src == "all":
+        raise ValueError("random_source='all': not available for dot vectors (use threefry or lfsr)")
     if src == "all" and s["sr_bits"] > 16:
         raise ValueError(f"random_source='all' with sr_bits={s['sr_bits']}: at most 16 bits (2**sr_bits lines per operand)")
     return s

@@ -1,7 +1,7 @@
 """Run the RTL examples against emul: write vectors with `emul vectors`, then simulate.
 
 Examples: ``fp8_mul`` (e4m3fn x e4m3fn -> fp16, RNE; all 65,536 pairs), ``mac`` (int8 x int8 into
-an int12 accumulator, SAT or WRAP; 17,632 steps), ``sr_cast`` (fx<16,8> -> int8 stochastic rounding
+an int12 accumulator, SAT or WRAP; 17,648 steps), ``sr_cast`` (fx<16,8> -> int8 stochastic rounding
 fed by a 16-bit LFSR; all 65,536 inputs). Two testbench flows per example, each comparing every DUT
 output with emul bit for bit:
 
