@@ -5,19 +5,19 @@
 np.uint8(56)
 """
 
-from . import random, sparsity, vectors
+from . import blocks, random, sparsity, vectors
 from .accumulate import conv2d, dot, matmul
 from .arith import add, div, fma, mul, sqrt, sub
-from .formats import FixedFormat, FloatFormat, format
+from .formats import ExpFormat, FixedFormat, FloatFormat, format
 from .quantize import decode, encode, quantize
 from .rounding import Overflow, Rounding
 
 __all__ = [
-    "FloatFormat", "FixedFormat", "format",
+    "FloatFormat", "FixedFormat", "ExpFormat", "format",
     "Rounding", "Overflow",
     "quantize", "encode", "decode",
     "add", "sub", "mul", "div", "fma", "sqrt",
     "dot", "matmul", "conv2d",
-    "random", "sparsity", "vectors",
+    "blocks", "random", "sparsity", "vectors",
 ]
 __version__ = "0.1.0"

@@ -1,0 +1,162 @@
+"""Numba kernels of emul.blocks: one block's scale from its exact amax, then each element rounded
+once by the core's rounding (:func:`round.float_code` / :func:`round.fixed_code`).
+
+The input is a C-contiguous (R, L) array (the block axis last); blocks are k consecutive elements
+of a row, the last one possibly shorter. Values are read from their bits (``round.parts``), so a
+power-of-two scale is an exponent shift and a general scale an exact 128-bit division
+(``wide.div_frame``): no floating-point instruction touches a value and nothing rounds twice.
+Each block depends only on its own elements and random words, so threads cannot change a bit.
+"""
+
+import numpy as np
+from numba import njit, prange
+from numba.cpython.unsafe.numbers import leading_zeros
+
+from . import round as R
+from . import wide as W
+
+_Z = np.uint64(0)
+_1 = np.uint64(1)
+_ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+FLOOR, CEIL, EVEN, RCEIL = 0, 1, 2, 3
+
+
+@njit(inline="always")
+def block_amax(x, row, lo, hi):
+    """(special, exponent, significand) of max |x| over x[row, lo:hi]: special is True when a NaN
+    or ±inf is present; the amax is sig * 2**(exponent - 63) with sig's top bit set (sig = 0: all
+    zeros)."""
+    best_e = np.int64(0)
+    best_s = _Z
+    special = False
+    for i in range(lo, hi):
+        sign, mag, e, sp = R.parts(x[row, i])
+        if sp != 0:
+            special = True
+        elif mag != _Z:
+            n = np.int64(leading_zeros(mag))
+            xe = e + 63 - n
+            sig = mag << np.uint64(n)
+            if best_s == _Z or xe > best_e or (xe == best_e and sig > best_s):
+                best_e = xe
+                best_s = sig
+    return special, best_e, best_s
+
+
+@njit(inline="always")
+def pow2_exponent(xe, sig, rule, emax_elem, prec, sig_max):
+    """The scale exponent e of a block with amax = sig * 2**(xe - 63) > 0 under a scale rule."""
+    if rule == FLOOR:
+        return xe - emax_elem
+    if rule == CEIL:
+        return xe - emax_elem + (0 if sig == np.uint64(1 << 63) else 1)
+    if rule == EVEN:  # amax rounded to prec bits after the leading one, ties away, then floor
+        half = _1 << np.uint64(62 - prec)
+        return xe - emax_elem + (1 if sig > _ALL - half else 0)
+    # RCEIL: the least e with amax / 2**e <= element max
+    return xe - emax_elem + (1 if sig > sig_max else 0)
+
+
+@njit(cache=True, parallel=True)
+def encode_pow2(x, u, k, S, PE, scales, codes):
+    """Power-of-two (exponent-only) scales. S: (rule, emax_elem, prec, sig_max, scale emin, scale
+    emax, scale bias, scale NaN code, saturate scale overflow?, element NaN-block code)."""
+    rows, L = x.shape
+    nb = scales.shape[1]
+    rule, emax_elem, prec = S[0], S[1], S[2]
+    sig_max = np.uint64(S[3])
+    semin, semax, sbias, snan, ssat, enan = S[4], S[5], S[6], S[7], S[8], S[9]
+    sr = PE[R.SR] != 0
+    for t in prange(rows * nb):
+        row = t // nb
+        b = t - row * nb
+        lo = b * k
+        hi = min(lo + k, L)
+        special, xe, sig = block_amax(x, row, lo, hi)
+        nan_block = special
+        e = semin
+        if not special and sig != _Z:
+            e = pow2_exponent(xe, sig, rule, emax_elem, prec, sig_max)
+            if e < semin:
+                e = semin
+            elif e > semax:
+                if ssat:
+                    e = semax
+                else:
+                    nan_block = True
+        if nan_block:
+            scales[row, b] = snan
+            for i in range(lo, hi):
+                codes[row, i] = enan
+            continue
+        scales[row, b] = e + sbias
+        for i in range(lo, hi):
+            sign, mag, ex, sp = R.parts(x[row, i])
+            w = np.uint64(u[row, i]) if sr else _Z
+            if PE[R.KIND] == 0:
+                codes[row, i] = R.float_code(sign, mag, ex - e, False, w, PE)
+            else:
+                codes[row, i] = R.fixed_code(sign, mag, ex - e, False, w, PE)
+
+
+@njit(inline="always")
+def divided(sign, mag, e, dm, de, w, P):
+    """Code of (-1)**sign * (mag * 2**e) / (dm * 2**de), rounded once to the format in P."""
+    if mag == _Z:
+        if P[R.KIND] == 0:
+            return R.float_code(sign, _Z, 0, False, w, P)
+        return _Z
+    w2, w1, w0, fe, st = W.div_frame(mag, e, dm, de)
+    code, flag = W.finish(sign, w2, w1, w0, fe, st, w, P)
+    return code
+
+
+@njit(cache=True, parallel=True)
+def encode_general(x, u, k, G, PE, PS, scales, codes):
+    """Float scales: s = RNE_sat(amax / (elem_max * s_t)) raised to scale_min, elements
+    x / (s * s_t) rounded once. G: (elem max significand, its exponent, s_t significand, its
+    exponent, scale_min code, scale NaN code, element NaN-block code); the s_t significand times a
+    scale significand must fit 64 bits."""
+    rows, L = x.shape
+    nb = scales.shape[1]
+    mmax, emax_, tm, te = np.uint64(G[0]), G[1], np.uint64(G[2]), G[3]
+    smin, snan, enan = np.uint64(G[4]), G[5], G[6]
+    dm = mmax * tm  # elem_max * s_t, exact (checked by the caller)
+    de = emax_ + te
+    sr = PE[R.SR] != 0
+    m = PS[R.M]
+    for t in prange(rows * nb):
+        row = t // nb
+        b = t - row * nb
+        lo = b * k
+        hi = min(lo + k, L)
+        special, xe, sig = block_amax(x, row, lo, hi)
+        if special:
+            scales[row, b] = snan
+            for i in range(lo, hi):
+                codes[row, i] = enan
+            continue
+        sc = _Z
+        if sig != _Z:
+            sc = divided(0, sig, xe - 63, dm, de, _Z, PS)
+        if sc < smin:
+            sc = smin
+        scales[row, b] = sc
+        # the scale's value as ms * 2**es (a positive finite code of PS), times s_t
+        ef = np.int64(sc >> np.uint64(m))
+        f = sc & ((_1 << np.uint64(m)) - _1)
+        if ef == 0:
+            ms, es = f, PS[R.EMIN] - m
+        else:
+            ms, es = f | (_1 << np.uint64(m)), ef - PS[R.BIAS] - m
+        for i in range(lo, hi):
+            sign, mag, ex, sp = R.parts(x[row, i])
+            w = np.uint64(u[row, i]) if sr else _Z
+            if ms == _Z:  # a zero scale: zero elements (the sign kept where the format has -0)
+                if PE[R.KIND] == 0:
+                    codes[row, i] = R.float_code(sign, _Z, 0, False, w, PE)
+                else:
+                    codes[row, i] = _Z
+            else:
+                codes[row, i] = divided(sign, mag, ex, ms * tm, es + te, w, PE)

@@ -1,0 +1,709 @@
+"""Block-scaled formats: OCP MX v1.0 (MXFP8/6/4, MXINT8), NVFP4 and block floating point.
+
+A block format stores k consecutive elements along ``axis`` as element codes sharing one scale
+(SEMANTICS.md §9, ``docs/blocks.md``). :class:`BlockFormat` names the element format, the scale
+format and k; :func:`format` parses the presets ``mxfp8_e4m3 mxfp8_e5m2 mxfp6_e2m3 mxfp6_e3m2 mxfp4
+mxint8 nvfp4`` and generic names ``"{element}/{scale}/{k}"`` (``k`` = ``axis`` for one block per
+axis: classic block floating point).
+
+Power-of-two (exponent-only, e8m0) scales, for a block with exact amax = max|x| and ``emax_elem``
+the exponent of the element format's largest value:
+
+- ``scale_rule="floor"`` (OCP): e = floor(log2 amax) - emax_elem; elements may saturate.
+- ``"ceil"``: e = ceil(log2 amax) - emax_elem.
+- ``"even"``: amax rounded to the element precision (ties away) first, then floor.
+- ``"rceil"``: the least e with amax / 2**e <= element max (nothing saturates).
+
+then e < emin_scale -> emin_scale; e > emax_scale -> NaN scale (``scale_overflow="nan"``) or
+emax_scale (``"saturate"``). amax = 0 -> scale code 0 and zero elements (signs kept); a NaN or ±inf
+in the block, or a NaN scale, -> the scale's NaN code and every element code the element format's
+canonical positive NaN (0 where it has none). Elements x_i / 2**e are rounded once by ``rounding``,
+saturating to ± element max.
+
+Float scales (NVFP4's e4m3fn, or any FloatFormat): s_b = amax / (element max * s_t) rounded once to
+the scale format (nearest_even, saturating), raised to ``scale_min``; elements x_i / (s_b * s_t)
+rounded once, saturating; s_b = 0 gives zero elements. s_t is 1 unless the block format has
+``tensor_scale=True`` (NVFP4): s_t = amax_tensor / (scale max * element max) rounded once to float32
+(see :func:`tensor_scale`), or the ``tensor_scale=`` argument.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from fractions import Fraction
+
+import numpy as np
+
+from ._lazy import LazyModule
+from .formats import ExpFormat, FixedFormat, FloatFormat, format as as_format
+from .quantize import code_dtype, decode as core_decode, encode as core_encode, exact_float64, sr_words
+from .rounding import Rounding, as_rounding
+
+KB = LazyModule("emul._kernels.blocks")
+
+__all__ = ["BlockFormat", "format", "encode", "decode", "quantize", "tensor_scale", "dot", "matmul",
+           "PRESETS", "SCALE_RULES"]
+
+SCALE_RULES = ("floor", "ceil", "even", "rceil")
+SCALE_OVERFLOW = ("nan", "saturate")
+TAILS = ("partial", "error")
+ARITHMETIC = ("exact", "float32")
+
+
+def _element_emax(fmt) -> int:
+    """floor(log2(max)) of an element format."""
+    return math.floor(math.log2(fmt.max)) if fmt.max > 0 else 0
+
+
+def _element_precision(fmt) -> int:
+    """Bits after the leading one at the element format's largest value (``even`` rounds amax to it)."""
+    if isinstance(fmt, FloatFormat):
+        return fmt.man_bits
+    return fmt.max_raw.bit_length() - 1
+
+
+def _sig_exp(value: Fraction) -> tuple[int, int]:
+    """(m, e) with value = m * 2**e, m odd (value > 0)."""
+    n, d = value.numerator, value.denominator
+    e = 0
+    while n % 2 == 0:
+        n //= 2
+        e += 1
+    while d % 2 == 0:
+        d //= 2
+        e -= 1
+    assert d == 1
+    return n, e
+
+
+def _exact(v: float) -> Fraction:
+    return Fraction(v)
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockFormat:
+    """``block`` consecutive elements (``None``: the whole axis) sharing one scale.
+
+    ``element``: a FloatFormat or FixedFormat (or its name) with a positive max; ``scale``: an
+    ExpFormat (power-of-two scale, e8m0) or a FloatFormat; ``tensor_scale``: a second, per-tensor
+    float32 scale (NVFP4; float scales only). Every decoded value X * P (* s_t) must be a float64
+    exactly, which bounds the formats' combined precision and range (ValueError otherwise).
+
+    >>> format("mxfp4")
+    BlockFormat('mxfp4')
+    >>> BlockFormat("e4m3fn", "e8m0", 32) == format("mxfp8_e4m3")
+    True
+    """
+
+    element: object
+    scale: object
+    block: int | None = 32
+    tensor_scale: bool = False
+
+    def __post_init__(self):
+        el = as_format(self.element)
+        sc = as_format(self.scale)
+        object.__setattr__(self, "element", el)
+        object.__setattr__(self, "scale", sc)
+        if isinstance(el, ExpFormat):
+            raise ValueError(f"element={el.name}: an unsigned exponent-only format cannot be a block element")
+        if el.max <= 0:
+            raise ValueError(f"element={el.name}: has no positive value to scale to")
+        if isinstance(sc, FixedFormat):
+            raise ValueError(f"scale={sc.name}: block scales are an ExpFormat (e8m0) or a FloatFormat")
+        if self.block is not None and (isinstance(self.block, bool) or not isinstance(self.block, (int, np.integer))):
+            raise TypeError(f"block={self.block!r}: must be an int >= 1 or None (the whole axis)")
+        if self.block is not None:
+            if self.block < 1:
+                raise ValueError(f"block={self.block}: must be at least 1 (or None for the whole axis)")
+            object.__setattr__(self, "block", int(self.block))
+        if not isinstance(self.tensor_scale, bool):
+            raise TypeError(f"tensor_scale={self.tensor_scale!r}: must be a bool")
+        if self.tensor_scale and isinstance(sc, ExpFormat):
+            raise ValueError("tensor_scale=True: only with a float scale format (NVFP4), not a power-of-two scale")
+        if isinstance(el, FixedFormat) and not el.fits_float64:
+            raise ValueError(f"element={el.name}: values must fit float64 exactly (bits <= 53)")
+        # every decoded value X * P (* s_t) must be a normal float64 or zero, exactly
+        p_el = _element_precision(el) + 1
+        p_sc = 1 if isinstance(sc, ExpFormat) else sc.man_bits + 1
+        p_t = 24 if self.tensor_scale else 0
+        if p_el + p_sc + p_t > 53:
+            raise ValueError(f"{el.name} elements times {sc.name} scales need {p_el + p_sc + p_t} bits of precision; "
+                             "float64 carries 53")
+        if isinstance(sc, FloatFormat) and p_sc + p_t > 64 or isinstance(sc, FloatFormat) and p_el + p_t > 64:
+            raise ValueError("the scale significands do not fit the kernels' 64 bits")
+        q_el = _quantum_exp(el)
+        s_lo = sc.emin - (0 if isinstance(sc, ExpFormat) else (sc.man_bits if sc.subnormals else 0))
+        lo = q_el + s_lo + (-149 if self.tensor_scale else 0)
+        hi = _element_emax(el) + 1 + sc.emax + 1 + (128 if self.tensor_scale else 0)
+        if lo < -1022 or hi > 1023:
+            raise ValueError(f"{el.name} elements times {sc.name} scales range over 2**{lo} … 2**{hi}; "
+                             "float64 normals hold 2**-1022 … 2**1023")
+
+    @property
+    def k(self) -> int | None:
+        return self.block
+
+    @property
+    def power_of_two(self) -> bool:
+        """Whether the scale is exponent-only (the scale rules apply)."""
+        return isinstance(self.scale, ExpFormat)
+
+    @property
+    def emax_elem(self) -> int:
+        """floor(log2) of the element format's largest value (e4m3fn 8, e2m1fn 2, fx<8,6> 0)."""
+        return _element_emax(self.element)
+
+    @property
+    def name(self) -> str:
+        for preset, fmt in PRESETS.items():
+            if fmt == self:
+                return preset
+        block = "axis" if self.block is None else str(self.block)
+        return f"{self.element.name}/{self.scale.name}/{block}" + ("/tensor" if self.tensor_scale else "")
+
+    def __repr__(self):
+        return f"BlockFormat({self.name!r})"
+
+
+def _quantum_exp(fmt) -> int:
+    """log2 of the smallest positive value's grid spacing of a float or fixed format."""
+    if isinstance(fmt, FloatFormat):
+        return fmt.emin - (fmt.man_bits if fmt.subnormals else 0)
+    return -fmt.frac
+
+
+PRESETS = {}
+for _name, _args in {
+    "mxfp8_e4m3": ("e4m3fn", "e8m0", 32),
+    "mxfp8_e5m2": ("e5m2", "e8m0", 32),
+    "mxfp6_e2m3": ("e2m3fn", "e8m0", 32),
+    "mxfp6_e3m2": ("e3m2fn", "e8m0", 32),
+    "mxfp4": ("e2m1fn", "e8m0", 32),
+    "mxint8": ("fx<8,6>", "e8m0", 32),
+    "nvfp4": ("e2m1fn", "e4m3fn", 16, True),
+}.items():
+    PRESETS[_name] = BlockFormat(*_args)
+
+_GENERIC = re.compile(r"(.+)/(.+)/(\d+|axis)(/tensor)?")
+
+
+def format(name) -> BlockFormat:  # noqa: A001 - mirrors emul.format
+    """The block format called ``name`` (a BlockFormat passes through).
+
+    Presets: ``mxfp8_e4m3 mxfp8_e5m2 mxfp6_e2m3 mxfp6_e3m2 mxfp4 mxint8`` (OCP MX: e8m0 scale,
+    k = 32) and ``nvfp4`` (e2m1fn elements, e4m3fn scale, k = 16, a float32 tensor scale).
+    Generic: ``"{element}/{scale}/{k}"`` with ``k`` an integer or ``axis`` (one block per axis),
+    optionally followed by ``/tensor`` (a per-tensor float32 scale).
+
+    >>> format("e4m3fn/e8m0/axis").block is None
+    True
+    """
+    if isinstance(name, BlockFormat):
+        return name
+    if not isinstance(name, str):
+        raise TypeError(f"format: expected a block format name or a BlockFormat, got {type(name).__name__}")
+    text = name.strip().lower()
+    if text in PRESETS:
+        return PRESETS[text]
+    if match := _GENERIC.fullmatch(text):
+        el, sc, k, tensor = match.groups()
+        return BlockFormat(el, sc, None if k == "axis" else int(k), tensor is not None)
+    raise ValueError(f"block format {name!r}: unknown; expected a preset ({', '.join(PRESETS)}) "
+                     "or '{element}/{scale}/{k|axis}[/tensor]'")
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+def _choice(value, name, choices):
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name}={value!r}: must be one of {', '.join(choices)}")
+    return value
+
+
+def _axis(axis, ndim, what="x"):
+    if ndim == 0:
+        raise ValueError(f"{what}: a 0-d array has no axis to block; pass at least one dimension")
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"axis={axis!r}: must be an int")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"axis={axis}: out of range for an array with {ndim} dimension(s)")
+    return int(axis) % ndim
+
+
+def _blocks(L, bfmt, tail):
+    """(k, number of blocks) along an axis of length L."""
+    k = bfmt.block if bfmt.block is not None else max(L, 1)
+    nb = -(-L // k)
+    if tail == "error" and L % k:
+        raise ValueError(f"tail='error': the axis length {L} is not a multiple of the block size {k}")
+    return k, nb
+
+
+def _input(x):
+    """x as a float64/float32/float16 array read exactly (integers must be float64 values)."""
+    a = np.asarray(x)
+    if a.dtype.kind == "f":
+        if a.dtype.itemsize not in (2, 4, 8):
+            raise TypeError(f"x: dtype {a.dtype} is not supported; use float16, float32 or float64")
+        return a.astype(a.dtype.newbyteorder("="), copy=False)
+    if a.dtype.kind in "iub":
+        b = a.astype(np.float64)
+        if a.size and not np.array_equal(b.astype(np.int64 if a.dtype.kind != "u" else np.uint64), a):
+            raise ValueError("x: integers beyond 2**53 are not float64 values; pass floats")
+        return b
+    raise TypeError(f"x: dtype {a.dtype} is not numeric (expected float16/32/64 or integers)")
+
+
+def _rows(a, ax):
+    """a with ``ax`` moved last, as a C-contiguous (R, L) array."""
+    m = np.moveaxis(a, ax, -1)
+    return np.ascontiguousarray(m).reshape(-1, m.shape[-1] if m.ndim else 1), m.shape
+
+
+def _elem_params(el, rounding, sr_bits, sr_method):
+    from ._params import kernel_params, resolve
+
+    fmt, mode, ovf, r, compare = resolve(el, rounding, "saturate", sr_bits, sr_method)
+    return kernel_params(fmt, mode, ovf, r, compare), mode, r
+
+
+def _nan_element_code(el) -> int:
+    """The element format's canonical positive NaN code, or 0 where it has none."""
+    if isinstance(el, FixedFormat) or not el.has_nan:
+        return 0
+    if el.specials == "ieee":
+        return (((1 << el.exp_bits) - 1) << el.man_bits) | (1 << (el.man_bits - 1))
+    if el.specials == "fn":
+        return (1 << (el.bits - 1)) - 1
+    return 1 << (el.bits - 1)  # fnuz
+
+
+def _scale_nan_code(sc) -> int:
+    if isinstance(sc, ExpFormat):
+        return sc.nan_code
+    if not sc.has_nan:
+        return -1
+    return _nan_element_code(sc)
+
+
+def _fp32_from_fraction(v: Fraction) -> float:
+    # round v to 24 significant bits, nearest even, on float32's exponent range (subnormals kept)
+    e = v.numerator.bit_length() - v.denominator.bit_length()
+    if Fraction(2) ** e > v:
+        e -= 1
+    q = max(e, -126) - 23
+    scaled = v / Fraction(2) ** q
+    n = math.floor(scaled)
+    rem = scaled - n
+    if rem > Fraction(1, 2) or (rem == Fraction(1, 2) and n % 2):
+        n += 1
+    r = Fraction(n) * Fraction(2) ** q
+    if r > Fraction(np.finfo(np.float32).max.item()):
+        return float(np.finfo(np.float32).max)
+    return float(r)
+
+
+def tensor_scale(x, bfmt) -> np.float32:
+    """NVFP4's per-tensor scale s_t: amax over the finite values of x divided by (scale max *
+    element max), rounded once to float32 (nearest even, at most float32's max, at least its
+    smallest subnormal 2**-149); 1.0 when that amax is 0.
+
+    >>> float(tensor_scale([2688.0, -1.0], "nvfp4"))
+    1.0
+    """
+    bfmt = format(bfmt)
+    if not bfmt.tensor_scale:
+        raise ValueError(f"{bfmt.name}: has no tensor scale")
+    a = exact_float64(_input(x))
+    finite = np.abs(a[np.isfinite(a)])
+    amax = Fraction(float(finite.max())) if finite.size else Fraction(0)
+    if amax == 0:
+        return np.float32(1.0)
+    v = amax / (Fraction(bfmt.scale.max) * Fraction(bfmt.element.max))
+    return np.float32(max(_fp32_from_fraction(v), 2.0 ** -149))
+
+
+def _check_tensor_scale(t):
+    v = np.asarray(t)
+    if v.shape != () or v.dtype.kind not in "fiu":
+        raise ValueError(f"tensor_scale={t!r}: must be one positive finite float32 value")
+    f = float(v)
+    if not (math.isfinite(f) and f > 0 and float(np.float32(f)) == f):
+        raise ValueError(f"tensor_scale={t!r}: must be a positive finite float32 value")
+    return f
+
+
+# -- encode / decode / quantize ------------------------------------------------------------------
+
+def encode(x, bfmt, axis=-1, *, rounding="nearest_even", scale_rule=None, scale_overflow=None, tail="partial",
+           tensor_scale=None, scale_min=None, arithmetic="exact", seed=None, key=None, sr_bits=None,
+           sr_method="add", random_bits=None):
+    """Encode x into a block format: ``(scales, codes)``.
+
+    Args:
+      x: float16/32/64 values (or integers that are float64 values), at least 1-D.
+      bfmt: a :class:`BlockFormat` or a name for :func:`format`.
+      axis: the axis along which consecutive elements form blocks.
+      rounding: the element rounding mode (every mode of :class:`emul.Rounding`); elements always
+        saturate to ± element max.
+      scale_rule: power-of-two scales: ``"floor"`` (default, OCP), ``"ceil"``, ``"even"``, ``"rceil"``.
+      scale_overflow: power-of-two scales: ``"nan"`` (default) or ``"saturate"`` for e > emax_scale.
+      tail: ``"partial"`` (a shorter last block takes its amax over the elements present) or
+        ``"error"``.
+      tensor_scale: float scales with a tensor scale: s_t (a positive float32 value); default
+        :func:`tensor_scale` of x.
+      scale_min: float scales: the least block scale (a value of the scale format; default 0;
+        ``2**-6`` reproduces torchao's NVFP4).
+      arithmetic: float scales: ``"exact"`` (every quotient rounded once) or ``"float32"``: the
+        peers' float32 arithmetic s = e4m3(fp32(fp32(amax / elem_max) / s_t)), elements
+        rounded from fp32(x * fp32(1 / fp32(s * s_t))) (x must be float32; round to nearest even).
+      seed, key, random_bits, sr_bits, sr_method: stochastic element rounding as in
+        :func:`emul.quantize`; word i belongs to element i of x in C order.
+
+    Returns:
+      ``scales`` (x's shape with ``axis`` replaced by the number of blocks; the scale format's code
+      dtype) and ``codes`` (x's shape; the element format's code dtype).
+
+    >>> s, c = encode([0.0, 1.0, 3.0, 960.0], "mxfp8_e4m3")
+    >>> s, c    # floor(log2 960) - 8 = 1: scale 2**1 (code 128); 960 / 2 = 480 saturates to 448
+    (array([128], dtype=uint8), array([  0,  48,  60, 126], dtype=uint8))
+    """
+    bfmt = format(bfmt)
+    el, sc = bfmt.element, bfmt.scale
+    mode = as_rounding(rounding)
+    _choice(tail, "tail", TAILS)
+    _choice(arithmetic, "arithmetic", ARITHMETIC)
+    if bfmt.power_of_two:
+        scale_rule = _choice("floor" if scale_rule is None else scale_rule, "scale_rule", SCALE_RULES)
+        scale_overflow = _choice("nan" if scale_overflow is None else scale_overflow, "scale_overflow", SCALE_OVERFLOW)
+        for name, v in (("tensor_scale", tensor_scale), ("scale_min", scale_min)):
+            if v is not None:
+                raise ValueError(f"{name}=: only for float scale formats, not {sc.name}")
+        if arithmetic != "exact":
+            raise ValueError(f"arithmetic={arithmetic!r}: power-of-two scales are always exact")
+    else:
+        for name, v in (("scale_rule", scale_rule), ("scale_overflow", scale_overflow)):
+            if v is not None:
+                raise ValueError(f"{name}=: only for power-of-two (e8m0) scales; {sc.name} scales round amax / "
+                                 "element max once (nearest_even, saturating)")
+        if tensor_scale is not None and not bfmt.tensor_scale:
+            raise ValueError(f"tensor_scale=: {bfmt.name} has no tensor scale")
+    a = _input(x)
+    ax = _axis(axis, a.ndim)
+    PE, mode, r = _elem_params(el, mode, sr_bits, sr_method)
+    u = sr_words(mode, a.shape, r, seed=seed, key=key, random_bits=random_bits)
+    # float16 arrives as its bits (round.parts reads uint16 as float16)
+    rows, mshape = _rows(a.view(np.uint16) if a.dtype == np.float16 else a, ax)
+    urows = _rows(u.reshape(a.shape), ax)[0] if mode == Rounding.STOCHASTIC else np.zeros((1, 1), np.uint32)
+    L = mshape[-1]
+    k, nb = _blocks(L, bfmt, tail)
+    scales = np.zeros((rows.shape[0], nb), code_dtype(sc))
+    codes = np.zeros(rows.shape, code_dtype(el))
+    if rows.size:
+        if bfmt.power_of_two:
+            S = np.array([SCALE_RULES.index(scale_rule), bfmt.emax_elem, _element_precision(el),
+                          np.uint64(int(Fraction(el.max) / Fraction(2) ** bfmt.emax_elem * 2 ** 63)).view(np.int64),
+                          sc.emin, sc.emax, sc.bias, sc.nan_code, int(scale_overflow == "saturate"),
+                          _nan_element_code(el)], np.int64)
+            KB.encode_pow2(rows, urows, k, S, PE, scales, codes)
+        else:
+            snan = _scale_nan_code(sc)
+            if snan < 0 and not np.isfinite(exact_float64(rows) if rows.dtype != np.uint16 else
+                                            exact_float64(rows.view(np.float16))).all():
+                raise ValueError(f"x: NaN or inf in a block, but the scale format {sc.name} has no NaN")
+            st = 1.0
+            if bfmt.tensor_scale:
+                st = float(_tensor_scale_of(a, bfmt)) if tensor_scale is None else _check_tensor_scale(tensor_scale)
+            smin = _scale_min_code(sc, scale_min)
+            if arithmetic == "float32":
+                scales, codes = _encode_float32(rows, urows, k, nb, bfmt, st, smin, PE, mode, r, sr_method)
+            else:
+                mm, me = _sig_exp(Fraction(el.max))
+                tm, te = _sig_exp(Fraction(st))
+                G = np.array([mm, me, tm, te, smin, max(snan, 0), _nan_element_code(el)], np.int64)
+                PS = _scale_params(sc)
+                KB.encode_general(rows, urows, k, G, PE, PS, scales, codes)
+    scales = np.moveaxis(scales.reshape(mshape[:-1] + (nb,)), -1, ax)
+    codes = np.moveaxis(codes.reshape(mshape), -1, ax)
+    return np.ascontiguousarray(scales), np.ascontiguousarray(codes)
+
+
+def _tensor_scale_of(a, bfmt):
+    return tensor_scale(a, bfmt)
+
+
+def _scale_params(sc):
+    from ._params import kernel_params, resolve
+
+    return kernel_params(*resolve(sc, "nearest_even", "saturate", None, "add"))
+
+
+def _scale_min_code(sc, scale_min) -> int:
+    if scale_min is None or scale_min == 0:
+        return 0
+    v = float(scale_min)
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(f"scale_min={scale_min!r}: must be a positive finite value of {sc.name} (or 0)")
+    code = int(core_encode(np.float64(v), sc, "nearest_even", "saturate"))
+    if float(core_decode(np.uint64(code), sc)) != v:
+        raise ValueError(f"scale_min={scale_min!r}: not a value of the scale format {sc.name}")
+    return code
+
+
+def _encode_float32(rows, urows, k, nb, bfmt, st, smin, PE, mode, r, sr_method):
+    """The peers' float32 arithmetic (TransformerEngine's NVFP4 reference), element by block."""
+    el, sc = bfmt.element, bfmt.scale
+    if rows.dtype != np.float32:
+        raise TypeError("arithmetic='float32': x must be float32 (the peers' input)")
+    R_, L = rows.shape
+    pad = nb * k - L
+    x = np.pad(rows, ((0, 0), (0, pad))) if pad else rows
+    xb = x.reshape(R_, nb, k)
+    with np.errstate(all="ignore"):
+        amax = np.abs(xb).max(axis=-1)
+        special = ~np.isfinite(xb).all(axis=-1)
+        s32 = (amax / np.float32(el.max)).astype(np.float32) / np.float32(st)
+        s32 = np.where(special, np.float32(0), s32).astype(np.float32)
+        scodes = core_encode(s32, sc, "nearest_even", "saturate").astype(np.int64)
+        scodes = np.maximum(scodes, smin)
+        svals = core_decode(scodes, sc).astype(np.float32)
+        recip = (np.float32(1) / (svals * np.float32(st)).astype(np.float32)).astype(np.float32)
+        y = (x.reshape(R_, nb, k) * recip[..., None]).astype(np.float32)
+        y = np.where((svals == 0)[..., None], np.copysign(np.float32(0), xb), y)  # a zero scale: zeros
+    y = y.reshape(R_, nb * k)[:, :L]
+    from .quantize import encode as enc
+
+    kw = {}
+    if mode == Rounding.STOCHASTIC:
+        kw = dict(random_bits=urows, sr_bits=r, sr_method=sr_method)
+    codes = enc(y, el, mode, "saturate", **kw).astype(code_dtype(el))
+    snan = _scale_nan_code(sc)
+    scodes = np.where(special, snan, scodes).astype(code_dtype(sc))
+    spec_el = np.repeat(special, k, axis=1)[:, :L]
+    codes[spec_el] = _nan_element_code(el)
+    return scodes, codes
+
+
+def _expand(scales_values, k, L, ax):
+    """Block values repeated k times along ax, trimmed to L."""
+    return np.take(np.repeat(scales_values, k, axis=ax), np.arange(L), axis=ax)
+
+
+def decode(scales, codes, bfmt, axis=-1, *, tensor_scale=None):
+    """The float64 values X * P_i (* s_t) of encoded blocks (exact).
+
+    ``codes`` has the data's shape; ``scales`` has it with ``axis`` replaced by the number of
+    blocks. A NaN scale makes its whole block NaN. ``tensor_scale`` (s_t) is required for formats
+    with a tensor scale and refused otherwise. Codes or scales of the wrong shape, dtype or out of
+    their format raise ValueError.
+
+    >>> decode([128], [0, 48, 60, 126], "mxfp8_e4m3")
+    array([  0.,   1.,   3., 896.])
+    """
+    bfmt = format(bfmt)
+    c = np.asarray(codes)
+    s = np.asarray(scales)
+    for name, arr in (("codes", c), ("scales", s)):
+        if arr.dtype.kind not in "iu":
+            raise TypeError(f"{name}: dtype {arr.dtype} is not an integer dtype")
+    ax = _axis(axis, c.ndim, "codes")
+    L = c.shape[ax]
+    k, nb = _blocks(L, bfmt, "partial")
+    want = c.shape[:ax] + (nb,) + c.shape[ax + 1:]
+    if s.shape != want:
+        raise ValueError(f"scales: shape {s.shape}, but codes of shape {c.shape} in blocks of {k} along axis {ax} "
+                         f"need scales of shape {want}")
+    st = 1.0
+    if bfmt.tensor_scale:
+        if tensor_scale is None:
+            raise ValueError(f"tensor_scale=: {bfmt.name} needs the tensor scale s_t the data was encoded with")
+        st = _check_tensor_scale(tensor_scale)
+    elif tensor_scale is not None:
+        raise ValueError(f"tensor_scale=: {bfmt.name} has no tensor scale")
+    try:
+        P = core_decode(c, bfmt.element)
+    except ValueError as exc:
+        raise ValueError(f"codes: {exc}") from None
+    try:
+        X = core_decode(s, bfmt.scale)
+    except ValueError as exc:
+        raise ValueError(f"scales: {exc}") from None
+    P = np.asarray(P, np.float64)
+    X = np.asarray(X, np.float64) * st
+    if L == 0:
+        return P.copy()
+    return P * _expand(X, k, L, ax)
+
+
+def quantize(x, bfmt, axis=-1, **kwargs):
+    """``decode(*encode(x, ...))`` in x's float dtype when every value fits it exactly (else a
+    ValueError asking for float64 input); integer inputs give float64. Arguments as :func:`encode`.
+
+    >>> quantize([0.0, 1.0, 3.0, 960.0], "mxfp8_e4m3")
+    array([  0.,   1.,   3., 896.])
+    """
+    bfmt = format(bfmt)
+    a = _input(x)
+    scales, codes = encode(a, bfmt, axis, **kwargs)
+    st = None
+    if bfmt.tensor_scale:
+        st = kwargs.get("tensor_scale")
+        st = tensor_scale(a, bfmt) if st is None else st
+    v = decode(scales, codes, bfmt, axis, tensor_scale=st)
+    if a.dtype == np.float64 or not np.asarray(x).dtype.kind == "f":
+        return v
+    from .quantize import exact_float32
+
+    with np.errstate(all="ignore"):
+        back = v.astype(a.dtype)
+        ok = (back.astype(np.float64) == v) | np.isnan(v)
+    if not ok.all():
+        raise ValueError(f"quantize: values of {bfmt.name} here do not fit {a.dtype} exactly; pass float64 input")
+    return exact_float32(v) if a.dtype == np.float32 else back
+
+
+# -- dot / matmul ---------------------------------------------------------------------------------
+
+def _operand(v, bfmt, axis, name):
+    """(element values, scale values, k) of an operand: raw values (encoded with the defaults) or an
+    encoded (scales, codes) pair; a tensor scale is folded into the scale values."""
+    if isinstance(v, tuple):
+        if len(v) != 2:
+            raise ValueError(f"{name}: an encoded operand is a (scales, codes) pair")
+        scales, codes = v
+        st = None
+        if bfmt.tensor_scale:
+            raise ValueError(f"{name}: pass raw values for {bfmt.name} (its tensor scale is computed from them)")
+    else:
+        a = _input(v)
+        scales, codes = encode(a, bfmt, axis)
+        st = tensor_scale(a, bfmt) if bfmt.tensor_scale else None
+    codes = np.asarray(codes)
+    ax = _axis(axis, codes.ndim, name)
+    decode(scales, codes, bfmt, ax, tensor_scale=st)  # validates shapes and codes
+    P = np.asarray(core_decode(codes, bfmt.element), np.float64)
+    X = np.asarray(core_decode(np.asarray(scales), bfmt.scale), np.float64) * (1.0 if st is None else float(st))
+    return P, X
+
+
+def _sigbits(v):
+    """Significant bits of each finite float64 (0 for zeros)."""
+    m, _ = np.frexp(np.where(np.isfinite(v), v, 0.0))
+    i = np.abs(m * 2.0 ** 53).astype(np.int64)
+    tz = np.zeros(i.shape, np.int64)
+    nz = i != 0
+    low = i & -i
+    tz[nz] = np.log2(low[nz].astype(np.float64)).astype(np.int64)
+    return np.where(nz, 53 - tz, 0)
+
+
+def matmul(a, b, bfmt_a, bfmt_b=None, *, acc="fp32", **kwargs):
+    """``a @ b`` of block-scaled operands (blocks along the reduction axis: a's last, b's first of
+    its last two), accumulated over blocks.
+
+    Each operand is raw values (encoded with :func:`encode`'s defaults) or an encoded
+    ``(scales, codes)`` pair. For each pair of blocks the exact sum of element products times
+    both scales is one term; the terms are accumulated in ``acc`` exactly as :func:`emul.matmul`
+    accumulates its products (``order``, ``chunk``, ``outer``, ``init``, ``rounding``, ``overflow``,
+    SR arguments — one rounding step per block). A NaN scale (or element) makes the result NaN.
+    a: (..., M, K), b: (..., K, N) (1-D operands as np.matmul). Both block sizes must be equal.
+
+    The exact block sums and terms are carried in float64: a block whose exact sum (or term)
+    needs more than 53 bits raises ValueError (possible only for wide elements such as e5m2 with
+    values 2**53 apart in one block).
+
+    >>> a = [[1.0] * 32]
+    >>> b = [[1.0]] * 32
+    >>> matmul(a, b, "mxfp4", acc="bf16")
+    array([[32.]])
+    """
+    from .accumulate import matmul as core_matmul, sr_steps
+
+    ba = format(bfmt_a)
+    bb = ba if bfmt_b is None else format(bfmt_b)
+    if ba.block != bb.block:
+        raise ValueError(f"block sizes differ: {ba.name} has {ba.block}, {bb.name} has {bb.block}")
+    if _element_precision(ba.element) + _element_precision(bb.element) + 2 > 53:
+        raise ValueError(f"{ba.element.name} x {bb.element.name} element products are not float64 values exactly")
+    araw = a if isinstance(a, tuple) else _input(a)
+    braw = b if isinstance(b, tuple) else _input(b)
+    a_nd = (np.asarray(araw[1]) if isinstance(araw, tuple) else araw).ndim
+    b_nd = (np.asarray(braw[1]) if isinstance(braw, tuple) else braw).ndim
+    if a_nd == 0 or b_nd == 0:
+        raise ValueError("matmul: operands must have at least one dimension")
+    P, Xa = _operand(araw, ba, -1, "a")
+    Q, Xb = _operand(braw, bb, 0 if b_nd == 1 else -2, "b")
+    squeeze_m, squeeze_n = P.ndim == 1, Q.ndim == 1
+    if squeeze_m:
+        P, Xa = P[None, :], Xa[None, :]
+    if squeeze_n:
+        Q, Xb = Q[:, None], Xb[:, None]
+    K = P.shape[-1]
+    if Q.shape[-2] != K:
+        raise ValueError(f"matmul: a has {K} columns but b has {Q.shape[-2]} rows")
+    k, nb = _blocks(K, ba, "partial")
+    # exact block sums S[..., m, n, j] = sum_i P[m, jk+i] Q[jk+i, n] (error-free sums, checked)
+    pad = nb * k - K
+    if pad:
+        P = np.concatenate([P, np.zeros(P.shape[:-1] + (pad,))], axis=-1)
+        Q = np.concatenate([Q, np.zeros(Q.shape[:-2] + (pad,) + Q.shape[-1:])], axis=-2)
+    Pb = P.reshape(P.shape[:-1] + (nb, k))                 # (..., M, nb, k)
+    Qb = np.moveaxis(Q.reshape(Q.shape[:-2] + (nb, k) + Q.shape[-1:]), -1, -3)  # (..., N, nb, k)
+    Pb = Pb[..., :, None, :, :]                              # (..., M, 1, nb, k)
+    Qb = Qb[..., None, :, :, :]                              # (..., 1, N, nb, k)
+    with np.errstate(all="ignore"):
+        s = np.zeros(np.broadcast_shapes(Pb.shape[:-1], Qb.shape[:-1]))
+        inexact = np.zeros(s.shape, bool)
+        for i in range(k):
+            p = Pb[..., i] * Qb[..., i]
+            t = s + p
+            bp = t - s
+            err = (s - (t - bp)) + (p - bp)
+            inexact |= (err != 0) & np.isfinite(err)
+            s = t
+    if inexact.any():
+        raise ValueError("matmul: a block's exact sum of element products needs more than float64's 53 bits; "
+                         "emul.blocks carries it in float64 (see docs/blocks.md)")
+    XaB = Xa[..., :, None, :]     # (..., M, 1, nb)
+    XbB = np.swapaxes(Xb, -1, -2)[..., None, :, :]  # (..., 1, N, nb)
+    with np.errstate(all="ignore"):
+        term_a = s * XaB
+    ok = ~np.isfinite(s) | ~np.isfinite(XaB) | (s == 0) | (_sigbits(s) + _sigbits(np.broadcast_to(XaB, s.shape)) <= 53)
+    if not ok.all():
+        raise ValueError("matmul: a block term S * X_a is not a float64 exactly (see docs/blocks.md)")
+    # one dot of length nb per output element: term_a[m, n, :] . X_b[n, :]
+    A4 = term_a[..., None, :]                         # (..., M, N, 1, nb)
+    B4 = np.broadcast_to(XbB, s.shape)[..., :, None]  # (..., M, N, nb, 1)
+    rb = kwargs.pop("random_bits", None)
+    if rb is not None:  # shape: the result's + (T,), as emul.matmul; T = steps over nb block terms
+        T = sr_steps(nb, kwargs.get("order", "sequential"), kwargs.get("chunk"))
+        full = s.shape
+        user = full[:-2] + full[-2:-1] * (not squeeze_m) + full[-1:] * (not squeeze_n)
+        try:
+            rb = np.broadcast_to(np.asarray(rb), user + (T,)).reshape(full + (1, 1, T))
+        except ValueError:
+            raise ValueError(f"random_bits: shape {np.shape(rb)} does not broadcast to {user + (T,)}") from None
+    out = core_matmul(A4, B4, acc, random_bits=rb, **kwargs)[..., 0, 0]
+    if squeeze_n:
+        out = out[..., 0]
+    if squeeze_m:
+        out = out[..., 0, :] if not squeeze_n else out[..., 0]
+    return out if out.ndim else out[()]
+
+
+def dot(a, b, bfmt_a, bfmt_b=None, *, acc="fp32", **kwargs):
+    """The dot product of two 1-D block-scaled vectors: :func:`matmul` of 1-D operands (0-d result).
+
+    >>> float(dot([1.5] * 40, [2.0] * 40, "mxfp8_e4m3"))
+    120.0
+    """
+    av = a if isinstance(a, tuple) else _input(a)
+    bv = b if isinstance(b, tuple) else _input(b)
+    for name, v in (("a", av), ("b", bv)):
+        nd = (np.asarray(v[1]) if isinstance(v, tuple) else v).ndim
+        if nd != 1:
+            raise ValueError(f"dot: {name} must be 1-D (got {nd} dimensions); use matmul")
+    return matmul(av, bv, bfmt_a, bfmt_b, acc=acc, **kwargs)
