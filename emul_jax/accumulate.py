@@ -975,7 +975,10 @@ def _init_jit(enc, x):
 
 
 def _matmul(a, b, acc, product, product_rounding, rounding, overflow, order, chunk, outer, init, key, random_bits,
-            sr_bits, sr_method, fast=True):
+            sr_bits, sr_method, fast=True, check=True):
+    """``check=False`` (emul_jax.ops' training GEMMs): no checkify reports under jit (the same
+    values; a traced ``checkify.debug_check`` gives the jitted caller an effect, which costs every
+    call of it a slow Python dispatch)."""
     cfg = _config(acc, product, product_rounding, rounding, overflow, order, chunk, outer, sr_bits, sr_method)
     a = _input(a, "a")
     b = _input(b, "b")
@@ -1010,8 +1013,9 @@ def _matmul(a, b, acc, product, product_rounding, rounding, overflow, order, chu
     ub = None if ubad is None else ubad.reshape(nb, M, N, T)
     y, flags = _compute_jit(cfg, lax.stop_gradient(a3), lax.stop_gradient(b3), ic, uu, ub, fast)
     y = y.reshape(out_shape)
-    _check_flags(cfg, flags)
-    if ubad is not None:
+    if check or not _is_traced(flags):
+        _check_flags(cfg, flags)
+    if ubad is not None and check:
         checkify.debug_check(~jnp.any(ubad), f"random_bits: value(s) outside [0, 2**{cfg.acc.sr_bits}) "
                                               f"for sr_bits={cfg.acc.sr_bits}")
     return _attach_grad(y, a, b, None if init is None else _input(init, "init"))

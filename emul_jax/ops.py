@@ -51,9 +51,9 @@ from emul.rounding import Overflow, Rounding
 from . import _round as R
 from . import sparsity as _sparsity
 from ._bits import ABS, EXP, HIDDEN, SIGN, f32_bits, f32_from_bits, u32
-from .accumulate import matmul as _matmul, sr_steps as _sr_steps
+from .accumulate import _matmul as _acc_matmul_impl, sr_steps as _sr_steps
 from .arith import add as _add, div as _div, fma as _fma, mul as _mul
-from .quantize import _as_key, quantize as _quantize
+from .quantize import _as_key, _quantize_unchecked as _quantize
 
 __all__ = [
     "Sparsity", "Operand", "Accumulator", "GemmSpec", "DotConfig",
@@ -660,9 +660,9 @@ def _inverse(perm):
 
 def _acc_matmul(a, b, spec: GemmSpec, key):
     acc = spec.accumulator
-    return _matmul(a, b, acc.format, product=spec.product, product_rounding=spec.product_rounding,
-                  rounding=acc.rounding, overflow=acc.overflow, order=acc.order, chunk=acc.chunk, outer=acc.outer,
-                  key=key() if acc.stochastic else None, sr_bits=acc.sr_bits, sr_method=acc.sr_method)
+    return _acc_matmul_impl(a, b, acc.format, spec.product, spec.product_rounding, acc.rounding, acc.overflow,
+                            acc.order, acc.chunk, acc.outer, None, key() if acc.stochastic else None, None,
+                            acc.sr_bits, acc.sr_method, check=False)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -356,6 +356,21 @@ def quantize(x, fmt, rounding="nearest_even", overflow=None, *, key=None, random
     return _quantize_ste(sp, ste, xa, u, ubad)
 
 
+def _quantize_unchecked(x, fmt, rounding="nearest_even", overflow=None, *, key=None, sr_bits=None,
+                        sr_method="add"):
+    """:func:`quantize` (identity STE, ``key=`` words) without the checkify reports of traced
+    inputs: the same values. For emul_jax.ops' training quantizers, called under ``jit``: a traced
+    ``checkify.debug_check`` gives the jitted caller an effect, and every call of a jitted function
+    with an effect takes JAX's slow Python dispatch (tens of microseconds to a millisecond per
+    training step). Eager calls still raise the core's ValueErrors."""
+    sp = _spec(fmt, rounding, overflow, sr_bits, sr_method, "quantize")
+    xa = _input(x)
+    u, ubad = _sr_words(sp, xa.shape, key, None)
+    if not _is_traced(xa):
+        _check_inputs(sp, xa, ubad)
+    return _quantize_ste(sp, "identity", xa, u, ubad)
+
+
 def encode(x, fmt, rounding="nearest_even", overflow=None, *, key=None, random_bits=None, sr_bits=None,
            sr_method="add"):
     """Like :func:`quantize`, but the codes: uint8/uint16/uint32, the smallest holding ``fmt.bits``
