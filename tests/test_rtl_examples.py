@@ -16,6 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from emul.cli import main
+from emul.vectors import compare
+
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("emul_rtl_run", ROOT / "examples" / "rtl" / "run.py")
 rtl = importlib.util.module_from_spec(_spec)
@@ -80,12 +83,16 @@ def test_fp8_mul_readmemh_exhaustive(sim, vectors, build_root):
     r = run("fp8_mul", sim, "readmemh", vectors, build_root)
     assert_pass(r, 65536)
     assert "EMUL-TB PASS 65536" in r.log
+    # the testbench's output file (the DUT's y per vector) passes `emul vectors compare`
+    assert r.output is not None
+    assert main(["vectors", "compare", str(vectors("fp8_mul")), str(r.output)]) == 0
 
 
 @pytest.mark.parametrize("overflow", ["saturate", "wrap"])
 def test_mac_readmemh_icarus(overflow, vectors, build_root):
     r = run("mac", "icarus", "readmemh", vectors, build_root, overflow=overflow)
     assert_pass(r, 17648)
+    assert compare(vectors("mac", overflow), r.output).ok
 
 
 def test_mac_readmemh_verilator(vectors, build_root):
@@ -94,7 +101,10 @@ def test_mac_readmemh_verilator(vectors, build_root):
 
 @pytest.mark.parametrize("sim", ["icarus", "verilator"])
 def test_sr_cast_readmemh_exhaustive(sim, vectors, build_root):
-    assert_pass(run("sr_cast", sim, "readmemh", vectors, build_root), 65536)
+    r = run("sr_cast", sim, "readmemh", vectors, build_root)
+    assert_pass(r, 65536)
+    c = compare(vectors("sr_cast"), r.output)  # whole vectors x_u_y: the LFSR word and the result
+    assert c.ok and c.fields == ("x", "u", "y")
 
 
 def test_sr_cast_cocotb_icarus(vectors, build_root):
@@ -131,6 +141,10 @@ def test_fp8_mul_bug_is_caught(vectors, build_root):
     assert not r.passed
     assert "EMUL-TB FAIL 396 65536" in r.log  # 396 pairs overflow binary16
     assert "y=7bff emul=7c00" in r.log
+    c = compare(vectors("fp8_mul"), r.output, show=3)  # the output file tells the same story
+    assert not c.ok and c.mismatches == 396 and c.per_field == {"y": 396}
+    assert c.per_class["overflow"] == 396 and all(m.expected == 0x7C00 and m.actual == 0x7BFF for m in c.first
+                                                  if m.line >= 0 and c.table["y"][m.line] == 0x7C00)
 
 
 def test_mac_bug_is_caught_by_both_testbenches(vectors, build_root):

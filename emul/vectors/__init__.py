@@ -23,6 +23,7 @@ Expected results come from emul itself: ``encode`` for casts, ``emul.arith`` for
 """
 
 # private names tests and tools use: _values, _value_text, expected_*
+from ._compare import CLASSES, NAN_POLICIES, Comparison, Mismatch, compare, result_fields
 from ._codes import MAX_LINES, _values, all_codes, corner_codes  # noqa: F401
 from ._generate import expected_arith, expected_mac, expected_quantize, generate
 from ._io import _value_text, read, regenerate  # noqa: F401
@@ -31,4 +32,4 @@ from ._table import Field, Vectors
 
 __all__ = ["Field", "Vectors", "generate", "read", "regenerate", "canonical", "describe", "corner_codes",
            "all_codes", "OPS", "SETS", "MAX_LINES", "LFSR_DEFAULT", "expected_arith", "expected_mac",
-           "expected_quantize"]
+           "expected_quantize", "compare", "Comparison", "Mismatch", "result_fields", "NAN_POLICIES", "CLASSES"]

@@ -80,8 +80,13 @@ def _vectors(args) -> int:
             out = vectors.regenerate(path, args.out if args.out != "-" else None)
             print(f"emul vectors: regenerated {out} from its header", file=sys.stderr)
             return 0
+        if args.op == "compare":
+            return _compare(args)
+        if args.files:
+            raise ValueError(f"unexpected arguments {' '.join(args.files)} (only 'compare' takes files)")
         if not args.op:
-            raise ValueError(f"give an operation ({', '.join(vectors.OPS)}) or --regenerate FILE")
+            raise ValueError(f"give an operation ({', '.join(vectors.OPS)}), compare EXPECTED ACTUAL, "
+                             "or --regenerate FILE")
         vec = vectors.generate(args.op, **_vector_settings(args))
         csv = args.csv or str(args.out).endswith(".csv")
         if csv:
@@ -96,6 +101,20 @@ def _vectors(args) -> int:
     return 0
 
 
+def _compare(args) -> int:
+    """``emul vectors compare EXPECTED ACTUAL``: 0 when everything matches, 1 on a mismatch."""
+    from .. import vectors
+
+    if len(args.files) != 2:
+        raise ValueError(f"compare takes two files, EXPECTED (an emul vectors file) and ACTUAL (the device's "
+                         f"output); got {len(args.files)}")
+    fields = [f for f in args.fields.replace(" ", "").split(",") if f] if args.fields else None
+    result = vectors.compare(args.files[0], args.files[1], nan=args.nan, fields=fields, show=args.show)
+    print(f"emul vectors compare: {args.files[0]} vs {args.files[1]}")
+    print(result.report())
+    return 0 if result.ok else 1
+
+
 def add_parser(sub) -> None:
     """Add the ``vectors`` subcommand to the ``emul`` parser's subparsers."""
     from . import OPS as ops
@@ -108,8 +127,10 @@ def add_parser(sub) -> None:
                     "emul vectors mac --acc int12 --overflow saturate --k 16 --count 1000 --seed 1 -o mac.hex; "
                     "emul vectors dot --fmt e5m2 --acc 'fx<20,8>' --k 16 --count 1000 -o dot.hex; "
                     "emul vectors quantize --in-fmt fp16 --fmt e4m3fn --rounding stochastic --sr-bits 8 "
-                    "--random-source lfsr -o sr.hex")
-    p.add_argument("op", nargs="?", choices=ops, help="the operation")
+                    "--random-source lfsr -o sr.hex; emul vectors compare mul.hex dut_out.hex --nan any")
+    p.add_argument("op", nargs="?", choices=(*ops, "compare"),
+                   help="the operation, or compare (then: EXPECTED ACTUAL)")
+    p.add_argument("files", nargs="*", help="compare: the vectors file and the device's output file")
     for flag, key, typ, text in _VECTOR_OPTIONS:
         p.add_argument(flag, dest=key, type=typ, default=None, help=text)
     for flag, key, typ in _LFSR_OPTIONS:
@@ -124,6 +145,10 @@ def add_parser(sub) -> None:
     p.add_argument("--csv", action="store_true", help="write CSV instead of hex")
     p.add_argument("--values", action="store_true", help="CSV: also write each field's decoded value")
     p.add_argument("--sep", default="_", choices=("_", " ", ""), help="hex: separator between fields (default _)")
+    p.add_argument("--nan", default="exact", choices=("exact", "any"),
+                   help="compare: 'any' lets any NaN code match an expected NaN (default exact: equal codes)")
+    p.add_argument("--show", type=int, default=10, help="compare: print the first N mismatches (default 10)")
+    p.add_argument("--fields", default=None, help="compare: only these fields, e.g. y or s15,y")
     p.add_argument("--regenerate", metavar="FILE", help="re-create FILE (or -o OUT) from the settings in its header")
     p.add_argument("--check", metavar="FILE", help="exit 0 iff FILE equals what its header settings regenerate")
     p.set_defaults(run=_vectors)

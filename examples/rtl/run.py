@@ -7,7 +7,9 @@ output with emul bit for bit:
 
 * ``readmemh``: a plain Verilog testbench (``tb_*.v``) loads the vector file with ``$readmemh``;
   Icarus (``iverilog``/``vvp``) or Verilator (``verilator --binary``). Fast: the whole
-  exhaustive multiplier in about a second.
+  exhaustive multiplier in about a second. It also writes the DUT's results to
+  ``dut_out.hex`` in the build directory (``+out=FILE``), which
+  ``emul vectors compare VECTORS dut_out.hex`` checks independently of the testbench.
 * ``cocotb``: a Python testbench (``cocotb_*.py``) drives the DUT through cocotb's runner API
   (``cocotb_tools.runner``), reading the same file (or generating vectors in-process).
 
@@ -86,6 +88,7 @@ class Result:
     vectors: int
     seconds: float
     log: str = field(repr=False, default="")
+    output: Path | None = None  # readmemh flow: the DUT's results, one line per vector (emul vectors compare)
 
     def line(self) -> str:
         p = ",".join(f"{k}={v}" for k, v in self.params.items())
@@ -169,7 +172,8 @@ def run_readmemh(example: Example, sim: str, vectors: Path, params: dict, bdir: 
     n = vector_count(vectors)
     build_params = {**params, "DEPTH": max(example.depth, n)}
     sources = [str(HERE / example.folder / example.tb)] + [str(HERE / example.folder / f) for f in example.rtl]
-    plusargs = [f"+vectors={vectors.resolve()}", f"+count={n}"]
+    output = bdir / "dut_out.hex"
+    plusargs = [f"+vectors={vectors.resolve()}", f"+count={n}", f"+out={output.resolve()}"]
     if sim == "icarus":
         build = ["iverilog", "-g2005", "-Wall", "-s", example.tb_top, "-o", str(bdir / "tb.vvp")]
         build += [f"-P{example.tb_top}.{k}={v}" for k, v in build_params.items()] + sources
@@ -184,7 +188,8 @@ def run_readmemh(example: Example, sim: str, vectors: Path, params: dict, bdir: 
         log += out
     passed = rc == 0 and f"EMUL-TB PASS {n}" in log
     (bdir / "run.log").write_text(log)
-    return Result(example.name, sim, "readmemh", params, passed, n, time.perf_counter() - t0, log)
+    return Result(example.name, sim, "readmemh", params, passed, n, time.perf_counter() - t0, log,
+                  output if output.exists() else None)
 
 
 def run_cocotb(example: Example, sim: str, vectors: Path, params: dict, bdir: Path, stride: int = 1) -> Result:

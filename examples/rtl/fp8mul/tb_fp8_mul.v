@@ -2,6 +2,8 @@
 //   emul vectors mul --fmt e4m3fn --out-fmt fp16 --exhaustive -o mul.hex
 // Run: +vectors=mul.hex +count=N (N = the "lines:" value in the file's header).
 // Each line is a_b_y: the word {a[7:0], b[7:0], y[15:0]}; y is emul's product code.
+// With +out=FILE it also writes the DUT's y per vector, one line each, in hex (for
+//   emul vectors compare VECTORS FILE).
 // Prints "EMUL-TB PASS <n>" or "EMUL-TB FAIL <mismatches> <n>" and exits with $fatal on failure.
 `timescale 1ns / 1ps
 module tb_fp8_mul;
@@ -12,8 +14,8 @@ module tb_fp8_mul;
     reg [7:0] a = 8'd0, b = 8'd0;
     wire [15:0] y;
     reg [15:0] want;
-    reg [1023:0] file;
-    integer count, i, bad;
+    reg [1023:0] file, outfile;
+    integer count, i, bad, fd;
 
     fp8_mul #(.BUG(BUG)) dut (.a(a), .b(b), .y(y));
 
@@ -27,16 +29,26 @@ module tb_fp8_mul;
             $fatal(1);
         end
         $readmemh(file, mem, 0, count - 1);
+        fd = 0;
+        if ($value$plusargs("out=%s", outfile)) begin
+            fd = $fopen(outfile, "w");
+            if (fd == 0) begin
+                $display("EMUL-TB ERROR: cannot open the +out file");
+                $fatal(1);
+            end
+        end
         bad = 0;
         for (i = 0; i < count; i = i + 1) begin
             {a, b, want} = mem[i];
             #1;
+            if (fd != 0) $fwrite(fd, "%h\n", y);
             if (y !== want) begin
                 if (bad < 10)
                     $display("EMUL-TB MISMATCH line %0d: a=%h b=%h y=%h emul=%h", i, a, b, y, want);
                 bad = bad + 1;
             end
         end
+        if (fd != 0) $fclose(fd);
         if (bad == 0) begin
             $display("EMUL-TB PASS %0d", count);
             $finish;

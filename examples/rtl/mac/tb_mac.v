@@ -3,6 +3,8 @@
 // Run: +vectors=mac.hex +count=N (N = the "lines:" value in the file's header).
 // Each line is one step: first_a_b_acc, i.e. the word {first (1 bit in a hex digit), a[7:0], b[7:0],
 // acc[ACC_W-1:0] (zero-extended to whole hex digits)}; acc is emul's accumulator after the step.
+// With +out=FILE it also writes the DUT's acc per vector, one line each, in hex (for
+//   emul vectors compare VECTORS FILE).
 // Prints "EMUL-TB PASS <n>" or "EMUL-TB FAIL <mismatches> <n>" and exits with $fatal on failure.
 `timescale 1ns / 1ps
 module tb_mac;
@@ -20,8 +22,8 @@ module tb_mac;
     wire [ACC_W-1:0] acc;
     reg [ACC_W-1:0] want;
     reg [W-1:0] line;
-    reg [1023:0] file;
-    integer count, i, bad;
+    reg [1023:0] file, outfile;
+    integer count, i, bad, fd;
 
     mac_int8 #(.ACC_W(ACC_W), .SAT(SAT), .BUG(BUG)) dut (
         .clk(clk), .rst(rst), .en(en), .first(first), .a(a), .b(b), .acc(acc));
@@ -40,6 +42,14 @@ module tb_mac;
             $fatal(1);
         end
         $readmemh(file, mem, 0, count - 1);
+        fd = 0;
+        if ($value$plusargs("out=%s", outfile)) begin
+            fd = $fopen(outfile, "w");
+            if (fd == 0) begin
+                $display("EMUL-TB ERROR: cannot open the +out file");
+                $fatal(1);
+            end
+        end
         bad = 0;
         @(negedge clk) rst = 1'b0;
         for (i = 0; i < count; i = i + 1) begin
@@ -50,6 +60,7 @@ module tb_mac;
             want = line[ACC_W-1:0];
             en = 1'b1;
             @(posedge clk) #1;
+            if (fd != 0) $fwrite(fd, "%h\n", acc);
             if (acc !== want) begin
                 if (bad < 10)
                     $display("EMUL-TB MISMATCH line %0d: first=%0d a=%h b=%h acc=%h emul=%h",
@@ -58,6 +69,7 @@ module tb_mac;
             end
             @(negedge clk);
         end
+        if (fd != 0) $fclose(fd);
         if (bad == 0) begin
             $display("EMUL-TB PASS %0d", count);
             $finish;

@@ -4,6 +4,8 @@
 // Run: +vectors=sr.hex +count=N (N = the "lines:" value in the file's header).
 // Each line is x_u_y: the word {x[15:0], u[7:0], y[7:0]}: the input, the LFSR word emul used
 // for it (line i: the state after i + 1 steps) and emul's result. Both u and y are checked.
+// With +out=FILE it also writes the DUT's x_u_y per vector, one line each, in hex (for
+//   emul vectors compare VECTORS FILE).
 // Prints "EMUL-TB PASS <n>" or "EMUL-TB FAIL <mismatches> <n>" and exits with $fatal on failure.
 `timescale 1ns / 1ps
 module tb_sr_cast;
@@ -15,8 +17,8 @@ module tb_sr_cast;
     reg [15:0] x = 16'd0;
     wire [7:0] y, u;
     reg [7:0] want_y, want_u;
-    reg [1023:0] file;
-    integer count, i, bad;
+    reg [1023:0] file, outfile;
+    integer count, i, bad, fd;
 
     sr_cast #(.BUG(BUG)) dut (.clk(clk), .rst(rst), .en(en), .x(x), .y(y), .u(u));
 
@@ -34,12 +36,21 @@ module tb_sr_cast;
             $fatal(1);
         end
         $readmemh(file, mem, 0, count - 1);
+        fd = 0;
+        if ($value$plusargs("out=%s", outfile)) begin
+            fd = $fopen(outfile, "w");
+            if (fd == 0) begin
+                $display("EMUL-TB ERROR: cannot open the +out file");
+                $fatal(1);
+            end
+        end
         bad = 0;
         @(negedge clk) rst = 1'b0;
         for (i = 0; i < count; i = i + 1) begin
             {x, want_u, want_y} = mem[i];
             en = 1'b1;
             @(posedge clk) #1;
+            if (fd != 0) $fwrite(fd, "%h_%h_%h\n", x, u, y);
             if (y !== want_y || u !== want_u) begin
                 if (bad < 10)
                     $display("EMUL-TB MISMATCH line %0d: x=%h u=%h y=%h emul: u=%h y=%h",
@@ -48,6 +59,7 @@ module tb_sr_cast;
             end
             @(negedge clk);
         end
+        if (fd != 0) $fclose(fd);
         if (bad == 0) begin
             $display("EMUL-TB PASS %0d", count);
             $finish;
