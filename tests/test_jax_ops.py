@@ -14,7 +14,9 @@ What is shown here:
 - the STE variants of the accumulator on a hand-worked example (swamping, saturation);
 - one jit compilation across steps; keys checked with ``jax_debug_key_reuse``;
 - a replay: forward and backward of a small dense layer (SR, absmax scaling, MVUE, e4m7 chunked and
-  sequential accumulators with SR) reproduced in NumPy with ``emul`` from the same keys, bit for bit.
+  sequential accumulators with SR) reproduced in NumPy with ``emul`` from the same keys, bit for bit;
+  slow: one whole training step of a 2-layer MLP (every GEMM on e4m7 chunked accumulators, optax
+  SGD, weights stored in bf16 by SR) replayed the same way up to the updated weights.
 """
 
 from __future__ import annotations
@@ -408,6 +410,77 @@ def test_replay_dense_layer_in_numpy():
     g2 = emul.quantize(emul.sparsity.mvue(ct, 2, 4, axis=0, key=sk(2, 6)), "bf16")
     xf = ftz(qx * sx)
     assert_bits(dw, emul.matmul(xf.T, g2, "e4m7", order="chunked", chunk=4))
+
+
+@pytest.mark.slow
+def test_replay_mlp_training_step_in_numpy():
+    """One training step of a 2-layer MLP, x (8, 12) -> w1 (12, 8) -> relu -> w2 (8, 4), loss
+    sum(y * c): every GEMM (2 forward, dX of layer 2, dW of both) accumulates in e4m7 chunked (SR
+    forward and weight-gradient accumulators; the values stay within e4m7's range), e4m3fn
+    operands, an e5m2 SR input gradient, bf16 weight-gradient operands; optax SGD (lr 1/8) and emul_jax.optim.apply_updates storing
+    the weights in bf16 with SR. NumPy with emul, from the same key (layer l: fold_in(key, l);
+    update: fold_in(key, 2)), gives the updated weights bit for bit."""
+    optax = pytest.importorskip("optax")
+    from emul_jax import optim
+
+    e4m3 = Operand(format="e4m3fn")
+    chunked = dict(format="e4m7", order="chunked", chunk=4)
+    cfg = DotConfig(
+        fwd=GemmSpec(lhs=e4m3, rhs=e4m3, accumulator=Accumulator(**chunked, rounding="stochastic", sr_bits=10)),
+        dlhs=GemmSpec(lhs=Operand(format="e5m2", rounding="stochastic", overflow="saturate"), rhs="fwd",
+                      accumulator=Accumulator(**chunked)),
+        drhs=GemmSpec(lhs="fwd", rhs=Operand(format="bf16"),
+                      accumulator=Accumulator(**chunked, rounding="stochastic", sr_bits=8)))
+    x, c = normal(150, (8, 12)), normal(151, (8, 4), 0.5)
+    params = {"w1": normal(152, (12, 8), 0.3), "w2": normal(153, (8, 4), 0.3)}
+    tx = optax.sgd(0.125)
+    relu = lambda v: jnp.where(v > 0, v, jnp.float32(0))  # noqa: E731  (+0 below zero, select gradient)
+
+    @jax.jit
+    def step(params, x, c, key):
+        def loss(p):
+            h = relu(emul_jax.dot_general(x, p["w1"], DN, cfg, key=jax.random.fold_in(key, 0)))
+            return jnp.sum(emul_jax.dot_general(h, p["w2"], DN, cfg, key=jax.random.fold_in(key, 1)) * c)
+        grads = jax.grad(loss)(params)
+        updates, _ = tx.update(grads, tx.init(params), params)
+        return grads, updates, optim.apply_updates(params, updates, "bf16", key=jax.random.fold_in(key, 2))
+
+    key = jax.random.key(10)
+    grads, updates, new = step(params, x, c, key)
+
+    kd = np.asarray(jax.random.key_data(key))
+    k1, k2, ku = (emul.random.fold_in(kd, i) for i in range(3))
+    sk = lambda k, g, r: emul.random.fold_in(emul.random.fold_in(k, g), r)  # noqa: E731
+    acc_sr = lambda a, b, k, r: emul.matmul(a, b, "e4m7", order="chunked", chunk=4, rounding="stochastic",  # noqa: E731
+                                            sr_bits=r, key=k)
+    w1, w2 = params["w1"], params["w2"]
+    q8 = lambda v: emul.quantize(v, "e4m3fn")  # noqa: E731
+    # forward (the key streams of ops.stream_key: GEMM FWD=0, role ACC=3)
+    qx, qw1, qw2 = q8(x), q8(w1), q8(w2)
+    y1 = acc_sr(qx, qw1, sk(k1, 0, 3), 10)
+    assert np.isfinite(y1).all() and (y1 > 0).any() and (y1 < 0).any()
+    h = np.where(y1 > 0, y1, F32(0)).astype(F32)
+    qh = q8(h)
+    # backward of layer 2: dH from the e5m2 SR output gradient (DLHS=1, GRAD=2) and the forward
+    # weight, dW2 from the forward activation and the bf16 output gradient (DRHS=2, ACC=3)
+    qg = emul.quantize(c, "e5m2", "stochastic", overflow="saturate", key=sk(k2, 1, 2))
+    dh = emul.matmul(qg, qw2.T, "e4m7", order="chunked", chunk=4)
+    dw2 = acc_sr(qh.T, emul.quantize(c, "bf16"), sk(k2, 2, 3), 8)
+    # relu, then dW1 (layer 1's dX is not needed)
+    g1 = np.where(y1 > 0, dh, F32(0)).astype(F32)
+    dw1 = acc_sr(qx.T, emul.quantize(g1, "bf16"), sk(k1, 2, 3), 8)
+    assert np.isfinite(dw1).all() and np.isfinite(dw2).all() and (dw1 != 0).mean() > 0.5
+    assert_bits(grads["w1"], dw1)
+    assert_bits(grads["w2"], dw2)
+    # SGD: -lr * g, a power-of-two scaling (exact: no update is a subnormal), then one SR rounding
+    # of the exact sum into bf16 per weight (leaf i: fold_in(update key, i))
+    for i, (name, w, g) in enumerate((("w1", w1, dw1), ("w2", w2, dw2))):
+        u = (g * F32(-0.125)).astype(F32)
+        assert not ((u != 0) & (np.abs(u) < F32(2.0**-126))).any()
+        assert_bits(updates[name], u)
+        want = emul.add(w, u, "bf16", "stochastic", key=emul.random.fold_in(ku, i))
+        assert_bits(new[name], want)
+        assert (bits(new[name]) != bits(w)).mean() > 0.5  # the step changed the weights
 
 
 def test_minmax_and_sample_mean_replay():
