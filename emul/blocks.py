@@ -38,7 +38,7 @@ import numpy as np
 
 from ._lazy import LazyModule
 from .formats import ExpFormat, FixedFormat, FloatFormat, format as as_format
-from .quantize import code_dtype, decode as core_decode, encode as core_encode, exact_float64, sr_words
+from .quantize import PARALLEL_MIN, code_dtype, decode as core_decode, encode as core_encode, exact_float64, sr_words
 from .rounding import Rounding, as_rounding
 
 KB = LazyModule("emul._kernels.blocks")
@@ -408,7 +408,7 @@ def encode(x, bfmt, axis=-1, *, rounding="nearest_even", scale_rule=None, scale_
                           np.uint64(int(Fraction(el.max) / Fraction(2) ** bfmt.emax_elem * 2 ** 63)).view(np.int64),
                           sc.emin, sc.emax, sc.bias, sc.nan_code, int(scale_overflow == "saturate"),
                           _nan_element_code(el)], np.int64)
-            KB.encode_pow2(rows, urows, k, S, PE, scales, codes)
+            (KB.encode_pow2 if rows.size >= PARALLEL_MIN else KB.encode_pow2_serial)(rows, urows, k, S, PE, scales, codes)
         else:
             snan = _scale_nan_code(sc)
             if snan < 0 and not np.isfinite(exact_float64(rows) if rows.dtype != np.uint16 else
@@ -425,7 +425,8 @@ def encode(x, bfmt, axis=-1, *, rounding="nearest_even", scale_rule=None, scale_
                 tm, te = _sig_exp(Fraction(st))
                 G = np.array([mm, me, tm, te, smin, max(snan, 0), _nan_element_code(el)], np.int64)
                 PS = _scale_params(sc)
-                KB.encode_general(rows, urows, k, G, PE, PS, scales, codes)
+                kernel = KB.encode_general if rows.size >= PARALLEL_MIN else KB.encode_general_serial
+                kernel(rows, urows, k, G, PE, PS, scales, codes)
     scales = np.moveaxis(scales.reshape(mshape[:-1] + (nb,)), -1, ax)
     codes = np.moveaxis(codes.reshape(mshape), -1, ax)
     return np.ascontiguousarray(scales), np.ascontiguousarray(codes)
@@ -473,6 +474,7 @@ def _encode_float32(rows, urows, k, nb, bfmt, st, smin, PE, mode, r, sr_method):
         recip = (np.float32(1) / (svals * np.float32(st)).astype(np.float32)).astype(np.float32)
         y = (x.reshape(R_, nb, k) * recip[..., None]).astype(np.float32)
         y = np.where((svals == 0)[..., None], np.copysign(np.float32(0), xb), y)  # a zero scale: zeros
+        y = np.where(np.isnan(y), np.float32(np.nan), y)  # 0 * inf (a float32 reciprocal overflowed): +NaN
     y = y.reshape(R_, nb * k)[:, :L]
     from .quantize import encode as enc
 
@@ -504,6 +506,15 @@ def decode(scales, codes, bfmt, axis=-1, *, tensor_scale=None):
     array([  0.,   1.,   3., 896.])
     """
     bfmt = format(bfmt)
+    P, X, k, ax = _decoded(scales, codes, bfmt, axis, tensor_scale)
+    L = P.shape[ax]
+    if L == 0:
+        return P.copy()
+    return P * _expand(X, k, L, ax)
+
+
+def _decoded(scales, codes, bfmt, axis, tensor_scale):
+    """(element values, scale values * s_t, k, axis) of encoded blocks, validated."""
     c = np.asarray(codes)
     s = np.asarray(scales)
     for name, arr in (("codes", c), ("scales", s)):
@@ -531,11 +542,7 @@ def decode(scales, codes, bfmt, axis=-1, *, tensor_scale=None):
         X = core_decode(s, bfmt.scale)
     except ValueError as exc:
         raise ValueError(f"scales: {exc}") from None
-    P = np.asarray(P, np.float64)
-    X = np.asarray(X, np.float64) * st
-    if L == 0:
-        return P.copy()
-    return P * _expand(X, k, L, ax)
+    return np.asarray(P, np.float64), np.asarray(X, np.float64) * st, k, ax
 
 
 def quantize(x, bfmt, axis=-1, **kwargs):
@@ -581,11 +588,7 @@ def _operand(v, bfmt, axis, name):
         a = _input(v)
         scales, codes = encode(a, bfmt, axis)
         st = tensor_scale(a, bfmt) if bfmt.tensor_scale else None
-    codes = np.asarray(codes)
-    ax = _axis(axis, codes.ndim, name)
-    decode(scales, codes, bfmt, ax, tensor_scale=st)  # validates shapes and codes
-    P = np.asarray(core_decode(codes, bfmt.element), np.float64)
-    X = np.asarray(core_decode(np.asarray(scales), bfmt.scale), np.float64) * (1.0 if st is None else float(st))
+    P, X, _, _ = _decoded(scales, codes, bfmt, axis, st)
     return P, X
 
 
@@ -680,7 +683,7 @@ def matmul(a, b, bfmt_a, bfmt_b=None, *, acc="fp32", **kwargs):
     rb = kwargs.pop("random_bits", None)
     if rb is not None:  # shape: the result's + (T,), as emul.matmul; T = steps over nb block terms
         T = sr_steps(nb, kwargs.get("order", "sequential"), kwargs.get("chunk"))
-        full = s.shape
+        full = s.shape[:-1]
         user = full[:-2] + full[-2:-1] * (not squeeze_m) + full[-1:] * (not squeeze_n)
         try:
             rb = np.broadcast_to(np.asarray(rb), user + (T,)).reshape(full + (1, 1, T))

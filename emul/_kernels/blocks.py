@@ -62,42 +62,59 @@ def pow2_exponent(xe, sig, rule, emax_elem, prec, sig_max):
 def encode_pow2(x, u, k, S, PE, scales, codes):
     """Power-of-two (exponent-only) scales. S: (rule, emax_elem, prec, sig_max, scale emin, scale
     emax, scale bias, scale NaN code, saturate scale overflow?, element NaN-block code)."""
-    rows, L = x.shape
+    rows = x.shape[0]
+    nb = scales.shape[1]
+    for t in prange(rows * nb):
+        pow2_block(t, x, u, k, S, PE, scales, codes)
+
+
+@njit(cache=True)
+def encode_pow2_serial(x, u, k, S, PE, scales, codes):
+    """encode_pow2 on one thread (small inputs: no thread wake-up)."""
+    rows = x.shape[0]
+    nb = scales.shape[1]
+    for t in range(rows * nb):
+        pow2_block(t, x, u, k, S, PE, scales, codes)
+
+
+@njit
+def pow2_block(t, x, u, k, S, PE, scales, codes):
+    """Block t (row-major over rows x blocks) with a power-of-two scale."""
+    L = x.shape[1]
     nb = scales.shape[1]
     rule, emax_elem, prec = S[0], S[1], S[2]
     sig_max = np.uint64(S[3])
     semin, semax, sbias, snan, ssat, enan = S[4], S[5], S[6], S[7], S[8], S[9]
     sr = PE[R.SR] != 0
-    for t in prange(rows * nb):
-        row = t // nb
-        b = t - row * nb
-        lo = b * k
-        hi = min(lo + k, L)
-        special, xe, sig = block_amax(x, row, lo, hi)
-        nan_block = special
-        e = semin
-        if not special and sig != _Z:
-            e = pow2_exponent(xe, sig, rule, emax_elem, prec, sig_max)
-            if e < semin:
-                e = semin
-            elif e > semax:
-                if ssat:
-                    e = semax
-                else:
-                    nan_block = True
-        if nan_block:
-            scales[row, b] = snan
-            for i in range(lo, hi):
-                codes[row, i] = enan
-            continue
-        scales[row, b] = e + sbias
-        for i in range(lo, hi):
-            sign, mag, ex, sp = R.parts(x[row, i])
-            w = np.uint64(u[row, i]) if sr else _Z
-            if PE[R.KIND] == 0:
-                codes[row, i] = R.float_code(sign, mag, ex - e, False, w, PE)
+    row = t // nb
+    b = t - row * nb
+    lo = b * k
+    hi = min(lo + k, L)
+    special, xe, sig = block_amax(x, row, lo, hi)
+    nan_block = special
+    e = semin
+    if not special and sig != _Z:
+        e = pow2_exponent(xe, sig, rule, emax_elem, prec, sig_max)
+        if e < semin:
+            e = semin
+        elif e > semax:
+            if ssat:
+                e = semax
             else:
-                codes[row, i] = R.fixed_code(sign, mag, ex - e, False, w, PE)
+                nan_block = True
+    if nan_block:
+        scales[row, b] = snan
+        for i in range(lo, hi):
+            codes[row, i] = enan
+        return
+    scales[row, b] = e + sbias
+    for i in range(lo, hi):
+        sign, mag, ex, sp = R.parts(x[row, i])
+        w = np.uint64(u[row, i]) if sr else _Z
+        if PE[R.KIND] == 0:
+            codes[row, i] = R.float_code(sign, mag, ex - e, False, w, PE)
+        else:
+            codes[row, i] = R.fixed_code(sign, mag, ex - e, False, w, PE)
 
 
 @njit(inline="always")
@@ -118,7 +135,25 @@ def encode_general(x, u, k, G, PE, PS, scales, codes):
     x / (s * s_t) rounded once. G: (elem max significand, its exponent, s_t significand, its
     exponent, scale_min code, scale NaN code, element NaN-block code); the s_t significand times a
     scale significand must fit 64 bits."""
-    rows, L = x.shape
+    rows = x.shape[0]
+    nb = scales.shape[1]
+    for t in prange(rows * nb):
+        general_block(t, x, u, k, G, PE, PS, scales, codes)
+
+
+@njit(cache=True)
+def encode_general_serial(x, u, k, G, PE, PS, scales, codes):
+    """encode_general on one thread."""
+    rows = x.shape[0]
+    nb = scales.shape[1]
+    for t in range(rows * nb):
+        general_block(t, x, u, k, G, PE, PS, scales, codes)
+
+
+@njit
+def general_block(t, x, u, k, G, PE, PS, scales, codes):
+    """Block t with a float scale."""
+    L = x.shape[1]
     nb = scales.shape[1]
     mmax, emax_, tm, te = np.uint64(G[0]), G[1], np.uint64(G[2]), G[3]
     smin, snan, enan = np.uint64(G[4]), G[5], G[6]
@@ -126,37 +161,36 @@ def encode_general(x, u, k, G, PE, PS, scales, codes):
     de = emax_ + te
     sr = PE[R.SR] != 0
     m = PS[R.M]
-    for t in prange(rows * nb):
-        row = t // nb
-        b = t - row * nb
-        lo = b * k
-        hi = min(lo + k, L)
-        special, xe, sig = block_amax(x, row, lo, hi)
-        if special:
-            scales[row, b] = snan
-            for i in range(lo, hi):
-                codes[row, i] = enan
-            continue
-        sc = _Z
-        if sig != _Z:
-            sc = divided(0, sig, xe - 63, dm, de, _Z, PS)
-        if sc < smin:
-            sc = smin
-        scales[row, b] = sc
-        # the scale's value as ms * 2**es (a positive finite code of PS), times s_t
-        ef = np.int64(sc >> np.uint64(m))
-        f = sc & ((_1 << np.uint64(m)) - _1)
-        if ef == 0:
-            ms, es = f, PS[R.EMIN] - m
-        else:
-            ms, es = f | (_1 << np.uint64(m)), ef - PS[R.BIAS] - m
+    row = t // nb
+    b = t - row * nb
+    lo = b * k
+    hi = min(lo + k, L)
+    special, xe, sig = block_amax(x, row, lo, hi)
+    if special:
+        scales[row, b] = snan
         for i in range(lo, hi):
-            sign, mag, ex, sp = R.parts(x[row, i])
-            w = np.uint64(u[row, i]) if sr else _Z
-            if ms == _Z:  # a zero scale: zero elements (the sign kept where the format has -0)
-                if PE[R.KIND] == 0:
-                    codes[row, i] = R.float_code(sign, _Z, 0, False, w, PE)
-                else:
-                    codes[row, i] = _Z
+            codes[row, i] = enan
+        return
+    sc = _Z
+    if sig != _Z:
+        sc = divided(0, sig, xe - 63, dm, de, _Z, PS)
+    if sc < smin:
+        sc = smin
+    scales[row, b] = sc
+    # the scale's value as ms * 2**es (a positive finite code of PS), times s_t
+    ef = np.int64(sc >> np.uint64(m))
+    f = sc & ((_1 << np.uint64(m)) - _1)
+    if ef == 0:
+        ms, es = f, PS[R.EMIN] - m
+    else:
+        ms, es = f | (_1 << np.uint64(m)), ef - PS[R.BIAS] - m
+    for i in range(lo, hi):
+        sign, mag, ex, sp = R.parts(x[row, i])
+        w = np.uint64(u[row, i]) if sr else _Z
+        if ms == _Z:  # a zero scale: zero elements (the sign kept where the format has -0)
+            if PE[R.KIND] == 0:
+                codes[row, i] = R.float_code(sign, _Z, 0, False, w, PE)
             else:
-                codes[row, i] = divided(sign, mag, ex, ms * tm, es + te, w, PE)
+                codes[row, i] = _Z
+        else:
+            codes[row, i] = divided(sign, mag, ex, ms * tm, es + te, w, PE)
