@@ -1,0 +1,240 @@
+"""emul.blocks and e8m0: hand-checked vectors, the oracles (ml_dtypes' float8_e8m0fnu, gfloat's
+block encoding where its semantics match), and bad input."""
+
+from __future__ import annotations
+
+import math
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+import emul
+import emul.blocks as B
+
+NAN = math.nan
+
+
+# -- e8m0 -----------------------------------------------------------------------------------------
+
+E8M0_CASES = [  # x, mode, overflow, expected code
+    (1.0, "nearest_even", None, 127),
+    (1.5, "nearest_even", None, 128),      # tie between 2**0 (127, odd) and 2**1 (128, even)
+    (3.0, "nearest_even", None, 128),      # tie between 2**1 (128, even) and 2**2
+    (3.0, "nearest_away", None, 129),      # ml_dtypes' cast
+    (1.5, "toward_zero", None, 127),
+    (1.25, "up", None, 128),
+    (1.5, "odd", None, 127),
+    (2.0 ** -127, "nearest_even", None, 0),
+    (2.0 ** -200, "nearest_even", None, 0),  # no zero: below 2**-127 gives 2**-127
+    (0.0, "nearest_even", None, 255),
+    (-0.0, "nearest_even", None, 255),
+    (-4.0, "nearest_even", None, 255),
+    (NAN, "nearest_even", None, 255),
+    (math.inf, "nearest_even", None, 255),
+    (math.inf, "nearest_even", "saturate", 254),
+    (2.0 ** 128, "nearest_even", None, 255),
+    (2.0 ** 128, "toward_zero", None, 254),  # IEEE 754 §7.4: max for modes rounding toward zero
+    (2.0 ** 128, "nearest_even", "saturate", 254),
+    (1.5 * 2.0 ** 127, "nearest_even", None, 254),  # the even code 254 (2**127)
+    (1.5 * 2.0 ** 127, "nearest_away", None, 255),  # rounds to 2**128: overflow
+]
+
+
+@pytest.mark.parametrize("x, mode, overflow, code", E8M0_CASES)
+def test_e8m0_encode_table(x, mode, overflow, code):
+    assert int(emul.encode(x, "e8m0", mode, overflow)) == code
+
+
+def test_e8m0_format():
+    f = emul.format("e8m0")
+    assert isinstance(f, emul.ExpFormat) and f == emul.ExpFormat(8) and f.name == "e8m0"
+    assert (f.bits, f.emin, f.emax, f.max, f.min_normal) == (8, -127, 127, 2.0 ** 127, 2.0 ** -127)
+    assert emul.format("e5m0b20") == emul.ExpFormat(5, 20) and emul.format("e5m0b20").name == "e5m0b20"
+    assert isinstance(emul.format("e4m0fn"), emul.FloatFormat)  # suffixed names stay signed floats
+
+
+def test_e8m0_decode_matches_ml_dtypes():
+    codes = np.arange(256, dtype=np.uint8)
+    want = codes.view(ml_dtypes.float8_e8m0fnu).astype(np.float64)
+    got = emul.decode(codes, "e8m0")
+    np.testing.assert_array_equal(got, want)  # NaN code 0xFF included (NaN == NaN here)
+
+
+def test_e8m0_ties_away_matches_ml_dtypes_cast():
+    """ml_dtypes' float8_e8m0fnu cast rounds ties away (3.0 -> 4.0): emul's nearest_away, on
+    every positive float32 from 2**-127 up to float32's max, ties and their neighbours included."""
+    k = np.arange(-127, 128)
+    m = np.array([1.0, 1.25, 1.5, np.nextafter(np.float32(1.5), np.float32(1)), np.nextafter(np.float32(1.5), 2),
+                  1.75, np.nextafter(np.float32(2), np.float32(1))], np.float32)
+    x = (m[None, :] * np.ldexp(np.float32(1), k)[:, None].astype(np.float32)).astype(np.float32).ravel()
+    x = x[np.isfinite(x)]
+    rng = np.random.default_rng(0)
+    x = np.concatenate([x, np.abs(rng.standard_normal(5000).astype(np.float32)) * np.float32(2.0 ** 40),
+                        np.float32([3 * 2.0 ** -128, 2.0 ** -127])])
+    x = x[(x <= 2.0 ** -127) | (x >= 2.0 ** -126)]  # where ml_dtypes differs (below)
+    with np.errstate(over="ignore"):
+        want = x.astype(ml_dtypes.float8_e8m0fnu).view(np.uint8)
+    got = emul.encode(x, "e8m0", "nearest_away")
+    np.testing.assert_array_equal(got, want)
+
+
+def test_e8m0_where_ml_dtypes_differs():
+    """ml_dtypes (0.5) rounds every x in (2**-127, 2**-126) up to 2**-126 (1.25 * 2**-127 is not a
+    tie), and maps a float64 far below 2**-127 (2**-200) to NaN; §9 says ties only and "below
+    2**-127 -> 2**-127". docs/blocks.md lists both."""
+    x = np.array([1.25 * 2.0 ** -127, 2.0 ** -200])
+    assert list(emul.encode(x, "e8m0", "nearest_away")) == [0, 0]
+    assert list(x.astype(ml_dtypes.float8_e8m0fnu).view(np.uint8)) == [1, 255]
+
+
+def test_e8m0_only_in_quantize_encode_decode():
+    with pytest.raises(ValueError, match="exponent-only"):
+        emul.add(1.0, 2.0, "e8m0")
+
+
+# -- hand-checked block vectors -----------------------------------------------------------------------
+
+BLOCK_CASES = [  # preset, x, keyword arguments, expected scale codes, expected element codes
+    # floor (OCP): floor(log2 960) - 8 = 1; 960 / 2 = 480 saturates to 448 (0x7E); 1 / 2 = 0x30
+    ("mxfp8_e4m3", [960.0, 1.0], {}, [128], [0x7E, 0x30]),
+    ("mxfp8_e4m3", [960.0, 1.0], {"scale_rule": "even"}, [128], [0x7E, 0x30]),  # 1.111b * 2**9 is exact
+    ("mxfp8_e4m3", [960.0, 1.0], {"scale_rule": "ceil"}, [129], [0x77, 0x28]),  # 960 / 4 = 240
+    ("mxfp8_e4m3", [960.0, 1.0], {"scale_rule": "rceil"}, [129], [0x77, 0x28]),
+    # PEERS.md: amax 150 -> scale code 126 under floor and RCEIL, 127 under ceil; 300 -> 288 (0x79)
+    ("mxfp8_e4m3", [150.0], {}, [126], [0x79]),
+    ("mxfp8_e4m3", [150.0], {"scale_rule": "rceil"}, [126], [0x79]),
+    ("mxfp8_e4m3", [150.0], {"scale_rule": "ceil"}, [127], [0x71]),
+    # even: 7 = 1.11b * 2**2 rounds (ties away) to 2**3 first: e = 1, 3.5 -> 4 (0x6); floor: 7 -> 6
+    ("mxfp4", [7.0], {"scale_rule": "even"}, [128], [0x6]),
+    ("mxfp4", [7.0], {}, [127], [0x7]),
+    ("mxfp4", [0.0, -0.0], {}, [0], [0x0, 0x8]),                      # amax = 0: 2**-127, signed zeros
+    ("mxfp8_e4m3", [NAN, 1.0], {}, [255], [0x7F, 0x7F]),              # a NaN in the block
+    ("mxfp8_e5m2", [math.inf, 1.0], {}, [255], [0x7E, 0x7E]),
+    ("mxfp4", [NAN, 1.0], {}, [255], [0x0, 0x0]),                      # e2m1fn has no NaN
+    ("mxfp8_e4m3", [2.0 ** 200, 1.0], {}, [255], [0x7F, 0x7F]),        # e = 192 > 127: NaN
+    ("mxfp8_e4m3", [2.0 ** 200, 1.0], {"scale_overflow": "saturate"}, [254], [0x7E, 0x00]),
+    ("mxfp8_e4m3", [2.0 ** -140, 2.0 ** -130], {}, [0], [0x00, 0x20]),  # e = -148 clamps to -127
+    ("mxfp8_e4m3", [2.0 ** -140, 2.0 ** -130], {"rounding": "up"}, [0], [0x01, 0x20]),
+    ("mxint8", [-1.999, 1.0], {}, [127], [0x80, 0x40]),               # -127.94 -> -128: -2.0 exists
+    ("mxint8", [-2.0, 1.0], {}, [128], [0xC0, 0x20]),
+    ("mxfp6_e2m3", [7.5, 0.1], {}, [127], [0x1F, 0x01]),
+    ("mxfp6_e3m2", [28.0, 0.1], {}, [127], [0x1F, 0x02]),
+]
+
+
+@pytest.mark.parametrize("name, x, kw, scales, codes", BLOCK_CASES)
+def test_block_table(name, x, kw, scales, codes):
+    s, c = B.encode(np.array(x), name, **kw)
+    assert [int(v) for v in s] == scales and [int(v) for v in c] == codes
+
+
+def test_nvfp4_tiny_block_both_clamps():
+    x = np.array([0.005, 0.01, -0.001] + [0.0] * 13)
+    s, c = B.encode(x, "nvfp4", tensor_scale=1.0)           # TransformerEngine: s_b = e4m3(0.01/6) = 2**-9
+    assert int(s[0]) == 1 and list(c[:3]) == [5, 7, 9]
+    s, c = B.encode(x, "nvfp4", tensor_scale=1.0, scale_min=2 ** -6)  # torchao: s_b >= 2**-6
+    assert int(s[0]) == 8 and list(c[:3]) == [1, 1, 8]
+    s, c = B.encode(x[[0, 3] * 8], "nvfp4", tensor_scale=1.0)  # amax 0.005: s_b rounds to 0, zero elements
+    assert int(s[0]) == 0 and not c.any()
+
+
+def test_nvfp4_tensor_scale():
+    x = np.array([2688.0 * 3, 1.0] * 8)
+    assert B.tensor_scale(x, "nvfp4") == np.float32(3.0)
+    assert B.tensor_scale(np.zeros(16), "nvfp4") == np.float32(1.0)
+    s, c = B.encode(x, "nvfp4")
+    assert int(s[0]) == 0x7E and int(c[0]) == 0x7  # 8064 / 6 / 3 = 448; 8064 / 1344 = 6
+
+
+def test_axis_and_tail():
+    x = np.arange(30.0).reshape(3, 10)
+    s, c = B.encode(x, "e4m3fn/e8m0/4", axis=1)
+    assert s.shape == (3, 3) and c.shape == (3, 10)
+    s0, c0 = B.encode(x.T, "e4m3fn/e8m0/4", axis=0)
+    np.testing.assert_array_equal(s0, s.T)
+    np.testing.assert_array_equal(c0, c.T)
+    # a short tail takes its amax over the elements present (as zero padding would)
+    padded = np.concatenate([x, np.zeros((3, 2))], axis=1)
+    sp, cp = B.encode(padded, "e4m3fn/e8m0/4")
+    np.testing.assert_array_equal(sp, s)
+    np.testing.assert_array_equal(cp[:, :10], c)
+    s, c = B.encode(x, "e4m3fn/e8m0/axis")
+    assert s.shape == (3, 1)
+    with pytest.raises(ValueError, match="tail='error'"):
+        B.encode(x, "e4m3fn/e8m0/4", tail="error")
+
+
+# -- gfloat's block encoding (floor scale, clipped to 2**±127, RNE, saturating elements) -----------------
+
+@pytest.mark.parametrize("name, gname", [("mxfp8_e4m3", "mxfp8_e4m3"), ("mxfp8_e5m2", "mxfp8_e5m2"),
+                                         ("mxfp6_e2m3", "mxfp6_e2m3"), ("mxfp6_e3m2", "mxfp6_e3m2"),
+                                         ("mxfp4", "mxfp4_e2m1"), ("mxint8", "mxint8")])
+def test_gfloat_block_encoding(name, gname):
+    """Where the semantics match (finite blocks, no scale overflow: gfloat clips e > 127 to 127,
+    which is emul's scale_overflow='saturate', and turns an inf into scale 2**127 where emul gives a
+    NaN block), gfloat's codes equal emul's, ties and subnormals included."""
+    gfloat = pytest.importorskip("gfloat")
+    import gfloat.formats as gf
+
+    fi = getattr(gf, f"format_info_{gname}")
+    rng = np.random.default_rng(7)
+    blocks = [rng.standard_normal(32) * 2.0 ** rng.integers(-140, 130) for _ in range(40)]
+    blocks += [np.round(rng.standard_normal(32) * 8) / 8 * 2.0 ** rng.integers(-10, 10) for _ in range(20)]  # ties
+    blocks += [np.zeros(32), np.array([2.0 ** k for k in range(-16, 16)])]
+    for x in blocks:
+        scale = gfloat.compute_scale_amax(fi.etype.emax, x)
+        want = list(gfloat.encode_block(fi, scale, x / scale))
+        s, c = B.encode(x, name, scale_overflow="saturate")
+        assert [int(s[0])] + [int(v) for v in c] == want
+
+
+# -- bad input --------------------------------------------------------------------------------------------
+
+def test_bad_input():
+    x = np.ones((2, 32))
+    with pytest.raises(ValueError, match="unknown"):
+        B.format("mxfp9")
+    with pytest.raises(ValueError, match="at least 1"):
+        B.BlockFormat("e4m3fn", "e8m0", 0)
+    with pytest.raises(TypeError, match="block"):
+        B.BlockFormat("e4m3fn", "e8m0", True)
+    with pytest.raises(ValueError, match="cannot be a block element"):
+        B.BlockFormat("e8m0", "e8m0", 32)
+    with pytest.raises(ValueError, match="block scales"):
+        B.BlockFormat("e4m3fn", "int8", 32)
+    with pytest.raises(ValueError, match="axis=2"):
+        B.encode(x, "mxfp4", axis=2)
+    with pytest.raises(ValueError, match="axis=-3"):
+        B.decode(np.zeros((2, 1), np.uint8), np.zeros((2, 32), np.uint8), "mxfp4", axis=-3)
+    with pytest.raises(ValueError, match="0-d"):
+        B.encode(1.0, "mxfp4")
+    with pytest.raises(ValueError, match="scale_rule='nearest'"):
+        B.encode(x, "mxfp4", scale_rule="nearest")
+    with pytest.raises(ValueError, match="scale_overflow"):
+        B.encode(x, "mxfp4", scale_overflow="inf")
+    with pytest.raises(ValueError, match="scale_rule"):
+        B.encode(x, "nvfp4", scale_rule="floor")
+    with pytest.raises(ValueError, match="tensor_scale"):
+        B.encode(x, "mxfp4", tensor_scale=1.0)
+    with pytest.raises(ValueError, match="rounding"):
+        B.encode(x, "mxfp4", rounding="nearest")
+    with pytest.raises(ValueError, match="seed"):
+        B.encode(x, "mxfp4", rounding="stochastic")
+    s, c = B.encode(x, "mxfp4")
+    with pytest.raises(ValueError, match="scales: shape"):
+        B.decode(s[:, :0], c, "mxfp4")
+    with pytest.raises(ValueError, match="scales: shape"):
+        B.decode(s, c[:, :40], "e2m1fn/e8m0/16")
+    with pytest.raises(ValueError, match="codes: .*0x10"):
+        B.decode(s, np.full(c.shape, 16, np.uint8), "mxfp4")
+    with pytest.raises(ValueError, match="scales: .*0x100"):
+        B.decode(np.full(s.shape, 256, np.uint16), c, "mxfp4")
+    with pytest.raises(TypeError, match="codes"):
+        B.decode(s, c.astype(np.float32), "mxfp4")
+    with pytest.raises(ValueError, match="tensor_scale"):
+        B.decode(*B.encode(np.ones(16), "nvfp4"), "nvfp4")
+    with pytest.raises(ValueError, match="block sizes differ"):
+        B.dot(np.ones(32), np.ones(32), "mxfp4", "nvfp4")
+    with pytest.raises(ValueError, match="columns"):
+        B.matmul(np.ones((2, 32)), np.ones((16, 2)), "mxfp4")
