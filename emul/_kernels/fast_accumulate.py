@@ -473,3 +473,23 @@ def wrap_inplace(x, lo, mw):
     for i in range(x.size):
         v = x.flat[i]
         x.flat[i] = v - np.floor((v - lo) / mw) * mw
+
+
+@njit(cache=True, parallel=True)
+def rowwise_products(A, B, out):
+    """out[c, k, j] = A[r, k] * B[r, k] for r = c * Rc + j < R (A, B: (R, K) float64; out:
+    (nb, K, Rc)); rows r >= R are +0. Tiles of 32 columns keep the reads contiguous and the writes
+    in cache. The caller has checked that every product is exact and 0 or normal."""
+    R, K = A.shape
+    nb, _, Rc = out.shape
+    for c in prange(nb):
+        for k0 in range(0, K, 32):
+            k1 = min(k0 + 32, K)
+            for j in range(Rc):
+                r = c * Rc + j
+                if r >= R:
+                    for k in range(k0, k1):
+                        out[c, k, j] = 0.0
+                else:
+                    for k in range(k0, k1):
+                        out[c, k, j] = A[r, k] * B[r, k]

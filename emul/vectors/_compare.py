@@ -69,7 +69,10 @@ class Comparison:
     ``lines``: vectors compared; ``fields``: the compared fields; ``mismatched_lines``: indices of
     the vectors with at least one mismatching field; ``per_field``: {field: mismatching vectors};
     ``per_class``: {class: mismatching vectors whose operands or expected result fall in it}
-    (classes :data:`CLASSES`; a vector may count in several); ``first``: the first ``show``
+    (classes :data:`CLASSES`: an operand or the expected result is NaN; an operand is infinite,
+    zero or subnormal; the expected result is at the end of the range — ±inf, ±max or the
+    fixed-point bounds; the exact result is a tie; none of these: "other"; a vector may count in
+    several); ``first``: the first ``show``
     mismatches; ``problems``: layout problems (line counts that differ); ``ok``: no mismatch and no
     problem. ``str(comparison)`` is the report the command line prints.
     """
@@ -308,8 +311,9 @@ def _classes(table, lines) -> dict:
         fmt = as_format(f.fmt)
         codes = table[f.name][lines]
         hit["nan"] |= _isnan(codes, fmt)
-        hit["inf"] |= _isinf(codes, fmt)
-        if f.name in results:
+        if f.name not in results:
+            hit["inf"] |= _isinf(codes, fmt)
+        else:  # an expected result at the end of the range (inf, or a saturated max)
             lo, hi = _ord_range(fmt)
             ords = np.array([_ord_py(c, fmt) for c in codes.tolist()], object)
             hit["overflow"] |= np.array([o in (lo, hi) for o in ords], bool) | _isinf(codes, fmt)

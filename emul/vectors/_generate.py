@@ -546,8 +546,7 @@ def expected_dot(s, a_codes, b_codes, u=None):
         if n == 0:
             return np.zeros(0, np.uint64)
         t = sr_steps(j, s["order"], s["chunk"] if s["order"] == "chunked" else None)
-        r = dot(a[:, None, :j], b[:, :j, None], s["acc"], random_bits=None if u is None else u[:, None, None, :t],
-                **kw)
+        r = dot(a[:, :j], b[:, :j], s["acc"], axis=-1, random_bits=None if u is None else u[:, :t], **kw)
         return encode(np.asarray(r).reshape(n), final, overflow=s["overflow"]).astype(np.uint64)
 
     y = run(k)

