@@ -1,7 +1,7 @@
 """Block-scaled formats: OCP MX v1.0 (MXFP8/6/4, MXINT8), NVFP4 and block floating point.
 
 A block format stores k consecutive elements along ``axis`` as element codes sharing one scale
-(SEMANTICS.md §9, ``docs/blocks.md``). :class:`BlockFormat` names the element format, the scale
+(``docs/blocks.md``). :class:`BlockFormat` names the element format, the scale
 format and k; :func:`format` parses the presets ``mxfp8_e4m3 mxfp8_e5m2 mxfp6_e2m3 mxfp6_e3m2 mxfp4
 mxint8 nvfp4`` and generic names ``"{element}/{scale}/{k}"`` (``k`` = ``axis`` for one block per
 axis: classic block floating point).

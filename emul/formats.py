@@ -231,7 +231,7 @@ class FixedFormat:
 
 @dataclasses.dataclass(frozen=True)
 class ExpFormat:
-    """An unsigned, exponent-only format (OCP MX v1.0's E8M0 block scale, SEMANTICS.md §9).
+    """An unsigned, exponent-only format (OCP MX v1.0's E8M0 block scale, docs/blocks.md).
 
     Code ``c`` in ``[0, 2**exp_bits - 2]`` means ``2**(c - bias)``; the all-ones code is NaN. There
     is no sign, no zero and no infinity. ``bias`` defaults to ``2**(exp_bits-1) - 1``; ``e8m0`` is

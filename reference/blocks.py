@@ -1,4 +1,4 @@
-"""Golden model of block-scaled formats (SEMANTICS.md §9, docs/blocks.md): one block at a time, in
+"""Golden model of block-scaled formats (docs/blocks.md): one block at a time, in
 int and Fraction. Imports nothing from emul.
 
 A block format is any object with ``element``, ``scale``, ``block`` (k, or None: the whole axis)
