@@ -408,7 +408,16 @@ def encode(x, bfmt, axis=-1, *, rounding="nearest_even", scale_rule=None, scale_
                           np.uint64(int(Fraction(el.max) / Fraction(2) ** bfmt.emax_elem * 2 ** 63)).view(np.int64),
                           sc.emin, sc.emax, sc.bias, sc.nan_code, int(scale_overflow == "saturate"),
                           _nan_element_code(el)], np.int64)
-            (KB.encode_pow2 if rows.size >= PARALLEL_MIN else KB.encode_pow2_serial)(rows, urows, k, S, PE, scales, codes)
+            if _f32_fast(rows, bfmt):  # scale in float32 bits, then the core's vectorised rounding
+                y = np.empty(rows.shape, np.uint32)
+                nan_bits = np.uint32(0x7FC00000 if el.has_nan else 0)  # the canonical +NaN, or code 0
+                kernel = KB.scale_f32 if rows.size >= PARALLEL_MIN else KB.scale_f32_serial
+                kernel(rows.view(np.uint32), k, S, nan_bits, scales, y)
+                kw = {} if mode != Rounding.STOCHASTIC else dict(random_bits=urows, sr_bits=r, sr_method=sr_method)
+                codes = core_encode(y.view(np.float32), el, mode, "saturate", **kw)
+            else:
+                kernel = KB.encode_pow2 if rows.size >= PARALLEL_MIN else KB.encode_pow2_serial
+                kernel(rows, urows, k, S, PE, scales, codes)
         else:
             snan = _scale_nan_code(sc)
             if snan < 0 and not np.isfinite(exact_float64(rows) if rows.dtype != np.uint16 else
@@ -430,6 +439,14 @@ def encode(x, bfmt, axis=-1, *, rounding="nearest_even", scale_rule=None, scale_
     scales = np.moveaxis(scales.reshape(mshape[:-1] + (nb,)), -1, ax)
     codes = np.moveaxis(codes.reshape(mshape), -1, ax)
     return np.ascontiguousarray(scales), np.ascontiguousarray(codes)
+
+
+def _f32_fast(rows, bfmt) -> bool:
+    """float32 input, e8m0 scale, a float element the core's float32 kernels take, whose quantum
+    is at least 2**-90 (see emul/_kernels/blocks.py: _f32_scaled)."""
+    el = bfmt.element
+    return (rows.dtype == np.float32 and bfmt.scale == ExpFormat(8) and isinstance(el, FloatFormat)
+            and el.emin >= -126 and el.man_bits <= 23 and _quantum_exp(el) >= -90 and el.emax <= 100)
 
 
 def _tensor_scale_of(a, bfmt):

@@ -194,3 +194,101 @@ def general_block(t, x, u, k, G, PE, PS, scales, codes):
                 codes[row, i] = _Z
         else:
             codes[row, i] = divided(sign, mag, ex, ms * tm, es + te, w, PE)
+
+
+# -- float32 fast path: power-of-two scales, scaled float32 values for the core's fast kernels ----
+
+@njit(inline="always")
+def _f32_scaled(b, e):
+    """The float32 pattern of (the float32 with bits b) / 2**e when that quotient is a float32
+    (exactly); a nonzero quotient below 2**-149's grid becomes the smallest subnormal of its sign,
+    which every element format with quantum >= 2**-90 rounds as the exact value in every mode
+    (no tie is near, and SR's t = floor(f * 2**32) is 0 for both)."""
+    s = b & np.uint32(0x80000000)
+    a = b & np.uint32(0x7FFFFFFF)
+    if a == np.uint32(0):
+        return b
+    ef = np.int64(a >> np.uint32(23))
+    if ef == 0:
+        sig = np.uint64(a)
+        lsb = np.int64(-149)
+    else:
+        sig = np.uint64(a & np.uint32(0x7FFFFF)) | np.uint64(1 << 23)
+        lsb = ef - 150
+    top = 63 - np.int64(leading_zeros(sig))  # position of the leading bit in sig
+    v = lsb + top - e  # exponent of the leading bit after scaling
+    if v >= -126:
+        frac = (sig << np.uint64(23 - top)) & np.uint64(0x7FFFFF) if top <= 23 else _Z
+        return s | np.uint32((np.uint64(v + 127) << np.uint64(23)) | frac)
+    tz = 0
+    while (sig >> np.uint64(tz)) & _1 == _Z:
+        tz += 1
+    low = lsb + tz - e  # exponent of the lowest set bit after scaling
+    if low >= -149:
+        return s | np.uint32((sig >> np.uint64(tz)) << np.uint64(low + 149))
+    return s | np.uint32(1)
+
+
+@njit
+def f32_block(t, x, k, S, nan_bits, scales, y):
+    L = x.shape[1]
+    nb = scales.shape[1]
+    rule, emax_elem, prec = S[0], S[1], S[2]
+    sig_max = np.uint64(S[3])
+    semin, semax, sbias, snan, ssat = S[4], S[5], S[6], S[7], S[8]
+    row = t // nb
+    b = t - row * nb
+    lo = b * k
+    hi = min(lo + k, L)
+    amax = np.uint32(0)
+    for i in range(lo, hi):
+        a = x[row, i] & np.uint32(0x7FFFFFFF)
+        if a > amax:
+            amax = a
+    nan_block = amax >= np.uint32(0x7F800000)
+    e = semin
+    if not nan_block and amax != np.uint32(0):
+        ef = np.int64(amax >> np.uint32(23))
+        if ef == 0:
+            m = np.uint64(amax)
+            n = np.int64(leading_zeros(m))
+            xe = -149 + 63 - n
+            sig = m << np.uint64(n)
+        else:
+            xe = ef - 127
+            sig = (np.uint64(amax & np.uint32(0x7FFFFF)) | np.uint64(1 << 23)) << np.uint64(40)
+        e = pow2_exponent(xe, sig, rule, emax_elem, prec, sig_max)
+        if e < semin:
+            e = semin
+        elif e > semax:
+            if ssat:
+                e = semax
+            else:
+                nan_block = True
+    if nan_block:
+        scales[row, b] = snan
+        for i in range(lo, hi):
+            y[row, i] = nan_bits
+        return
+    scales[row, b] = e + sbias
+    for i in range(lo, hi):
+        y[row, i] = _f32_scaled(x[row, i], e)
+
+
+@njit(cache=True, parallel=True)
+def scale_f32(x, k, S, nan_bits, scales, y):
+    """Power-of-two scales of float32 blocks (x as uint32 bits, (R, L)) and the scaled values
+    x / 2**e as float32 bits in y (NaN blocks: ``nan_bits``). The scaled values' exponents stay in
+    float32's range for e8m0 scales."""
+    rows = x.shape[0]
+    nb = scales.shape[1]
+    for t in prange(rows * nb):
+        f32_block(t, x, k, S, nan_bits, scales, y)
+
+
+@njit(cache=True)
+def scale_f32_serial(x, k, S, nan_bits, scales, y):
+    rows = x.shape[0]
+    nb = scales.shape[1]
+    for t in range(rows * nb):
+        f32_block(t, x, k, S, nan_bits, scales, y)
