@@ -5,7 +5,7 @@
 np.uint8(56)
 """
 
-from . import blocks, random, sparsity, vectors
+from . import blocks, random, sparsity, study, vectors
 from .accumulate import conv2d, dot, matmul
 from .arith import add, div, fma, mul, sqrt, sub
 from .formats import ExpFormat, FixedFormat, FloatFormat, format
@@ -18,6 +18,6 @@ __all__ = [
     "quantize", "encode", "decode",
     "add", "sub", "mul", "div", "fma", "sqrt",
     "dot", "matmul", "conv2d",
-    "blocks", "random", "sparsity", "vectors",
+    "blocks", "random", "sparsity", "study", "vectors",
 ]
 __version__ = "0.1.0"
