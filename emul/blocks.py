@@ -359,7 +359,8 @@ def encode(x, bfmt, axis=-1, *, rounding="nearest_even", scale_rule=None, scale_
         ``2**-6`` reproduces torchao's NVFP4).
       arithmetic: float scales: ``"exact"`` (every quotient rounded once) or ``"float32"``: the
         peers' float32 arithmetic s = e4m3(fp32(fp32(amax / elem_max) / s_t)), elements
-        rounded from fp32(x * fp32(1 / fp32(s * s_t))) (x must be float32; round to nearest even).
+        rounded from fp32(x * fp32(1 / fp32(s * s_t))) (x must be float32; round to nearest even);
+        where fp32(s * s_t) is 0 the elements are zeros, as for s = 0.
       seed, key, random_bits, sr_bits, sr_method: stochastic element rounding as in
         :func:`emul.quantize`; word i belongs to element i of x in C order.
 
@@ -488,10 +489,12 @@ def _encode_float32(rows, urows, k, nb, bfmt, st, smin, PE, mode, r, sr_method):
         scodes = core_encode(s32, sc, "nearest_even", "saturate").astype(np.int64)
         scodes = np.maximum(scodes, smin)
         svals = core_decode(scodes, sc).astype(np.float32)
-        recip = (np.float32(1) / (svals * np.float32(st)).astype(np.float32)).astype(np.float32)
+        prod = (svals * np.float32(st)).astype(np.float32)
+        recip = (np.float32(1) / prod).astype(np.float32)
         y = (x.reshape(R_, nb, k) * recip[..., None]).astype(np.float32)
-        y = np.where((svals == 0)[..., None], np.copysign(np.float32(0), xb), y)  # a zero scale: zeros
-        y = np.where(np.isnan(y), np.float32(np.nan), y)  # 0 * inf (a float32 reciprocal overflowed): +NaN
+        # a scale product that is 0 in float32 (s_b = 0, or an underflow) gives zero elements; NaN blocks too
+        zero = (prod == 0)[..., None] | special[..., None] | (xb == 0)  # (0 * inf where 1 / prod overflowed)
+        y = np.where(zero, np.copysign(np.float32(0), xb), y)
     y = y.reshape(R_, nb * k)[:, :L]
     from .quantize import encode as enc
 

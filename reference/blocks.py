@@ -16,7 +16,7 @@ from . import formats as F
 from .arith import dot as arith_dot
 from .quantize import decode as decode_code, floor_log2, round_to_code
 from .rounding import NEAREST, check_rounding, check_sr, round_integer, round_stochastic
-from .values import Exact, nan, parse, public
+from .values import Exact, parse, public
 
 FP32 = F.Float(8, 23)
 
@@ -167,7 +167,7 @@ def f32(v):
 def encode(xs, bfmt, *, rounding="nearest_even", scale_rule="floor", scale_overflow="nan", tail="partial",
            tensor_scale=None, scale_min=0, arithmetic="exact", u=None, sr_bits=32, sr_method="add"):
     """(scale codes, element codes) of one axis of values ``xs`` (u: one SR word per element)."""
-    el, sc = bfmt.element, bfmt.scale
+    sc = bfmt.scale
     n = len(xs)
     k = bfmt.block if bfmt.block is not None else max(n, 1)
     if tail == "error" and n % k:
@@ -233,11 +233,14 @@ def _float_block(block, words, amax, special, bfmt, rounding, s_t, scale_min, ar
             out.append(element_code(scaled(v, S * s_t), el, rounding, w, sr_bits, sr_method))
         else:  # y = fp32(x * fp32(1 / fp32(S * s_t)))
             d = f32(Exact("num", 0, S * s_t))
-            recip = f32(Exact("num", 0, 1 / d.mag)) if d.mag else Exact("inf", 0)  # IEEE: 1 / +0 = +inf
+            if d.mag == 0:  # the scale product underflows float32: zero elements, as for S = 0
+                out.append(element_code(Exact("num", v.sign), el, rounding, w, sr_bits, sr_method))
+                continue
+            recip = f32(Exact("num", 0, 1 / d.mag))
             if recip.kind == "num":
                 y = Exact("num", v.sign, v.mag * recip.mag)
-            else:  # x * inf: inf, or NaN for x = 0 (what the float32 arithmetic gives)
-                y = Exact("inf", v.sign) if v.mag else nan(0)
+            else:  # 1 / d overflowed float32: x * inf
+                y = Exact("inf", v.sign) if v.mag else Exact("num", v.sign)
             out.append(element_code(f32(y), el, rounding, w, sr_bits, sr_method))
     return s_code, out
 
