@@ -7,13 +7,22 @@ import sys
 
 import numpy as np
 
-from .formats import FixedFormat, FloatFormat, format as as_format
+from .formats import ExpFormat, FixedFormat, FloatFormat, format as as_format
 
 
 def describe(fmt) -> list[str]:
     """Lines describing a format's parameters."""
     lines = [f"format        {fmt.name}", f"bits          {fmt.bits}"]
-    if isinstance(fmt, FloatFormat):
+    if isinstance(fmt, ExpFormat):
+        lines += [
+            f"exp_bits      {fmt.exp_bits}",
+            f"bias          {fmt.bias}",
+            "kind          unsigned, exponent only: code c means 2**(c - bias); no sign, zero or inf",
+            f"nan           {fmt.nan_code:#x}",
+            f"max           {fmt.max!r} (2**{fmt.emax})",
+            f"min           {fmt.min_normal!r} (2**{fmt.emin})",
+        ]
+    elif isinstance(fmt, FloatFormat):
         lines += [
             f"exp_bits      {fmt.exp_bits}",
             f"man_bits      {fmt.man_bits}",
@@ -51,12 +60,40 @@ def code_table(fmt) -> list[str]:
     return lines
 
 
+def describe_block(bfmt) -> list[str]:
+    """Lines describing a block format (emul.blocks)."""
+    el, sc = bfmt.element, bfmt.scale
+    k = bfmt.block
+    lines = [f"block format  {bfmt.name}",
+             f"element       {el.name} ({el.bits} bits, max {el.max!r}, emax_elem {bfmt.emax_elem})",
+             f"scale         {sc.name} ({sc.bits} bits, {sc.min_subnormal!r} ... {sc.max!r})",
+             f"block         {'the whole axis' if k is None else k}",
+             f"bits/element  {el.bits}" + ("" if k is None else f" + {sc.bits}/{k} = {el.bits + sc.bits / k:g}"),
+             f"tensor scale  {'float32, per tensor' if bfmt.tensor_scale else 'none'}"]
+    if bfmt.power_of_two:
+        lines.append("scale rules   floor (default), ceil, even, rceil; scale_overflow nan (default) or saturate")
+    else:
+        lines.append("scale         amax / (element max * s_t), nearest_even, saturating, at least scale_min")
+    return lines
+
+
 def _info(args) -> int:
     try:
         fmt = as_format(args.format)
     except (ValueError, TypeError) as exc:
-        print(f"emul info: {exc}", file=sys.stderr)
-        return 2
+        from . import blocks
+
+        try:
+            bfmt = blocks.format(args.format)
+        except (ValueError, TypeError):
+            print(f"emul info: {exc}", file=sys.stderr)
+            return 2
+        print("\n".join(describe_block(bfmt)))
+        if bfmt.element.bits <= 8 and not args.no_table:
+            print()
+            print(f"element codes ({bfmt.element.name}):")
+            print("\n".join(code_table(bfmt.element)))
+        return 0
     print("\n".join(describe(fmt)))
     if fmt.bits <= 8 and not args.no_table:
         print()
@@ -68,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="emul", description="Bit-exact low-precision number formats.")
     sub = parser.add_subparsers(dest="command", required=True)
     info = sub.add_parser("info", help="print a format's parameters (and its code table when <= 8 bits)")
-    info.add_argument("format", help="a format name, e.g. e4m3fn, bf16, e5m6b10-nosub, fx<12,4>")
+    info.add_argument("format", help="a format name, e.g. e4m3fn, bf16, e5m6b10-nosub, fx<12,4>, e8m0, or a "
+                                     "block format: mxfp4, nvfp4, e4m3fn/e8m0/32")
     info.add_argument("--no-table", action="store_true", help="omit the code table")
     info.set_defaults(run=_info)
     from .vectors._cli import add_parser as _add_vectors_parser

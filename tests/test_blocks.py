@@ -238,3 +238,15 @@ def test_bad_input():
         B.dot(np.ones(32), np.ones(32), "mxfp4", "nvfp4")
     with pytest.raises(ValueError, match="columns"):
         B.matmul(np.ones((2, 32)), np.ones((16, 2)), "mxfp4")
+
+
+def test_cli_info_block_format(capsys):
+    from emul.cli import main
+
+    assert main(["info", "mxfp4", "--no-table"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "block format  mxfp4" and "bits/element  4 + 8/32 = 4.25" in out
+    assert main(["info", "e8m0", "--no-table"]) == 0
+    assert "nan           0xff" in capsys.readouterr().out
+    assert main(["info", "nvfp4"]) == 0
+    assert "0x7  0111  6.0" in capsys.readouterr().out
