@@ -67,7 +67,8 @@ from ._bits import (ABS, EXP, FRAC, HIDDEN, SIGN, U32, as_i32, as_u32, bit_lengt
                     low_bits_nonzero, scaled_bits, shl, shr, u32, word)
 
 __all__ = ["RoundSpec", "spec", "increment", "round_float", "round_fixed", "round_parts", "round_f32",
-           "round_grid", "grid_max", "special_code", "code_to_f32_bits", "bad_code", "fast_f32"]
+           "round_fixed_f32", "round_grid", "grid_max", "special_code", "code_to_f32_bits", "bad_code", "fast_f32",
+           "fast_fixed_f32"]
 
 HALF = 1 << 31
 F32_NAN = 0x7FC00000  # the canonical quiet NaN of float32 (what the core's float32 outputs hold)
@@ -294,6 +295,48 @@ def round_fixed(sp: RoundSpec, sign, hi, lo, e, sticky=None, u=None):
     else:
         out = _by_sign(sign, *sp.by_sign(K.INF_POS, K.INF_NEG))  # the saturate-family value
     return jnp.where(in_range, raw, out)
+
+
+def fast_fixed_f32(sp: RoundSpec) -> bool:
+    """Whether :func:`round_fixed_f32` covers this spec: fixed point of at most 24 bits (so every
+    in-range magnitude is below ``2**24`` lsb) under a rule other than the wrap rules."""
+    return (not sp.is_float and sp.bits <= 24
+            and sp.P[K.RULE] not in (K.RULE_WRAP, K.RULE_WRAP_SM))
+
+
+def round_fixed_f32(sp: RoundSpec, sign, mant, e):
+    """:func:`round_fixed` for a one-word value from a float32 (``mant`` < 2**24, ``e`` the int32
+    exponent of its last bit) when :func:`fast_fixed_f32` holds, with the same decisions in fewer
+    operations: the bits below the lsb are at most 149 + frac, the kept magnitude fits one word
+    unless it is at least 2**31 lsb (then it saturates, as every in-range magnitude is below
+    2**24 lsb), and no 64-bit split is needed. Returns a closure ``(u) -> code`` so that the SR word
+    can be supplied by the caller (``u`` as for :func:`increment`)."""
+    P = sp.P
+    s = -(e + i32(P[K.FRAC]))                       # bits of mant below the lsb
+    big = s < i32(-7)                               # mant << -s >= 2**31 lsb: out of range
+    q = shr(mant, s) | shl(mant, -s)               # the kept magnitude (one term is 0)
+    F = shl(mant, i32(32) - s) | shr(mant, s - i32(32))
+    st = (shl(mant, i32(64) - s) | jnp.where(s >= i32(64), mant, u32(0))) != u32(0)
+    st = st & (s > i32(32))                         # bits below F exist only for s > 32
+
+    def finish(u):
+        if sp.stochastic:  # SR acts on the signed value: for negatives f is measured from below
+            neg = sign != u32(0)
+            inexact = (F != u32(0)) | st
+            G = (u32(0) - F) - _bool_u32(st)
+            up = increment(sp, None, jnp.where(neg, G, F), None, sign, u)
+            inc = jnp.where(neg, inexact & ~up, up)
+        else:
+            inc = increment(sp, q & u32(1), F, st, sign, u)
+        k = q + _bool_u32(inc)
+        limit = _by_sign(sign, P[K.MAXRAW] & 0xFFFFFFFF, P[K.NEGMAG] & 0xFFFFFFFF)
+        in_range = ~big & (k <= limit)
+        raw = jnp.where(sign != u32(0), u32(0) - k, k) & u32(sp.mask)
+        if P[K.RULE] == K.RULE_SAT_SYM and P[K.SIGNED]:  # never the most negative code
+            raw = jnp.where((sign != u32(0)) & (k == u32(P[K.NEGMAG])), u32(-P[K.MAXRAW] & sp.mask), raw)
+        return jnp.where(in_range, raw, _by_sign(sign, *sp.by_sign(K.INF_POS, K.INF_NEG)))
+
+    return finish
 
 
 def round_parts(sp: RoundSpec, sign, hi, lo, e, sticky=None, u=None):

@@ -627,15 +627,13 @@ def _prepare(x, op: Operand, ax: _Axes, round_key, sparse_key, mask=None):
         kw["key"] = round_key()
     if op.scale == "none":
         return _quantize(x, fmt, **kw), None
-    # the ranges are those of the flushed values (_absmax/_minmax flush their results), read from
-    # x itself so that XLA need not materialise the flushed copy
+    x = _ftz(x)
     if op.scale == "absmax":
         (amax,) = _stats(x, op, ax.chan, ax.sample, _absmax)
         s, r = _scale(amax, fmt.max)
-        return _quantize(_ftz(_ftz(x) * r), fmt, **kw), s
+        return _quantize(_ftz(x * r), fmt, **kw), s
     # minmax: the GEMMLOWP quantizer of paper [C]
     lo, hi = _stats(x, op, ax.chan, ax.sample, _minmax)
-    x = _ftz(x)
     lo = _ftz(lo)
     qmin, qmax = (-fmt.max, fmt.max) if isinstance(fmt, FloatFormat) else (fmt.min, fmt.max)
     s, r = _scale(_ftz(hi - lo), qmax - qmin)

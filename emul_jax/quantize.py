@@ -205,7 +205,10 @@ def _round(sp, x, u, ubad, values):
             ef = a >> u32(23)
             mant = jnp.where(ef == u32(0), a, (a & u32(0x7FFFFF)) | u32(0x800000))
             e = lax.convert_element_type(jnp.maximum(ef, u32(1)), jnp.int32) - np.int32(150)
-            code = R.round_parts(sp, sign, None, mant, e, None, u)
+            if R.fast_fixed_f32(sp):
+                code = R.round_fixed_f32(sp, sign, mant, e)(u)
+            else:
+                code = R.round_parts(sp, sign, None, mant, e, None, u)
             code = jnp.where(a >= u32(EXP), R.special_code(sp, sign, a > u32(EXP)), code)
             out = R.code_to_f32_bits(sp, code) if values else code
             if values:  # what NaN/inf the format cannot take become: NaN with the input's sign
