@@ -54,7 +54,7 @@ def _sweep(trials, seed):
 
 
 def test_jax_blocks_match_core():
-    _sweep(16, 0)
+    _sweep(8, 0)
 
 
 @pytest.mark.slow
