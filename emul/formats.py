@@ -360,6 +360,9 @@ def _float_name(fmt: FloatFormat) -> str:
 def format(name: str | Format) -> Format:  # noqa: A001 - public name from the spec
     """The format called ``name`` (a format passes through unchanged).
 
+    NumPy and ml_dtypes dtypes name their format too: ``np.float16`` is fp16,
+    ``ml_dtypes.bfloat16`` bf16, ``ml_dtypes.float8_e4m3fn`` e4m3fn, ``np.int8`` int8.
+
     Presets: ``fp64 fp32 fp16 bf16 tf32 e4m3fn e4m3fnuz e5m2 e5m2fnuz e3m4 e4m3b11fnuz e2m3fn
     e3m2fn e2m1fn``. Generic floats: ``e{E}m{M}`` (IEEE specials), then optionally ``b{bias}``,
     then optionally ``fn``, ``fnuz`` or ``fin`` (no specials), then optionally ``-nosub``; a name
@@ -378,7 +381,13 @@ def format(name: str | Format) -> Format:  # noqa: A001 - public name from the s
     if isinstance(name, (FloatFormat, FixedFormat, ExpFormat)):
         return name
     if not isinstance(name, str):
-        raise TypeError(f"format: expected a format name or a FloatFormat/FixedFormat, got {type(name).__name__}")
+        from ._validate import dtype_format_name
+
+        alias = dtype_format_name(name)  # np.float16, ml_dtypes.bfloat16, ml_dtypes.float8_e4m3fn, ...
+        if alias is not None:
+            return format(alias)
+        raise TypeError(f"format: expected a format name, a FloatFormat/FixedFormat or a NumPy/ml_dtypes dtype "
+                        f"with a matching format, got {name!r}")
     text = name.strip().lower()
     stem, nosub = (text[:-len("-nosub")], True) if text.endswith("-nosub") else (text, False)
     if stem in _PRESETS:  # a preset keeps its meaning with -nosub (e2m1fn-nosub: specials "none")
@@ -397,6 +406,9 @@ def format(name: str | Format) -> Format:  # noqa: A001 - public name from the s
     if match := _INT.fullmatch(text):
         unsigned, bits = match.groups()
         return FixedFormat(int(bits), 0, signed=not unsigned)
+    from ._validate import FORMAT_ALIASES, did_you_mean
+
+    hint = did_you_mean(name, list(_PRESETS) + [p + "-nosub" for p in _PRESETS] + ["e8m0"], FORMAT_ALIASES)
     raise ValueError(
-        f"format {name!r}: unknown name; expected a preset ({', '.join(_PRESETS)}), "
+        f"format {name!r}: unknown name{hint}; expected a preset ({', '.join(_PRESETS)}), "
         "e{E}m{M}[b{bias}][fn|fnuz|fin][-nosub], e{E}m0[b{bias}] (unsigned, e8m0), int{N}, uint{N}, fx<bits,frac> or ufx<bits,frac>")

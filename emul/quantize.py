@@ -160,7 +160,9 @@ def _round(x, fmt, rounding, overflow, seed, key, sr_bits, sr_method, random_bit
         else:
             out = exact_float32(dst) if out_dtype == np.float32 else dst.astype(out_dtype)
     if nan_bad:
-        raise ValueError(f"x: {nan_bad} NaN value(s), but {fmt.name} has no NaN")
+        raise ValueError(f"x: {nan_bad} NaN value(s), but {fmt.name} has no NaN, and no overflow rule maps NaN "
+                         "(overflow= decides infinities and out-of-range values only: 'saturate' clamps ±inf); "
+                         "clean the input first, e.g. np.nan_to_num(x, nan=0.0), or use a format with NaN")
     if inf_bad:
         raise ValueError(f"x: {inf_bad} infinite value(s), which overflow={ovf.value!r} cannot map into {fmt.name}; "
                          "use a saturate rule")

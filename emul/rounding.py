@@ -87,8 +87,11 @@ def as_rounding(value) -> Rounding:
     try:
         return Rounding(value)
     except ValueError:
-        choices = ", ".join(m.value for m in Rounding)
-        raise ValueError(f"rounding={value!r}: unknown mode; expected one of {choices}") from None
+        from ._validate import ROUNDING_ALIASES, did_you_mean
+
+        choices = [m.value for m in Rounding]
+        hint = did_you_mean(value, choices, ROUNDING_ALIASES)
+        raise ValueError(f"rounding={value!r}: unknown mode{hint}; expected one of {', '.join(choices)}") from None
 
 
 def as_overflow(value) -> Overflow:
@@ -96,5 +99,8 @@ def as_overflow(value) -> Overflow:
     try:
         return Overflow(value)
     except ValueError:
-        choices = ", ".join(m.value for m in Overflow)
-        raise ValueError(f"overflow={value!r}: unknown rule; expected one of {choices}") from None
+        from ._validate import OVERFLOW_ALIASES, did_you_mean
+
+        choices = [m.value for m in Overflow]
+        hint = did_you_mean(value, choices, OVERFLOW_ALIASES)
+        raise ValueError(f"overflow={value!r}: unknown rule{hint}; expected one of {', '.join(choices)}") from None
