@@ -260,7 +260,7 @@ def _input(x):
 def _rows(a, ax):
     """a with ``ax`` moved last, as a C-contiguous (R, L) array."""
     m = np.moveaxis(a, ax, -1)
-    return np.ascontiguousarray(m).reshape(-1, m.shape[-1] if m.ndim else 1), m.shape
+    return np.ascontiguousarray(m).reshape(math.prod(m.shape[:-1]), m.shape[-1]), m.shape
 
 
 def _elem_params(el, rounding, sr_bits, sr_method):

@@ -113,6 +113,10 @@ def _scales_and_scaled(xb, bfmt, rule, sovf, k):
     return codes, y.reshape(R_, n)
 
 
+def _code_bytes(fmt) -> int:
+    return 1 if fmt.bits <= 8 else 2 if fmt.bits <= 16 else 4
+
+
 def _f32_input(x):
     xa = _input(x, "x", kinds=("f",))
     dt = np.dtype(xa.dtype)
@@ -151,7 +155,11 @@ def encode(x, bfmt, axis=-1, *, rounding="nearest_even", scale_rule=None, scale_
     sp = _spec(bfmt.element, rounding, "saturate", sr_bits, sr_method, "encode")
     u, _ = _sr_words(sp, xa.shape, key, random_bits)  # word i for element i of x (C order)
     moved = jnp.moveaxis(xa, ax, -1)
-    rows = moved.reshape(-1, L) if L else moved.reshape(-1, 0)
+    if xa.size == 0:
+        scales = jnp.zeros(moved.shape[:-1] + (nb,), jnp.uint8)
+        codes = jnp.zeros(moved.shape, np.dtype(f"uint{8 * _code_bytes(bfmt.element)}"))
+        return jnp.moveaxis(scales, -1, ax), jnp.moveaxis(codes, -1, ax)
+    rows = moved.reshape(-1, L)
     pad = nb * k - L
     xb = jnp.pad(f32_bits(rows), ((0, 0), (0, pad)))
     scodes, y = _scales_and_scaled(xb, bfmt, rule, sovf, k)

@@ -250,3 +250,10 @@ def test_cli_info_block_format(capsys):
     assert "nan           0xff" in capsys.readouterr().out
     assert main(["info", "nvfp4"]) == 0
     assert "0x7  0111  6.0" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("shape, axis, scale_shape", [((3, 0), -1, (3, 0)), ((0, 4), -1, (0, 1)), ((0, 4), 0, (0, 4))])
+def test_empty_arrays(shape, axis, scale_shape):
+    s, c = B.encode(np.zeros(shape, np.float32), "mxfp4", axis)
+    assert s.shape == scale_shape and c.shape == shape
+    assert B.decode(s, c, "mxfp4", axis).shape == shape

@@ -80,3 +80,10 @@ def test_jax_blocks_refuses_what_it_does_not_mirror():
         JB.encode(jnp.ones(32), "mxfp4", scale_rule="nearest")
     with pytest.raises(ValueError, match="float32"):  # 448 * 2**127 is no float32
         JB.decode(jnp.array([254], jnp.uint8), jnp.array([0x7E], jnp.uint8), "e4m3fn/e8m0/1")
+
+
+def test_jax_blocks_empty():
+    for shape, axis in (((3, 0), -1), ((0, 4), -1), ((0, 4), 0)):
+        s, c = B.encode(np.zeros(shape, np.float32), "mxfp4", axis)
+        js, jc = JB.encode(jnp.zeros(shape), "mxfp4", axis)
+        assert js.shape == s.shape and jc.shape == c.shape and jc.dtype == c.dtype
