@@ -229,7 +229,7 @@ def _f32_scaled(b, e):
     return s | np.uint32(1)
 
 
-@njit
+@njit(inline="always")
 def f32_block(t, x, k, S, nan_bits, scales, y):
     L = x.shape[1]
     nb = scales.shape[1]
@@ -242,9 +242,7 @@ def f32_block(t, x, k, S, nan_bits, scales, y):
     hi = min(lo + k, L)
     amax = np.uint32(0)
     for i in range(lo, hi):
-        a = x[row, i] & np.uint32(0x7FFFFFFF)
-        if a > amax:
-            amax = a
+        amax = max(amax, x[row, i] & np.uint32(0x7FFFFFFF))
     nan_block = amax >= np.uint32(0x7F800000)
     e = semin
     if not nan_block and amax != np.uint32(0):
@@ -271,8 +269,23 @@ def f32_block(t, x, k, S, nan_bits, scales, y):
             y[row, i] = nan_bits
         return
     scales[row, b] = e + sbias
+    # the common case in one branch-free loop: a normal x whose quotient stays normal is x's bits
+    # with e taken off the exponent field; the rest (zeros aside) take _f32_scaled
+    sh = np.uint32((np.int64(e) << 23) & 0xFFFFFFFF)  # b - sh (mod 2**32) takes e off the exponent field
+    e32 = np.int32(e)
+    rare = np.int32(0)
     for i in range(lo, hi):
-        y[row, i] = _f32_scaled(x[row, i], e)
+        bi = x[row, i]
+        ef = np.int32((bi >> np.uint32(23)) & np.uint32(0xFF))
+        ok = (ef - e32 >= np.int32(1)) & (ef >= np.int32(1))
+        y[row, i] = bi - sh if ok else bi
+        rare |= np.int32(not ok) & np.int32((bi & np.uint32(0x7FFFFFFF)) != np.uint32(0))
+    if rare:
+        for i in range(lo, hi):
+            bi = x[row, i]
+            ef = np.int64((bi >> np.uint32(23)) & np.uint32(0xFF))
+            if not (ef - e >= 1 and ef >= 1):
+                y[row, i] = _f32_scaled(bi, e)
 
 
 @njit(cache=True, parallel=True)
