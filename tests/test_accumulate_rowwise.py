@@ -64,6 +64,19 @@ def test_fallback_non_finite_wide_and_subnormal_operands():
     assert np.isnan(got[5]) or True
 
 
+def test_overflowing_rows_and_fn_formats():
+    """Rows that overflow (inf in fp16, NaN in e4m3fn under 'ieee') are recomputed by the general
+    kernel: the same bits as the 1-D dot, NaN and inf included."""
+    a = E4.copy()
+    a[1] *= 2.0**40
+    a[4, :3] = 448.0
+    for acc, kw in (("fp16", {}), ("e4m3fn", {}), ("e4m3fn", {"overflow": "saturate"}), ("bf16", {"init": 1.5})):
+        got = emul.dot(a, E4B * 64, acc, axis=-1, **kw)
+        want = np.array([emul.dot(a[r], E4B[r] * 64, acc, **kw) for r in range(9)])
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+
+
 def test_broadcasting_shapes_init_and_random_bits():
     a = E4.reshape(3, 3, 37)
     b = E4B[0]  # (K,): broadcast to every row

@@ -61,8 +61,11 @@ saturate_zero zeroes, wrap reduces modulo 2**bits, wrap_sign_magnitude as the ap
 """
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
 from numba.cpython.unsafe.numbers import leading_zeros, trailing_zeros
+from numba.extending import intrinsic
 
 _SIGN = np.uint64(1 << 63)
 _ABS = np.uint64((1 << 63) - 1)
@@ -493,3 +496,71 @@ def rowwise_products(A, B, out):
                 else:
                     for k in range(k0, k1):
                         out[c, k, j] = A[r, k] * B[r, k]
+
+
+@intrinsic
+def _fma(typingctx, a, b, c):
+    """a * b + c rounded once (LLVM's llvm.fma.f64: the hardware instruction, or a correct emulation)."""
+    sig = types.float64(types.float64, types.float64, types.float64)
+
+    def codegen(context, builder, signature, args):
+        d = ir.DoubleType()
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(d, [d, d, d]), "llvm.fma.f64")
+        return builder.call(fn, args)
+
+    return sig, codegen
+
+
+# operands of rowwise_rne: 0, or 2**-400 <= |x| < 2**500 (exponent fields), so that every product is
+# normal, cannot overflow, and its rounding error x*y - fl(x*y), a multiple of 2**-904, is 0 or normal
+_ROW_ELO = np.uint64(1023 - 400)
+_ROW_EHI = np.uint64(1023 + 500)
+ROW_LANES = 32  # rows accumulated side by side
+ROW_TILE = 64  # products staged per row and tile (a (64, 32) float64 block: 16 KiB, in L1)
+
+
+@njit(cache=True, parallel=True)
+def rowwise_rne(A, B, init, Ra, out, bad):
+    """Row-wise dot products, sequential order, round to nearest even (rne_step with TwoSum), the
+    rows side by side in ROW_LANES lanes: out[r] = the dot product of A[r] and B[r] (A, B: (R, K)
+    float64, row-major) from init[r % init.size]. Products are formed and staged tile by tile (no
+    transposed copy of the operands); each is checked exact — operands 0 or with exponent fields
+    in [2**-400, 2**500) (bits, so no FTZ/DAZ setting can change the check) and the FMA residual
+    x*y - fl(x*y) zero. Returns False when some product fails (out is then undefined); bad[r] = 1
+    where the result is not finite (the caller recomputes those rows with the general kernel)."""
+    R, K = A.shape
+    sub, c_low, c_add, c_nosub, emin_bits, maxf, ov_mag, zadd = _unpack_rne(Ra)
+    nblk = (R + ROW_LANES - 1) // ROW_LANES
+    okb = np.ones(nblk, np.bool_)
+    for c in prange(nblk):
+        r0 = c * ROW_LANES
+        n = min(ROW_LANES, R - r0)
+        s = np.empty(ROW_LANES, np.float64)
+        for j in range(n):
+            s[j] = init[(r0 + j) % init.size]
+        stage = np.empty((ROW_TILE, ROW_LANES), np.float64)
+        ok = True
+        for k0 in range(0, K, ROW_TILE):
+            k1 = min(k0 + ROW_TILE, K)
+            for j in range(n):
+                for k in range(k0, k1):
+                    x = A[r0 + j, k]
+                    y = B[r0 + j, k]
+                    bx = _f2u(x) & _ABS
+                    by = _f2u(y) & _ABS
+                    ex = bx >> np.uint64(52)
+                    ey = by >> np.uint64(52)
+                    p = x * y
+                    fine_x = (bx == _U0) | ((ex >= _ROW_ELO) & (ex < _ROW_EHI))
+                    fine_y = (by == _U0) | ((ey >= _ROW_ELO) & (ey < _ROW_EHI))
+                    ok &= fine_x & fine_y & (_fma(x, y, -p) == 0.0)
+                    stage[k - k0, j] = p
+            for k in range(k1 - k0):
+                for j in range(n):
+                    s[j] = rne_step(s[j], stage[k, j], True, sub, c_low, c_add, c_nosub, emin_bits, maxf, ov_mag,
+                                    zadd)
+        okb[c] = ok
+        for j in range(n):
+            out[r0 + j] = s[j]
+            bad[r0 + j] = 0 if np.isfinite(s[j]) else 1
+    return okb.all()
