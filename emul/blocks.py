@@ -49,7 +49,7 @@ __all__ = ["BlockFormat", "format", "encode", "decode", "quantize", "tensor_scal
 SCALE_RULES = ("floor", "ceil", "even", "rceil")
 SCALE_OVERFLOW = ("nan", "saturate")
 TAILS = ("partial", "error")
-ARITHMETIC = ("exact", "float32")
+ARITHMETIC = ("exact", "float32", "float32_div")
 
 
 def _element_emax(fmt) -> int:
@@ -357,10 +357,12 @@ def encode(x, bfmt, axis=-1, *, rounding="nearest_even", scale_rule=None, scale_
         :func:`tensor_scale` of x.
       scale_min: float scales: the least block scale (a value of the scale format; default 0;
         ``2**-6`` reproduces torchao's NVFP4).
-      arithmetic: float scales: ``"exact"`` (every quotient rounded once) or ``"float32"``: the
-        peers' float32 arithmetic s = e4m3(fp32(fp32(amax / elem_max) / s_t)), elements
-        rounded from fp32(x * fp32(1 / fp32(s * s_t))) (x must be float32; round to nearest even);
-        where fp32(s * s_t) is 0 the elements are zeros, as for s = 0.
+      arithmetic: float scales: ``"exact"`` (every quotient rounded once), or the peers' float32
+        arithmetic (x must be float32; every step rounds to nearest even): the scale
+        s = e4m3(fp32(fp32(amax / elem_max) / s_t)), then elements rounded from
+        fp32(x * fp32(1 / fp32(s * s_t))) (``"float32"``: TransformerEngine's reciprocal) or from
+        fp32(x / fp32(s_t * s)) (``"float32_div"``: torchao); where fp32(s * s_t) is 0 the elements
+        are zeros, as for s = 0.
       seed, key, random_bits, sr_bits, sr_method: stochastic element rounding as in
         :func:`emul.quantize`; word i belongs to element i of x in C order.
 
@@ -428,8 +430,9 @@ def encode(x, bfmt, axis=-1, *, rounding="nearest_even", scale_rule=None, scale_
             if bfmt.tensor_scale:
                 st = float(_tensor_scale_of(a, bfmt)) if tensor_scale is None else _check_tensor_scale(tensor_scale)
             smin = _scale_min_code(sc, scale_min)
-            if arithmetic == "float32":
-                scales, codes = _encode_float32(rows, urows, k, nb, bfmt, st, smin, PE, mode, r, sr_method)
+            if arithmetic != "exact":
+                scales, codes = _encode_float32(rows, urows, k, nb, bfmt, st, smin, mode, r, sr_method,
+                                                arithmetic == "float32_div")
             else:
                 mm, me = _sig_exp(Fraction(el.max))
                 tm, te = _sig_exp(Fraction(st))
@@ -472,8 +475,9 @@ def _scale_min_code(sc, scale_min) -> int:
     return code
 
 
-def _encode_float32(rows, urows, k, nb, bfmt, st, smin, PE, mode, r, sr_method):
-    """The peers' float32 arithmetic (TransformerEngine's NVFP4 reference), element by block."""
+def _encode_float32(rows, urows, k, nb, bfmt, st, smin, mode, r, sr_method, divide):
+    """The peers' float32 arithmetic: TransformerEngine's NVFP4 reference (x times a float32
+    reciprocal) or torchao's (``divide``: x divided by the float32 scale product)."""
     el, sc = bfmt.element, bfmt.scale
     if rows.dtype != np.float32:
         raise TypeError("arithmetic='float32': x must be float32 (the peers' input)")
@@ -490,8 +494,11 @@ def _encode_float32(rows, urows, k, nb, bfmt, st, smin, PE, mode, r, sr_method):
         scodes = np.maximum(scodes, smin)
         svals = core_decode(scodes, sc).astype(np.float32)
         prod = (svals * np.float32(st)).astype(np.float32)
-        recip = (np.float32(1) / prod).astype(np.float32)
-        y = (x.reshape(R_, nb, k) * recip[..., None]).astype(np.float32)
+        if divide:
+            y = (x.reshape(R_, nb, k) / prod[..., None]).astype(np.float32)
+        else:
+            recip = (np.float32(1) / prod).astype(np.float32)
+            y = (x.reshape(R_, nb, k) * recip[..., None]).astype(np.float32)
         # a scale product that is 0 in float32 (s_b = 0, or an underflow) gives zero elements; NaN blocks too
         zero = (prod == 0)[..., None] | special[..., None] | (xb == 0)  # (0 * inf where 1 / prod overflowed)
         y = np.where(zero, np.copysign(np.float32(0), xb), y)

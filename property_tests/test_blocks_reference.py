@@ -196,7 +196,7 @@ def block_cases(draw, float_scale=None):
         sc = bfmt.scale
         scale_min = draw(st.sampled_from([None, 0.0, sc.min_subnormal, 8 * sc.min_subnormal, sc.min_normal]))
         if dtype == np.float32 and mode != "stochastic":
-            arithmetic = draw(st.sampled_from(["exact", "float32"]))
+            arithmetic = draw(st.sampled_from(["exact", "float32", "float32_div"]))
     return bfmt, x, axis, mode, rule, sovf, r, words, scale_min, arithmetic
 
 

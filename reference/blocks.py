@@ -231,10 +231,14 @@ def _float_block(block, words, amax, special, bfmt, rounding, s_t, scale_min, ar
             out.append(element_code(Exact("num", v.sign), el, rounding, w, sr_bits, sr_method))
         elif arithmetic == "exact":
             out.append(element_code(scaled(v, S * s_t), el, rounding, w, sr_bits, sr_method))
-        else:  # y = fp32(x * fp32(1 / fp32(S * s_t)))
+        else:  # "float32": y = fp32(x * fp32(1 / fp32(S * s_t))); "float32_div": y = fp32(x / fp32(S * s_t))
             d = f32(Exact("num", 0, S * s_t))
             if d.mag == 0:  # the scale product underflows float32: zero elements, as for S = 0
                 out.append(element_code(Exact("num", v.sign), el, rounding, w, sr_bits, sr_method))
+                continue
+            if arithmetic == "float32_div":
+                out.append(element_code(f32(Exact("num", v.sign, v.mag / d.mag)), el, rounding, w, sr_bits,
+                                        sr_method))
                 continue
             recip = f32(Exact("num", 0, 1 / d.mag))
             if recip.kind == "num":

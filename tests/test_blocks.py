@@ -257,3 +257,21 @@ def test_empty_arrays(shape, axis, scale_shape):
     s, c = B.encode(np.zeros(shape, np.float32), "mxfp4", axis)
     assert s.shape == scale_shape and c.shape == shape
     assert B.decode(s, c, "mxfp4", axis).shape == shape
+
+
+@pytest.mark.parametrize("arithmetic", ["exact", "float32", "float32_div"])
+def test_nvfp4_arithmetic_matches_reference(arithmetic):
+    """Blocks built around element ties (x = fp32(m * s_t) for tie points m), random s_t, both
+    clamp settings, against reference/blocks.py."""
+    import reference.blocks as R
+
+    rng = np.random.default_rng(11)
+    bfmt = B.format("nvfp4")
+    for t in range(30):
+        st = np.float32(rng.uniform(0.001, 2.0))
+        m = rng.choice([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0, 6.0], 16) * rng.choice([-1, 1], 16)
+        x = (m * st * rng.choice([1.0, 0.5, 2.0 ** -8])).astype(np.float32)
+        scale_min = [0, 2 ** -6][t % 2]
+        s, c = B.encode(x, bfmt, tensor_scale=st, scale_min=scale_min, arithmetic=arithmetic)
+        ws, wc = R.encode([float(v) for v in x], bfmt, tensor_scale=st, scale_min=scale_min, arithmetic=arithmetic)
+        assert [int(v) for v in s] == ws and [int(v) for v in c] == wc
