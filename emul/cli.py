@@ -1,8 +1,10 @@
-"""The ``emul`` command line: ``emul info FORMAT``, ``emul vectors OP ...`` (and more subcommands as they come)."""
+"""The ``emul`` command line: ``emul info FORMAT``, ``emul vectors OP ...``, ``emul train ...`` (and more
+subcommands as they come)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import numpy as np
@@ -112,10 +114,41 @@ def build_parser() -> argparse.ArgumentParser:
     from .vectors._cli import add_parser as _add_vectors_parser
 
     _add_vectors_parser(sub)
+    sub.add_parser("train", add_help=False,
+                   help="train small networks with emulated arithmetic, one run per recipe (JAX; `emul train --help`)")
     return parser
 
 
+def _devices(argv) -> int:
+    for i, a in enumerate(argv):
+        value = a.split("=", 1)[1] if a.startswith("--devices=") else argv[i + 1] if a == "--devices" and \
+            i + 1 < len(argv) else None
+        if value is not None:
+            return int(value) if value.isdigit() else 1
+    return 1
+
+
+def train(argv) -> int:
+    """``emul train ...``: imports JAX only now (``import emul`` stays JAX-free). With ``--devices N`` and
+    JAX not yet imported, asks XLA for N host (CPU) devices, so data parallelism runs on one machine."""
+    devices = _devices(argv)
+    if devices > 1 and "jax" not in sys.modules:
+        flags = os.environ.get("XLA_FLAGS", "")
+        if "xla_force_host_platform_device_count" not in flags:
+            os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={devices}".strip()
+    try:
+        from emul_jax.train import main as train_main
+    except ImportError as e:
+        print(f"emul train: error: {e}; it needs JAX, Flax, optax, tqdm, matplotlib and scikit-learn: "
+              "pip install 'emul[train]'", file=sys.stderr)
+        return 2
+    return train_main(argv)
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"]:
+        return train(argv[1:])
     args = build_parser().parse_args(argv)
     return args.run(args)
 

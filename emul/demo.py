@@ -109,6 +109,14 @@ def main() -> int:
         print("\n3. Accumulators: error against the exact dot product by format, K, order and chunk")
         sys.stdout.flush()
         study.main([], png="results/demo/accumulators.png")  # the table, and its plot (path printed)
+    print("\n4. Training with emulated arithmetic: `emul train` on the embedded digits, every recipe")
+    sys.stdout.flush()
+    try:
+        from emul_jax import train
+    except ImportError as e:
+        print(f"   skipped ({e}): pip install 'emul[train]'")
+    else:
+        train.main(["--recipes", "all", "--dataset", "digits", "--out", "results/demo"])
     print(f"\n(done in {time.perf_counter() - start:.1f} s)")
     return 0
 
