@@ -514,9 +514,9 @@ RECORD_SCHEMA = {
 """Top-level keys of the JSON record and their types (schema ``"emul.train/1"``). Each ``runs`` entry:
 ``recipe seed steps epochs test_accuracy epoch_accuracy losses final_loss nan step_time_s compile_s
 wall_s`` and, for fine-tuned recipes, ``accuracy_before_finetune`` (the fp32 model evaluated with the
-recipe's arithmetic before any fine-tuning). Each ``summary`` entry: ``recipe accuracy_mean
-accuracy_std accuracy_min delta_vs_fp32 step_time_s step_time_ratio`` (ratios and deltas against
-``fp32``; None when fp32 is not in the study)."""
+recipe's arithmetic before any fine-tuning) and ``start_step`` (the fp32 model's training steps).
+Each ``summary`` entry: ``recipe accuracy_mean accuracy_std accuracy_min delta_vs_fp32 step_time_s
+step_time_ratio`` (ratios and deltas against ``fp32``; None when fp32 is not in the study)."""
 
 RUN_KEYS = ("recipe", "seed", "steps", "epochs", "test_accuracy", "epoch_accuracy", "losses", "final_loss",
             "nan", "step_time_s", "compile_s", "wall_s")
@@ -595,13 +595,14 @@ def study(recipes=("fp32", "w8a8", "w8a8g8"), *, dataset: str | Dataset = "digit
               devices=devices, progress=progress)
     runs = []
     for seed in seeds:
-        fp32_model = None
+        fp32_model = fp32_steps = None
         for rec in sorted(parsed, key=lambda r: r.finetune):  # the fp32 model before its fine-tunings
             label = f"{rec.name} seed {seed}"
             if rec.finetune:
                 if fp32_model is None:
-                    _, fp32_model = train_run(ds, "fp32", epochs=epochs, lr=lr, seed=seed,
-                                              label=f"fp32 (for {rec.name}) seed {seed}", **kw)
+                    fp32_run, fp32_model = train_run(ds, "fp32", epochs=epochs, lr=lr, seed=seed,
+                                                     label=f"fp32 (for {rec.name}) seed {seed}", **kw)
+                    fp32_steps = fp32_run["steps"]
                 start = _prepare(make_model(model, ds.x_train.shape[1:], ds.classes, seed=seed,
                                             range_bn=rec.range_bn), dataclasses.replace(rec, mask=None), seed)
                 nnx.update(start, *nnx.state(fp32_model, nnx.Param, nnx.BatchStat))
@@ -610,10 +611,11 @@ def study(recipes=("fp32", "w8a8", "w8a8g8"), *, dataset: str | Dataset = "digit
                                    lr=lr / 10 if finetune_lr is None else finetune_lr, init=fp32_model,
                                    label=label, **kw)
                 run["accuracy_before_finetune"] = before
+                run["start_step"] = fp32_steps
             else:
                 run, net = train_run(ds, rec, epochs=epochs, lr=lr, seed=seed, label=label, **kw)
                 if rec.name == "fp32":
-                    fp32_model = net
+                    fp32_model, fp32_steps = net, run["steps"]
             runs.append(run)
     runs.sort(key=lambda r: (recipes.index(r["recipe"]), r["seed"]))
     record = {
@@ -710,7 +712,8 @@ def plot(record: dict, path) -> Path:
         loss = np.asarray(run["losses"], float)
         k = min(20, len(loss))
         smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
-        ax.plot(np.arange(len(smooth)) + k, smooth, label=r, color=f"C{i % 10}")
+        start = run.get("start_step", 0)  # a fine-tuning continues the fp32 curve
+        ax.plot(start + np.arange(len(smooth)) + k, smooth, label=r, color=f"C{i % 10}")
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
