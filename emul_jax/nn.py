@@ -37,6 +37,7 @@ and a NumPy replay reproduces every key with :func:`emul.random.fold_in`. Nothin
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -265,6 +266,26 @@ def _q(x, fmt):
     return x if fmt is None else _quantize(x, fmt)  # nearest-even, straight-through gradient
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _round_grad(fmt, rounding, y, key):
+    """y itself; its cotangent rounded once into ``fmt`` by ``rounding`` (SR words from ``key``,
+    word i for element i, as emul_jax.quantize)."""
+    return y
+
+
+def _round_grad_fwd(fmt, rounding, y, key):
+    return y, key
+
+
+def _round_grad_bwd(fmt, rounding, key, g):
+    from .quantize import _quantize_unchecked
+
+    return _quantize_unchecked(jnp.asarray(g, jnp.float32), fmt, rounding, key=key), None
+
+
+_round_grad.defvjp(_round_grad_fwd, _round_grad_bwd)
+
+
 class RangeBatchNorm(nnx.Module):
     """Range Batch-Norm over the last axis (channels-last), as the code of [C] computes it.
 
@@ -287,13 +308,20 @@ class RangeBatchNorm(nnx.Module):
     ``bias`` and the per-channel ``s`` are rounded (nearest-even, straight-through gradients) -- the
     authors' 8-bit input/affine quantization, as a float format (their per-tensor integer scaling is
     not reproduced). The statistics themselves are float32 XLA arithmetic, not emulated.
+
+    ``grad_fmt`` (optional): in training calls the output gradient dL/dy is rounded once into this
+    format (unscaled; ``grad_rounding``, stochastic by default) before the normalisation's backward
+    runs, as :func:`emul_jax.quantize` rounds it: training call ``t`` (t = 0, 1, ...) of the module
+    uses ``key = fold_in(K, t)`` from a stream of its own (``rngs[stream].fork()``, key ``K``, as
+    the GEMM adapters; module docstring), word i for element i of dL/dy, so a NumPy replay is
+    ``emul.quantize(g, grad_fmt, "stochastic", key=emul.random.fold_in(K, t))``.
     """
 
     def __init__(self, num_features: int, *, constant: str = "paper", chunks: int = 16, momentum: float = 0.1,
                  ema: str = "flax", epsilon: float = 1e-5, use_running_average: bool = False,
                  use_scale: bool = True, use_bias: bool = True, quantize_fmt=None,
                  scale_init=nnx.initializers.ones_init(), bias_init=nnx.initializers.zeros_init(),
-                 rngs: nnx.Rngs):
+                 rngs: nnx.Rngs, grad_fmt=None, grad_rounding: str = "stochastic", stream: str = "emul"):
         if constant not in _CONSTANTS:
             raise ValueError(f"constant={constant!r}: must be one of {', '.join(map(repr, _CONSTANTS))}")
         if ema not in _EMA:
@@ -308,6 +336,15 @@ class RangeBatchNorm(nnx.Module):
                 raise ValueError(f"quantize_fmt={quantize_fmt!r}: a float format is needed (values are rounded "
                                  "unscaled)")
             quantize_fmt = f
+        self.grad_fmt = self.grad_rounding = None
+        self.grad_rngs = nnx.data(None)
+        if grad_fmt is not None:
+            from .quantize import _spec
+
+            sp = _spec(grad_fmt, grad_rounding, None, None, "add", "RangeBatchNorm grad_fmt")
+            self.grad_fmt, self.grad_rounding = sp.fmt, grad_rounding
+            if sp.stochastic:
+                self.grad_rngs = _own_stream(rngs, stream, "RangeBatchNorm")
         shape = (num_features,)
         self.mean = nnx.BatchStat(jnp.zeros(shape, jnp.float32))
         self.scale_stat = nnx.BatchStat(jnp.ones(shape, jnp.float32))
@@ -354,6 +391,9 @@ class RangeBatchNorm(nnx.Module):
             y = y * _q(self.scale[...], self.quantize_fmt)
         if self.bias is not None:
             y = y + _q(self.bias[...], self.quantize_fmt)
+        if self.grad_fmt is not None and not use_ra:
+            key = self.grad_rngs() if self.grad_rngs is not None else None
+            y = _round_grad(self.grad_fmt, self.grad_rounding, y, key)
         return y
 
     def set_view(self, use_running_average: bool | None = None):

@@ -200,6 +200,29 @@ def test_range_bn_quantized_inputs_and_affine():
     np.testing.assert_allclose(np.asarray(bn(x)), np.asarray(want), rtol=1e-6, atol=1e-6)
 
 
+def test_range_bn_sr_output_gradient():
+    """grad_fmt: training call t rounds dL/dy into e5m2 by SR with fold_in(K, t) of the module's own
+    stream, then the float32 backward runs: the input gradient equals that of a plain RangeBatchNorm
+    given the rounded cotangent, bit for bit, and the rounding is emul's."""
+    rng = np.random.default_rng(6)
+    x = jnp.asarray(rng.standard_normal((32, 3)), jnp.float32)
+    c = jnp.asarray(rng.standard_normal((32, 3)) * 0.1, jnp.float32)
+    bn = enn.RangeBatchNorm(3, grad_fmt="e5m2", rngs=nnx.Rngs(0, emul=5))
+    plain = enn.RangeBatchNorm(3, rngs=nnx.Rngs(0))
+    k0 = jax.random.fold_in(bn.grad_rngs.key[...], 0)
+
+    def dx(m, ct):
+        return nnx.grad(lambda m, x: jnp.sum(m(x) * ct), argnums=1)(m, x)
+
+    got = dx(bn, c)
+    assert int(bn.grad_rngs.count[...]) == 1
+    qc = emul.quantize(np.asarray(c), "e5m2", "stochastic", key=_kd(k0))
+    assert_bits_equal(got, dx(plain, jnp.asarray(qc)))
+    assert not np.array_equal(_bits(got), _bits(dx(plain, c)))
+    with pytest.raises(ValueError):
+        enn.RangeBatchNorm(3, grad_fmt="e5m2", grad_rounding="bogus", rngs=nnx.Rngs(0))
+
+
 # ------------------------------------------------------------------------------ transposable masks
 
 
