@@ -345,10 +345,14 @@ def _ties(table, lines) -> np.ndarray:
     O = as_format(s["fmt"] if op == "quantize" else s["out_fmt"])
     ops = ["x"] if op == "quantize" else ["a", "b"] + (["c"] if op == "fma" else [])
     fmts = [as_format(table.field(f).fmt) for f in ops]
+    special = np.zeros(lines.size, bool)  # NaN or inf operands: no exact value
+    for f, F in zip(ops, fmts):
+        codes = table[f][lines]
+        special |= _isnan(codes, F) | _isinf(codes, F)
     for k, i in enumerate(lines.tolist()):
-        codes = [int(table[f][i]) for f in ops]
-        if any(bool(_isnan(np.uint64(c), F)) or bool(_isinf(np.uint64(c), F)) for c, F in zip(codes, fmts)):
+        if special[k]:
             continue
+        codes = [int(table[f][i]) for f in ops]
         v = [_value_py(F, _ord_py(c, F)) for c, F in zip(codes, fmts)]
         exact = {"quantize": lambda: v[0], "add": lambda: v[0] + v[1], "sub": lambda: v[0] - v[1],
                  "mul": lambda: v[0] * v[1], "fma": lambda: v[0] * v[1] + v[2]}[op]()
