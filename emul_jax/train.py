@@ -393,18 +393,20 @@ def evaluate(model, x, y, *, batch: int = 500) -> float:
     return correct / len(y)
 
 
+@nnx.jit
+def _forward(model, x):
+    model(x)
+
+
 def _calibrate_bn(model, ds: Dataset, batch: int, steps: int = 20):
-    """Re-estimate BatchNorm running statistics at the base image size (forward passes in training
-    mode, no update), after mixed-size training ([G.2] evaluates after BN calibration)."""
+    """Re-estimate the BatchNorm running statistics at the base image size after mixed-size training
+    ([G.2] evaluates after BN calibration): ``steps`` forward passes in training mode, no update, masks
+    frozen (a view with ``deterministic=True``, so the mask schedule counts no step)."""
     rng = np.random.default_rng(1)
-
-    @nnx.jit
-    def fwd(model, x):
-        model(x)
-
+    view = nnx.view(model, deterministic=True)
     for _ in range(steps):
         idx = rng.choice(len(ds.y_train), batch, replace=False)
-        fwd(model, jnp.asarray(ds.x_train[idx]))
+        _forward(view, jnp.asarray(ds.x_train[idx]))
 
 
 def _placer(devices: int):
