@@ -297,6 +297,13 @@ def cases(n: int) -> dict:
             V.generate("add", fmt="fp32", rounding="up", count=max(n // 8, 20)).codes]),
         "vectors mac bf16": lambda: V.generate("mac", fmt="bf16", acc="bf16", k=4, count=max(n // 32, 8)).codes,
         "vectors nm fp32": lambda: V.generate("nm", fmt="fp32", count=max(n // 8, 20)).codes,
+        "vectors dot bf16 (row-wise dot)": lambda: V.generate("dot", fmt="bf16", acc="bf16", k=4,
+                                                              count=max(n // 32, 8)).codes,
+        # row-wise dot products: the fused RNE kernel, the lanes after a transposing pass, the batched path
+        "dot rows f32 fused (float32 out)": lambda: emul.dot(A32, B32.T, "fp32", axis=-1),
+        "dot rows f64 fused / lanes / batched": lambda: np.stack([
+            emul.dot(A64, B64.T, acc, axis=-1), emul.dot(A64, B64.T, acc, axis=-1, order="pairwise"),
+            emul.dot(Aw, Bw.T, acc, axis=-1), emul.dot(A64, B64.T, acc, axis=-1, rounding="up")]),
     }
     if bf16 is not None:
         c["nm_mask f16 / bf16"] = lambda: np.concatenate([S.nm_mask(f16.reshape(-1, 4), 2, 4).ravel(),
