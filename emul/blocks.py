@@ -49,7 +49,7 @@ __all__ = ["BlockFormat", "format", "encode", "decode", "quantize", "tensor_scal
 SCALE_RULES = ("floor", "ceil", "even", "rceil")
 SCALE_OVERFLOW = ("nan", "saturate")
 TAILS = ("partial", "error")
-ARITHMETIC = ("exact", "float32", "float32_div")
+ARITHMETIC = ("exact", "float32", "float32_div", "float32_te")
 
 
 def _element_emax(fmt) -> int:
@@ -306,10 +306,12 @@ def _fp32_from_fraction(v: Fraction) -> float:
     return float(r)
 
 
-def tensor_scale(x, bfmt) -> np.float32:
+def tensor_scale(x, bfmt, arithmetic="exact") -> np.float32:
     """NVFP4's per-tensor scale s_t: amax over the finite values of x divided by (scale max *
     element max), rounded once to float32 (nearest even, at most float32's max, at least its
-    smallest subnormal 2**-149); 1.0 when that amax is 0.
+    smallest subnormal 2**-149); 1.0 when that amax is 0. With ``arithmetic="float32_te"``:
+    TransformerEngine's s_t = fp32(1 / G), G = fp32(2688 / amax) (float32 x; G at most float32's max,
+    1 where it is 0) — see :func:`encode`.
 
     >>> float(tensor_scale([2688.0, -1.0], "nvfp4"))
     1.0
@@ -317,6 +319,8 @@ def tensor_scale(x, bfmt) -> np.float32:
     bfmt = format(bfmt)
     if not bfmt.tensor_scale:
         raise ValueError(f"{bfmt.name}: has no tensor scale")
+    if _choice(arithmetic, "arithmetic", ARITHMETIC) == "float32_te":
+        return np.float32(1) / _te_global_encode_scale(_input(x), bfmt)
     a = exact_float64(_input(x))
     finite = np.abs(a[np.isfinite(a)])
     amax = Fraction(float(finite.max())) if finite.size else Fraction(0)
@@ -324,6 +328,19 @@ def tensor_scale(x, bfmt) -> np.float32:
         return np.float32(1.0)
     v = amax / (Fraction(bfmt.scale.max) * Fraction(bfmt.element.max))
     return np.float32(max(_fp32_from_fraction(v), 2.0 ** -149))
+
+
+def _te_global_encode_scale(a, bfmt) -> np.float32:
+    """TransformerEngine's global encode scale G = fp32(scale max * element max / amax) over the
+    finite values of the float32 x, at most float32's max, 1 where it is 0."""
+    if a.dtype != np.float32:
+        raise TypeError("arithmetic='float32_te': x must be float32 (the peers' input)")
+    finite = np.abs(a[np.isfinite(a)])
+    amax = finite.max() if finite.size else np.float32(0)
+    with np.errstate(all="ignore"):
+        g = np.float32(np.float32(bfmt.scale.max) * np.float32(bfmt.element.max)) / np.float32(amax)
+    g = np.float32(min(g, np.finfo(np.float32).max))
+    return np.float32(1) if g == 0 else g
 
 
 def _check_tensor_scale(t):
@@ -362,7 +379,9 @@ def encode(x, bfmt, axis=-1, *, rounding="nearest_even", scale_rule=None, scale_
         s = e4m3(fp32(fp32(amax / elem_max) / s_t)), then elements rounded from
         fp32(x * fp32(1 / fp32(s * s_t))) (``"float32"``: TransformerEngine's reciprocal) or from
         fp32(x / fp32(s_t * s)) (``"float32_div"``: torchao); where fp32(s * s_t) is 0 the elements
-        are zeros, as for s = 0.
+        are zeros, as for s = 0. ``"float32_te"``: TransformerEngine's NVFP4 reference in full: from
+        the tensor amax, G = fp32(2688 / amax) and s_t = fp32(1 / G) (:func:`tensor_scale` with the
+        same ``arithmetic``), s = e4m3(fp32(fp32(amax_b / 6) * G)), elements as ``"float32"``.
       seed, key, random_bits, sr_bits, sr_method: stochastic element rounding as in
         :func:`emul.quantize`; word i belongs to element i of x in C order.
 
@@ -427,12 +446,19 @@ def encode(x, bfmt, axis=-1, *, rounding="nearest_even", scale_rule=None, scale_
                                             exact_float64(rows.view(np.float16))).all():
                 raise ValueError(f"x: NaN or inf in a block, but the scale format {sc.name} has no NaN")
             st = 1.0
-            if bfmt.tensor_scale:
+            G = None
+            if arithmetic == "float32_te":
+                if not bfmt.tensor_scale or tensor_scale is not None:
+                    raise ValueError("arithmetic='float32_te': TransformerEngine's two-level scaling computes the "
+                                     "tensor scale from x; a format with a tensor scale and no tensor_scale= needed")
+                G = _te_global_encode_scale(a, bfmt)
+                st = float(np.float32(1) / G)
+            elif bfmt.tensor_scale:
                 st = float(_tensor_scale_of(a, bfmt)) if tensor_scale is None else _check_tensor_scale(tensor_scale)
             smin = _scale_min_code(sc, scale_min)
             if arithmetic != "exact":
                 scales, codes = _encode_float32(rows, urows, k, nb, bfmt, st, smin, mode, r, sr_method,
-                                                arithmetic == "float32_div")
+                                                arithmetic == "float32_div", G)
             else:
                 mm, me = _sig_exp(Fraction(el.max))
                 tm, te = _sig_exp(Fraction(st))
@@ -475,9 +501,10 @@ def _scale_min_code(sc, scale_min) -> int:
     return code
 
 
-def _encode_float32(rows, urows, k, nb, bfmt, st, smin, mode, r, sr_method, divide):
-    """The peers' float32 arithmetic: TransformerEngine's NVFP4 reference (x times a float32
-    reciprocal) or torchao's (``divide``: x divided by the float32 scale product)."""
+def _encode_float32(rows, urows, k, nb, bfmt, st, smin, mode, r, sr_method, divide, G=None):
+    """The peers' float32 arithmetic: x times a float32 reciprocal (TransformerEngine) or
+    (``divide``) x divided by the float32 scale product (torchao); with ``G`` (TransformerEngine's
+    global encode scale) the block scale is fp32(fp32(amax / elem_max) * G), not / s_t."""
     el, sc = bfmt.element, bfmt.scale
     if rows.dtype != np.float32:
         raise TypeError("arithmetic='float32': x must be float32 (the peers' input)")
@@ -488,7 +515,8 @@ def _encode_float32(rows, urows, k, nb, bfmt, st, smin, mode, r, sr_method, divi
     with np.errstate(all="ignore"):
         amax = np.abs(xb).max(axis=-1)
         special = ~np.isfinite(xb).all(axis=-1)
-        s32 = (amax / np.float32(el.max)).astype(np.float32) / np.float32(st)
+        s32 = (amax / np.float32(el.max)).astype(np.float32)
+        s32 = s32 * G if G is not None else s32 / np.float32(st)
         s32 = np.where(special, np.float32(0), s32).astype(np.float32)
         scodes = core_encode(s32, sc, "nearest_even", "saturate").astype(np.int64)
         scodes = np.maximum(scodes, smin)
@@ -585,7 +613,7 @@ def quantize(x, bfmt, axis=-1, **kwargs):
     st = None
     if bfmt.tensor_scale:
         st = kwargs.get("tensor_scale")
-        st = tensor_scale(a, bfmt) if st is None else st
+        st = tensor_scale(a, bfmt, kwargs.get("arithmetic", "exact")) if st is None else st
     v = decode(scales, codes, bfmt, axis, tensor_scale=st)
     if a.dtype == np.float64 or not np.asarray(x).dtype.kind == "f":
         return v

@@ -141,8 +141,12 @@ def _check_blocks(bfmt, x, axis, mode, rule, sovf, r, words, scale_min, arithmet
         kw.update(scale_rule=rule, scale_overflow=sovf)
     else:
         kw.update(scale_min=scale_min, arithmetic=arithmetic)
-    st_val = None
-    if bfmt.tensor_scale:
+    st_val = G = None
+    if arithmetic == "float32_te":  # TransformerEngine: G and s_t come from x
+        st_val = B.tensor_scale(x, bfmt, "float32_te")
+        G, want_st = R.te_scales([float(v) for v in x.ravel()], bfmt)
+        assert float(st_val) == want_st
+    elif bfmt.tensor_scale:
         st_val = B.tensor_scale(x, bfmt)
         assert R.tensor_scale([float(v) for v in x.ravel()], bfmt) == float(st_val)
         kw["tensor_scale"] = st_val
@@ -160,7 +164,7 @@ def _check_blocks(bfmt, x, axis, mode, rule, sovf, r, words, scale_min, arithmet
     if bfmt.power_of_two:
         rkw.update(scale_rule=rule or "floor", scale_overflow=sovf or "nan")
     else:
-        rkw.update(scale_min=scale_min or 0, arithmetic=arithmetic, tensor_scale=st_val)
+        rkw.update(scale_min=scale_min or 0, arithmetic=arithmetic, tensor_scale=st_val, te_encode_scale=G)
     q = None
     if x.dtype == np.float64:  # quantize: float64 in, float64 out
         q = _reference_rows(B.quantize(x, bfmt, axis, rounding=mode, **kw, **sr), axis)
@@ -196,7 +200,8 @@ def block_cases(draw, float_scale=None):
         sc = bfmt.scale
         scale_min = draw(st.sampled_from([None, 0.0, sc.min_subnormal, 8 * sc.min_subnormal, sc.min_normal]))
         if dtype == np.float32 and mode != "stochastic":
-            arithmetic = draw(st.sampled_from(["exact", "float32", "float32_div"]))
+            arithmetic = draw(st.sampled_from(["exact", "float32", "float32_div"]
+                                              + (["float32_te"] * 2 if bfmt.tensor_scale else [])))
     return bfmt, x, axis, mode, rule, sovf, r, words, scale_min, arithmetic
 
 

@@ -159,14 +159,30 @@ def tensor_scale(xs, bfmt):
     return max(Fraction(v), F.pow2(-149))
 
 
+def te_scales(xs, bfmt):
+    """TransformerEngine's (G, s_t): G = fp32(scale max * element max / amax) over the finite
+    values (+inf for amax = 0), at most float32's max, 1 where it is 0; s_t = fp32(1 / G)."""
+    mags = [parse(x).mag for x in xs if parse(x).kind == "num"]
+    amax = max(mags, default=Fraction(0))
+    fp32_max = F.max_value(FP32)
+    top = element_max(bfmt.scale) * element_max(bfmt.element)
+    g = Exact("inf", 0) if amax == 0 else f32(Exact("num", 0, top / amax))
+    G = fp32_max if g.kind == "inf" else min(g.mag, fp32_max)  # min(+inf, max) = max
+    G = Fraction(1) if G == 0 else G
+    return G, f32(Exact("num", 0, 1 / G)).mag
+
+
 def f32(v):
     """The Exact v rounded once to float32 (nearest even, IEEE overflow), as an Exact."""
     return parse(decode_code(round_to_code(v, FP32, "nearest_even", "ieee"), FP32))
 
 
 def encode(xs, bfmt, *, rounding="nearest_even", scale_rule="floor", scale_overflow="nan", tail="partial",
-           tensor_scale=None, scale_min=0, arithmetic="exact", u=None, sr_bits=32, sr_method="add"):
-    """(scale codes, element codes) of one axis of values ``xs`` (u: one SR word per element)."""
+           tensor_scale=None, scale_min=0, arithmetic="exact", te_encode_scale=None, u=None, sr_bits=32,
+           sr_method="add"):
+    """(scale codes, element codes) of one axis of values ``xs`` (u: one SR word per element).
+    arithmetic="float32_te" takes TransformerEngine's G as ``te_encode_scale`` and s_t = fp32(1/G)
+    as ``tensor_scale`` (see te_scales)."""
     sc = bfmt.scale
     n = len(xs)
     k = bfmt.block if bfmt.block is not None else max(n, 1)
@@ -184,7 +200,7 @@ def encode(xs, bfmt, *, rounding="nearest_even", scale_rule="floor", scale_overf
         else:
             s_t = Fraction(1) if not bfmt.tensor_scale else _fraction(tensor_scale)
             s, c = _float_block(block, words, amax, special, bfmt, rounding, s_t, _fraction(scale_min), arithmetic,
-                                sr_bits, sr_method)
+                                sr_bits, sr_method, te_encode_scale)
         scales.append(s)
         codes.extend(c)
     return scales, codes
@@ -211,15 +227,20 @@ def _pow2_block(block, words, amax, special, bfmt, rounding, rule, scale_overflo
                          for v, w in zip(block, words)]
 
 
-def _float_block(block, words, amax, special, bfmt, rounding, s_t, scale_min, arithmetic, sr_bits, sr_method):
+def _float_block(block, words, amax, special, bfmt, rounding, s_t, scale_min, arithmetic, sr_bits, sr_method,
+                 te_encode_scale=None):
     el, sc = bfmt.element, bfmt.scale
     if special:
         return scale_nan_code(sc), [nan_element_code(el)] * len(block)
     if arithmetic == "exact":
         s_code = round_to_code(Exact("num", 0, amax / (element_max(el) * s_t)), sc, "nearest_even", "saturate")
-    else:  # the peers' float32 arithmetic: fp32(fp32(amax / elem_max) / s_t), then the scale format
+    else:  # the peers' float32 arithmetic: fp32(fp32(amax / elem_max) / s_t) (TE: * G), then the scale format
         q = f32(Exact("num", 0, amax / element_max(el)))
-        s_code = round_to_code(f32(Exact("num", 0, q.mag / s_t)), sc, "nearest_even", "saturate")
+        if arithmetic == "float32_te":
+            q = f32(Exact("num", 0, q.mag * _fraction(te_encode_scale)))
+        else:
+            q = f32(Exact("num", 0, q.mag / s_t))
+        s_code = round_to_code(q, sc, "nearest_even", "saturate")
     S = decode_code(s_code, sc)
     S = Fraction(0) if S == 0 else Fraction(S)
     if S < scale_min:

@@ -275,3 +275,29 @@ def test_nvfp4_arithmetic_matches_reference(arithmetic):
         s, c = B.encode(x, bfmt, tensor_scale=st, scale_min=scale_min, arithmetic=arithmetic)
         ws, wc = R.encode([float(v) for v in x], bfmt, tensor_scale=st, scale_min=scale_min, arithmetic=arithmetic)
         assert [int(v) for v in s] == ws and [int(v) for v in c] == wc
+
+
+def test_nvfp4_transformer_engine_arithmetic_matches_reference():
+    """arithmetic='float32_te' (TransformerEngine's NVFP4 reference: G = fp32(2688 / amax), s_t =
+    fp32(1 / G), s_b = e4m3(fp32(fp32(amax_b / 6) * G)), x * fp32(1 / fp32(s_b * s_t))) against
+    reference/blocks.py, tensors of several magnitudes."""
+    import reference.blocks as R
+
+    rng = np.random.default_rng(12)
+    bfmt = B.format("nvfp4")
+    for t in range(12):
+        x = (rng.standard_normal(64) * 2.0 ** rng.integers(-30, 30)).astype(np.float32)
+        if t == 0:
+            x[:] = 0
+        G, st = R.te_scales([float(v) for v in x], bfmt)
+        assert float(B.tensor_scale(x, bfmt, "float32_te")) == st
+        s, c = B.encode(x, bfmt, arithmetic="float32_te")
+        xs = [float(v) for v in x]
+        ws, wc = [], []
+        for lo in range(0, 64, 16):
+            a, b = R.encode(xs[lo:lo + 16], bfmt, tensor_scale=st, arithmetic="float32_te", te_encode_scale=G)
+            ws += a
+            wc += b
+        assert [int(v) for v in s] == ws and [int(v) for v in c] == wc
+        if t == 0:  # an all-zero tensor: G = float32's max, zero elements
+            assert not B.quantize(x, bfmt, arithmetic="float32_te").any()
