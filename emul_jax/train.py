@@ -56,7 +56,7 @@ from . import ops
 __all__ = [
     "DATASETS", "MODELS", "OPTIMIZERS", "RECIPES", "RECORD_SCHEMA", "Dataset", "load_dataset",
     "ALL", "DEFAULTS", "make_model", "parse_recipe", "Recipe", "train_run", "study", "merge", "table", "plot",
-    "validate_record", "main",
+    "validate_record", "save_model", "load_model", "main",
 ]
 
 DATASETS = ("digits", "mnist")
@@ -506,6 +506,54 @@ def train_run(ds: Dataset, recipe: str | Recipe, *, model: str = "cnn", epochs: 
     return record, net
 
 
+# ------------------------------------------------------------------------------ saved models
+
+def save_model(net, path, *, model: str, dataset: Dataset, recipe: str) -> Path:
+    """Save a trained model's parameters and BatchNorm statistics as ``.npz`` (one array per
+    ``/``-joined state path) with a ``meta`` entry (JSON: model, dataset, image shape, classes,
+    recipe), for :func:`load_model` — e.g. the fp32 model a post-training quantization starts from."""
+    if not isinstance(model, str):
+        raise ValueError("save_model: only the built-in models (mlp, cnn, resnet) can be rebuilt by load_model")
+    arrays = {}
+    for kind, state in zip(("param", "batch_stat"), nnx.state(net, nnx.Param, nnx.BatchStat)):
+        flat = jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(state))[0]
+        for keys, value in flat:
+            arrays[kind + ":" + "/".join(str(getattr(k, "key", k)) for k in keys)] = np.asarray(value)
+    meta = {"format": "emul.train.model/1", "model": model, "dataset": dataset.name,
+            "image_shape": list(dataset.x_train.shape[1:]), "classes": dataset.classes, "recipe": recipe}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
+    return path
+
+
+def load_model(path):
+    """(model, meta) from :func:`save_model`'s file: the float32 model with the saved weights and
+    BatchNorm statistics (Range BN if the recipe had it); apply a recipe with
+    ``emul_jax.nn.quantize_model``."""
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
+        if meta.get("format") != "emul.train.model/1":
+            raise ValueError(f"{path}: not a model saved by emul_jax.train.save_model")
+        arrays = {k: z[k] for k in z.files if k != "meta"}
+    net = make_model(meta["model"], meta["image_shape"], meta["classes"],
+                     range_bn=parse_recipe(meta["recipe"]).range_bn)
+    states = nnx.state(net, nnx.Param, nnx.BatchStat)
+    for kind, state in zip(("param", "batch_stat"), states):
+        pure = nnx.to_pure_dict(state)
+        flat, tree = jax.tree_util.tree_flatten_with_path(pure)
+        values = []
+        for keys, old in flat:
+            name = kind + ":" + "/".join(str(getattr(k, "key", k)) for k in keys)
+            if name not in arrays or arrays[name].shape != np.shape(old):
+                raise ValueError(f"{path}: {name} is missing or has another shape")
+            values.append(jnp.asarray(arrays[name]))
+        nnx.replace_by_pure_dict(state, jax.tree_util.tree_unflatten(tree, values))
+        nnx.update(net, state)
+    return net, meta
+
+
 # ------------------------------------------------------------------------------ the study
 
 RECORD_SCHEMA = {
@@ -578,12 +626,13 @@ def study(recipes=("fp32", "w8a8", "w8a8g8"), *, dataset: str | Dataset = "digit
           epochs: float = 3, batch: int = 64, seeds=(0,), optimizer: str = "adam", lr: float = 1e-3,
           batch_aug: int = 1, mixed_size: bool = False, devices: int = 1, finetune_epochs: float = 1,
           finetune_lr: float | None = None, limit: int | None = None, progress: bool = True,
-          command: str = "") -> dict:
+          command: str = "", save: str | os.PathLike | None = None) -> dict:
     """Train every recipe for every seed; returns the JSON-ready record (:data:`RECORD_SCHEMA`).
 
     Fine-tuned recipes (``acc12``) start from the fp32 model of the same seed (trained here once,
     also when ``fp32`` is not among ``recipes``) and train ``finetune_epochs`` at ``finetune_lr``
-    (default ``lr / 10``).
+    (default ``lr / 10``). ``save``: a directory for every trained model
+    (``<dataset>_<model>_<recipe>_seed<k>.npz``, :func:`save_model`).
     """
     recipes = list(recipes)
     if not recipes:
@@ -609,7 +658,7 @@ def study(recipes=("fp32", "w8a8", "w8a8g8"), *, dataset: str | Dataset = "digit
                                             range_bn=rec.range_bn), dataclasses.replace(rec, mask=None), seed)
                 nnx.update(start, *nnx.state(fp32_model, nnx.Param, nnx.BatchStat))
                 before = evaluate(start, ds.x_test, ds.y_test)
-                run, _ = train_run(ds, rec, epochs=finetune_epochs, seed=seed,
+                run, net = train_run(ds, rec, epochs=finetune_epochs, seed=seed,
                                    lr=lr / 10 if finetune_lr is None else finetune_lr, init=fp32_model,
                                    label=label, **kw)
                 run["accuracy_before_finetune"] = before
@@ -619,6 +668,9 @@ def study(recipes=("fp32", "w8a8", "w8a8g8"), *, dataset: str | Dataset = "digit
                 if rec.name == "fp32":
                     fp32_model, fp32_steps = net, run["steps"]
             runs.append(run)
+            if save is not None:
+                save_model(net, Path(save) / f"{ds.name}_{model}_{rec.name}_seed{seed}.npz",
+                           model=model, dataset=ds, recipe=rec.name)
     runs.sort(key=lambda r: (recipes.index(r["recipe"]), r["seed"]))
     record = {
         "schema": "emul.train/1", "command": command, "dataset": ds.name,
@@ -763,6 +815,7 @@ def build_parser():
     p.add_argument("--finetune-epochs", type=float, default=1.0, help="fine-tuning of acc12 from fp32")
     p.add_argument("--limit", type=int, default=None, help="use only the first N train and test images")
     p.add_argument("--out", default="results/train", help="directory for the JSON record and the PNG")
+    p.add_argument("--save", action="store_true", help="also save every trained model (.npz) in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -781,7 +834,8 @@ def run_cli(args, argv) -> int:
     record = study(recipes, dataset=args.dataset, model=args.model, epochs=epochs, batch=args.batch,
                    seeds=seeds, optimizer=args.optimizer, lr=lr, batch_aug=args.batch_aug,
                    mixed_size=args.mixed_size, devices=args.devices, finetune_epochs=args.finetune_epochs,
-                   limit=args.limit, progress=not args.no_progress, command="emul train " + " ".join(argv))
+                   limit=args.limit, progress=not args.no_progress, command="emul train " + " ".join(argv),
+                   save=Path(args.out) if args.save else None)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"train_{record['dataset']}_{record['model']}"

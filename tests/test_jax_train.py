@@ -206,3 +206,22 @@ def test_example_quantizes_a_users_flax_model():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     assert 0.0 <= mod.main(["--recipe", "w8a8", "--steps", "3"]) <= 1.0
+
+
+def test_save_and_load_a_model(tiny, tmp_path):
+    import jax
+    from flax import nnx
+
+    net = T.make_model("cnn", (8, 8, 1), 10, seed=3)
+    net(tiny.x_train[:32])  # training mode: BatchNorm statistics move away from their initial values
+    path = T.save_model(net, tmp_path / "m.npz", model="cnn", dataset=tiny, recipe="fp32")
+    back, meta = T.load_model(path)
+    assert meta["model"] == "cnn" and meta["image_shape"] == [8, 8, 1] and meta["classes"] == 10
+    for a, b in zip(jax.tree.leaves(nnx.state(net, nnx.Param, nnx.BatchStat)),
+                    jax.tree.leaves(nnx.state(back, nnx.Param, nnx.BatchStat))):
+        assert (np.asarray(a).view(np.uint32) == np.asarray(b).view(np.uint32)).all()
+    net.eval(), back.eval()
+    assert (np.asarray(net(tiny.x_test[:8])) == np.asarray(back(tiny.x_test[:8]))).all()
+    np.savez(tmp_path / "other.npz", meta=np.array('{"format": "x"}'))
+    with pytest.raises(ValueError, match="not a model saved"):
+        T.load_model(tmp_path / "other.npz")
