@@ -680,9 +680,9 @@ def dot(a, b, acc, *, product=None, product_rounding="nearest_even", rounding="n
     ``(..., K)`` gives ``(...)``), element ``r`` the dot product of row ``r`` with the same
     accumulation as ``dot(a[r], b[r], acc, ...)``. ``init`` broadcasts to the result; SR words:
     ``random_bits`` has shape ``result.shape + (T,)``, row ``r`` (C order) uses words ``r*T …
-    r*T+T-1`` as the ``r``-th output element of matmul does. Speed: with a float accumulator,
-    sequential order, nearest_even and exact products (operands 0 or within [2**-400, 2**500),
-    every product exact in binary64), the rows run side by side in one fused kernel; other float
+    r*T+T-1`` as the ``r``-th output element of matmul does. Speed: with a float accumulator in
+    sequential order (any mode, SR included) and exact products (operands 0 or within [2**-400,
+    2**500), every product exact in binary64), the rows run side by side in one fused kernel; other float
     configurations with exact products run side by side in the matmul kernels' lanes after one
     transposing pass; the rest (fixed-point accumulators, NaN/inf or wide operands) as a batched
     matmul of 1 x K by K x 1. The results never depend on the path.
@@ -748,8 +748,9 @@ def _rowwise(a, b, acc, axis, product, product_rounding, rounding, overflow, ord
             raise ValueError(f"init: shape {x.shape} does not broadcast to the output shape {out_shape}") from None
         return x.reshape(extra)
 
-    fused = _fused_rne(a, b, cfg, init, out_shape, rows, k, acc, product, product_rounding, rounding, overflow,
-                       order, chunk, outer) if rows and k else None
+    fused = _fused_seq(a, b, cfg, init, out_shape, rows, k, seed, key, random_bits,
+                       (acc, product, product_rounding, rounding, overflow, order, chunk, outer, sr_bits,
+                        sr_method)) if rows and k else None
     if fused is not None:
         r = fused.reshape(out_shape)
         if out_dtype_f32 and _fits_float32(cfg.final):
@@ -798,15 +799,15 @@ def _rows_f64(x, rows, k):
     return np.ascontiguousarray(x, np.float64).reshape(rows, k)
 
 
-def _fused_rne(a, b, cfg, init, out_shape, rows, k, *args):
-    """The hot case of dot(axis=...) — sequential order, nearest_even, exact products, a float
-    accumulator that the RNE kernel covers — on FK.rowwise_rne: products formed, checked exact and
-    accumulated tile by tile, rows side by side. None when it does not apply (or a product is not
-    exact there); rows whose result is not finite are recomputed by the general kernel."""
-    f = cfg.acc
-    if not (cfg.order == "sequential" and cfg.mode == Rounding.NEAREST_EVEN and cfg.product is None
-            and _float_ok(f, 0) and _quantum(f) >= _NORMAL_GRID and f.man_bits <= 50
-            and (f.emin - f.man_bits if f.subnormals else f.emin) >= -1021):
+def _fused_seq(a, b, cfg, init, out_shape, rows, k, seed, key, random_bits, args):
+    """Sequential row-wise dot products with a float accumulator (any mode, SR included, products
+    optionally rounded) on FK.rowwise_seq: products formed, checked exact and accumulated tile by
+    tile, rows side by side. None when it does not apply (or a product is not exact there); rows
+    whose result is not finite are recomputed by the general kernel with the same words."""
+    f, pf = cfg.acc, cfg.product
+    r = cfg.r if cfg.mode == Rounding.STOCHASTIC else 0
+    if not (cfg.order == "sequential" and _float_ok(f, r) and _quantum(f) >= _NORMAL_GRID
+            and (pf is None or (_float_ok(pf, 0) and _quantum(pf) >= _NORMAL_GRID))):
         return None
     A, B = _rows_f64(a, rows, k), _rows_f64(b, rows, k)
     if A is None or B is None:
@@ -814,20 +815,26 @@ def _fused_rne(a, b, cfg, init, out_shape, rows, k, *args):
     init_values = _values(_init_codes(init, cfg, out_shape), cfg.final)
     if not np.isfinite(init_values).all():
         return None
+    u = sr_words(cfg.mode, out_shape + (k,), cfg.r, seed=seed, key=key, random_bits=random_bits)
+    Fa = _float_params_cached(cfg.acc, cfg.mode, cfg.ovf, cfg.r, cfg.compare)
+    Fp = _float_params_cached(pf, cfg.product_mode, cfg.product_ovf, 0, False) if pf is not None else Fa
     Ra = _rne_params_cached(cfg.acc, cfg.mode, cfg.ovf, cfg.r, cfg.compare)
+    rne = cfg.mode == Rounding.NEAREST_EVEN and f.man_bits <= 50 and (
+        f.emin - f.man_bits if f.subnormals else f.emin) >= -1021
     out = np.empty(rows, np.float64)
     bad = np.zeros(rows, np.int8)
     with _threads_for(rows * k, "float"):
-        ok = FK.rowwise_rne(A, B, init_values, Ra, out, bad)
+        ok = FK.rowwise_seq(A, B, init_values, Fa, Fp, Ra, rne, pf is not None, _kernel_arg(u), k, out, bad)
     if not ok:
         return None
     redo = np.flatnonzero(bad)
     if redo.size:  # non-finite results (IEEE overflow, NaN in an fn format): the general kernel's
-        acc, product, product_rounding, rounding, overflow, order, chunk, outer = args
+        acc, product, product_rounding, rounding, overflow, order, chunk, outer, sr_bits, sr_method = args
         sub_init = None if init is None else np.broadcast_to(init_values, (rows,))[redo].reshape(-1, 1, 1)
+        words = u.reshape(rows, k)[redo].reshape(-1, 1, 1, k) if cfg.mode == Rounding.STOCHASTIC else None
         out[redo] = np.asarray(_matmul(A[redo][:, None, :], B[redo][:, :, None], acc, product, product_rounding,
-                                       rounding, overflow, order, chunk, outer, sub_init, None, None, None, None,
-                                       "add")).reshape(-1)
+                                       rounding, overflow, order, chunk, outer, sub_init, None, None, words, sr_bits,
+                                       sr_method)).reshape(-1)
     return out
 
 
