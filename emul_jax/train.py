@@ -403,7 +403,8 @@ def _calibrate_bn(model, ds: Dataset, batch: int, steps: int = 20):
     ([G.2] evaluates after BN calibration): ``steps`` forward passes in training mode, no update, masks
     frozen (a view with ``deterministic=True``, so the mask schedule counts no step)."""
     rng = np.random.default_rng(1)
-    view = nnx.view(model, deterministic=True)
+    masked = any(isinstance(m, enn.TransposableMask) for _, m in nnx.iter_modules(model))
+    view = nnx.view(model, deterministic=True) if masked else model
     for _ in range(steps):
         idx = rng.choice(len(ds.y_train), batch, replace=False)
         _forward(view, jnp.asarray(ds.x_train[idx]))
@@ -823,10 +824,10 @@ def build_parser():
 def run_cli(args, argv) -> int:
     """``emul train`` after parsing (see :func:`main`)."""
     recipes = list(ALL) if args.recipes == "all" else _list(args.recipes, "recipes")
-    for name, known in ((args.dataset, DATASETS), (args.model, MODELS), (args.optimizer, OPTIMIZERS)):
+    for what, name, known in (("dataset", args.dataset, DATASETS), ("model", args.model, MODELS),
+                              ("optimizer", args.optimizer, OPTIMIZERS)):
         if name not in known:
-            raise ValueError(f"unknown {'dataset' if known is DATASETS else 'model' if known is MODELS else 'optimizer'}"
-                             f" {name!r}; choose from {', '.join(known)}")
+            raise ValueError(f"unknown {what} {name!r}; choose from {', '.join(known)}")
     default = DEFAULTS[args.dataset]
     lr = args.lr if args.lr is not None else (default["lr"] if args.optimizer == "adam" else 0.05)
     epochs = args.epochs if args.epochs is not None else default["epochs"]

@@ -76,9 +76,9 @@ def test_every_recipe_alone_trains(tiny, recipe):
     assert not rec["runs"][0]["nan"] and falls(rec["runs"][0]["losses"])
 
 
-def test_fp32_study_cnn_with_the_regimes(tiny):
-    """Batch augmentation and mixed-size training on the CNN (global pooling: any image size)."""
-    run, _ = T.train_run(tiny, "fp32", model="cnn", epochs=3, batch=32, lr=3e-3, batch_aug=2, mixed_size=True,
+def test_resnet_with_the_training_regimes(tiny):
+    """Batch augmentation and mixed-size training on the ResNet (global pooling: any image size)."""
+    run, _ = T.train_run(tiny, "fp32", model="resnet", epochs=3, batch=32, lr=3e-3, batch_aug=2, mixed_size=True,
                          progress=False)
     assert not run["nan"] and falls(run["losses"]) and len(run["epoch_accuracy"]) == 3
     with pytest.raises(ValueError, match="mixed_size"):
