@@ -269,7 +269,10 @@ def _check_inputs(sp, x, ubad):
         n_nan, n_inf = _count_bad(sp, x)
         if not _is_traced(x):
             if int(n_nan):
-                raise ValueError(f"x: {int(n_nan)} NaN value(s), but {sp.fmt.name} has no NaN")
+                raise ValueError(f"x: {int(n_nan)} NaN value(s), but {sp.fmt.name} has no NaN, and no overflow rule "
+                                 "maps NaN (overflow= decides infinities and out-of-range values only: 'saturate' "
+                                 "clamps ±inf); clean the input first, e.g. np.nan_to_num(x, nan=0.0), or use a "
+                                 "format with NaN")
             if int(n_inf):
                 raise ValueError(f"x: {int(n_inf)} infinite value(s), which overflow={sp.overflow.value!r} "
                                  f"cannot map into {sp.fmt.name}; use a saturate rule")
