@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_vectors_parser(sub)
     sub.add_parser("train", add_help=False,
                    help="train small networks with emulated arithmetic, one run per recipe (JAX; `emul train --help`)")
+    sub.add_parser("ptq", add_help=False,
+                   help="post-training quantization of a trained model: AdaQuant, bit allocation, BN/bias tuning "
+                        "(JAX; `emul ptq --help`)")
     return parser
 
 
@@ -145,10 +148,23 @@ def train(argv) -> int:
     return train_main(argv)
 
 
+def ptq(argv) -> int:
+    """``emul ptq ...``: imports JAX only now (``import emul`` stays JAX-free)."""
+    try:
+        from emul_jax.ptq import main as ptq_main
+    except ImportError as e:
+        print(f"emul ptq: error: {e}; it needs JAX, Flax, optax, scipy, tqdm and matplotlib: "
+              "pip install 'emul[train]'", file=sys.stderr)
+        return 2
+    return ptq_main(argv)
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["train"]:
         return train(argv[1:])
+    if argv[:1] == ["ptq"]:
+        return ptq(argv[1:])
     args = build_parser().parse_args(argv)
     return args.run(args)
 

@@ -1,0 +1,226 @@
+"""emul_jax.ptq: the §E.1 quantizer, BN folding, AdaQuant, BN/bias tuning, the §E.3 integer program,
+data-free calibration (§F) and ``emul ptq``'s errors (PAPERS.md §E, §F)."""
+
+import dataclasses
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import emul
+from emul_jax import ptq
+from emul_jax.train import load_dataset, make_model, save_model
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def _randomize_bn(net, seed):
+    """Give every BatchNorm non-trivial running statistics and affine parameters."""
+    rng = np.random.default_rng(seed)
+    for _, m in nnx.iter_modules(net):
+        if isinstance(m, nnx.BatchNorm):
+            c = m.mean[...].shape[0]
+            m.mean[...] = jnp.asarray(rng.normal(0, 0.1, c), jnp.float32)
+            m.var[...] = jnp.asarray(rng.uniform(0.02, 0.3, c), jnp.float32)
+            m.scale[...] = jnp.asarray(rng.uniform(0.5, 1.5, c) * rng.choice([-1, 1], c), jnp.float32)
+            m.bias[...] = jnp.asarray(rng.normal(0, 0.2, c), jnp.float32)
+    return net
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    return ptq.fold_bn(_randomize_bn(make_model("cnn", (8, 8, 1), 10, seed=0), 1), "cnn")
+
+
+# ------------------------------------------------------------------------------ the quantizer
+
+def test_anchor():
+    """PAPERS.md §E.1: 4 bit, R = 2, Z = −1 -> zp = round(7.5) = 8, Z' = −16/15."""
+    x = jnp.array([-1.0, -0.3, 0.0, 0.2, 1.0], jnp.float32)
+    got = np.asarray(ptq.fake_quant(x, 2.0, -1.0, "uint4"))
+    np.testing.assert_allclose(got, [-1.066667, -0.266667, 0.0, 0.266667, 0.933333], atol=5e-7)
+    s = np.float32(2) / np.float32(15)
+    np.testing.assert_array_equal(got, (np.array([0, 6, 8, 10, 15], np.float32) - 8) * s)
+
+
+def _reference(x, r, z, fmt):
+    """The quantizer in NumPy float32 (correctly rounded ops) with emul.quantize on the grid."""
+    f = emul.format(fmt)
+    x, r, z = np.float32(x), np.clip(np.float32(r), 1e-6, 1e5).astype(np.float32), np.float32(z)
+    if isinstance(f, emul.FloatFormat):
+        m = np.float32(f.max)
+        a = (r * np.float32(0.5)).astype(np.float32)
+        y = np.clip((x * m).astype(np.float32) / a, -m, m).astype(np.float32)
+        return (emul.quantize(y, f) * (a / m).astype(np.float32)).astype(np.float32)
+    qmin, qmax = np.float32(f.min), np.float32(f.max)
+    n = np.float32(qmax - qmin)
+    zp = np.clip(np.round((qmin - (z * n).astype(np.float32) / r).astype(np.float32)), qmin, qmax)
+    y = np.clip(((x * n).astype(np.float32) / r).astype(np.float32) + zp, qmin, qmax).astype(np.float32)
+    return ((emul.quantize(y, f) - zp).astype(np.float32) * (r / n).astype(np.float32)).astype(np.float32)
+
+
+@pytest.mark.parametrize("fmt", ["uint4", "int4", "uint8", "uint3", "e2m1fn", "e4m3fn"])
+def test_bit_exact_against_numpy(fmt):
+    rng = np.random.default_rng(3)
+    x = rng.normal(0, 1, (64, 6)).astype(np.float32)
+    x[0, :] = [0.5, -0.5, 1.5, 0, -0.0, 7.0]  # ties and clipping
+    r = rng.uniform(0.3, 4, 6).astype(np.float32)
+    z = (-rng.uniform(0, 1, 6) * r).astype(np.float32)
+    got = np.asarray(jax.jit(ptq.fake_quant, static_argnums=3)(x, r, z, fmt))
+    want = _reference(x, r, z, fmt)
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+def test_ste_gradients():
+    g = jax.grad(lambda x: ptq.fake_quant(x, 2.0, -1.0, "uint4").sum())(jnp.array([-3.0, -0.3, 0.2, 3.0]))
+    np.testing.assert_array_equal(np.asarray(g), [0, 1, 1, 0])  # straight through inside, 0 where clamped
+    gr = jax.grad(lambda r: ptq.fake_quant(jnp.array([3.0]), r, -1.0, "uint4").sum())(2.0)
+    assert float(gr) > 0  # a clipped value pulls the range up
+
+
+@pytest.mark.parametrize("bad", ["fx<8,3>", "nonsense", "e8m23x"])
+def test_unknown_formats(bad):
+    with pytest.raises(ValueError, match="format"):
+        ptq.quantizer_format(bad)
+
+
+# ------------------------------------------------------------------------------ folding
+
+@pytest.mark.parametrize("model", ["mlp", "cnn", "resnet"])
+def test_bn_folding_keeps_fp32_outputs(model, digits):
+    net = _randomize_bn(make_model(model, (8, 8, 1), 10, seed=0), 2)
+    f = ptq.fold_bn(net, model)
+    net.eval()
+    x = digits.x_test[:32]
+    want = np.asarray(net(jnp.asarray(x)))
+    got = np.asarray(ptq.forward(f, x))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    assert set(f.bn) == {i.name for i in f.layers if i.bn}
+
+
+# ------------------------------------------------------------------------------ AdaQuant, BN and bias tuning
+
+def test_naive_and_adaquant_reduce_layer_error(cnn, digits):
+    x = digits.x_train[:40]
+    p = ptq.init_params(cnn, x, "uint4", "uint4")
+    assert p["c1"]["wr"].shape == (16,) and p["c1"]["ar"].shape == ()
+    for mode in ("parallel", "sequential"):
+        q, rep = ptq.adaquant(cnn, p, x, "uint4", "uint4", iters=40, batch=20, mode=mode)
+        assert [r["layer"] for r in rep] == ["c1", "c2", "c3", "head"]
+        assert all(r["mse_after"] < r["mse_before"] for r in rep), rep
+    with pytest.raises(ValueError, match="mode"):
+        ptq.adaquant(cnn, p, x, "uint4", "uint4", mode="greedy")
+
+
+def test_bn_tuning_restores_channel_statistics(cnn, digits):
+    x = digits.x_train[:64]
+    pol = ptq._uniform(cnn, "uint3", "uint3")
+    p = ptq.bn_tune(cnn, ptq.init_params(cnn, x, "uint3", "uint3"), x, pol)
+    _, rec = ptq.trace(cnn, x, p, pol)
+    for name, bn in cnn.bn.items():
+        y = np.asarray(rec[name][1], np.float64).reshape(-1, bn["beta"].shape[0])
+        g2 = bn["gamma"].astype(np.float64) ** 2
+        np.testing.assert_allclose(y.mean(0), bn["beta"], atol=0.02 * np.sqrt(g2).max())
+        # std = sqrt(γ² + eps)·σ_q/sqrt(σ_q² + eps): ≈ |γ| when σ_q² >> eps
+        np.testing.assert_allclose(y.std(0), np.sqrt(g2 + bn["eps"]) * np.sqrt(1 - bn["eps"] / (y.var(0) + bn["eps"])),
+                                   rtol=0.03)
+
+
+def test_bias_tuning_lowers_its_loss(cnn, digits):
+    x = digits.x_train[:40]
+    pol = ptq._uniform(cnn, "uint3", "uint3")
+    p = ptq.init_params(cnn, x, "uint3", "uint3")
+    q, losses = ptq.bias_tune(cnn, p, x, pol, steps=30, batch=20, lr=1.0)
+    assert losses[-5:].mean() < losses[:5].mean()
+    np.testing.assert_array_equal(q["head"]["b"], p["head"]["b"])  # the classifier's bias is not tuned
+    assert not np.array_equal(q["c1"]["b"], p["c1"]["b"])
+
+
+def test_no_bn_is_a_clear_error(cnn, digits):
+    nobn = dataclasses.replace(cnn, bn={})
+    x = digits.x_train[:8]
+    for call in (lambda: ptq.bn_tune(nobn, ptq.init_params(nobn, x, "uint4", "uint4"), x, None),
+                 lambda: ptq.synthesize(nobn, 4, (8, 8, 1), steps=1)):
+        with pytest.raises(ValueError, match="no BatchNorm"):
+            call()
+
+
+# ------------------------------------------------------------------------------ integer program
+
+def test_ip_equals_brute_force():
+    rng = np.random.default_rng(0)
+    bits = [8, 4, 2]
+    for trial in range(12):
+        sizes = rng.integers(10, 500, 5).astype(float)
+        dl = np.concatenate([np.zeros((5, 1)), rng.uniform(1e-3, 1, (5, 2))], 1)
+        dl[:, 2] += dl[:, 1]
+        for D in (0.07, 0.1, 0.13, 0.18, 0.25):
+            best, _ = ptq._brute_force(dl, sizes, bits, D)
+            if not np.isfinite(best):
+                with pytest.raises(ValueError, match="infeasible"):
+                    ptq.solve_bit_allocation(dl, sizes, bits, D)
+                continue
+            ch = ptq.solve_bit_allocation(dl, sizes, bits, D)
+            assert np.isclose(dl[np.arange(5), ch].sum(), best)
+            assert (sizes * np.array(bits)[ch]).sum() <= D * 32 * sizes.sum() + 1e-9
+
+
+def test_ip_infeasible_size():
+    with pytest.raises(ValueError, match=r"D=0.1: infeasible.*D >= 0.125"):
+        ptq.solve_bit_allocation(np.zeros((3, 2)), [1, 2, 3], [8, 4], 0.1)
+    with pytest.raises(ValueError, match="positive"):
+        ptq.solve_bit_allocation(np.zeros((3, 2)), [1, 2, 3], [8, 4], -1)
+
+
+# ------------------------------------------------------------------------------ data-free calibration
+
+def test_synthetic_statistics_approach_running_ones(cnn, digits):
+    real = ptq.bn_input_stats(cnn, digits.x_train[:200])
+    bn = {n: dict(cnn.bn[n], mean=np.asarray(m), var=np.asarray(v)) for n, (m, v) in real.items()}
+    f = dataclasses.replace(cnn, bn=bn)  # running statistics = those of real images
+
+    def distance(x):  # scale-free: |μ − μ̂|/σ̂ + |σ²/σ̂² − 1|, averaged over channels and layers
+        st = ptq.bn_input_stats(f, x)
+        return np.mean([(np.abs(np.asarray(m) - bn[n]["mean"]) / np.sqrt(bn[n]["var"])
+                         + np.abs(np.asarray(v) / bn[n]["var"] - 1)).mean() for n, (m, v) in st.items()])
+
+    x0, _ = ptq.synthesize(f, 32, (8, 8, 1), steps=1, lr=0.0)
+    x, losses = ptq.synthesize(f, 32, (8, 8, 1), loss="sym", steps=60, lr=0.1, chunk=30)
+    assert np.all(np.diff(losses[::10]) < 0)  # falling
+    assert losses[-1] < 0.4 * losses[0]
+    assert distance(x) < 0.5 * distance(x0)
+    with pytest.raises(ValueError, match="loss"):
+        ptq.stats_loss({}, {}, "js")
+
+
+def test_stats_losses_vanish_at_the_target():
+    bns = {"a": {"mean": jnp.array([0.5, -1.0]), "var": jnp.array([2.0, 0.3])}}
+    stats = {"a": (bns["a"]["mean"], bns["a"]["var"])}
+    for kind in ptq.STATS_LOSSES:
+        assert abs(float(ptq.stats_loss(stats, bns, kind))) < 1e-6
+    # KL(N(0,1) || N(1,2)) = ½(−1 + ln 2 + 2/2)
+    got = ptq.stats_loss({"a": (jnp.zeros(1), jnp.ones(1))}, {"a": {"mean": jnp.ones(1), "var": 2 * jnp.ones(1)}},
+                         "kl")
+    assert np.isclose(float(got), 0.5 * np.log(2))
+
+
+# ------------------------------------------------------------------------------ the command line
+
+def test_cli_errors(tmp_path, digits, capsys):
+    from emul.cli import main
+
+    net = make_model("cnn", (8, 8, 1), 10, seed=0)
+    path = save_model(net, tmp_path / "m.npz", model="cnn", dataset=digits, recipe="fp32")
+    for argv, msg in ((["--bits", "4", "--size", "0.05"], "infeasible"),
+                      (["--w-format", "fx<8,3>"], "format"),
+                      (["--calib", "many"], "calib"),
+                      (["--pipeline", "heavy"], "pipeline")):
+        assert main(["ptq", str(path), *argv, "--out", str(tmp_path)]) == 2
+        assert msg in capsys.readouterr().err
+    assert main(["ptq", str(tmp_path / "missing.npz")]) == 2
