@@ -224,3 +224,21 @@ def test_cli_errors(tmp_path, digits, capsys):
         assert main(["ptq", str(path), *argv, "--out", str(tmp_path)]) == 2
         assert msg in capsys.readouterr().err
     assert main(["ptq", str(tmp_path / "missing.npz")]) == 2
+
+
+@pytest.mark.slow
+def test_digits_pipeline_adaquant_beats_naive(digits):
+    """The recorded protocol in small: a trained digits CNN, 1 image per class, W3A3 (W4A4 is nearly
+    lossless on digits), advanced pipeline; AdaQuant must beat the naive quantization."""
+    from emul_jax.train import train_run
+
+    _, net = train_run(digits, "fp32", model="cnn", epochs=5, lr=3e-3, progress=False)
+    f = ptq.fold_bn(net, "cnn")
+    cx, cy = ptq.calibration_set(digits.x_train, digits.y_train, 1)
+    rec = ptq.run(f, cx, cy, digits.x_test, digits.y_test, wfmt="uint3", afmt="uint3", pipeline="advanced",
+                  sizes=(0.1, 0.15), bias_steps=100)
+    acc = {s["step"].split(" (")[0]: s["accuracy"] for s in rec["steps"]}
+    assert acc["+ AdaQuant"] > acc["naive W uint3 / A uint3"]
+    assert [r["D"] for r in rec["ip"]] == [0.1, 0.15]
+    assert all(r["size"] <= r["D"] for r in rec["ip"])
+    json.dumps(rec)
