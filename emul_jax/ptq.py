@@ -187,6 +187,7 @@ class Folded:
     params: dict
     raw: dict
     bn: dict
+    graph: str = ""
 
     @property
     def names(self):
@@ -194,7 +195,7 @@ class Folded:
 
     @property
     def static(self):
-        return (self.model, self.layers)
+        return (self.graph or self.model, self.layers)
 
 
 def _layout(model: str, net):
@@ -251,22 +252,37 @@ def fold_bn(net, model: str) -> Folded:
             bns[name] = {"gamma": g, "beta": beta, "mean": mean, "var": var, "eps": float(eps)}
         params[name] = {"w": w, "b": b}
         layers.append(info)
-    return Folded(model, tuple(layers), params, raw, bns)
+    graph = model
+    if model == "cnn":  # the classifier's input: global average pooling (64) or 4x4 adaptive pooling (1024)
+        c = params["c3"]["w"].shape[-1]
+        fan_in = params["head"]["w"].shape[0]
+        if fan_in not in (c, 16 * c):
+            raise ValueError(f"model cnn: a classifier of {fan_in} inputs fits neither pooling (global: {c}, "
+                             f"4x4: {16 * c})")
+        graph = "cnn-pool4" if fan_in == 16 * c else "cnn-mean"
+    return Folded(model, tuple(layers), params, raw, bns, graph)
 
 
 def _pool(x):
     return nnx.max_pool(x, (2, 2), (2, 2), padding="SAME")
 
 
+def _pool4(x):
+    """Adaptive average pooling to 4x4 as emul_jax.train's CNN computes it (``jax.image.resize``,
+    linear with antialiasing), flattened."""
+    x = jax.image.resize(x, (x.shape[0], 4, 4, x.shape[3]), "linear", antialias=True)
+    return x.reshape(x.shape[0], -1)
+
+
 def _graph(model, L, x, names):
     r = jax.nn.relu
     if model == "mlp":
         return L("head", r(L("fc1", x.reshape(x.shape[0], -1))))
-    if model == "cnn":
+    if model.startswith("cnn"):
         x = _pool(r(L("c1", x)))
         x = _pool(r(L("c2", x)))
         x = r(L("c3", x))
-        return L("head", x.mean(axis=(1, 2)))
+        return L("head", _pool4(x) if model == "cnn-pool4" else x.mean(axis=(1, 2)))
     x = r(L("stem", x))
     i = 0
     while f"blocks.{i}.c1" in names:
