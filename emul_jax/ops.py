@@ -123,6 +123,21 @@ def _fmt(value, name):
     return fmt
 
 
+def _block_format(value):
+    """The :class:`emul.blocks.BlockFormat` that ``value`` names (a preset such as ``"mxfp8_e4m3"``,
+    a generic ``element/scale/k`` name or a BlockFormat), else None."""
+    from emul.blocks import BlockFormat, format as block_format
+
+    if isinstance(value, BlockFormat):
+        return value
+    if isinstance(value, str):
+        try:
+            return block_format(value)
+        except (ValueError, TypeError):
+            return None
+    return None
+
+
 def _rounding_args(obj, name):
     """Normalise and validate (format, rounding, overflow, sr_bits, sr_method) of obj in place."""
     rounding = Rounding(obj.rounding).value if isinstance(obj.rounding, (str, Rounding)) else obj.rounding
@@ -197,7 +212,11 @@ class Operand:
        ``sr_bits`` / ``sr_method`` (as :func:`emul_jax.quantize`; ``"stochastic"`` draws one word
        per element from the operand's key stream).
 
-    ``format=None`` (the default) leaves the values float32 (sparsity still applies).
+    ``format=None`` (the default) leaves the values float32 (sparsity still applies). A block format
+    (``"mxfp8_e4m3"``, any OCP MX preset or ``element/e8m0/k``, docs/blocks.md) quantizes blocks of k
+    consecutive elements along the operand's reduction axis in this GEMM with their shared power-of-two
+    scale (:func:`emul_jax.blocks.quantize`, the preset's scale rule, elements saturating; ``rounding``
+    and SR as above); ``scale`` must then be ``"none"``.
     """
 
     format: Any = None
@@ -220,6 +239,15 @@ class Operand:
             if self.rounding != "nearest_even" or self.overflow is not None or self.sr_bits is not None:
                 raise ValueError("rounding/overflow/sr_bits: only used with a format "
                                  "(format=None keeps float32 values)")
+            return
+        block = _block_format(self.format)
+        if block is not None:
+            if self.scale != "none":
+                raise ValueError(f"format={block.name}: a block format carries its own scales; use scale='none'")
+            if self.overflow is not None:
+                raise ValueError(f"format={block.name}: elements saturate (docs/blocks.md); leave overflow=None")
+            object.__setattr__(self, "format", block)
+            _rounding_args(dataclasses.replace(self, format=block.element), "Operand")
             return
         object.__setattr__(self, "format", _fmt(self.format, "format"))
         _rounding_args(self, "Operand")
@@ -427,6 +455,15 @@ def w8a8g8(*, per_channel: bool = False, grad_w: Any = "bf16") -> DotConfig:
                                drhs=GemmSpec(lhs=REUSE, rhs=gw), bifurcation=True)
 
 
+def mx(*, element: str = "mxfp8_e4m3") -> DotConfig:
+    """MXFP8 forward (OCP MX, docs/blocks.md): activations and weights quantized in blocks of 32
+    along the forward GEMM's reduction axis, each block with its e8m0 power-of-two scale (floor rule),
+    elements rounded nearest-even and saturating; the backward GEMMs reuse those quantized operands
+    with the float32 output gradient."""
+    fwd = GemmSpec(lhs=Operand(format=element), rhs=Operand(format=element))
+    return DotConfig(fwd=fwd, dlhs=GemmSpec(rhs=REUSE), drhs=GemmSpec(lhs=REUSE))
+
+
 def _grad_sparsity(base, sparsity, name):
     base = fp32() if base is None else base
     if not base.bifurcation:
@@ -484,7 +521,7 @@ def acc12(base: DotConfig | None = None, *, format: Any = "e4m7", chunk: int = 1
     return out
 
 
-_BASES = {"fp32": fp32, "w8a8": w8a8, "w8a8g8": w8a8g8}
+_BASES = {"fp32": fp32, "w8a8": w8a8, "w8a8g8": w8a8g8, "mx": mx}
 _MODIFIERS = {"mvue12": mvue12, "mvue24": mvue24, "topk24-grad": topk24_grad, "tnm24": tnm24, "tnm48": tnm48,
               "acc12": acc12}
 RECIPES = tuple(_BASES) + tuple(_MODIFIERS)
@@ -492,7 +529,7 @@ RECIPES = tuple(_BASES) + tuple(_MODIFIERS)
 
 def recipe(name: str) -> DotConfig:
     """The config of an ``emul train`` recipe, combinable with ``+`` (at most one of ``fp32``,
-    ``w8a8``, ``w8a8g8``, then modifiers in order): ``recipe("w8a8g8+mvue24")``.
+    ``w8a8``, ``w8a8g8``, ``mx``, then modifiers in order): ``recipe("w8a8g8+mvue24")``.
 
     >>> recipe("w8a8g8+mvue24") == mvue24(w8a8g8())
     True
@@ -625,6 +662,13 @@ def _prepare(x, op: Operand, ax: _Axes, round_key, sparse_key, mask=None):
     kw = dict(rounding=op.rounding, overflow=op.overflow, sr_bits=op.sr_bits, sr_method=op.sr_method)
     if op.stochastic:
         kw["key"] = round_key()
+    if not isinstance(fmt, (FloatFormat, FixedFormat)):  # a block format: blocks along the reduction axis
+        if ax.nm is None:
+            raise ValueError(f"format={fmt.name}: this operand has no reduction axis in this GEMM")
+        from .blocks import quantize as _block_quantize
+
+        del kw["overflow"]
+        return _block_quantize(x, fmt, axis=ax.nm, **kw), None
     if op.scale == "none":
         return _quantize(x, fmt, **kw), None
     x = _ftz(x)

@@ -14,6 +14,8 @@ Recipes (combinable with ``+``, a base first; :func:`emul_jax.ops.recipe` builds
 ``w8a8g8``        + 8-bit stochastically rounded output gradients with bifurcation (the weight
                   gradient from a bf16 copy)
 ``rangebn``       Range Batch-Norm in place of every BatchNorm (``w8a8g8-rangebn`` = ``w8a8g8+rangebn``)
+``mx``            MXFP8 forward: e4m3 elements in blocks of 32 along each forward GEMM's reduction
+                  axis with e8m0 scales (OCP MX)
 ``mvue12/24``     the weight-gradient GEMM's output gradient made 1:2 / 2:4 sparse by MVUE (paper [A])
 ``topk24-grad``   ... pruned to its top 2 of 4 magnitudes instead (biased: the failure mode)
 ``tnm24/48``      transposable 2:4 / 4:8 weights (paper [B]): a greedy mask recomputed every 40
@@ -62,7 +64,7 @@ __all__ = [
 DATASETS = ("digits", "mnist")
 MODELS = ("mlp", "cnn", "resnet")
 OPTIMIZERS = ("adam", "sgd", "momentum")
-RECIPES = ("fp32", "w8a8", "w8a8g8", "w8a8g8-rangebn", "rangebn", "mvue12", "mvue24", "topk24-grad",
+RECIPES = ("fp32", "w8a8", "w8a8g8", "w8a8g8-rangebn", "mx", "rangebn", "mvue12", "mvue24", "topk24-grad",
            "tnm24", "tnm48", "acc12")
 ALL = tuple(r for r in RECIPES if r != "rangebn")  # ``--recipes all``: every recipe once
 DEFAULTS = {"digits": {"epochs": 10.0, "lr": 3e-3}, "mnist": {"epochs": 3.0, "lr": 3e-3}}
@@ -246,15 +248,12 @@ class Recipe:
 
 def parse_recipe(name: str) -> Recipe:
     """``"w8a8g8-rangebn+mvue24"`` → a :class:`Recipe`. Parts are joined by ``+``, at most one base
-    (``fp32``, ``w8a8``, ``w8a8g8``, ``w8a8g8-rangebn``) first; ``mx`` needs the block formats."""
+    (``fp32``, ``w8a8``, ``w8a8g8``, ``w8a8g8-rangebn``, ``mx``) first."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"recipe {name!r}: expected names from {', '.join(RECIPES)} joined by '+'")
     parts = name.split("+")
     range_bn, mask, cfg_parts = False, None, []
     for i, part in enumerate(parts):
-        if part == "mx":
-            raise ValueError(f"recipe {name!r}: 'mx' (MXFP8 forward) needs the block formats of emul.blocks in "
-                             "emul_jax, which are not there yet")
         if part.endswith("-rangebn") and part[: -len("-rangebn")] in ops.RECIPES:
             part = part[: -len("-rangebn")]
             range_bn = True
@@ -265,7 +264,7 @@ def parse_recipe(name: str) -> Recipe:
                 raise ValueError(f"recipe {name!r}: at most one of tnm24, tnm48")
             mask = _MASK_PARTS[part]
         elif part in ops.RECIPES:
-            if part in ("fp32", "w8a8", "w8a8g8") and i:
+            if part in ("fp32", "w8a8", "w8a8g8", "mx") and i:
                 raise ValueError(f"recipe {name!r}: {part!r} is a base recipe and must come first")
             cfg_parts.append(part)
         else:

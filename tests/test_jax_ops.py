@@ -631,3 +631,22 @@ def test_emulated_conv_backward_replays_in_numpy():
     a = ct.reshape(2, 4, 25).transpose(1, 0, 2).reshape(4, 50)
     b = cols.transpose(0, 2, 1).reshape(50, 27)
     assert_bits(dw, emul.matmul(a, b, "e4m7", key=sk(ops.DRHS), **kw).reshape(4, 3, 3, 3))
+
+
+def test_mx_operands_are_the_cores_blocks():
+    """The ``mx`` recipe: each forward operand in MXFP8 blocks of 32 along its reduction axis, as
+    emul.blocks.quantize; with an emulated fp32 accumulator the product equals emul.matmul bit for bit."""
+    from emul import blocks
+
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((3, 70)) * 8).astype(np.float32)  # 70 = two blocks and a tail of 6
+    w = (rng.standard_normal((70, 5)) / 4).astype(np.float32)
+    acc = ops.Accumulator(format="fp32", order="sequential")
+    cfg = dataclasses.replace(ops.recipe("mx"), fwd=dataclasses.replace(ops.recipe("mx").fwd, accumulator=acc))
+    y = jax.jit(lambda x, w: ops.dot_general(x, w, (((1,), (0,)), ((), ())), cfg))(x, w)
+    xq = blocks.quantize(x, "mxfp8_e4m3", axis=1).astype(np.float32)
+    wq = blocks.quantize(w, "mxfp8_e4m3", axis=0).astype(np.float32)
+    want = emul.matmul(xq, wq, "fp32", order="sequential").astype(np.float32)
+    assert (np.asarray(y).view(np.uint32) == want.view(np.uint32)).all()
+    with pytest.raises(ValueError, match="carries its own scales"):
+        ops.Operand(format="mxfp8_e4m3", scale="absmax")
