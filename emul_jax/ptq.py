@@ -1,4 +1,4 @@
-"""Post-training quantization of a trained network (``emul ptq``; PAPERS.md §E AdaQuant, §F data-free).
+"""Post-training quantization of a trained network (``emul ptq``; AdaQuant [E] and data-free calibration [F], docs/references.md).
 
 A trained model (:func:`emul_jax.train.load_model`) is turned into a *folded* network: every
 conv/dense layer followed by a BatchNorm gets the BN folded into its weights and bias
@@ -89,7 +89,7 @@ def quantizer_format(fmt):
 
 def _div(a, b):
     """a / b, correctly rounded float32: the divisor is broadcast to the full shape behind an
-    optimization barrier, so XLA cannot rewrite the division as a multiplication by 1/b (JAX.md §1)."""
+    optimization barrier, so XLA cannot rewrite the division as a multiplication by 1/b (docs/jax.md)."""
     shape = jnp.broadcast_shapes(jnp.shape(a), jnp.shape(b))
     return jnp.broadcast_to(a, shape) / lax.optimization_barrier(jnp.broadcast_to(b, shape))
 
