@@ -758,12 +758,14 @@ def plot(record: dict, path) -> Path:
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("accuracy per recipe")
     ax = axes[1]
-    ratios = [row["step_time_ratio"] or 0.0 for row in record["summary"]]
-    ax.bar(range(len(recipes)), ratios, color="C1")
+    relative = all(row["step_time_ratio"] is not None for row in record["summary"])
+    times = [row["step_time_ratio"] if relative else 1e3 * row["step_time_s"] for row in record["summary"]]
+    ax.bar(range(len(recipes)), times, color="C1")
     ax.set_yscale("log")
-    ax.axhline(1.0, color="k", lw=0.8)
+    if relative:
+        ax.axhline(1.0, color="k", lw=0.8)
     ax.set_xticks(range(len(recipes)), recipes, rotation=45, ha="right")
-    ax.set_ylabel("step time / fp32 step time")
+    ax.set_ylabel("step time / fp32 step time" if relative else "step time (ms)")
     ax.set_title(f"step time ({record['machine']['backend']}, {record['machine']['cpus']} cpus)")
     ax = axes[2]
     seed = record["seeds"][0]
