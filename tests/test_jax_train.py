@@ -72,7 +72,8 @@ def test_recipes_train_and_the_record(tiny, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", T.ALL)
 def test_every_recipe_alone_trains(tiny, recipe):
-    rec = T.study([recipe], dataset=tiny, model="mlp", epochs=2, batch=32, lr=3e-3, progress=False)
+    rec = T.study([recipe], dataset=tiny, model="mlp", epochs=2, batch=32, lr=3e-3, finetune_epochs=2,
+                  finetune_lr=3e-3, progress=False)
     assert not rec["runs"][0]["nan"] and falls(rec["runs"][0]["losses"])
 
 
