@@ -30,9 +30,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
-import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -46,6 +43,7 @@ from jax import lax
 
 from emul.formats import FixedFormat, FloatFormat, format as _parse_format
 
+from ._report import cli, machine, write
 from .quantize import _quantize_unchecked
 
 __all__ = [
@@ -951,15 +949,6 @@ def plot(record: dict, path) -> Path:
     return path
 
 
-def _machine():
-    try:
-        load = list(os.getloadavg())
-    except OSError:
-        load = None
-    return {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
-            "load_avg": load, "jax": jax.__version__, "backend": jax.default_backend()}
-
-
 # ------------------------------------------------------------------------------ the command line
 
 def build_parser():
@@ -1067,26 +1056,14 @@ def run_cli(args, argv) -> int:
                  progress=progress, log=(lambda s: print(s, file=sys.stderr)) if progress else None)
     record = {"schema": RECORD_SCHEMA, "command": "emul ptq " + " ".join(argv), "model_file": str(path),
               "model": meta["model"], "dataset": meta["dataset"], "calibration": calib, "synthetic": synth,
-              "seed": args.seed, "test_images": len(test_y), "machine": _machine(), "result": result}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+              "seed": args.seed, "test_images": len(test_y), "machine": machine(), "result": result}
     stem = f"ptq_{meta['dataset']}_{meta['model']}_{args.pipeline}_{'synthetic' if per_class is None else 'real'}"
-    (out / f"{stem}.json").write_text(json.dumps(record, indent=1))
-    png = plot(record, out / f"{stem}.png")
-    print(table(record))
-    print(f"record: {out / (stem + '.json')}\nplot:   {png}")
-    return 0
+    return write(record, args.out, stem, table, plot)
 
 
 def main(argv=None) -> int:
     """``emul ptq ...``; bad input exits with status 2 and a message."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
-    try:
-        return run_cli(args, argv)
-    except (ValueError, RuntimeError) as e:
-        print(f"emul ptq: error: {e}", file=sys.stderr)
-        return 2
+    return cli("emul ptq", build_parser, run_cli, argv)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,6 @@ import json
 import math
 import os
 import pickle
-import platform
 import sys
 import time
 from pathlib import Path
@@ -54,6 +53,7 @@ from flax import nnx
 
 from . import nn as enn
 from . import ops
+from ._report import cli, machine, write
 
 __all__ = [
     "DATASETS", "MODELS", "OPTIMIZERS", "RECIPES", "RECORD_SCHEMA", "Dataset", "load_dataset",
@@ -600,16 +600,6 @@ def validate_record(record: dict) -> dict:
     return record
 
 
-def _machine(devices):
-    try:
-        load = list(os.getloadavg())
-    except OSError:
-        load = None
-    return {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
-            "load_avg": load, "jax": jax.__version__, "backend": jax.default_backend(),
-            "devices": devices}
-
-
 def _summary(runs, recipes):
     by = {r: [x for x in runs if x["recipe"] == r] for r in recipes}
     base = by.get("fp32")
@@ -683,7 +673,7 @@ def study(recipes=("fp32", "w8a8", "w8a8g8"), *, dataset: str | Dataset = "digit
         "model": model if isinstance(model, str) else getattr(model, "__name__", "custom"), "epochs": epochs,
         "batch": batch, "seeds": seeds, "recipes": recipes, "optimizer": optimizer, "lr": float(lr),
         "batch_aug": batch_aug, "mixed_size": bool(mixed_size), "devices": devices,
-        "finetune_epochs": finetune_epochs, "machine": _machine(devices), "runs": runs,
+        "finetune_epochs": finetune_epochs, "machine": dict(machine(), devices=devices), "runs": runs,
         "summary": _summary(runs, recipes),
     }
     return validate_record(record)
@@ -844,25 +834,12 @@ def run_cli(args, argv) -> int:
                    mixed_size=args.mixed_size, devices=args.devices, finetune_epochs=args.finetune_epochs,
                    limit=args.limit, progress=not args.no_progress, command="emul train " + " ".join(argv),
                    save=Path(args.out) if args.save else None)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"train_{record['dataset']}_{record['model']}"
-    (out / f"{stem}.json").write_text(json.dumps(record, indent=1))
-    png = plot(record, out / f"{stem}.png")
-    print(table(record))
-    print(f"record: {out / (stem + '.json')}\nplot:   {png}")
-    return 0
+    return write(record, args.out, f"train_{record['dataset']}_{record['model']}", table, plot)
 
 
 def main(argv=None) -> int:
     """``emul train ...``; bad options exit with status 2 and a message naming the choices."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
-    try:
-        return run_cli(args, argv)
-    except (ValueError, RuntimeError) as e:
-        print(f"emul train: error: {e}", file=sys.stderr)
-        return 2
+    return cli("emul train", build_parser, run_cli, argv)
 
 
 if __name__ == "__main__":
