@@ -4,6 +4,7 @@ subcommands as they come)."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 
@@ -131,32 +132,29 @@ def _devices(argv) -> int:
     return 1
 
 
+_NEEDS = {"train": "JAX, Flax, optax, tqdm, matplotlib and scikit-learn",
+          "ptq": "JAX, Flax, optax, scipy, tqdm and matplotlib"}
+
+
+def _jax_command(name, argv) -> int:
+    """``emul NAME ...`` from ``emul_jax.NAME.main``, imported only now (``import emul`` stays JAX-free)."""
+    try:
+        module = importlib.import_module(f"emul_jax.{name}")
+    except ImportError as e:
+        print(f"emul {name}: error: {e}; it needs {_NEEDS[name]}: pip install 'emul[train]'", file=sys.stderr)
+        return 2
+    return module.main(argv)
+
+
 def train(argv) -> int:
-    """``emul train ...``: imports JAX only now (``import emul`` stays JAX-free). With ``--devices N`` and
-    JAX not yet imported, asks XLA for N host (CPU) devices, so data parallelism runs on one machine."""
+    """``emul train ...``. With ``--devices N`` and JAX not yet imported, asks XLA for N host (CPU)
+    devices first, so data parallelism runs on one machine."""
     devices = _devices(argv)
     if devices > 1 and "jax" not in sys.modules:
         flags = os.environ.get("XLA_FLAGS", "")
         if "xla_force_host_platform_device_count" not in flags:
             os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={devices}".strip()
-    try:
-        from emul_jax.train import main as train_main
-    except ImportError as e:
-        print(f"emul train: error: {e}; it needs JAX, Flax, optax, tqdm, matplotlib and scikit-learn: "
-              "pip install 'emul[train]'", file=sys.stderr)
-        return 2
-    return train_main(argv)
-
-
-def ptq(argv) -> int:
-    """``emul ptq ...``: imports JAX only now (``import emul`` stays JAX-free)."""
-    try:
-        from emul_jax.ptq import main as ptq_main
-    except ImportError as e:
-        print(f"emul ptq: error: {e}; it needs JAX, Flax, optax, scipy, tqdm and matplotlib: "
-              "pip install 'emul[train]'", file=sys.stderr)
-        return 2
-    return ptq_main(argv)
+    return _jax_command("train", argv)
 
 
 def main(argv=None) -> int:
@@ -164,7 +162,7 @@ def main(argv=None) -> int:
     if argv[:1] == ["train"]:
         return train(argv[1:])
     if argv[:1] == ["ptq"]:
-        return ptq(argv[1:])
+        return _jax_command("ptq", argv[1:])
     args = build_parser().parse_args(argv)
     return args.run(args)
 
