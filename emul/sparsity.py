@@ -27,6 +27,7 @@ from fractions import Fraction
 import numpy as np
 
 from . import random as _random
+from ._validate import ml_dtypes_kind
 
 
 def _kernels():
@@ -218,21 +219,6 @@ def nm_prune(x, n, m, axis=-1, ties="low_index"):
 # ----------------------------------------------------------------------------- MVUE
 
 
-def _ml_dtypes_kind(dt):
-    """'float' or 'int' for an ml_dtypes scalar type (bfloat16, float8_*, int4, ...), else None."""
-    try:
-        import ml_dtypes
-    except ImportError:
-        return None
-    for kind, info in (("float", ml_dtypes.finfo), ("int", ml_dtypes.iinfo)):
-        try:
-            info(dt)
-            return kind
-        except Exception:
-            pass
-    return None
-
-
 # dtypes whose MVUE arithmetic runs in the dtype itself, held in float32 and rounded after every
 # operation (see emul/_kernels/sparsity.py): name -> the kernels' tag dtype
 _ROUNDED_DTYPES = {"float16": np.uint16, "bfloat16": np.int16}
@@ -254,7 +240,7 @@ def _mvue_dtypes(a):
     if kind in "iub":
         return np.dtype(np.float64), np.dtype(np.float64), np.dtype(np.float64), np.dtype(np.float64)
     if kind == "V":
-        ml = _ml_dtypes_kind(dt)
+        ml = ml_dtypes_kind(dt)
         if ml == "int":  # ml_dtypes int4, uint2, ...: like integers
             return np.dtype(np.float64), np.dtype(np.float64), np.dtype(np.float64), np.dtype(np.float64)
         if ml == "float":
