@@ -176,16 +176,20 @@ def _accs(acc, overflow):
     return out
 
 
+def _name_and_int(item):
+    """(name, int or None) from ``("name", n)``, ``"name:n"`` or ``"name"``."""
+    if isinstance(item, tuple):
+        return item
+    if isinstance(item, str) and ":" in item:
+        name, n = item.split(":", 1)
+        return name, int(n)
+    return item, None
+
+
 def _roundings(rounding, sr_bits):
     out = []
     for item in _as_list(rounding, _int_pair):
-        if isinstance(item, tuple):
-            mode, bits = item
-        elif isinstance(item, str) and ":" in item:
-            mode, bits = item.split(":", 1)
-            bits = int(bits)
-        else:
-            mode, bits = item, None
+        mode, bits = _name_and_int(item)
         mode = as_rounding(mode)
         if mode == Rounding.STOCHASTIC:
             bits = bits if bits is not None else (sr_bits if sr_bits is not None else 32)
@@ -200,13 +204,7 @@ def _roundings(rounding, sr_bits):
 def _orders(order):
     out = []
     for item in _as_list(order, _int_pair):
-        if isinstance(item, tuple):
-            name, chunk = item
-        elif isinstance(item, str) and ":" in item:
-            name, chunk = item.split(":", 1)
-            chunk = int(chunk)
-        else:
-            name, chunk = item, None
+        name, chunk = _name_and_int(item)
         if name not in ("sequential", "pairwise", "chunked"):
             raise ValueError(f"order={item!r}: must be 'sequential', 'pairwise', ('chunked', size) or 'chunked:size'")
         if (name == "chunked") != (chunk is not None):
