@@ -137,7 +137,8 @@ _NEEDS = {"train": "JAX, Flax, optax, tqdm, matplotlib and scikit-learn",
 
 
 def _jax_command(name, argv) -> int:
-    """``emul NAME ...`` from ``emul_jax.NAME.main``, imported only now (``import emul`` stays JAX-free)."""
+    """``emul NAME ...``: the ``main`` of the emul_jax module ``name``, imported only now (``import emul``
+    stays JAX-free)."""
     try:
         module = importlib.import_module(f"emul_jax.{name}")
     except ImportError as e:
