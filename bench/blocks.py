@@ -16,10 +16,8 @@ Prints a table with ratios and writes bench/results/blocks.json with the machine
 """
 
 import argparse
-import json
 import os
-import platform
-import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -29,15 +27,8 @@ import numpy as np
 
 import emul.blocks as B
 
-
-def median_time(fn, repeats):
-    fn()  # compile / warm up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import median_time, ratio, write  # noqa: E402
 
 
 def gfloat_encode(blocks, gname):
@@ -58,7 +49,6 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--n", type=int, default=1 << 24)
     ap.add_argument("--gfloat-blocks", type=int, default=2000)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "blocks.json"))
     args = ap.parse_args()
     load_before = os.getloadavg()
     rng = np.random.default_rng(0)
@@ -98,14 +88,12 @@ def main():
     r = rows[2]
     print(f"{r['task']:44s} emul {r['emul_s']:.4f} s | numpy float32 {r['numpy_float32_matmul_s']:.5f} s "
           f"(emul is {1 / r['numpy_over_emul']:.0f}x slower)")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "machine": {"cpus": os.cpu_count(), "numba_threads": numba.get_num_threads(),
-                    "load_average_before": load_before, "load_average_after": load_after,
-                    "python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__},
-        "repeats": args.repeats, "results": rows}, indent=2) + "\n")
-    print(f"wrote {out}")
+    ratios = []
+    for r in rows[:2]:
+        ratios.append(ratio(f"{r['task']}: vs gfloat", r["vs_gfloat"], 10))
+        ratios.append(ratio(f"{r['task']}: vs ml_dtypes plain cast", r["vs_ml_dtypes"], 1))
+    ratios.append(ratio(f"{rows[2]['task']}: vs numpy float32", rows[2]["numpy_over_emul"]))
+    print(f"wrote {write('blocks', {'repeats': args.repeats, 'results': rows, 'ratios': ratios}, load_before)}")
 
 
 if __name__ == "__main__":

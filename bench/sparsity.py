@@ -8,10 +8,8 @@ scaled to the whole weight; its kept |w| is checked against emul's on the sample
 """
 
 import argparse
-import json
 import os
-import platform
-import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -20,15 +18,8 @@ import numpy as np
 
 import emul.sparsity as sp
 
-
-def median_time(fn, repeats):
-    fn()  # compile / warm up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import median_time, ratio, write  # noqa: E402
 
 
 def nx_tile_mask(tile, n):
@@ -53,8 +44,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--nx-tiles", type=int, default=300)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "sparsity.json"))
     args = ap.parse_args()
+    load_before = os.getloadavg()
 
     rng = np.random.default_rng(0)
     w = rng.standard_normal((4096, 4096)).astype(np.float32)
@@ -109,14 +100,13 @@ def main():
         print(f"{r['task']:52s} {r['seconds']:9.3f} {rate}  {r['goal'] or ''}")
     if nx_note:
         print(nx_note)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "machine": {"cpus": os.cpu_count(), "numba_threads": numba.get_num_threads(),
-                    "python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__},
-        "repeats": args.repeats, "rows": rows,
-    }, indent=2))
-    print(f"wrote {out}")
+    ratios = []  # absolute goals: the value is the measured figure, the target the goal's
+    for r in rows:
+        if r["goal"] and r["goal"].startswith(">="):
+            ratios.append(ratio(f"{r['task']}, M elem/s", r["elements_per_s"] / 1e6, float(r["goal"].split()[1])))
+        elif r["goal"] and r["goal"].startswith("<"):
+            ratios.append(ratio(f"{r['task']}, goal seconds / seconds", float(r["goal"].split()[1]) / r["seconds"], 1))
+    print(f"wrote {write('sparsity', {'repeats': args.repeats, 'rows': rows, 'ratios': ratios}, load_before)}")
 
 
 if __name__ == "__main__":
