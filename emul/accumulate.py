@@ -36,6 +36,7 @@ from ._lazy import LazyModule
 from ._threads import single_thread_below
 K = LazyModule("emul._kernels.accumulate")
 FK = LazyModule("emul._kernels.fast_accumulate")
+SK = LazyModule("emul._kernels.sr_accumulate")
 KR = LazyModule("emul._kernels.round")
 from ._params import kernel_params, resolve
 from ._validate import numeric_array
@@ -170,6 +171,37 @@ def _operand(x, name) -> np.ndarray:
     return x
 
 
+class _Words:
+    """The SR words of one call (``sr_words``'s flat uint32 layout: element e, step t uses word
+    e*T + t), materialised only when a kernel reads them from memory: with ``seed``/``key`` the
+    vectorised SR kernel generates each word from its index instead (``gen``)."""
+
+    def __init__(self, u, key=None, shift=0, n=0):
+        self.u, self.key, self.shift, self.n = u, key, shift, n
+        self.gen = u is None
+
+    @classmethod
+    def of(cls, cfg, shape, seed, key, random_bits):
+        if cfg.mode != Rounding.STOCHASTIC or random_bits is not None:
+            return cls(_kernel_arg(sr_words(cfg.mode, shape, cfg.r, seed=seed, key=key, random_bits=random_bits)))
+        sr_words(cfg.mode, (0,), cfg.r, seed=seed, key=key)  # validates: exactly one of seed / key
+        from . import random as _random
+        return cls(None, _random._as_key(key=key, seed=seed), 32 - cfg.r, int(np.prod(shape, dtype=np.int64)))
+
+    def array(self) -> np.ndarray:
+        """The words as one flat uint32 array (generated on first use)."""
+        if self.u is None:
+            from . import random as _random
+            self.u = _kernel_arg(_random._bits_flat(self.key, self.n) >> np.uint32(self.shift))
+        return self.u
+
+    def kernel_args(self):
+        """(k0, k1, shift, gen, u) for emul/_kernels/sr_accumulate.py."""
+        if self.gen:
+            return int(self.key[0]), int(self.key[1]), self.shift, True, np.zeros(1, np.uint32)
+        return 0, 0, 0, False, self.u
+
+
 def _stack(x: np.ndarray, batch: tuple, core: tuple):
     """(array of shape (n, *core) holding x's distinct batch entries, index of each batch element)."""
     xb = x.shape[:-2]
@@ -210,7 +242,7 @@ def _matmul(a, b, acc, product, product_rounding, rounding, overflow, order, chu
     full_shape = batch + (M, N)
     Kd = Ka
     T = sr_steps(Kd, cfg.order, cfg.chunk)
-    u = sr_words(cfg.mode, out_shape + (T,), cfg.r, seed=seed, key=key, random_bits=random_bits)
+    u = _Words.of(cfg, out_shape + (T,), seed, key, random_bits)
     init_codes = _init_codes(init, cfg, out_shape)
     out_dtype = (np.float32 if a_dtype == np.float32 and b_dtype == np.float32 and _fits_float32(cfg.final)
                  else np.float64)
@@ -222,7 +254,7 @@ def _matmul(a, b, acc, product, product_rounding, rounding, overflow, order, chu
         return out if out.ndim else out[()]
     A3, ia = _stack(a2, batch, (M, Kd))
     B3, ib = _stack(b2, batch, (Kd, N))
-    job = _Job(cfg, A3, B3, ia, ib, M, N, Kd, _kernel_arg(init_codes), _kernel_arg(u), T)
+    job = _Job(cfg, A3, B3, ia, ib, M, N, Kd, _kernel_arg(init_codes), u, T)
     job.integers, job.max_abs, job.scans = integers, max_abs, scans
     out = job.run(fast).reshape(out_shape)
     if out_dtype == np.float32:
@@ -258,7 +290,7 @@ class _Job:
 
     def __init__(self, cfg, A3, B3, ia, ib, M, N, K, init_codes, u, T):
         self.cfg, self.raw, self.ia, self.ib = cfg, (A3, B3), ia, ib
-        self.M, self.N, self.K, self.init_codes, self.u, self.T = M, N, K, init_codes, u, T
+        self.M, self.N, self.K, self.init_codes, self.words, self.T = M, N, K, init_codes, u, T
         self._wide = [None, None]
         self.rows = ia.size * M
         self.order = ORDERS.index(cfg.order)
@@ -275,6 +307,7 @@ class _Job:
         return self._wide[i]
 
     A3 = property(lambda self: self._operand(0))
+    u = property(lambda self: self.words.array())
     B3 = property(lambda self: self._operand(1))
 
     def run(self, fast=True) -> np.ndarray:
@@ -428,7 +461,11 @@ class _FloatPlan:
         with _threads_for(job.rows * job.N * job.K, "float"):
             Ra = _rne_params_cached(cfg.acc, cfg.mode, cfg.ovf, cfg.r, cfg.compare)
             Ro = _rne_params_cached(cfg.outer, cfg.mode, cfg.outer_ovf, cfg.r, cfg.compare)
-            if rne and job.order == K.SEQUENTIAL and cfg.product is None:
+            if cfg.mode == Rounding.STOCHASTIC:
+                SK.sr_rows(job.A3, job.B3, job.ia, job.ib, job.M, job.N, job.K, job.order, cfg.chunk, init, Fa, Fo,
+                           Fp, cfg.product is not None, self.twosum, *job.words.kernel_args(), job.T, rows_ids, out,
+                           bad)
+            elif rne and job.order == K.SEQUENTIAL and cfg.product is None:
                 FK.float_rows_rne(job.A3, job.B3, job.ia, job.ib, job.M, job.N, job.K, init, Ra, self.twosum,
                                   rows_ids, out, bad)
             else:
@@ -494,8 +531,12 @@ class _FixedPlan:
             dt = self.dtype
             res = np.empty((todo.size, job.N), np.float64)
             with _threads_for(todo.size * job.N * job.K, "fixed"):
-                FK.fixed_rows(A, B, job.ia, job.ib, job.M, job.N, job.K, job.order,
-                              cfg.chunk, init.astype(dt), np.array(ra, dt), np.array(ro, dt), todo, res)
+                if dt == np.int16:  # sequential saturate, everything within int16 (see _plan)
+                    FK.sat_rows_i16(A, B, job.ia, job.ib, job.M, job.N, job.K, init.astype(dt), int(ra[0]),
+                                    int(ra[1]), todo, res)
+                else:
+                    FK.fixed_rows(A, B, job.ia, job.ib, job.M, job.N, job.K, job.order,
+                                  cfg.chunk, init.astype(dt), np.array(ra, dt), np.array(ro, dt), todo, res)
             if out is None:
                 out = res
             else:
@@ -524,6 +565,8 @@ class _FixedPlan:
             if not cand.any():
                 return None
         # exact: integers below 2**24 (float32) or 2**53 (float64), in any summation order
+        if A.dtype.kind == "i":  # int16 lanes: BLAS in float32 (exact below 2**24, checked next)
+            A, B = A.astype(np.float32), B.astype(np.float32)
         if A.dtype == np.float32 and job.K * amax * bmax + float(np.abs(init).max()) >= 2**24:
             A, B = A.astype(np.float64), B.astype(np.float64)
         total = _batched_matmul(A, B, job).astype(np.float64, copy=False)
@@ -612,6 +655,9 @@ def _plan(job):
         bmax = 0 if sb.zero else Fraction(sb.max) * two ** (fu + qa)
         rng = max(max(-f.min_raw, f.max_raw) * two ** (fu - f.frac) for f in fmts)
         bound = 2 * (2 * rng + pmax)
+        if (cfg.order == "sequential" and cfg.ovf in (Overflow.SATURATE, Overflow.SATURATE_SYMMETRIC)
+                and rng + pmax < 2**15 and amax < 2**15 and bmax < 2**15):
+            return _FixedPlan(job, sa, sb, np.int16, amax, bmax)  # FK.sat_rows_i16
         for dtype, limit in _LANES:
             if bound < limit and amax < limit and bmax < limit:
                 return _FixedPlan(job, sa, sb, dtype, amax, bmax)
