@@ -104,6 +104,29 @@ def _info(args) -> int:
     return 0
 
 
+def _warmup_groups():
+    from .warmup import GROUPS
+
+    return list(GROUPS)
+
+
+def _warmup(args) -> int:
+    from .warmup import GROUPS, warmup
+
+    unknown = [g for g in args.groups if g not in GROUPS]
+    if unknown:
+        print(f"emul warmup: unknown group(s) {unknown}: choose from {list(GROUPS)}", file=sys.stderr)
+        return 2
+    total = 0.0
+    for group in args.groups or GROUPS:
+        print(f"{group:<11}", end=" ", flush=True)
+        (_, seconds), = warmup([group])
+        total += seconds
+        print(f"{seconds:7.2f} s", flush=True)
+    print(f"{'total':<11} {total:7.2f} s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="emul", description="Bit-exact low-precision number formats.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -115,6 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .vectors._cli import add_parser as _add_vectors_parser
 
     _add_vectors_parser(sub)
+    warm = sub.add_parser("warmup", help="compile emul's kernels into Numba's on-disk cache now, so later "
+                                         "processes start warm (seconds per group, once per install)")
+    warm.add_argument("groups", nargs="*", metavar="GROUP",
+                      help="groups to compile (default: all): " + ", ".join(_warmup_groups()))
+    warm.set_defaults(run=_warmup)
     sub.add_parser("train", add_help=False,
                    help="train small networks with emulated arithmetic, one run per recipe (JAX; `emul train --help`)")
     sub.add_parser("ptq", add_help=False,

@@ -111,12 +111,15 @@ def test_sr_cast_cocotb_icarus(vectors, build_root):
     r = run("sr_cast", "icarus", "cocotb", vectors, build_root)
     assert_pass(r, 65536)
     assert "EMUL-COCOTB checked 65536 conversions, 0 mismatches" in r.log
+    c = compare(vectors("sr_cast"), r.output)  # the cocotb testbench's output file, as the $readmemh one's
+    assert c.ok and c.fields == ("x", "u", "y")
 
 
 def test_fp8_mul_cocotb_icarus_exhaustive(vectors, build_root):
     r = run("fp8_mul", "icarus", "cocotb", vectors, build_root)
     assert_pass(r, 65536)
     assert "EMUL-COCOTB checked 65536 vectors, 0 mismatches" in r.log
+    assert compare(vectors("fp8_mul"), r.output).ok
 
 
 @pytest.mark.parametrize("overflow", ["saturate", "wrap"])
@@ -124,6 +127,7 @@ def test_mac_cocotb_icarus(overflow, vectors, build_root):
     r = run("mac", "icarus", "cocotb", vectors, build_root, overflow=overflow)
     assert_pass(r, 17648)
     assert "EMUL-COCOTB checked 17648 steps, 0 mismatches" in r.log
+    assert compare(vectors("mac", overflow), r.output).ok
 
 
 def test_cocotb_verilator(vectors, build_root):

@@ -88,7 +88,7 @@ class Result:
     vectors: int
     seconds: float
     log: str = field(repr=False, default="")
-    output: Path | None = None  # readmemh flow: the DUT's results, one line per vector (emul vectors compare)
+    output: Path | None = None  # the DUT's results, one line per vector (emul vectors compare)
 
     def line(self) -> str:
         p = ",".join(f"{k}={v}" for k, v in self.params.items())
@@ -206,12 +206,15 @@ def run_cocotb(example: Example, sim: str, vectors: Path, params: dict, bdir: Pa
     runner = get_runner(sim)
     log = ""
     results = bdir / "results.xml"
+    output = bdir / "dut_out.hex"
+    output.unlink(missing_ok=True)
     try:
         runner.build(sources=[HERE / example.folder / f for f in example.rtl], hdl_toplevel=example.top,
                      parameters=params, build_dir=bdir, always=True, log_file=bdir / "build.log",
                      timescale=("1ns", "1ps"))
         runner.test(test_module=example.cocotb_module, hdl_toplevel=example.top, build_dir=bdir, test_dir=bdir,
-                    extra_env={"EMUL_VECTORS": str(vectors.resolve()), "EMUL_LIMIT": str(stride)},
+                    extra_env={"EMUL_VECTORS": str(vectors.resolve()), "EMUL_LIMIT": str(stride),
+                               "EMUL_OUT": str(output.resolve())},
                     results_xml=str(results),
                     log_file=bdir / "test.log")
         tests, failed = get_results(results)
@@ -223,7 +226,8 @@ def run_cocotb(example: Example, sim: str, vectors: Path, params: dict, bdir: Pa
         if (bdir / name).exists():
             log += (bdir / name).read_text(errors="replace")
     checked = len(range(0, n, stride)) if example.name == "fp8_mul" else n
-    return Result(example.name, sim, "cocotb", params, passed, checked, time.perf_counter() - t0, log)
+    return Result(example.name, sim, "cocotb", params, passed, checked, time.perf_counter() - t0, log,
+                  output if output.exists() else None)
 
 
 def run_one(example: str, sim: str, flow: str, *, overflow="saturate", bug=False, vectors: Path | None = None,

@@ -53,11 +53,13 @@ async def mac_matches_emul(dut):
     await RisingEdge(dut.clk)
     await FallingEdge(dut.clk)
     dut.rst.value = 0
-    bad = []
+    bad, out = [], []
     n = len(a)
+    digits = (len(dut.acc.value) + 3) // 4
     for i in range(n + 1):
         if i:
             got = dut.acc.value.to_unsigned()
+            out.append(f"{got:0{digits}x}\n")
             if got != acc[i - 1]:
                 bad.append(f"line {i - 1} (first={first[i - 1]} a={a[i - 1]:02x} b={b[i - 1]:02x}): "
                            f"acc={got:03x}, emul={acc[i - 1]:03x}")
@@ -65,6 +67,9 @@ async def mac_matches_emul(dut):
             dut.first.value, dut.a.value, dut.b.value, dut.en.value = first[i], a[i], b[i], 1
             await FallingEdge(dut.clk)
     t2 = time.perf_counter()
+    if os.environ.get("EMUL_OUT"):  # the accumulator after every step, as the $readmemh testbench writes it
+        with open(os.environ["EMUL_OUT"], "w") as fh:
+            fh.writelines(out)
     dut._log.info("EMUL-COCOTB checked %d steps, %d mismatches; load %.2f s, %.0f vectors/s",
                   n, len(bad), t1 - t0, n / max(t2 - t1, 1e-9))
     assert not bad, f"{len(bad)} of {n} accumulator values differ from emul; first: " + "; ".join(bad[:5])

@@ -41,10 +41,11 @@ async def sr_cast_matches_emul(dut):
     await RisingEdge(dut.clk)
     await FallingEdge(dut.clk)
     dut.rst.value = 0
-    bad, n = [], len(x)
+    bad, out, n = [], [], len(x)
     for i in range(n + 1):
         if i:
             got_u, got_y = dut.u.value.to_unsigned(), dut.y.value.to_unsigned()
+            out.append(f"{x[i - 1]:04x}_{got_u:02x}_{got_y:02x}\n")
             if (got_u, got_y) != (u[i - 1], y[i - 1]):
                 bad.append(f"line {i - 1} (x={x[i - 1]:04x}): u={got_u:02x} y={got_y:02x}, "
                            f"emul u={u[i - 1]:02x} y={y[i - 1]:02x}")
@@ -52,6 +53,9 @@ async def sr_cast_matches_emul(dut):
             dut.x.value, dut.en.value = x[i], 1
             await FallingEdge(dut.clk)
     t2 = time.perf_counter()
+    if os.environ.get("EMUL_OUT"):  # whole vectors x_u_y, as the $readmemh testbench writes them
+        with open(os.environ["EMUL_OUT"], "w") as fh:
+            fh.writelines(out)
     dut._log.info("EMUL-COCOTB checked %d conversions, %d mismatches; load %.2f s, %.0f vectors/s",
                   n, len(bad), t1 - t0, n / max(t2 - t1, 1e-9))
     assert not bad, f"{len(bad)} of {n} conversions differ from emul; first: " + "; ".join(bad[:5])
