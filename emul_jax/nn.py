@@ -46,7 +46,7 @@ import numpy as np
 from flax import nnx
 from jax import lax
 
-from emul.formats import FloatFormat, format as _format
+from emul.formats import FixedFormat, FloatFormat, format as _format
 
 from .quantize import quantize as _quantize
 from .sparsity import transposable_mask as _transposable_mask
@@ -266,6 +266,53 @@ def _q(x, fmt):
     return x if fmt is None else _quantize(x, fmt)  # nearest-even, straight-through gradient
 
 
+@jax.custom_vjp
+def _straight_through(x, xq):
+    """xq, with the gradient passed to x unchanged (the identity STE of paper [C]'s quantizer)."""
+    return xq
+
+
+_straight_through.defvjp(lambda x, xq: (xq, None), lambda _, g: (g, jnp.zeros_like(g)))
+
+
+def _per_sample_range(x):
+    """(lo, hi) float32 scalars: each sample's (first axis) min and max, averaged over the samples
+    -- the activation range of paper [C]'s QuantMeasure (emul_jax.ops granularity "sample_mean")."""
+    from .ops import _minmax, _stats, Operand
+
+    lo, hi = _stats(x, Operand(format="int8", scale="minmax", granularity="sample_mean"), None, 0, _minmax)
+    return lo.reshape(()), hi.reshape(())
+
+
+def _gemmlowp(x, lo, hi, fmt):
+    """x mapped onto the integer grid of ``fmt`` over [lo, hi] and back (paper [C]'s asymmetric
+    quantizer, emul_jax.ops ``scale="minmax"`` with the range given): s = R / (qmax - qmin),
+    r = 1 / s (each rounded once to float32; s = r = 1 for a zero range), q = round((x - lo) r + qmin)
+    to nearest even and clamped (the format's saturation), x̂ = (q - qmin) s + lo, every step a float32
+    operation with subnormals flushed; gradient straight through to x."""
+    from .ops import _ftz, _scale
+
+    lo, hi = _ftz(jnp.asarray(lo, jnp.float32)), _ftz(jnp.asarray(hi, jnp.float32))
+    qmin, qmax = fmt.min, fmt.max
+    s, r = _scale(_ftz(hi - lo), qmax - qmin)
+    y = _ftz(_ftz(_ftz(x) - lo) * r)
+    if qmin:
+        y = _ftz(y + np.float32(qmin))
+    q = _quantize(y, fmt, overflow="saturate")
+    if qmin:
+        q = _ftz(q - np.float32(qmin))
+    return _straight_through(x, _ftz(_ftz(q * s) + lo))
+
+
+def _tensor_q(x, fmt):
+    """A parameter or statistic quantized as paper [C]'s code does: float formats unscaled, integer
+    formats over the tensor's own [min, max]."""
+    if fmt is None or isinstance(fmt, FloatFormat):
+        return _q(x, fmt)
+    v = lax.stop_gradient(x)
+    return _gemmlowp(x, jnp.min(v), jnp.max(v), fmt)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
 def _round_grad(fmt, rounding, y, key):
     """y itself; its cotangent rounded once into ``fmt`` by ``rounding`` (SR words from ``key``,
@@ -304,10 +351,16 @@ class RangeBatchNorm(nnx.Module):
     (0.1 of the old value, 0.9 of the new). ``ema="pytorch"``: ``stat <- (1 - momentum) * stat +
     momentum * batch``. Eval (``use_running_average=True``, or ``model.eval()``) normalises with them.
 
-    ``quantize_fmt``: a float format (e.g. ``"e4m3fn"``, ``"e5m2"``) into which the input, ``scale``,
-    ``bias`` and the per-channel ``s`` are rounded (nearest-even, straight-through gradients) -- the
-    authors' 8-bit input/affine quantization, as a float format (their per-tensor integer scaling is
-    not reproduced). The statistics themselves are float32 XLA arithmetic, not emulated.
+    ``quantize_fmt`` (optional) quantizes the input, ``scale``, ``bias`` and the per-channel ``s``
+    (straight-through gradients); the statistics themselves are float32 XLA arithmetic, not emulated.
+
+    * a float format (e.g. ``"e4m3fn"``): each is rounded to it unscaled, nearest even;
+    * an integer format (``frac == 0``: ``"uint8"`` as the authors' code, ``"int8"``, ``"fx<6,0>"``):
+      paper [C]'s asymmetric quantizer (:func:`emul_jax.ops` ``scale="minmax"``; nearest even,
+      saturating), per tensor. The input's range [lo, hi] in training is each sample's (first axis)
+      min and max averaged over the samples, as the code's ``QuantMeasure``; it is kept as a running
+      statistic ``input_range`` (``nnx.BatchStat``, (lo, hi), starts at (0, 0), same ``momentum`` and
+      ``ema``) which eval uses. ``scale``, ``bias`` and ``s`` each use their own [min, max].
 
     ``grad_fmt`` (optional): in training calls the output gradient dL/dy is rounded once into this
     format (unscaled; ``grad_rounding``, stochastic by default) before the normalisation's backward
@@ -332,9 +385,9 @@ class RangeBatchNorm(nnx.Module):
             raise ValueError(f"momentum={momentum}: must be in [0, 1]")
         if quantize_fmt is not None:
             f = _format(quantize_fmt) if isinstance(quantize_fmt, str) else quantize_fmt
-            if not isinstance(f, FloatFormat):
-                raise ValueError(f"quantize_fmt={quantize_fmt!r}: a float format is needed (values are rounded "
-                                 "unscaled)")
+            if not (isinstance(f, FloatFormat) or (isinstance(f, FixedFormat) and f.frac == 0)):
+                raise ValueError(f"quantize_fmt={quantize_fmt!r}: a float format (values rounded unscaled) or an "
+                                 "integer format such as 'uint8' (per-tensor min-max scaling) is needed")
             quantize_fmt = f
         self.grad_fmt = self.grad_rounding = None
         self.grad_rngs = nnx.data(None)
@@ -348,6 +401,8 @@ class RangeBatchNorm(nnx.Module):
         shape = (num_features,)
         self.mean = nnx.BatchStat(jnp.zeros(shape, jnp.float32))
         self.scale_stat = nnx.BatchStat(jnp.ones(shape, jnp.float32))
+        self.input_range = (nnx.BatchStat(jnp.zeros((2,), jnp.float32)) if isinstance(quantize_fmt, FixedFormat)
+                            else nnx.data(None))
         self.scale = nnx.Param(scale_init(rngs.params(), shape, jnp.float32)) if use_scale else nnx.data(None)
         self.bias = nnx.Param(bias_init(rngs.params(), shape, jnp.float32)) if use_bias else nnx.data(None)
         self.num_features = num_features
@@ -376,21 +431,30 @@ class RangeBatchNorm(nnx.Module):
 
     def __call__(self, x, use_running_average: bool | None = None):
         use_ra = self.use_running_average if use_running_average is None else use_running_average
-        x = _q(jnp.asarray(x, jnp.float32), self.quantize_fmt)
+        m = jnp.float32(self.momentum)
+        w_old, w_new = (m, 1 - m) if self.ema == "flax" else (1 - m, m)
+        x = jnp.asarray(x, jnp.float32)
+        if self.input_range is None:
+            x = _q(x, self.quantize_fmt)
+        else:
+            if use_ra:
+                lo, hi = self.input_range[0], self.input_range[1]
+            else:
+                lo, hi = _per_sample_range(lax.stop_gradient(x))
+                self.input_range[...] = w_old * self.input_range[...] + w_new * jnp.stack([lo, hi])
+            x = _gemmlowp(x, lo, hi, self.quantize_fmt)
         if use_ra:
             mu, s = self.mean[...], self.scale_stat[...]
         else:
             mu, s = self.batch_statistics(x)
-            m = jnp.float32(self.momentum)
-            w_old, w_new = (m, 1 - m) if self.ema == "flax" else (1 - m, m)
             self.mean[...] = lax.stop_gradient(w_old * self.mean[...] + w_new * mu)
             self.scale_stat[...] = lax.stop_gradient(w_old * self.scale_stat[...] + w_new * s)
-        s = _q(s, self.quantize_fmt)
+        s = _tensor_q(s, self.quantize_fmt)
         y = (x - mu) / (s + jnp.float32(self.epsilon))
         if self.scale is not None:
-            y = y * _q(self.scale[...], self.quantize_fmt)
+            y = y * _tensor_q(self.scale[...], self.quantize_fmt)
         if self.bias is not None:
-            y = y + _q(self.bias[...], self.quantize_fmt)
+            y = y + _tensor_q(self.bias[...], self.quantize_fmt)
         if self.grad_fmt is not None and not use_ra:
             key = self.grad_rngs() if self.grad_rngs is not None else None
             y = _round_grad(self.grad_fmt, self.grad_rounding, y, key)

@@ -184,8 +184,8 @@ def test_range_bn_input_checks():
         bn(jnp.ones((16, 3)))
     with pytest.raises(ValueError, match="channels-last"):
         bn(jnp.ones((32, 4)))
-    with pytest.raises(ValueError, match="float format"):
-        enn.RangeBatchNorm(3, quantize_fmt="int8", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="float format .* or an integer format"):
+        enn.RangeBatchNorm(3, quantize_fmt="fx<8,4>", rngs=nnx.Rngs(0))
 
 
 def test_range_bn_quantized_inputs_and_affine():
@@ -198,6 +198,52 @@ def test_range_bn_quantized_inputs_and_affine():
     sq = emul_jax.quantize(s, "e4m3fn")
     want = (xq - mu) / (sq + 1e-5) * emul_jax.quantize(bn.scale[...], "e4m3fn")
     np.testing.assert_allclose(np.asarray(bn(x)), np.asarray(want), rtol=1e-6, atol=1e-6)
+
+
+def _gemmlowp_replay(x, lo, hi, fmt):
+    """paper [C]'s asymmetric quantizer in NumPy float32 with emul's rounding (no subnormals occur)."""
+    f = emul.format(fmt)
+    f32 = np.float32
+    rng = f32(hi - lo)
+    s, r = f32(rng / f32(f.max - f.min)), f32(f32(f.max - f.min) / rng)
+    y = f32((x - lo) * r) + f32(f.min)
+    q = emul.quantize(y.astype(f32), fmt, overflow="saturate").astype(f32) - f32(f.min)
+    return (q * s + lo).astype(f32)
+
+
+def test_range_bn_integer_input_and_affine_quantization():
+    """quantize_fmt="uint8": the input on paper [C]'s per-tensor grid over the mean per-sample
+    [min, max] (kept as a running statistic for eval), scale/bias/s over their own [min, max]; bit for
+    bit a NumPy replay with emul's rounding; gradients straight through; int8 gives the same grid."""
+    rng = np.random.default_rng(7)
+    x = np.asarray(rng.standard_normal((32, 2, 3)) * 2 + 1, np.float32)
+    bn = enn.RangeBatchNorm(3, quantize_fmt="uint8", rngs=nnx.Rngs(0))
+    bn.scale[...] = jnp.array([1.1, 0.9, 1.3], jnp.float32)
+    bn.bias[...] = jnp.array([0.1, -0.2, 0.05], jnp.float32)
+    def mean(v):  # pairwise float32 sum, then one division (by 32: exact)
+        while len(v) > 1:
+            v = (v[0::2] + v[1::2]).astype(np.float32)
+        return np.float32(v[0] / np.float32(32))
+
+    lo, hi = mean(x.reshape(32, -1).min(axis=1)), mean(x.reshape(32, -1).max(axis=1))
+    assert [np.float32(v) for v in enn._per_sample_range(jnp.asarray(x))] == [lo, hi]
+    xq = _gemmlowp_replay(x, lo, hi, "uint8")
+    u8 = emul.format("uint8")
+    assert np.array_equal(np.asarray(enn._gemmlowp(jnp.asarray(x), lo, hi, u8)).view(np.uint32), xq.view(np.uint32))
+    assert len(np.unique(xq)) <= 256 and xq.min() >= lo - 1e-6 and xq.max() <= hi + 1e-6
+    mu, s = bn.batch_statistics(jnp.asarray(xq))
+    tq = [_gemmlowp_replay(np.asarray(v), np.min(v), np.max(v), "uint8") for v in (s, bn.scale[...], bn.bias[...])]
+    want = (xq - np.asarray(mu)) / (tq[0] + np.float32(1e-5)) * tq[1] + tq[2]
+    got = bn(jnp.asarray(x))
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(bn.input_range[...]), 0.9 * np.array([lo, hi]), rtol=1e-5)
+    i8 = enn.RangeBatchNorm(3, quantize_fmt="int8", rngs=nnx.Rngs(0))
+    i8.scale[...], i8.bias[...] = bn.scale[...], bn.bias[...]
+    np.testing.assert_allclose(np.asarray(i8(jnp.asarray(x))), np.asarray(got), rtol=1e-6, atol=1e-6)
+    ev = bn(jnp.asarray(x), use_running_average=True)  # the running range, not this batch's
+    assert np.isfinite(np.asarray(ev)).all()
+    dx = nnx.grad(lambda m, x: jnp.sum(m(x) ** 2), argnums=1)(bn, jnp.asarray(x))
+    assert np.isfinite(np.asarray(dx)).all() and float(jnp.abs(dx).sum()) > 0
 
 
 def test_range_bn_sr_output_gradient():
