@@ -9,10 +9,8 @@ Same table for every writer: 16 M lines of three fields (8, 8 and 16 bits: a $re
 """
 
 import argparse
-import json
 import os
-import platform
-import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,15 +20,8 @@ import numpy as np
 
 import emul.vectors as V
 
-
-def median_time(fn, repeats):
-    fn()  # compile / warm up, fault the page cache in
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import median_time, ratio, write  # noqa: E402
 
 
 def main():
@@ -38,8 +29,8 @@ def main():
     ap.add_argument("--lines", type=int, default=1 << 24)
     ap.add_argument("--peer-lines", type=int, default=1 << 20, help="lines for the slow peers (scaled)")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "vectors.json"))
     args = ap.parse_args()
+    load_before = os.getloadavg()
 
     rng = np.random.default_rng(0)
     n = args.lines
@@ -87,12 +78,9 @@ def main():
     for r in rows:
         print(f"{r['task']:62s} {r['lines']:9d} {r['seconds']:8.3f} {r['mlines_s']:10.2f} "
               f"{r['mlines_s'] / ref:9.1f}  {r['note']}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "machine": platform.platform(), "cpus": os.cpu_count(), "numba_threads": numba.get_num_threads(),
-        "load": os.getloadavg()[0], "lines": n, "rows": rows}, indent=2))
-    print(f"wrote {out}")
+    hexw = rows[0]["mlines_s"]
+    ratios = [ratio("to_hex, M lines/s (goal 20)", hexw, 20), ratio("to_hex vs np.savetxt", hexw / ref)]
+    print(f"wrote {write('vectors', {'lines': n, 'rows': rows, 'ratios': ratios}, load_before)}")
 
 
 if __name__ == "__main__":
