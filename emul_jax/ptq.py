@@ -41,16 +41,19 @@ import optax
 from flax import nnx
 from jax import lax
 
+from emul.blocks import BlockFormat, format as _block_format
 from emul.formats import FixedFormat, FloatFormat, format as _parse_format
 
 from ._report import cli, machine, write
+from .blocks import _check_format as _check_jax_block, quantize as _block_quantize
 from .quantize import _quantize_unchecked
 
 __all__ = [
     "quantizer_format", "fake_quant", "LayerInfo", "Folded", "fold_bn", "forward", "trace", "init_params",
     "adaquant", "bn_tune", "bias_tune", "layer_sensitivity", "solve_bit_allocation", "synthesize",
     "bn_input_stats", "stats_loss", "calibration_set", "evaluate", "run", "table", "plot", "main",
-    "PIPELINES", "STATS_LOSSES", "R_MIN", "R_MAX", "ADAQUANT_LR", "RECORD_SCHEMA",
+    "PIPELINES", "STATS_LOSSES", "R_MIN", "R_MAX", "ADAQUANT_LR", "RECORD_SCHEMA", "block_quant", "is_block",
+    "storage_bits", "WEIGHT_GRANULARITY",
 ]
 
 _HI = lax.Precision.HIGHEST
@@ -64,12 +67,24 @@ STATS_LOSSES = ("kl", "sym", "mse", "l1")
 
 def quantizer_format(fmt):
     """The format object of a quantizer: an integer fixed-point format (``uint4``, ``int8``, ``uint<b>``,
-    ``fx<b,0>``: frac 0, asymmetric with a zero point) or a float format whose values fit float32
-    (``e2m1fn``, ``e4m3fn``, ...: symmetric). Anything else: ValueError naming the format."""
-    try:
-        f = _parse_format(fmt) if isinstance(fmt, str) else fmt
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"unknown format {fmt!r}: {e}") from None
+    ``fx<b,0>``: frac 0, asymmetric with a zero point), a float format whose values fit float32
+    (``e2m1fn``, ``e4m3fn``, ...: symmetric) or a block format with power-of-two (e8m0) scales and a
+    fixed block size (``mxfp8_e4m3``, ``mxfp4``, ``mxint8``, ``e2m1fn/e8m0/16``, ...: its own scales,
+    blocks along the GEMM's reduction axis, :func:`block_quant`). Anything else: ValueError naming
+    the format."""
+    if isinstance(fmt, str):
+        try:
+            f = _parse_format(fmt)
+        except (ValueError, TypeError) as e:
+            try:
+                f = _block_format(fmt)
+            except (ValueError, TypeError):
+                raise ValueError(f"unknown format {fmt!r}: {e}; or a block format (mxfp8_e4m3, mxfp4, "
+                                 "mxint8, ..., element/e8m0/k)") from None
+    else:
+        f = fmt
+    if isinstance(f, BlockFormat):
+        return _check_block(f)
     if isinstance(f, FixedFormat):
         if f.frac != 0:
             raise ValueError(f"format {f.name}: the AdaQuant quantizer needs an integer grid (frac 0), "
@@ -83,6 +98,32 @@ def quantizer_format(fmt):
         return f
     raise ValueError(f"format {fmt!r}: expected an integer format (uint4, int8, ...) or a float format "
                      "(e2m1fn, e4m3fn, ...)")
+
+
+def _check_block(f):
+    """A block format PTQ can use: what :mod:`emul_jax.blocks` mirrors (e8m0 scales, so no NVFP4) with a
+    fixed block size k."""
+    try:
+        _check_jax_block(f)
+    except ValueError as e:
+        raise ValueError(f"format {f.name}: {e}") from None
+    if f.block is None:
+        raise ValueError(f"format {f.name}: PTQ needs a fixed block size k (element/e8m0/k), not one scale per axis")
+    return f
+
+
+def is_block(fmt) -> bool:
+    """Whether ``fmt`` (a :func:`quantizer_format` result) is a block format."""
+    return isinstance(fmt, BlockFormat)
+
+
+def storage_bits(fmt) -> float:
+    """Bits stored per element: the format's width; a block format adds its scale's bits over the block
+    size k (mxfp4: 4 + 8/32 = 4.25; mxfp8_e4m3: 8.25). The integer program's sizes use it."""
+    fmt = quantizer_format(fmt)
+    if is_block(fmt):
+        return fmt.element.bits + fmt.scale.bits / fmt.block
+    return float(fmt.bits)
 
 
 def _div(a, b):
@@ -109,7 +150,32 @@ def _round_to_jvp(fmt, primals, tangents):
     return _round_to(primals[0], fmt), tangents[0]
 
 
-def fake_quant(x, rng, zero, fmt):
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
+def _block_round(x, fmt, axis):
+    """x through :func:`emul_jax.blocks.quantize` (blocks of k along ``axis``); the derivative is the
+    identity (STE)."""
+    return _block_quantize(x, fmt, axis=axis)
+
+
+@_block_round.defjvp
+def _block_round_jvp(fmt, axis, primals, tangents):
+    return _block_round(primals[0], fmt, axis), tangents[0]
+
+
+def block_quant(x, fmt, axis: int = -1):
+    """A block format's quantizer (float32 in and out): :func:`emul_jax.blocks.quantize` with blocks of
+    k along ``axis`` — each block's e8m0 scale 2^e from its amax (the floor rule, ``e = floor(log2
+    amax) − emax_element``), elements x/2^e rounded to nearest even and saturating, a short last
+    block (axis length not a multiple of k) scaled on its own — bit for bit what
+    :func:`emul.blocks.quantize` computes. Nothing to learn (the scales follow the values); the
+    gradient is the identity (straight through)."""
+    fmt = quantizer_format(fmt)
+    if not is_block(fmt):
+        raise ValueError(f"block_quant: {fmt.name} is not a block format")
+    return _block_round(jnp.asarray(x, jnp.float32), fmt, axis)
+
+
+def fake_quant(x, rng, zero, fmt, axis: int = -1):
     """The §E.1 quantizer: x quantized and dequantized (float32), straight-through gradients.
 
     ``rng`` (the range R) and ``zero`` (Z, the real value mapped to the grid's bottom) broadcast
@@ -128,8 +194,13 @@ def fake_quant(x, rng, zero, fmt):
 
     Gradients: round is the identity (STE), clamp passes zero outside [qmin, qmax]; R and Z get the
     gradients of the formulas above.
+
+    A block format (``mxfp4``, ...) ignores R and Z: :func:`block_quant` along ``axis`` (the GEMM's
+    reduction axis; ``axis`` is used by block formats only).
     """
     fmt = quantizer_format(fmt)
+    if is_block(fmt):
+        return block_quant(x, fmt, axis)
     x = jnp.asarray(x, jnp.float32)
     rng = jnp.clip(jnp.asarray(rng, jnp.float32), R_MIN, R_MAX)
     zero = jnp.asarray(zero, jnp.float32)
@@ -150,7 +221,9 @@ def fake_quant(x, rng, zero, fmt):
 
 def _init_range(lo, hi, fmt):
     """(R, Z) from a minimum and maximum (already min <= 0 <= max): R = max − min (0 -> 1), Z = min;
-    float formats: R = 2·max(|min|, |max|) (0 -> 1), Z = −R/2."""
+    float formats: R = 2·max(|min|, |max|) (0 -> 1), Z = −R/2; block formats (unused): R = 1, Z = 0."""
+    if is_block(fmt):
+        return np.ones(np.shape(lo), np.float32), np.zeros(np.shape(lo), np.float32)
     if isinstance(fmt, FloatFormat):
         r = 2 * np.maximum(-lo, hi)
         r = np.where(r == 0, 1.0, r).astype(np.float32)
@@ -302,12 +375,15 @@ def _op(info, w, b, x):
 
 def _layer(info, p, x, fmts):
     """One layer: input activation and weight through the §E.1 quantizer (``fmts`` = (weight format,
-    activation format), or None for float32), then the float32 conv/dot plus the (float32) bias."""
+    activation format), or None for float32), then the float32 conv/dot plus the (float32) bias.
+    Block formats quantize along the GEMM's reduction axis: the activation's channels (its last axis),
+    the conv kernel's input channels (HWIO axis 2), the dense kernel's rows (axis 0) — as an
+    :class:`emul_jax.ops.Operand` with that format does."""
     if fmts is None:
         return _op(info, p["w"], p["b"], x)
     wf, af = fmts
-    xq = fake_quant(x, p["ar"], p["az"], af)
-    wq = fake_quant(p["w"], p["wr"], p["wz"], wf)
+    xq = fake_quant(x, p["ar"], p["az"], af, axis=-1)  # NHWC / (N, K): the reduction axis is the last
+    wq = fake_quant(p["w"], p["wr"], p["wz"], wf, axis=2 if info.kind == "conv" else 0)  # HWIO: I; (K, N): K
     return _op(info, wq, p["b"], xq)
 
 
@@ -374,20 +450,31 @@ def evaluate(folded, x, y, params=None, policy=None, *, batch: int = 500) -> flo
 
 # ------------------------------------------------------------------------------ naive quantization
 
-def init_params(folded: Folded, x_calib, wfmt, afmt, params=None) -> dict:
-    """Naive quantizer parameters (§E.1), every layer: weights per output channel (min over the
-    other axes clamped to <= 0, max to >= 0, R = max − min, a zero range -> 1, Z = min); activations
-    per tensor from the float32 forward on ``x_calib``: each sample's min and max of the layer input,
-    averaged over the samples, then min <= 0 <= max enforced. Float formats: symmetric ranges
-    (:func:`fake_quant`). Returns {layer: {"w", "b", "wr", "wz", "ar", "az"}} (numpy float32)."""
+WEIGHT_GRANULARITY = ("channel", "tensor")
+
+
+def init_params(folded: Folded, x_calib, wfmt, afmt, params=None, *, weights: str = "channel") -> dict:
+    """Naive quantizer parameters (§E.1), every layer: weights per output channel (``weights="channel"``,
+    the paper's) or per tensor (``"tensor"``): min over the channel (tensor) clamped to <= 0, max to
+    >= 0, R = max − min, a zero range -> 1, Z = min; activations per tensor from the float32 forward on
+    ``x_calib``: each sample's min and max of the layer input, averaged over the samples, then
+    min <= 0 <= max enforced. Float formats: symmetric ranges (:func:`fake_quant`). Block formats
+    have no range (R = 1, Z = 0 are stored and unused). Returns {layer: {"w", "b", "wr", "wz", "ar",
+    "az"}} (numpy float32; "wr"/"wz" of shape (C,) per channel, () per tensor)."""
     wfmt, afmt = quantizer_format(wfmt), quantizer_format(afmt)
+    if weights not in WEIGHT_GRANULARITY:
+        raise ValueError(f"weights={weights!r}: must be one of {', '.join(WEIGHT_GRANULARITY)}")
     params = folded.params if params is None else params
     _, rec = trace(folded, x_calib, params)
     out = {}
     for info in folded.layers:
         p = {k: np.asarray(v, np.float32) for k, v in params[info.name].items() if k in ("w", "b")}
         w = p["w"].reshape(-1, p["w"].shape[-1])
+        if weights == "tensor":
+            w = w.reshape(-1, 1)
         p["wr"], p["wz"] = _init_range(np.minimum(w.min(0), 0), np.maximum(w.max(0), 0), wfmt)
+        if weights == "tensor":
+            p["wr"], p["wz"] = p["wr"].reshape(()), p["wz"].reshape(())
         h = np.asarray(rec[info.name][0]).reshape(len(x_calib), -1)
         lo = np.float32(min(h.min(1).mean(), 0.0))
         hi = np.float32(max(h.max(1).mean(), 0.0))
@@ -507,32 +594,54 @@ def _require_bn(folded, what):
                          "trained model)")
 
 
-def bn_tune(folded: Folded, qparams: dict, x_calib, policy) -> dict:
+def bn_tune(folded: Folded, qparams: dict, x_calib, policy, *, momentum: float = 1.0, passes: int = 1) -> dict:
     """BN tuning (§E.4), layer by layer in execution order, for every quantized layer that had a BN:
     a BN with running mean β, running variance γ² and weight √(γ² + eps), bias β is re-inserted after
-    it; its running statistics are replaced by the per-channel mean μ_q and (biased, over N·H·W)
-    variance σ_q² of the layer's quantized output on ``x_calib`` (the earlier layers already tuned —
-    what one training-mode pass with momentum 1 computes); then it is folded back:
-    k = √(γ² + eps)/√(σ_q² + eps), W ← W·k, b ← (b − μ_q)·k + β, and the weight quantizer's range and
-    zero point ← ·k. Afterwards each channel's output has mean β and standard deviation
-    √(γ² + eps)·σ_q/√(σ_q² + eps) ≈ |γ| on the calibration batch (up to the weight's re-rounding)."""
+    it; ``passes`` training-mode passes over ``x_calib`` (one batch) update its running statistics
+    with ``momentum`` m (PyTorch's convention: running ← (1 − m)·running + m·batch statistic); then it
+    is folded back. In training mode every BN normalizes with the batch's own statistics, so a
+    layer's batch statistics — the per-channel mean μ_q and (biased, over N·H·W) variance σ_q² of its
+    quantized output — are those of the network whose earlier layers are fully re-normalized, and
+    each pass sees the same ones: the running statistics end at
+    μ_r = β + f·(μ_q − β), σ_r² = γ² + f·(σ_q² − γ²), f = 1 − (1 − m)^passes (m = 1, the default:
+    μ_r = μ_q, σ_r² = σ_q²). The fold: k = √(γ² + eps)/√(σ_r² + eps), W ← W·k, b ← (b − μ_r)·k + β,
+    and the weight quantizer's range and zero point ← ·k (a per-tensor weight quantizer: ·max k, so
+    that with Z <= 0 <= Z + R its grid still spans every rescaled channel's old one). With m = 1 each
+    channel's output then has mean β and standard deviation √(γ² + eps)·σ_q/√(σ_q² + eps) ≈ |γ| on
+    the calibration batch (up to the weight's re-rounding). PyTorch updates the running variance
+    with the unbiased batch variance (a factor n/(n − 1), n = N·H·W); here it is the biased one."""
     _require_bn(folded, "bn_tune")
+    if not (isinstance(momentum, (int, float)) and 0 < momentum <= 1):
+        raise ValueError(f"momentum={momentum!r}: must be in (0, 1]")
+    if isinstance(passes, bool) or not isinstance(passes, int) or passes < 1:
+        raise ValueError(f"passes={passes!r}: must be a positive integer")
+    frac = 1.0 - (1.0 - float(momentum)) ** passes
     pol = _policy(folded, policy)
-    out = {k: dict(v) for k, v in qparams.items()}
+    full = {k: dict(v) for k, v in qparams.items()}  # every BN at its batch statistics (training mode)
+    out = {k: dict(v) for k, v in qparams.items()} if frac != 1.0 else full
     x_calib = jnp.asarray(x_calib, jnp.float32)
+
+    def fold(p, k, mu, beta):
+        p["w"] = (p["w"] * k).astype(np.float32)
+        p["b"] = ((p["b"] - mu) * k + beta).astype(np.float32)
+        kq = k if np.ndim(p["wr"]) else k.max()  # a per-tensor weight range grows to cover every channel
+        p["wr"] = (p["wr"] * kq).astype(np.float32)
+        p["wz"] = (p["wz"] * kq).astype(np.float32)
+
     for li, info in enumerate(folded.layers):
         if info.name not in folded.bn or pol[li] is None:
             continue
-        _, rec = trace(folded, x_calib, out, pol)
+        _, rec = trace(folded, x_calib, full, pol)
         y = np.asarray(rec[info.name][1], np.float64).reshape(-1, folded.bn[info.name]["beta"].shape[0])
         mu, var = y.mean(0), y.var(0)
         bn = folded.bn[info.name]
-        k = (np.sqrt(bn["gamma"].astype(np.float64) ** 2 + bn["eps"]) / np.sqrt(var + bn["eps"]))
-        p = out[info.name]
-        p["w"] = (p["w"] * k).astype(np.float32)
-        p["b"] = ((p["b"] - mu) * k + bn["beta"]).astype(np.float32)
-        p["wr"] = (p["wr"] * k).astype(np.float32)
-        p["wz"] = (p["wz"] * k).astype(np.float32)
+        g2 = bn["gamma"].astype(np.float64) ** 2
+        num = np.sqrt(g2 + bn["eps"])
+        if frac != 1.0:
+            beta = bn["beta"].astype(np.float64)
+            rm, rv = beta + frac * (mu - beta), g2 + frac * (var - g2)
+            fold(out[info.name], num / np.sqrt(rv + bn["eps"]), rm, bn["beta"])
+        fold(full[info.name], num / np.sqrt(var + bn["eps"]), mu, bn["beta"])
     return out
 
 
@@ -604,7 +713,7 @@ def solve_bit_allocation(delta_loss, sizes, bits, D: float):
     total = 32.0 * sizes.sum()
     smallest = float((sizes * bits.min()).sum() / total)
     if D * total < (sizes * bits.min()).sum() * (1 - 1e-12):
-        raise ValueError(f"size D={D:g}: infeasible; even every layer at {int(bits.min())} bits needs "
+        raise ValueError(f"size D={D:g}: infeasible; even every layer at {bits.min():g} bits needs "
                          f"D >= {smallest:.6g}")
     L, K = dl.shape
     c = dl.ravel()
@@ -796,20 +905,35 @@ def calibration_set(x, y, per_class: int, *, seed: int = 0):
 def run(folded: Folded, calib_x, calib_y, test_x, test_y, *, wfmt="uint4", afmt="uint4", high=("uint8", "uint8"),
         pipeline: str = "advanced", sizes=(), adaquant_iters: int = 1000, adaquant_mode: str = "parallel",
         bias_steps: int = 600, bn_tuning: bool = True, bias_tuning: bool = True, seed: int = 0,
+        weights: str = "channel", bn_momentum: float = 1.0, bn_passes: int = 1, sigma: float | None = None,
         progress: bool = False, log=None) -> dict:
     """A pipeline (§E.0) from the folded float32 network; returns the record (JSON-ready).
 
-    Uniform low precision (``wfmt``/``afmt``): float32, naive, [advanced: + AdaQuant], + BN tuning,
-    + bias tuning — each step's test accuracy. Then, per size D in ``sizes``: the §E.3 bit allocation
-    between ``high`` and the low formats (ΔL from the naive (light) or AdaQuant (advanced) parameters
-    of each precision), + BN tuning, + bias tuning. ``calib_y``: labels for the ΔL cross-entropy (for
-    synthetic data, the float32 network's predictions)."""
+    Uniform low precision (``wfmt``/``afmt``): float32, naive, [advanced: + AdaQuant], + BN tuning
+    (``bn_momentum``, ``bn_passes``: :func:`bn_tune`), + bias tuning — each step's test accuracy.
+    Then, per size D in ``sizes``: the §E.3 bit allocation between ``high`` — one (weight, activation)
+    format pair, the base, or a list of pairs, the first the base — and the low formats (ΔL from the
+    naive (light) or AdaQuant (advanced) parameters of each precision), + BN tuning, + bias tuning.
+    ``sigma`` (§E.3's ``--sigma``): every ΔL[l, k] (k not the base) of the program for each D is
+    multiplied by 1 + sigma·ξ, ξ ~ N(0, 1) drawn afresh per D (numpy seed ``seed``), to explore other
+    allocations; the ΔL used is recorded per D. ``calib_y``: labels for the ΔL cross-entropy (for
+    synthetic data, the float32 network's predictions). ``weights``: the weight quantizers' granularity
+    (:func:`init_params`), for both precisions. The integer program counts
+    :func:`storage_bits` per weight."""
     if pipeline not in PIPELINES:
         raise ValueError(f"pipeline={pipeline!r}: must be one of {', '.join(PIPELINES)}")
     if bn_tuning:
         _require_bn(folded, "BN tuning")
     low = (quantizer_format(wfmt), quantizer_format(afmt))
-    hi = (quantizer_format(high[0]), quantizer_format(high[1]))
+    if isinstance(high[0], (str, FixedFormat, FloatFormat, BlockFormat)):
+        high = [high]
+    highs = [(quantizer_format(h[0]), quantizer_format(h[1])) for h in high]
+    if not highs:
+        raise ValueError("high: at least one (weight, activation) format pair")
+    hi = highs[0]
+    if sigma is not None and not (np.isfinite(sigma) and sigma >= 0):
+        raise ValueError(f"sigma={sigma!r}: must be a non-negative number")
+    tune = functools.partial(bn_tune, momentum=bn_momentum, passes=bn_passes)
     t0 = time.perf_counter()
     say = log or (lambda s: None)
     steps = []
@@ -824,15 +948,16 @@ def run(folded: Folded, calib_x, calib_y, test_x, test_y, *, wfmt="uint4", afmt=
     lowpol = (low,) * len(folded.layers)
 
     def prepare(fmts):
-        p = init_params(folded, calib_x, fmts[0], fmts[1])
+        p = init_params(folded, calib_x, fmts[0], fmts[1], weights=weights)
         rep = None
         if pipeline == "advanced":
             p, rep = adaquant(folded, p, calib_x, fmts[0], fmts[1], iters=adaquant_iters, mode=adaquant_mode,
                               seed=seed, progress=progress)
         return p, rep
 
-    name = f"W {low[0].name} / A {low[1].name}"
-    naive = init_params(folded, calib_x, *low)
+    per_tensor = " per tensor" if weights == "tensor" and not is_block(low[0]) else ""
+    name = f"W {low[0].name}{per_tensor} / A {low[1].name}"
+    naive = init_params(folded, calib_x, *low, weights=weights)
     acc(f"naive {name}", naive, lowpol)
     p, ada_report = naive, None
     if pipeline == "advanced":
@@ -841,7 +966,7 @@ def run(folded: Folded, calib_x, calib_y, test_x, test_y, *, wfmt="uint4", afmt=
         acc(f"+ AdaQuant ({adaquant_mode})", p, lowpol)
     calibrated_low = p
     if bn_tuning:
-        p = bn_tune(folded, p, calib_x, lowpol)
+        p = tune(folded, p, calib_x, lowpol)
         acc("+ BN tuning", p, lowpol)
     if bias_tuning:
         p, _ = bias_tune(folded, p, calib_x, lowpol, steps=bias_steps, seed=seed)
@@ -849,21 +974,29 @@ def run(folded: Folded, calib_x, calib_y, test_x, test_y, *, wfmt="uint4", afmt=
 
     ip = []
     if sizes:
-        fmts = [hi, low]
-        params_hi, _ = prepare(hi)
-        by = [params_hi, calibrated_low]
+        fmts = [*highs, low]
+        by = [prepare(h)[0] for h in highs] + [calibrated_low]
         dl, base = layer_sensitivity(folded, by, fmts, calib_x, calib_y)
         nsz = np.array([folded.params[n]["w"].size for n in folded.names], np.float64)
-        bits = [hi[0].bits, low[0].bits]
+        bits = [storage_bits(f[0]) for f in fmts]
+        noise = np.random.default_rng(seed)
         for D in sizes:
-            choice = solve_bit_allocation(dl, nsz, bits, float(D))
+            dl_used = dl
+            if sigma is not None:
+                dl_used = dl * (1 + sigma * noise.standard_normal(dl.shape))
+                dl_used[:, 0] = 0.0
+            choice = solve_bit_allocation(dl_used, nsz, bits, float(D))
             pol = tuple(fmts[k] for k in choice)
             q = {n: by[k][n] for n, k in zip(folded.names, choice)}
             used = float((nsz * np.array([bits[k] for k in choice])).sum() / (32 * nsz.sum()))
-            row = {"D": float(D), "size": used, "low_layers": [n for n, k in zip(folded.names, choice) if k == 1]}
+            row = {"D": float(D), "size": used,
+                   "low_layers": [n for n, k in zip(folded.names, choice) if k == len(fmts) - 1],
+                   "formats": [fmts[k][0].name for k in choice]}
+            if sigma is not None:
+                row["delta_loss_used"] = dl_used.tolist()
             row["accuracy"] = evaluate(folded, test_x, test_y, q, pol)
             if bn_tuning:
-                q = bn_tune(folded, q, calib_x, pol)
+                q = tune(folded, q, calib_x, pol)
                 row["accuracy_bn"] = evaluate(folded, test_x, test_y, q, pol)
             if bias_tuning:
                 q, _ = bias_tune(folded, q, calib_x, pol, steps=bias_steps, seed=seed)
@@ -873,11 +1006,13 @@ def run(folded: Folded, calib_x, calib_y, test_x, test_y, *, wfmt="uint4", afmt=
                 f"{100 * row['accuracy']:6.2f}% -> after tuning {100 * final:6.2f}%")
             ip.append(row)
         ip_meta = {"delta_loss": dl.tolist(), "base_loss": base, "layers": list(folded.names),
-                   "weights": nsz.tolist(), "bits": bits}
+                   "weights": nsz.tolist(), "bits": bits, "formats": [[f[0].name, f[1].name] for f in fmts],
+                   "sigma": sigma}
     else:
         ip_meta = None
-    record = {"pipeline": pipeline, "weights": low[0].name, "activations": low[1].name,
-              "high": [hi[0].name, hi[1].name], "steps": steps, "adaquant": ada_report, "ip": ip,
+    record = {"pipeline": pipeline, "weights": low[0].name, "activations": low[1].name, "weight_ranges": weights,
+              "high": [hi[0].name, hi[1].name], "bn_tuning": {"momentum": bn_momentum, "passes": bn_passes},
+              "steps": steps, "adaquant": ada_report, "ip": ip,
               "ip_inputs": ip_meta, "wall_s": time.perf_counter() - t0}
     return record
 
@@ -896,14 +1031,17 @@ def table(record: dict) -> str:
     for s in r["steps"]:
         lines.append(f"{s['step']:<44} {100 * s['accuracy']:15.2f}")
     if r["ip"]:
-        hi, lo = r["high"][0], r["weights"]
-        lines += ["", f"integer program ({hi} vs {lo} per layer; D = weight bits / float32 bits)",
-                  f"{'D':>6} {'size':>7} {'low layers':>10} {'quantized %':>12} {'+BN tuning %':>13} "
+        names = [f[0] for f in r["ip_inputs"]["formats"]]
+        sigma = r["ip_inputs"].get("sigma")
+        lines += ["", f"integer program ({' / '.join(names)} per layer; D = weight bits / float32 bits"
+                      + (f"; ΔL noise sigma {sigma:g}" if sigma is not None else "") + ")",
+                  f"{'D':>6} {'size':>7} {'layers per format':>24} {'quantized %':>12} {'+BN tuning %':>13} "
                   f"{'+bias tuning %':>15}"]
         for row in r["ip"]:
             bn = f"{100 * row['accuracy_bn']:.2f}" if "accuracy_bn" in row else "-"
             bias = f"{100 * row['accuracy_bias']:.2f}" if "accuracy_bias" in row else "-"
-            lines.append(f"{row['D']:6.3f} {row['size']:7.4f} {len(row['low_layers']):10d} "
+            count = " ".join(f"{n}:{row['formats'].count(n)}" for n in names)
+            lines.append(f"{row['D']:6.3f} {row['size']:7.4f} {count:>24} "
                          f"{100 * row['accuracy']:12.2f} {bn:>13} {bias:>15}")
     return "\n".join(lines)
 
@@ -936,7 +1074,7 @@ def plot(record: dict, path) -> Path:
         ax.set_xlabel("compression D (weight bits / float32 bits)")
         ax.set_ylabel("test accuracy (%)")
         ax.legend(fontsize=8)
-        ax.set_title(f"bit allocation ({r['high'][0]} / {r['weights']} per layer)")
+        ax.set_title(f"bit allocation ({' / '.join(f[0] for f in r['ip_inputs']['formats'])} per layer)")
     else:
         ax.text(0.5, 0.5, "no --size given", ha="center", va="center")
         ax.set_axis_off()
@@ -962,9 +1100,18 @@ def build_parser():
     p.add_argument("model", help="a .npz saved by `emul train --save`")
     p.add_argument("--bits", type=int, default=4, help="low precision: uint<bits> weights and activations "
                                                        "(default %(default)s)")
-    p.add_argument("--w-format", default=None, help="weight format instead of uint<bits> (e.g. int4, e2m1fn)")
+    p.add_argument("--w-format", default=None, help="weight format instead of uint<bits> (e.g. int4, e2m1fn, "
+                                                    "mxfp4, mxfp8_e4m3)")
     p.add_argument("--a-format", default=None, help="activation format instead of uint<bits>")
-    p.add_argument("--high-bits", type=int, default=8, help="the integer program's other precision (default 8)")
+    p.add_argument("--w-ranges", default="channel", help="weight quantizer ranges: channel (per output channel, "
+                                                         "the paper's) or tensor (default %(default)s)")
+    p.add_argument("--high-bits", default="8", help="the integer program's other precision(s): uint<b> weights "
+                                                   "and activations; comma-separated for several, the first the "
+                                                   "base (default 8)")
+    p.add_argument("--high-format", default=None, help="instead of --high-bits: the other format(s), comma-separated, "
+                                                       "the first the base (e.g. mxfp8_e4m3 or e4m3fn,e3m2fn)")
+    p.add_argument("--sigma", type=float, default=None, help="integer program: multiply each ΔL by 1 + sigma·N(0,1), "
+                                                             "drawn per D (§E.3)")
     p.add_argument("--calib", default="1", help="N (training images per class) or 'synthetic' (default 1)")
     p.add_argument("--synthetic-n", type=int, default=None, help="synthetic images (default 10 per class)")
     p.add_argument("--synthetic-steps", type=int, default=500)
@@ -976,6 +1123,9 @@ def build_parser():
     p.add_argument("--iters", type=int, default=1000, help="AdaQuant iterations per layer (default 1000)")
     p.add_argument("--mode", default="parallel", help="AdaQuant: parallel or sequential")
     p.add_argument("--bias-steps", type=int, default=600, help="bias-tuning SGD steps (default 600)")
+    p.add_argument("--bn-momentum", type=float, default=1.0, help="BN tuning: running-statistics momentum "
+                                                                  "(default 1: the calibration batch's statistics)")
+    p.add_argument("--bn-passes", type=int, default=1, help="BN tuning: training-mode passes (default 1)")
     p.add_argument("--no-bn-tuning", action="store_true")
     p.add_argument("--no-bias-tuning", action="store_true")
     p.add_argument("--seed", type=int, default=0)
@@ -983,6 +1133,13 @@ def build_parser():
     p.add_argument("--out", default="results/ptq", help="directory for the JSON record and the PNG")
     p.add_argument("--no-progress", action="store_true")
     return p
+
+
+def _slug(name: str) -> str:
+    """A format name as a file-name part: runs of characters other than letters, digits, '.', '-' -> '-'."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9.\-]+", "-", name).strip("-")
 
 
 def run_cli(args, argv) -> int:
@@ -993,11 +1150,24 @@ def run_cli(args, argv) -> int:
         raise ValueError(f"--mode {args.mode!r}: must be parallel or sequential")
     if args.synthetic_loss not in STATS_LOSSES:
         raise ValueError(f"--synthetic-loss {args.synthetic_loss!r}: must be one of {', '.join(STATS_LOSSES)}")
-    if not 2 <= args.bits <= 16 or not 2 <= args.high_bits <= 16:
+    try:
+        high_bits = [int(b) for b in args.high_bits.split(",")]
+    except ValueError:
+        raise ValueError(f"--high-bits {args.high_bits!r}: integers, comma-separated") from None
+    if not 2 <= args.bits <= 16 or not all(2 <= b <= 16 for b in high_bits):
         raise ValueError(f"--bits {args.bits} / --high-bits {args.high_bits}: must be between 2 and 16")
+    if not 0 < args.bn_momentum <= 1:
+        raise ValueError(f"--bn-momentum {args.bn_momentum:g}: must be in (0, 1]")
+    if args.bn_passes < 1:
+        raise ValueError(f"--bn-passes {args.bn_passes}: must be a positive integer")
+    if args.sigma is not None and not (np.isfinite(args.sigma) and args.sigma >= 0):
+        raise ValueError(f"--sigma {args.sigma:g}: must be a non-negative number")
+    if args.w_ranges not in WEIGHT_GRANULARITY:
+        raise ValueError(f"--w-ranges {args.w_ranges!r}: must be one of {', '.join(WEIGHT_GRANULARITY)}")
     wfmt = quantizer_format(args.w_format or f"uint{args.bits}")
     afmt = quantizer_format(args.a_format or f"uint{args.bits}")
-    hi = (quantizer_format(f"uint{args.high_bits}"), quantizer_format(f"uint{args.high_bits}"))
+    names = args.high_format.split(",") if args.high_format else [f"uint{b}" for b in high_bits]
+    highs = [(quantizer_format(n.strip()),) * 2 for n in names]
     if args.calib == "synthetic":
         per_class = None
     else:
@@ -1018,12 +1188,13 @@ def run_cli(args, argv) -> int:
             raise ValueError(f"--size {s!r}: not a number") from None
         if not D > 0:
             raise ValueError(f"--size {s}: must be positive")
-        if D < wfmt.bits / 32 - 1e-12:
-            raise ValueError(f"--size {D:g}: infeasible; even every layer at {wfmt.bits} bits needs D >= "
-                             f"{wfmt.bits / 32:g}")
+        if D < storage_bits(wfmt) / 32 - 1e-12:
+            raise ValueError(f"--size {D:g}: infeasible; even every layer at {storage_bits(wfmt):g} bits needs D >= "
+                             f"{storage_bits(wfmt) / 32:g}")
         sizes.append(D)
-    if sizes and hi[0].bits <= wfmt.bits:
-        raise ValueError(f"--high-bits {args.high_bits}: must exceed the low weight format's {wfmt.bits} bits")
+    if sizes and any(storage_bits(h[0]) <= storage_bits(wfmt) for h in highs):
+        raise ValueError(f"--high-bits/--high-format {', '.join(h[0].name for h in highs)}: each must take more bits "
+                         f"than the low weight format's {storage_bits(wfmt):g}")
     path = Path(args.model)
     if not path.is_file():
         raise ValueError(f"model {str(path)!r}: no such file (save one with `emul train --save`)")
@@ -1050,14 +1221,17 @@ def run_cli(args, argv) -> int:
     else:
         cx, cy = calibration_set(ds.x_train, ds.y_train, per_class, seed=args.seed)
         calib = f"{per_class} training image(s) per class ({len(cy)})"
-    result = run(folded, cx, cy, test_x, test_y, wfmt=wfmt, afmt=afmt, high=hi, pipeline=args.pipeline,
+    result = run(folded, cx, cy, test_x, test_y, wfmt=wfmt, afmt=afmt, high=highs, pipeline=args.pipeline,
                  sizes=sizes, adaquant_iters=args.iters, adaquant_mode=args.mode, bias_steps=args.bias_steps,
                  bn_tuning=not args.no_bn_tuning, bias_tuning=not args.no_bias_tuning, seed=args.seed,
+                 weights=args.w_ranges, bn_momentum=args.bn_momentum, bn_passes=args.bn_passes, sigma=args.sigma,
                  progress=progress, log=(lambda s: print(s, file=sys.stderr)) if progress else None)
     record = {"schema": RECORD_SCHEMA, "command": "emul ptq " + " ".join(argv), "model_file": str(path),
               "model": meta["model"], "dataset": meta["dataset"], "calibration": calib, "synthetic": synth,
               "seed": args.seed, "test_images": len(test_y), "machine": machine(), "result": result}
-    stem = f"ptq_{meta['dataset']}_{meta['model']}_{args.pipeline}_{'synthetic' if per_class is None else 'real'}"
+    stem = "_".join(["ptq", meta["dataset"], meta["model"], args.pipeline, "synthetic" if per_class is None else "real",
+                     _slug(wfmt.name) + ("-pt" if args.w_ranges == "tensor" and not is_block(wfmt) else ""),
+                     _slug(afmt.name)])
     return write(record, args.out, stem, table, plot)
 
 

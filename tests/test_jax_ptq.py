@@ -90,6 +90,81 @@ def test_unknown_formats(bad):
         ptq.quantizer_format(bad)
 
 
+# ------------------------------------------------------------------------------ block (MX) formats
+
+def _block_reference(x, fmt, axis):
+    """emul.blocks.quantize (the NumPy core) along ``axis``, as float32."""
+    import emul.blocks
+
+    return np.moveaxis(emul.blocks.quantize(np.moveaxis(x, axis, -1), fmt), -1, axis).astype(np.float32)
+
+
+@pytest.mark.parametrize("fmt", ["mxfp4", "mxfp8_e4m3", "e2m1fn/e8m0/16"])
+def test_block_quant_bit_exact(fmt):
+    """The PTQ block quantizer (jitted) equals emul.blocks.quantize bit for bit along the reduction axis,
+    incl. an all-zero block, a short last block (40 = 32 + 8 channels), ±0, huge and tiny values."""
+    rng = np.random.default_rng(5)
+    w = (rng.normal(size=(3, 3, 40, 4)) * np.exp(rng.uniform(-6, 6, (1, 1, 40, 1)))).astype(np.float32)
+    w[0, 0, :32, 0] = 0.0
+    w[0, 1, :4, 1] = [-0.0, 3e38, 1e-39, -2.5]
+    got = np.asarray(jax.jit(ptq.block_quant, static_argnums=(1, 2))(w, fmt, 2))
+    np.testing.assert_array_equal(got.view(np.uint32), _block_reference(w, fmt, 2).view(np.uint32))
+    g = jax.grad(lambda v: ptq.block_quant(v, fmt, 2).sum())(jnp.asarray(w))
+    np.testing.assert_array_equal(np.asarray(g), np.ones_like(w))  # straight through
+
+
+def test_block_format_layers_match_emul_jax_ops(cnn, digits):
+    """A quantized conv / dense layer with block formats is emul_jax.ops' GEMM with those Operands
+    (blocks along the reduction axis), bit for bit."""
+    from emul_jax import ops
+
+    rng = np.random.default_rng(6)
+    fmts = (ptq.quantizer_format("mxfp4"), ptq.quantizer_format("mxfp8_e4m3"))
+    cfg = ops.DotConfig(fwd=ops.GemmSpec(lhs=ops.Operand(format="mxfp8_e4m3"), rhs=ops.Operand(format="mxfp4")))
+    infos = {i.name: i for i in cnn.layers}
+    for name, h in (("c2", rng.normal(size=(2, 4, 4, 16))), ("head", rng.normal(size=(3, 1024)))):
+        info, h = infos[name], jnp.asarray(h, jnp.float32)
+        p = ptq._jparams(dict(cnn.params[name], wr=1.0, wz=0.0, ar=1.0, az=0.0))
+        y = jax.jit(ptq._layer, static_argnums=(0, 3))(info, p, h, fmts)
+        if info.kind == "conv":
+            want = ops.conv_general_dilated(h, p["w"], info.strides, "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                            cfg=cfg)
+        else:
+            want = ops.dot_general(h, p["w"], (((1,), (0,)), ((), ())), cfg)
+        want = np.asarray(want + p["b"])
+        np.testing.assert_array_equal(np.asarray(y).view(np.uint32), want.view(np.uint32))
+
+
+def test_block_formats_in_the_pipeline(digits):
+    assert ptq.storage_bits("mxfp4") == 4.25 and ptq.storage_bits("mxfp8_e4m3") == 8.25
+    assert ptq.storage_bits("uint4") == 4
+    mlp = ptq.fold_bn(_randomize_bn(make_model("mlp", (8, 8, 1), 10, seed=0), 3), "mlp")
+    x = digits.x_train[:40]
+    p = ptq.init_params(mlp, x, "mxfp4", "uint8")
+    q, rep = ptq.adaquant(mlp, p, x, "mxfp4", "uint8", iters=30, batch=20)
+    assert all(r["mse_after"] < r["mse_before"] for r in rep), rep
+    np.testing.assert_array_equal(q["fc1"]["wr"], p["fc1"]["wr"])  # nothing to learn in a block format's range
+    for bad in ("nvfp4", "e2m1fn/e8m0/axis", "mxfp5"):
+        with pytest.raises(ValueError, match="format"):
+            ptq.quantizer_format(bad)
+
+
+def test_per_tensor_weight_ranges(cnn, digits):
+    """weights="tensor": one (R, Z) per weight tensor over its min/max; BN tuning keeps it one range,
+    scaled by the largest channel factor."""
+    x = digits.x_train[:40]
+    p = ptq.init_params(cnn, x, "uint4", "uint4", weights="tensor")
+    w = cnn.params["c2"]["w"]
+    assert p["c2"]["wr"].shape == () and p["c2"]["wr"] == np.float32(max(w.max(), 0) - min(w.min(), 0))
+    pc = ptq.init_params(cnn, x, "uint4", "uint4")
+    np.testing.assert_array_equal(pc["c2"]["ar"], p["c2"]["ar"])
+    assert pc["c2"]["wr"].max() == p["c2"]["wr"]  # the widest channel's range
+    t = ptq.bn_tune(cnn, p, x, ptq._uniform(cnn, "uint4", "uint4"))
+    assert t["c2"]["wr"].shape == () and t["c2"]["wz"].shape == ()
+    with pytest.raises(ValueError, match="weights"):
+        ptq.init_params(cnn, x, "uint4", "uint4", weights="row")
+
+
 # ------------------------------------------------------------------------------ folding
 
 @pytest.mark.parametrize("model", ["mlp", "cnn", "resnet"])
@@ -130,6 +205,36 @@ def test_bn_tuning_restores_channel_statistics(cnn, digits):
         # std = sqrt(γ² + eps)·σ_q/sqrt(σ_q² + eps): ≈ |γ| when σ_q² >> eps
         np.testing.assert_allclose(y.std(0), np.sqrt(g2 + bn["eps"]) * np.sqrt(1 - bn["eps"] / (y.var(0) + bn["eps"])),
                                    rtol=0.03)
+
+
+def test_bn_tuning_momentum(cnn, digits):
+    """momentum m, P passes: the running statistics move f = 1 − (1 − m)^P of the way from (β, γ²) to the
+    batch's; f -> 0 leaves the layer as it was, f = 1 is the default (momentum 1)."""
+    x = digits.x_train[:32]
+    pol = ptq._uniform(cnn, "uint4", "uint4")
+    p = ptq.init_params(cnn, x, "uint4", "uint4")
+    one = ptq.bn_tune(cnn, p, x, pol)
+    same = ptq.bn_tune(cnn, p, x, pol, momentum=0.5, passes=80)  # (1/2)^80: f == 1.0 in float64
+    for n in cnn.names:
+        for k in ("w", "b", "wr"):
+            np.testing.assert_array_equal(same[n][k], one[n][k])
+    tiny = ptq.bn_tune(cnn, p, x, pol, momentum=1e-12)
+    np.testing.assert_allclose(tiny["c2"]["w"], p["c2"]["w"], rtol=1e-6)
+    np.testing.assert_allclose(tiny["c2"]["b"], p["c2"]["b"], rtol=1e-5, atol=1e-6)
+    # the first layer (its input is the image, the same in every case): mean = β + (1 − f)(μ_q − β)·k
+    part = ptq.bn_tune(cnn, p, x, pol, momentum=0.5, passes=2)  # f = 0.75
+    bn = cnn.bn["c1"]
+    _, rec = ptq.trace(cnn, x, p, pol)
+    y = np.asarray(rec["c1"][1], np.float64).reshape(-1, 16)
+    mu, var = y.mean(0), y.var(0)
+    g2 = bn["gamma"].astype(np.float64) ** 2
+    k = np.sqrt(g2 + bn["eps"]) / np.sqrt(g2 + 0.75 * (var - g2) + bn["eps"])
+    _, rec = ptq.trace(cnn, x, part, pol)
+    got = np.asarray(rec["c1"][1], np.float64).reshape(-1, 16).mean(0)
+    np.testing.assert_allclose(got, bn["beta"] + 0.25 * (mu - bn["beta"]) * k, atol=0.02 * np.sqrt(g2).max())
+    for bad in ({"momentum": 0}, {"momentum": 1.5}, {"passes": 0}):
+        with pytest.raises(ValueError, match="momentum|passes"):
+            ptq.bn_tune(cnn, p, x, pol, **bad)
 
 
 def test_bias_tuning_lowers_its_loss(cnn, digits):
@@ -178,6 +283,28 @@ def test_ip_infeasible_size():
         ptq.solve_bit_allocation(np.zeros((3, 2)), [1, 2, 3], [8, 4], -1)
 
 
+def test_ip_with_three_precisions_and_sigma(digits):
+    """run(): the program over three precisions (two high pairs + the low one), ΔL noise per D (§E.3
+    --sigma) recorded, each choice optimal for its noisy ΔL (brute force) and within its size bound."""
+    mlp = ptq.fold_bn(_randomize_bn(make_model("mlp", (8, 8, 1), 10, seed=0), 4), "mlp")
+    cx, cy = digits.x_train[:30], digits.y_train[:30]
+    rec = ptq.run(mlp, cx, cy, digits.x_test[:60], digits.y_test[:60], wfmt="uint2", afmt="uint4",
+                  high=[("uint8", "uint8"), ("uint4", "uint4")], pipeline="light", sizes=(0.07, 0.13), sigma=0.5,
+                  bn_tuning=False, bias_tuning=False, seed=3)
+    meta = rec["ip_inputs"]
+    assert meta["formats"] == [["uint8", "uint8"], ["uint4", "uint4"], ["uint2", "uint4"]] and meta["bits"] == [8, 4, 2]
+    dl, xi = np.array(meta["delta_loss"]), np.random.default_rng(3)
+    for row in rec["ip"]:
+        assert row["size"] <= row["D"] and len(row["formats"]) == 2
+        used = np.array(row["delta_loss_used"])
+        want = dl * (1 + 0.5 * xi.standard_normal(dl.shape))
+        want[:, 0] = 0
+        np.testing.assert_array_equal(used, want)  # ΔL·(1 + σ·ξ), ξ drawn afresh per D
+        best, _ = ptq._brute_force(used, meta["weights"], meta["bits"], row["D"])
+        got = [meta["bits"].index(int(f[4:])) for f in row["formats"]]
+        assert np.isclose(used[np.arange(2), got].sum(), best)
+
+
 # ------------------------------------------------------------------------------ data-free calibration
 
 def test_synthetic_statistics_approach_running_ones(cnn, digits):
@@ -220,6 +347,13 @@ def test_cli_errors(tmp_path, digits, capsys):
     for argv, msg in ((["--bits", "4", "--size", "0.05"], "infeasible"),
                       (["--w-format", "fx<8,3>"], "format"),
                       (["--calib", "many"], "calib"),
+                      (["--w-format", "mxfp4", "--size", "0.13"], "4.25 bits"),
+                      (["--w-format", "nvfp4"], "e8m0"),
+                      (["--w-ranges", "row"], "w-ranges"),
+                      (["--high-bits", "8,x"], "high-bits"),
+                      (["--high-format", "uint8,uint4", "--size", "0.2"], "more bits"),
+                      (["--bn-momentum", "0"], "bn-momentum"),
+                      (["--sigma", "-1"], "sigma"),
                       (["--pipeline", "heavy"], "pipeline")):
         assert main(["ptq", str(path), *argv, "--out", str(tmp_path)]) == 2
         assert msg in capsys.readouterr().err
