@@ -18,7 +18,9 @@ K chunk steps come first, then the outer steps);
 
 Fast paths, each proven equal to the exact step-by-step definition and tested against it
 (``emul/_kernels/fast_accumulate.py``): float accumulators vectorised over the output row with an
-error-free sum; fixed-point accumulators as exact integer arithmetic with a per-step clamp or wrap;
+error-free sum (stochastic rounding on ``emul/_kernels/sr_accumulate.py``, which generates the
+counter-based words in place); fixed-point accumulators as exact integer arithmetic with a per-step
+clamp or wrap (int16 lanes for saturating sequential ones where everything fits);
 wrapping accumulators (and saturating ones whose running sum provably stays in range) as one
 exact BLAS product.
 """
@@ -37,6 +39,7 @@ from ._threads import single_thread_below
 K = LazyModule("emul._kernels.accumulate")
 FK = LazyModule("emul._kernels.fast_accumulate")
 SK = LazyModule("emul._kernels.sr_accumulate")
+RW = LazyModule("emul._kernels.rowwise")
 KR = LazyModule("emul._kernels.round")
 from ._params import kernel_params, resolve
 from ._validate import numeric_array
@@ -359,13 +362,6 @@ class _Scan:
         self.max, self.top, self.low, self.width = mx, top, low, width
         self.finite, self.zero = bool(finite), not nonzero
 
-    @classmethod
-    def of(cls, scan):
-        """A scan computed elsewhere (a ``FK.scan`` tuple) of a float64 operand."""
-        self = cls.__new__(cls)
-        self.float64 = True
-        self._set(*scan)
-        return self
 
 
 def _quantum(fmt) -> int:
@@ -726,12 +722,12 @@ def dot(a, b, acc, *, product=None, product_rounding="nearest_even", rounding="n
     ``(..., K)`` gives ``(...)``), element ``r`` the dot product of row ``r`` with the same
     accumulation as ``dot(a[r], b[r], acc, ...)``. ``init`` broadcasts to the result; SR words:
     ``random_bits`` has shape ``result.shape + (T,)``, row ``r`` (C order) uses words ``r*T …
-    r*T+T-1`` as the ``r``-th output element of matmul does. Speed: with a float accumulator in
-    sequential order (any mode, SR included) and exact products (operands 0 or within [2**-400,
-    2**500), every product exact in binary64), the rows run side by side in one fused kernel; other float
-    configurations with exact products run side by side in the matmul kernels' lanes after one
-    transposing pass; the rest (fixed-point accumulators, NaN/inf or wide operands) as a batched
-    matmul of 1 x K by K x 1. The results never depend on the path.
+    r*T+T-1`` as the ``r``-th output element of matmul does. Speed: with float accumulators (any
+    order and mode, SR included, products optionally rounded) and exact products (operands 0 or
+    within [2**-400, 2**500), every product exact in binary64), one vectorised kernel
+    (emul/_kernels/rowwise.py): sequential and chunked orders run 32 rows side by side, pairwise
+    vectorises each tree level; the rest (fixed-point accumulators, NaN/inf or wide operands) runs
+    as a batched matmul of 1 x K by K x 1. The results never depend on the path.
     {args}
     >>> dot([1.0] * 1000, [1.0] * 1000, "bf16")   # 256 + 1 rounds back to 256 in bf16 (8 bits)
     np.float64(256.0)
@@ -749,9 +745,8 @@ def dot(a, b, acc, *, product=None, product_rounding="nearest_even", rounding="n
 
 def _rowwise(a, b, acc, axis, product, product_rounding, rounding, overflow, order, chunk, outer, init, seed, key,
              random_bits, sr_bits, sr_method):
-    """dot(..., axis=): the rows as the columns of one matmul ``ones(1, K) @ P`` with P the exact
-    products (one output column per row, vectorised), or as a batched matmul when a product is
-    not exact in binary64."""
+    """dot(..., axis=): float accumulators on the row-wise kernel (:func:`_rowwise_float`), the rest
+    (or when a product is not exact in binary64) as a batched matmul of 1 x K by K x 1."""
     if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
         raise TypeError(f"axis={axis!r}: must be an int (or None for matmul's shape rules)")
     a = numeric_array(a, "a")
@@ -794,38 +789,9 @@ def _rowwise(a, b, acc, axis, product, product_rounding, rounding, overflow, ord
             raise ValueError(f"init: shape {x.shape} does not broadcast to the output shape {out_shape}") from None
         return x.reshape(extra)
 
-    fused = _fused_seq(a, b, cfg, init, out_shape, rows, k, seed, key, random_bits,
-                       (acc, product, product_rounding, rounding, overflow, order, chunk, outer, sr_bits,
-                        sr_method)) if rows and k else None
-    if fused is not None:
-        r = fused.reshape(out_shape)
-        if out_dtype_f32 and _fits_float32(cfg.final):
-            r = exact_float32(r)
-        return r if r.ndim else r[()]
-    # Float accumulators: the rows side by side in the vectorised lanes (after one transposing
-    # pass). Fixed-point ones stay on the batched path, whose per-row integer and BLAS paths are
-    # faster than that pass (loaded 2-core machine, 256 x 4096 int8 rows: 60 vs 35 M MAC/s).
-    lanes = isinstance(cfg.acc, FloatFormat) and isinstance(cfg.outer, FloatFormat)
-    prods = _exact_products(a, b, rows, k) if rows and k and lanes else None
-    if prods is not None:  # ones(1, K) @ P[c] for column blocks c of the products: rows side by side
-        P, scan = prods
-        nb, rc = P.shape[0], P.shape[2]
-        pad = nb * rc - rows  # padded rows come last: they take the last SR words and are dropped
-
-        def padded(x):
-            if x is None:
-                return None
-            x = x.reshape(rows, *x.shape[2:])
-            if pad:
-                x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
-            return x.reshape((nb, 1, rc) + x.shape[1:])
-
-        ones = np.ones((1, k), np.float64)
-        r = _matmul(ones, P, acc, product, product_rounding, rounding, overflow, order, chunk, outer,
-                    padded(inits((1, rows))), seed, key, padded(words((1, rows))), sr_bits, sr_method,
-                    scans=(_Scan(ones), _Scan.of(scan)))
-        r = np.asarray(r).reshape(-1)[:rows]
-    else:
+    r = _rowwise_float(a, b, cfg, init, out_shape, rows, k, T, seed, key, random_bits, (
+        acc, product, product_rounding, rounding, overflow, order, chunk, outer, sr_bits, sr_method)) if rows and k else None
+    if r is None:  # the batched general path: 1 x K by K x 1 per row
         r = _matmul(a[..., None, :], b[..., :, None], acc, product, product_rounding, rounding, overflow, order,
                     chunk, outer, inits(out_shape + (1, 1)), seed, key, words(out_shape + (1, 1)), sr_bits,
                     sr_method)
@@ -845,14 +811,15 @@ def _rows_f64(x, rows, k):
     return np.ascontiguousarray(x, np.float64).reshape(rows, k)
 
 
-def _fused_seq(a, b, cfg, init, out_shape, rows, k, seed, key, random_bits, args):
-    """Sequential row-wise dot products with a float accumulator (any mode, SR included, products
-    optionally rounded) on FK.rowwise_seq: products formed, checked exact and accumulated tile by
-    tile, rows side by side. None when it does not apply (or a product is not exact there); rows
+def _rowwise_float(a, b, cfg, init, out_shape, rows, k, T, seed, key, random_bits, args):
+    """Row-wise dot products with float accumulators (any order and mode, SR included, products
+    optionally rounded) on RW.rowwise_float, vectorised over rows (sequential, chunked) or over a
+    tree level (pairwise). None when it does not apply (or a product is not exact there); rows
     whose result is not finite are recomputed by the general kernel with the same words."""
-    f, pf = cfg.acc, cfg.product
     r = cfg.r if cfg.mode == Rounding.STOCHASTIC else 0
-    if not (cfg.order == "sequential" and _float_ok(f, r) and _quantum(f) >= _NORMAL_GRID
+    fmts = [cfg.acc] + ([cfg.outer] if cfg.order == "chunked" else [])
+    pf = cfg.product
+    if not (all(_float_ok(f, r) and _quantum(f) >= _NORMAL_GRID for f in fmts)
             and (pf is None or (_float_ok(pf, 0) and _quantum(pf) >= _NORMAL_GRID))):
         return None
     A, B = _rows_f64(a, rows, k), _rows_f64(b, rows, k)
@@ -861,62 +828,30 @@ def _fused_seq(a, b, cfg, init, out_shape, rows, k, seed, key, random_bits, args
     init_values = _values(_init_codes(init, cfg, out_shape), cfg.final)
     if not np.isfinite(init_values).all():
         return None
-    u = sr_words(cfg.mode, out_shape + (k,), cfg.r, seed=seed, key=key, random_bits=random_bits)
+    words = _Words.of(cfg, out_shape + (T,), seed, key, random_bits)
     Fa = _float_params_cached(cfg.acc, cfg.mode, cfg.ovf, cfg.r, cfg.compare)
+    Fo = _float_params_cached(cfg.outer, cfg.mode, cfg.outer_ovf, cfg.r, cfg.compare)
     Fp = _float_params_cached(pf, cfg.product_mode, cfg.product_ovf, 0, False) if pf is not None else Fa
     Ra = _rne_params_cached(cfg.acc, cfg.mode, cfg.ovf, cfg.r, cfg.compare)
-    rne = cfg.mode == Rounding.NEAREST_EVEN and f.man_bits <= 50 and (
-        f.emin - f.man_bits if f.subnormals else f.emin) >= -1021
+    Ro = _rne_params_cached(cfg.outer, cfg.mode, cfg.outer_ovf, cfg.r, cfg.compare)
+    rne = cfg.mode == Rounding.NEAREST_EVEN and all(  # the conditions of fast_accumulate.rne_step
+        f.man_bits <= 50 and (f.emin - f.man_bits if f.subnormals else f.emin) >= -1021 for f in fmts)
     out = np.empty(rows, np.float64)
     bad = np.zeros(rows, np.int8)
     with _threads_for(rows * k, "float"):
-        ok = FK.rowwise_seq(A, B, init_values, Fa, Fp, Ra, rne, pf is not None, _kernel_arg(u), k, out, bad)
+        ok = RW.rowwise_float(A, B, init_values, ORDERS.index(cfg.order), cfg.chunk, Fa, Fo, Fp, Ra, Ro, pf is not None,
+                              rne, *words.kernel_args(), T, out, bad)
     if not ok:
         return None
     redo = np.flatnonzero(bad)
     if redo.size:  # non-finite results (IEEE overflow, NaN in an fn format): the general kernel's
         acc, product, product_rounding, rounding, overflow, order, chunk, outer, sr_bits, sr_method = args
         sub_init = None if init is None else np.broadcast_to(init_values, (rows,))[redo].reshape(-1, 1, 1)
-        words = u.reshape(rows, k)[redo].reshape(-1, 1, 1, k) if cfg.mode == Rounding.STOCHASTIC else None
+        sub_words = words.array().reshape(rows, T)[redo].reshape(-1, 1, 1, T) if cfg.mode == Rounding.STOCHASTIC else None
         out[redo] = np.asarray(_matmul(A[redo][:, None, :], B[redo][:, :, None], acc, product, product_rounding,
-                                       rounding, overflow, order, chunk, outer, sub_init, None, None, words, sr_bits,
-                                       sr_method)).reshape(-1)
+                                       rounding, overflow, order, chunk, outer, sub_init, None, None, sub_words,
+                                       sr_bits, sr_method)).reshape(-1)
     return out
-
-
-def _exact_products(a, b, rows, k):
-    """The products a·b of (..., K) operands laid out for :func:`_rowwise` — ``(nb, K, Rc)`` float64,
-    row r = c·Rc + j in block c, column j — and a scan tuple bounding them (as ``FK.scan``: top,
-    low and width of a·b bounded by those of a and b, as matmul's fast paths bound its products),
-    when every product is exact in binary64 and every operand and product is 0 or normal, so that
-    numpy's multiply is exact whatever the thread's FTZ/DAZ; else None."""
-    xs, scans = [], []
-    for x in (a, b):
-        if x.dtype.kind == "f":
-            x = exact_float64(np.ascontiguousarray(x))
-        elif x.size and not (-(1 << 53) <= int(x.min()) and int(x.max()) <= 1 << 53):
-            return None
-        x = np.ascontiguousarray(x, np.float64).reshape(rows, k)
-        finite, nonzero, _, top, low, width = FK.scan(x.reshape(-1))
-        if not finite:
-            return None
-        xs.append(x)
-        scans.append((nonzero, top, low, width))
-    (nza, ta, la, wa), (nzb, tb, lb, wb) = scans
-    if nza and nzb:
-        if wa + wb > 53 or min(la, lb, la + lb) < _NORMAL_GRID or ta + tb + 2 > 1021:
-            return None
-        scan = (True, True, 2.0 ** (ta + tb + 2), ta + tb + 1, la + lb, wa + wb)
-    else:
-        scan = (True, False, 0.0, -2000, 2000, 0)  # one side all zero: signed zeros
-    threads = max(1, os.cpu_count() or 1)
-    rc = max(64, -(-rows // (4 * threads)))
-    rc = -(-rc // 8) * 8
-    nb = -(-rows // rc)
-    P = np.empty((nb, k, rc), np.float64)
-    with _threads_for(rows * k, "fixed"):
-        FK.rowwise_products(xs[0], xs[1], P)
-    return P, scan
 
 
 def _pair(v, name):

@@ -183,3 +183,36 @@ def test_k_zero_gives_init(order, chunk):
         got = emul.accumulate.dot(np.zeros(0), np.zeros(0), "fp16", order=order, chunk=chunk, init=init)
         want = reference.dot([], [], reference.Float(5, 10), order=order, chunk=chunk, init=init)
         assert same(float(got), want if init is not None or not isinstance(want, Fraction) else want)
+
+
+@given(configs())
+def test_rowwise_dot_matches_reference(case):
+    """dot(axis=-1) on the stacked pairs (row i of A, column j of B) equals the reference's matmul
+    element (i, j), SR words in the same layout (element i*N + j uses words (i*N + j)*T ...)."""
+    cfg, A, B, words = case
+    M, K, N = len(A), len(B), len(B[0])
+    rows_a = np.array([A[i] for i in range(M) for _ in range(N)], np.float64).reshape(M * N, K)
+    rows_b = np.array([[B[k][j] for k in range(K)] for _ in range(M) for j in range(N)], np.float64).reshape(M * N, K)
+    kw = dict(cfg)
+    init = kw.pop("init")
+    acc = kw.pop("acc")
+    if kw["rounding"] == "stochastic":
+        kw["random_bits"] = np.array(words, np.uint32).reshape(M * N, -1)
+    else:
+        kw.pop("sr_bits"), kw.pop("sr_method")
+    try:
+        with np.errstate(all="ignore"):
+            got = emul.dot(rows_a, rows_b, acc, axis=-1, init=None if init is None else float(init), **kw)
+    except ValueError:
+        got = ValueError
+    try:
+        want = reference.matmul(A, B, u=words, init=init, acc=acc, **{k: v for k, v in cfg.items()
+                                                                       if k not in ("acc", "init")})
+    except ValueError:
+        want = ValueError
+    if got is ValueError or want is ValueError:
+        assert got is want, (cfg, A, B, words, got, want)
+        return
+    for i in range(M):
+        for j in range(N):
+            assert same(float(got[i * N + j]), want[i][j]), (cfg, A, B, words, (i, j), float(got[i * N + j]))

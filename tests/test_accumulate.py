@@ -368,3 +368,99 @@ def test_integer_dtypes_give_the_same_results(acc, kw):
             assert identical(run(a.astype(dt), b.astype(dt), acc, fast, **kw), want), (dt, fast)
     assert identical(run(np.abs(a).astype(np.uint8), np.abs(b).astype(np.uint16), acc, True, **kw),
                      run(np.abs(a).astype(np.float64), np.abs(b).astype(np.float64), acc, False, **kw))
+
+
+# --- vectorised SR, int16 lanes, thread counts (issue 13) ---------------------------------------
+
+SR_CASES = [dict(order="sequential"), dict(order="pairwise"), dict(order="chunked", chunk=5),
+            dict(order="chunked", chunk=4, outer="fp16"), dict(product="e5m2"),
+            dict(sr_method="compare", sr_bits=5)]
+
+
+@pytest.mark.parametrize("kw", SR_CASES, ids=lambda kw: "-".join(f"{v}" for v in kw.values()))
+@pytest.mark.parametrize("k", [1, 2, 37])
+def test_sr_kernel_generates_the_documented_words(kw, k, plans):
+    """sr_accumulate.sr_rows with in-kernel Threefry words (seed/key) equals the same call with
+    the words materialised as random_bits, and the general kernel, bit for bit."""
+    rng = np.random.default_rng(k)
+    a, b = e4m3((3, k), rng, 4.0), e4m3((k, 35), rng)
+    a[0, 0] = 0.0
+    kw = dict(kw)
+    r = kw.pop("sr_bits", 8)
+    T = A.sr_steps(k, kw.get("order", "sequential"), kw.get("chunk"))
+    drawn = np.asarray(emul.random.bits(emul.random.key(11), (3, 35, T))) >> np.uint32(32 - r)
+    by_seed = run(a, b, "e4m7", True, rounding="stochastic", seed=11, sr_bits=r, **kw)
+    assert plans[-1] == "_FloatPlan"
+    by_key = run(a, b, "e4m7", True, rounding="stochastic", key=emul.random.key(11), sr_bits=r, **kw)
+    by_words = run(a, b, "e4m7", True, rounding="stochastic", random_bits=drawn, sr_bits=r, **kw)
+    general = run(a, b, "e4m7", False, rounding="stochastic", random_bits=drawn, sr_bits=r, **kw)
+    assert identical(by_seed, general) and identical(by_key, general) and identical(by_words, general)
+
+
+def test_sr_rows_that_overflow_use_the_same_words():
+    rng = np.random.default_rng(3)
+    a, b = e4m3((4, 20), rng, 8.0), e4m3((20, 5), rng, 8.0)
+    a[1, :4] = 448.0
+    b[:4, 2] = 448.0  # element (1, 2) overflows fp16 (inf): recomputed by the general kernel
+    x = run(a, b, "fp16", True, rounding="stochastic", seed=4, sr_bits=8)
+    assert np.isinf(x[1, 2])
+    assert identical(x, run(a, b, "fp16", False, rounding="stochastic", seed=4, sr_bits=8))
+
+
+INT16_CASES = [("int12", {}), ("int12", dict(overflow="saturate_symmetric")), ("fx<12,4>", {}), ("uint10", {}),
+               ("int8", {}), ("int12", dict(init=2047)), ("int12", dict(init=-2048)), ("fx<16,0>", {})]
+
+
+@pytest.mark.parametrize("acc,kw", INT16_CASES, ids=lambda v: str(v))
+def test_saturating_int16_lanes_equal_general(acc, kw, plans):
+    """FK.sat_rows_i16: max*max runs that saturate and come back, alternating signs, K = 1."""
+    rng = np.random.default_rng(5)
+    for k in (1, 3, 200):
+        a = rng.integers(-128, 128, (6, k)).astype(np.int8)
+        b = rng.integers(-128, 128, (k, 9)).astype(np.int8)
+        a[0] = 127
+        a[1] = -128
+        b[:, 0] = 127
+        b[:, 1] = np.where(np.arange(k) % 2, -128, 127)
+        fast = run(a, b, acc, True, **kw)
+        assert plans[-1] == "_FixedPlan"
+        assert identical(fast, run(a, b, acc, False, **kw))
+
+
+def test_int16_lanes_only_where_everything_fits(plans):
+    a = np.full((2, 3), 200, np.int16)
+    b = np.full((3, 2), 200, np.int16)  # products 40000 >= 2**15: float lanes, still exact
+    assert identical(run(a, b, "int12", True), run(a, b, "int12", False))
+
+
+@pytest.fixture
+def parallel_always(monkeypatch):
+    """Every kernel runs its parallel region, whatever the size or the load."""
+    monkeypatch.setattr(A, "_PARALLEL_WORK", {"general": 0, "float": 0, "fixed": 0})
+    monkeypatch.setattr(A, "_busy", lambda: False)
+
+
+def test_results_do_not_depend_on_the_thread_count(parallel_always):
+    import numba
+
+    rng = np.random.default_rng(6)
+    a, b = e4m3((37, 50), rng), e4m3((50, 21), rng)
+    ai, bi = rng.integers(-128, 128, (37, 50)).astype(np.int8), rng.integers(-128, 128, (50, 21)).astype(np.int8)
+    rows_a, rows_b = e4m3((70, 50), rng), e4m3((70, 50), rng)
+    calls = [lambda: A.matmul(a, b, "e4m7"),
+             lambda: A.matmul(a, b, "e4m7", rounding="stochastic", seed=1, sr_bits=8),
+             lambda: A.matmul(a, b, "bf16", rounding="stochastic", seed=2, sr_bits=8, order="pairwise"),
+             lambda: A.matmul(ai, bi, "int12"),
+             lambda: A.dot(rows_a, rows_b, "e4m7", axis=-1, rounding="stochastic", seed=3, sr_bits=8),
+             lambda: A.dot(rows_a, rows_b, "fp16", axis=-1, order="pairwise"),
+             lambda: A.dot(rows_a, rows_b, "bf16", axis=-1, order="chunked", chunk=7)]
+    before = numba.get_num_threads()
+    try:
+        results = []
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(threads)
+            results.append([np.asarray(f()) for f in calls])
+    finally:
+        numba.set_num_threads(before)
+    for x, y in zip(*results):
+        assert identical(x, y)

@@ -112,3 +112,27 @@ def test_bad_axis_and_shapes():
         emul.dot(E4, E4B[:, :5], "bf16", axis=-1)
     with pytest.raises(ValueError, match="random_bits"):
         emul.dot(E4, E4B, "bf16", axis=-1, rounding="stochastic", sr_bits=4, random_bits=np.zeros((9, 3), int))
+
+
+ROW_CASES = [("e4m7", {}), ("bf16", {"order": "pairwise"}), ("fp16", {"order": "chunked", "chunk": 7}),
+             ("e5m6", {"order": "chunked", "chunk": 5, "outer": "fp32"}), ("e4m7", {"rounding": "toward_zero"}),
+             ("bf16", {"rounding": "stochastic", "sr_bits": 8, "seed": 7}),
+             ("bf16", {"rounding": "stochastic", "sr_bits": 8, "seed": 7, "order": "pairwise"}),
+             ("fp16", {"rounding": "stochastic", "sr_bits": 6, "seed": 7, "order": "chunked", "chunk": 4,
+                       "sr_method": "compare"}),
+             ("fp16", {"product": "e5m2", "order": "pairwise"}), ("e4m3fn", {"overflow": "saturate"})]
+
+
+@pytest.mark.parametrize("acc, kw", ROW_CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(ROW_CASES)])
+@pytest.mark.parametrize("k", [1, 2, 3, 130])
+def test_rowwise_kernel_equals_per_row_dot(acc, kw, k):
+    """emul/_kernels/rowwise.py (more rows than one lane block, K around the tile size) against the
+    1-D dot of each row, bit for bit (zero signs included)."""
+    r = np.random.default_rng(k)
+    a = emul.quantize(r.standard_normal((45, k)) * 4, "e4m3fn")
+    b = emul.quantize(r.standard_normal((45, k)), "e4m3fn")
+    a[3] = 0.0
+    b[4] = -b[4]
+    got = emul.dot(a, b, acc, axis=-1, **kw)
+    want = _per_row(a, b, acc, kw)
+    assert np.array_equal(got.view(np.uint64), np.asarray(want, np.float64).view(np.uint64))

@@ -478,26 +478,6 @@ def wrap_inplace(x, lo, mw):
         x.flat[i] = v - np.floor((v - lo) / mw) * mw
 
 
-@njit(cache=True, parallel=True)
-def rowwise_products(A, B, out):
-    """out[c, k, j] = A[r, k] * B[r, k] for r = c * Rc + j < R (A, B: (R, K) float64; out:
-    (nb, K, Rc)); rows r >= R are +0. Tiles of 32 columns keep the reads contiguous and the writes
-    in cache. The caller has checked that every product is exact and 0 or normal."""
-    R, K = A.shape
-    nb, _, Rc = out.shape
-    for c in prange(nb):
-        for k0 in range(0, K, 32):
-            k1 = min(k0 + 32, K)
-            for j in range(Rc):
-                r = c * Rc + j
-                if r >= R:
-                    for k in range(k0, k1):
-                        out[c, k, j] = 0.0
-                else:
-                    for k in range(k0, k1):
-                        out[c, k, j] = A[r, k] * B[r, k]
-
-
 @intrinsic
 def _fma(typingctx, a, b, c):
     """a * b + c rounded once (LLVM's llvm.fma.f64: the hardware instruction, or a correct emulation)."""
@@ -511,85 +491,10 @@ def _fma(typingctx, a, b, c):
     return sig, codegen
 
 
-# operands of rowwise_seq: 0, or 2**-400 <= |x| < 2**500 (exponent fields), so that every product is
-# normal, cannot overflow, and its rounding error x*y - fl(x*y), a multiple of 2**-904, is 0 or normal
+# operands of emul/_kernels/rowwise.py: 0, or 2**-400 <= |x| < 2**500 (exponent fields), so that every
+# product is normal, cannot overflow, and its rounding error x*y - fl(x*y), a multiple of 2**-904, is 0 or normal
 _ROW_ELO = np.uint64(1023 - 400)
 _ROW_EHI = np.uint64(1023 + 500)
-ROW_LANES = 32  # rows accumulated side by side
-ROW_TILE = 64  # products staged per row and tile (a (64, 32) float64 block: 16 KiB, in L1)
-
-
-@njit(cache=True, parallel=True)
-def rowwise_seq(A, B, init, Fa, Fp, Ra, rne, has_prod, u, T, out, bad):
-    """Row-wise dot products in sequential order with a float accumulator (any mode, SR words
-    included; products optionally rounded to a product format), the rows side by side in ROW_LANES
-    lanes: out[r] = the dot product of A[r] and B[r] (A, B: (R, K) float64, row-major) from
-    init[r % init.size], step k of row r using SR word u[r * T + k]. The parameters and the step
-    are float_rows' (``rne``: nearest_even on rne_step); TwoSum always runs. Products are formed
-    and staged tile by tile (no transposed copy of the operands); each is checked exact — operands
-    0 or with exponent fields in [2**-400, 2**500) (bits, so no FTZ/DAZ setting can change the
-    check) and the FMA residual x*y - fl(x*y) zero. Returns False when some product fails (out is
-    then undefined); bad[r] = 1 where the result is not finite (the caller recomputes those rows
-    with the general kernel)."""
-    R, K = A.shape
-    Pa = _unpack(Fa)
-    Qa = _unpack_rne(Ra)
-    p_m, p_emin, p_qb, p_pq, p_max, p_ovp, p_ovn, p_near, p_k0, p_ks, p_kl, p_nz, p_sub = _unpack(Fp)
-    sr = Fa[F_SR] != 0
-    r = Fa[F_SRBITS]
-    cmp = Fa[F_SRCMP] != 0
-    down = Fa[F_DOWN] != 0
-    nblk = (R + ROW_LANES - 1) // ROW_LANES
-    okb = np.ones(nblk, np.bool_)
-    for c in prange(nblk):
-        r0 = c * ROW_LANES
-        n = min(ROW_LANES, R - r0)
-        s = np.empty(ROW_LANES, np.float64)
-        for j in range(n):
-            s[j] = init[(r0 + j) % init.size]
-        unfit = 0  # first the check, over the block's rows in memory order (a loop LLVM vectorises)
-        for j in range(n):
-            for k in range(K):
-                x = A[r0 + j, k]
-                y = B[r0 + j, k]
-                bx = _f2u(x) & _ABS
-                by = _f2u(y) & _ABS
-                ex = bx >> np.uint64(52)
-                ey = by >> np.uint64(52)
-                fine = (((bx == _U0) | ((ex >= _ROW_ELO) & (ex < _ROW_EHI)))
-                        & ((by == _U0) | ((ey >= _ROW_ELO) & (ey < _ROW_EHI))) & (_fma(x, y, -(x * y)) == 0.0))
-                unfit += 0 if fine else 1
-        if unfit:
-            okb[c] = False
-            continue
-        stage = np.empty((ROW_TILE, ROW_LANES), np.float64)
-        for k0 in range(0, K, ROW_TILE):
-            k1 = min(k0 + ROW_TILE, K)
-            for j in range(n):
-                for k in range(k0, k1):
-                    stage[k - k0, j] = A[r0 + j, k] * B[r0 + j, k]
-            if has_prod:
-                for k in range(k1 - k0):
-                    for j in range(n):
-                        stage[k, j] = fround(stage[k, j], p_m, p_emin, p_qb, p_pq, p_max, p_ovp, p_ovn, p_near, p_k0,
-                                             p_ks, p_kl, p_nz)
-            if sr:
-                for k in range(k1 - k0):
-                    for j in range(n):
-                        s[j] = _step(s[j], stage[k, j], u[(r0 + j) * T + k0 + k], False, True, down, True, r, cmp,
-                                     Pa, Qa)
-            elif rne:
-                for k in range(k1 - k0):
-                    for j in range(n):
-                        s[j] = _step(s[j], stage[k, j], 0, True, True, down, False, r, cmp, Pa, Qa)
-            else:
-                for k in range(k1 - k0):
-                    for j in range(n):
-                        s[j] = _step(s[j], stage[k, j], 0, False, True, down, False, r, cmp, Pa, Qa)
-        for j in range(n):
-            out[r0 + j] = s[j]
-            bad[r0 + j] = 0 if np.isfinite(s[j]) else 1
-    return okb.all()
 
 
 _I16 = np.int16
