@@ -11,7 +11,9 @@ See ``docs/arith.md``.
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 from fractions import Fraction
 
 import numpy as np
@@ -21,6 +23,7 @@ from ._threads import single_thread_below
 K = LazyModule("emul._kernels.arith")
 KR = LazyModule("emul._kernels.round")
 W = LazyModule("emul._kernels.wide")
+from ._kernels import slots as _slots
 from ._params import kernel_params, resolve
 from ._validate import numeric_array
 from .quantize import PARALLEL_MIN, _check_fits_float64, _fits_float32, exact_float32, exact_float64, sr_words
@@ -99,8 +102,117 @@ def _redo_exact(op, flat, idx, u, P, fmt, out):
                                  np.uint64(u[i] if P[KR.SR] else 0), P)
 
 
-def _apply(op, inputs, names, fmt, rounding, overflow, seed, key, sr_bits, sr_method, random_bits):
+_BITS = {np.dtype(np.float16): np.uint16, np.dtype(np.float32): np.uint32, np.dtype(np.float64): np.uint64}
+
+
+@functools.lru_cache(maxsize=512)
+def _setup(fmt, rounding, overflow, sr_bits, sr_method):
+    """Resolved arguments, the kernel parameters and the fast kernels' constants (None outside
+    their domain), once per distinct argument tuple (the per-call cost of small calls)."""
     fmt, mode, ovf, r, compare = resolve(fmt, rounding, overflow, sr_bits, sr_method)
+    P = kernel_params(fmt, mode, ovf, r, compare)
+    from ._kernels import fast_arith
+
+    fast = fast_arith.constants(fmt, P) if fast_arith.supported(fmt, P) else None
+    return fmt, mode, ovf, r, P, fast
+
+
+def _resolved(fmt, rounding, overflow, sr_bits, sr_method):
+    try:
+        return _setup(fmt, rounding, overflow, sr_bits, sr_method)
+    except TypeError as exc:  # unhashable arguments: resolve() reports them
+        if "unhashable" not in str(exc):
+            raise
+        return _setup.__wrapped__(fmt, rounding, overflow, sr_bits, sr_method)
+
+
+def _raise_bad(fmt, ovf, n_nan, n_inf):
+    if n_nan:
+        raise ValueError(f"{n_nan} NaN result(s) (a NaN input or an invalid operation such as "
+                         f"inf - inf, 0 * inf, 0 / 0, sqrt(-1)), but {fmt.name} has no NaN")
+    if n_inf:
+        raise ValueError(f"{n_inf} infinite result(s), which overflow={ovf.value!r} cannot map into "
+                         f"{fmt.name}; use a saturate rule")
+
+
+def _general(op, arrays, shape, u, P, fmt, ovf):
+    """The general kernel (exact wide-integer frames) on broadcast operands: float64 results,
+    flat, or raises for results the format cannot take."""
+    flat = [_flat(_as_float64_or_int(a), shape) for a in arrays]
+    while len(flat) < 3:
+        flat.append(flat[0])
+    n = flat[0].size
+    out = np.empty(n, np.float64)
+    flags = np.empty(n, np.int8)
+    with single_thread_below(n, PARALLEL_MIN):
+        K.arith_parallel(op, flat[0], flat[1], flat[2], u, P, out, flags)
+    if n and flags.any():
+        _raise_bad(fmt, ovf, int(np.count_nonzero(flags == W.BAD_NAN)), int(np.count_nonzero(flags == W.BAD_INF)))
+        _redo_exact(op, flat, np.flatnonzero(flags == W.NEED_EXACT), u, P, fmt, out)
+    return out
+
+
+_POOL = None
+
+
+def _pool():
+    global _POOL
+    if _POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="emul-arith")
+    return _POOL
+
+
+def _chunked(kernel, args, n):
+    """kernel(*args, lo, hi) over [0, n): one call below PARALLEL_MIN elements, else one chunk per
+    Numba thread on a thread pool (the kernels release the GIL). Every element depends only on
+    its own operands, so the split never changes a result. Returns the sum of the results."""
+    import numba
+
+    threads = min(numba.get_num_threads(), max(1, n // PARALLEL_MIN))
+    if threads <= 1:
+        return kernel(*args, 0, n)
+    step = -(-n // threads)
+    step += -step % 64  # whole cache lines
+    jobs = [_pool().submit(kernel, *args, lo, min(lo + step, n)) for lo in range(0, n, step)]
+    return sum(j.result() for j in jobs)
+
+
+def _fast(op, arrays, shape, u, P, k, fmt, ovf, out_dtype):
+    """The vectorised kernels (emul/_kernels/fast_arith.py) on float operands; elements whose
+    float64 operands are not float32 values go through the general kernel. None when an operand
+    is not a float array (integers beyond 2**53)."""
+    from ._kernels import fast_arith
+
+    if any(a.dtype.kind != "f" for a in arrays):
+        return None
+    flat = [_flat(a, shape).view(_BITS[a.dtype]) for a in arrays]
+    n = flat[0].size
+    out = np.empty(n, np.uint32 if out_dtype == np.float32 else np.uint64)
+    fl = np.empty(n, np.uint8)
+    marked = _chunked(fast_arith.KERNELS[op], (*flat, k, u, out, fl), n) if n else 0
+    n_nan = n_gen_nan = n_gen_inf = 0
+    if marked:
+        at, n_nan = fast_arith.fix_specials(op, flat, k, out, np.flatnonzero(fl))
+        if at.size:
+            sub = [np.ascontiguousarray(exact_float64(f[at].view(a.dtype))) for f, a in zip(flat, arrays)]
+            while len(sub) < 3:
+                sub.append(sub[0])
+            us = np.ascontiguousarray(u[at]) if P[_slots.SR] else u
+            vals = np.empty(at.size, np.float64)
+            flags = np.empty(at.size, np.int8)
+            K.arith_parallel(op, sub[0], sub[1], sub[2], us, P, vals, flags)
+            n_gen_nan = int(np.count_nonzero(flags == W.BAD_NAN))
+            n_gen_inf = int(np.count_nonzero(flags == W.BAD_INF))
+            out[at] = exact_float32(vals).view(np.uint32) if out.dtype == np.uint32 else vals.view(np.uint64)
+    if n_nan or n_gen_nan or n_gen_inf:
+        _raise_bad(fmt, ovf, n_nan + n_gen_nan, n_gen_inf)
+    return out.view(out_dtype)
+
+
+def _apply(op, inputs, names, fmt, rounding, overflow, seed, key, sr_bits, sr_method, random_bits):
+    fmt, mode, ovf, r, P, k = _resolved(fmt, rounding, overflow, sr_bits, sr_method)
     _check_fits_float64(fmt, names[0] if len(names) == 1 else "result")
     arrays = [numeric_array(x, name) for x, name in zip(inputs, names)]
     shape = arrays[0].shape
@@ -112,34 +224,23 @@ def _apply(op, inputs, names, fmt, rounding, overflow, seed, key, sr_bits, sr_me
             raise ValueError(f"operands could not be broadcast together: {shapes}") from None
     out_dtype = (np.float32 if all(a.dtype == np.float32 for a in arrays) and _fits_float32(fmt)
                  else np.float64)
-    P = kernel_params(fmt, mode, ovf, r, compare)
     u = sr_words(mode, shape, r, seed=seed, key=key, random_bits=random_bits)
-    # C-contiguous and writeable (numba compiles read-only arrays as a separate signature)
-    flat = [_flat(_as_float64_or_int(a), shape) for a in arrays]
-    u = np.require(u, requirements=["C", "W"])
-    while len(flat) < 3:
-        flat.append(flat[0])
-    n = flat[0].size
-    out = np.empty(n, np.float64)
-    flags = np.empty(n, np.int8)
-    with single_thread_below(n, PARALLEL_MIN):
-        K.arith_parallel(op, flat[0], flat[1], flat[2], u, P, out, flags)
-    if n and flags.any():
-        for flag, what in ((W.BAD_NAN, "NaN"), (W.BAD_INF, "infinite")):
-            count = int(np.count_nonzero(flags == flag))
-            if count and flag == W.BAD_NAN:
-                raise ValueError(f"{count} NaN result(s) (a NaN input or an invalid operation such as "
-                                 f"inf - inf, 0 * inf, 0 / 0, sqrt(-1)), but {fmt.name} has no NaN")
-            if count:
-                raise ValueError(f"{count} infinite result(s), which overflow={ovf.value!r} cannot map into "
-                                 f"{fmt.name}; use a saturate rule")
-        _redo_exact(op, flat, np.flatnonzero(flags == W.NEED_EXACT), u, P, fmt, out)
+    u = np.require(u, requirements=["C", "W"])  # (numba compiles read-only arrays separately)
+    out = None
+    if k is not None and _FAST:
+        out = _fast(op, [a if a.dtype.kind == "f" else _as_float64_or_int(a) for a in arrays],
+                    shape, u, P, k, fmt, ovf, out_dtype)
+    if out is None:
+        out = _general(op, arrays, shape, u, P, fmt, ovf)
+        if out_dtype == np.float32:
+            out = exact_float32(out)  # values of the format: float32 values, converted from bits
     out = out.reshape(shape)
-    if out_dtype == np.float32:
-        out = exact_float32(out)  # values of the format: float32 values, converted from bits
     if out.ndim == 0 and not any(isinstance(x, np.ndarray) for x in inputs):
         return out[()]
     return out
+
+
+_FAST = True  # tests switch the vectorised kernels off to compare them with the general one
 
 
 def add(a, b, fmt, rounding="nearest_even", overflow=None, *, seed=None, key=None, sr_bits=None,
