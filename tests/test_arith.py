@@ -435,3 +435,176 @@ def test_model_matches_reference_on_a_sample():
             for i in range(300):
                 r = getattr(reference, op)(*(float(x[i]) for x in args), F16, mode)
                 assert same_values(float(r), want[i]), (op, mode, [float(x[i]) for x in args], r, want[i])
+
+
+# --- the vectorised kernels (emul/_kernels/fast_arith.py) against the general kernel -------------
+# Same operands through both paths (emul.arith._FAST switches the vectorised one off), compared bit
+# for bit: every mode, both float overflow rules, SR seeded and with given words, float16/32/64
+# operands (float64 ones that are not float32 values go to the general kernel inside the fast
+# path), special operands, ties, zero sums, subnormals, the overflow threshold, empty and 0-d.
+
+ALL_MODES = [m.value for m in emul.Rounding]
+ARITY = {"add": 2, "sub": 2, "mul": 2, "div": 2, "fma": 3, "sqrt": 1}
+
+
+def _pattern(x):
+    x = np.asarray(x)
+    return x.view({2: np.uint16, 4: np.uint32, 8: np.uint64}[x.dtype.itemsize])
+
+
+def _both(monkeypatch, op, args, fmt, mode, overflow=None, **kw):
+    """(fast, general): results, or the error message when a call raises."""
+    out = []
+    for fast in (True, False):
+        monkeypatch.setattr(A, "_FAST", fast)
+        try:
+            with np.errstate(all="ignore"):
+                out.append(getattr(A, op)(*args, fmt, mode, overflow, **kw))
+        except ValueError as exc:
+            out.append(str(exc))
+    return out
+
+
+def _assert_paths_agree(monkeypatch, op, args, fmt, mode, overflow=None, **kw):
+    got, want = _both(monkeypatch, op, args, fmt, mode, overflow, **kw)
+    if isinstance(got, str) or isinstance(want, str):
+        assert got == want, (op, fmt, mode, overflow, got, want)
+        return
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    bad = np.flatnonzero(_pattern(got).reshape(-1) != _pattern(want).reshape(-1))
+    if bad.size:
+        i = bad[0]
+        ops = [np.broadcast_to(a, got.shape).reshape(-1)[i] for a in args]
+        raise AssertionError(f"{op} {fmt} {mode} {overflow}: {bad.size} differ, first {ops} -> "
+                             f"{got.reshape(-1)[i]!r} vs general {want.reshape(-1)[i]!r}")
+
+
+def _all_values(fmt_name, dtype):
+    """Every value of a small format (NaN and inf included), as dtype."""
+    f = emul.format(fmt_name)
+    v = np.asarray(emul.decode(np.arange(1 << f.bits, dtype=np.uint64), f), np.float64)
+    return v.astype(dtype)
+
+
+def _pairs(values):
+    a, b = np.meshgrid(values, values, indexing="ij")
+    return a.reshape(-1), b.reshape(-1)
+
+
+def _f16_edges(rng, n):
+    """fp16 operands: random patterns, and pairs built to hit ties, zero sums and the edges."""
+    a = rng.integers(0, 1 << 16, n).astype(np.uint16).view(np.float16)
+    b = rng.integers(0, 1 << 16, n).astype(np.uint16).view(np.float16)
+    special = np.float16([0.0, -0.0, 1.0, -1.0, 65504.0, -65504.0, 2.0**-24, -(2.0**-24), 2.0**-14,
+                          6.1e-5, np.inf, -np.inf, np.nan, 1.0 + 2.0**-10, 2.0**-11, 3.0, 0.75, 16.0, 32.0])
+    sa, sb = _pairs(special)
+    a = np.concatenate([a, sa, b])     # b paired with -b: exact zero sums
+    b = np.concatenate([b, sb, -b])
+    return a, b
+
+
+@pytest.mark.parametrize("op", sorted(ARITY))
+def test_fast_path_matches_general_on_every_e4m3fn_pair(monkeypatch, op):
+    """Every pair of e4m3fn values (float64 operands) into e4m3fn and bf16: every mode, both
+    overflow rules, SR with words and seeded (more formats in the slow test below)."""
+    a, b = _pairs(_all_values("e4m3fn", np.float64))
+    args = {1: (a,), 2: (a, b), 3: (a, b, b[::-1].copy())}[ARITY[op]]
+    for fmt in ("e4m3fn", "bf16"):
+        for mode in ALL_MODES:
+            for overflow in ("ieee", "saturate"):
+                kw = {}
+                if mode == "stochastic":
+                    kw = dict(random_bits=np.arange(a.size, dtype=np.uint32) % 31, sr_bits=5)
+                _assert_paths_agree(monkeypatch, op, args, fmt, mode, overflow, **kw)
+        _assert_paths_agree(monkeypatch, op, args, fmt, "stochastic", seed=3, sr_bits=13, sr_method="compare")
+
+
+@pytest.mark.parametrize("op", ["add", "mul"])
+def test_fast_path_float16_operands(monkeypatch, op):
+    a, b = _f16_edges(np.random.default_rng(7), 4000)
+    for fmt in ("fp16", "e5m2", "e4m3fn"):
+        for mode in ALL_MODES:
+            kw = dict(seed=2, sr_bits=8) if mode == "stochastic" else {}
+            _assert_paths_agree(monkeypatch, op, (a, b), fmt, mode, **kw)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+@pytest.mark.parametrize("op", sorted(ARITY))
+def test_fast_path_float16_float32_operands_every_op(monkeypatch, op, dtype):
+    rng = np.random.default_rng(11)
+    a, b = _f16_edges(rng, 20000)
+    if dtype == np.float32:  # float32 patterns too: far exponents, float32 subnormals
+        w = rng.integers(0, 1 << 32, (2, a.size), dtype=np.uint64).astype(np.uint32).view(np.float32)
+        pick = rng.random(a.size) < 0.5
+        a = np.where(pick, w[0], a.astype(np.float32))
+        b = np.where(pick, w[1], b.astype(np.float32))
+    args = {1: (a,), 2: (a, b), 3: (a, b, b[::-1].copy())}[ARITY[op]]
+    for fmt in ("fp16", "bf16", "e4m3fn", "e5m2", "e4m3fnuz", "fp32", "e8m3-nosub"):
+        for mode in ALL_MODES:
+            kw = dict(seed=2, sr_bits=20) if mode == "stochastic" else {}
+            for overflow in ("ieee", "saturate"):
+                _assert_paths_agree(monkeypatch, op, args, fmt, mode, overflow, **kw)
+
+
+def test_fast_path_float64_operands_that_are_not_float32_values(monkeypatch):
+    """Mixed arrays: float32 values take the vectorised kernel, the others the general one."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(3000)
+    y = x.astype(np.float32).astype(np.float64)
+    x[::3] = y[::3]
+    x[1::7] = [1e-300, -1e300, 2.0**-140, np.nan, np.inf, 0.0, 5e-324] * (x[1::7].size // 7) + \
+        [1e-300] * (x[1::7].size % 7)
+    for op in sorted(ARITY):
+        args = {1: (np.abs(x),), 2: (x, y[::-1].copy()), 3: (x, y, x[::-1].copy())}[ARITY[op]]
+        for mode in ("nearest_even", "toward_zero", "odd"):
+            _assert_paths_agree(monkeypatch, op, args, "bf16", mode)
+    # a NaN result in a format without NaN: the same error, counting both paths' elements
+    got, want = _both(monkeypatch, "add", (np.array([np.nan, 1.1, np.nan]), np.array([1.0, np.nan, 1.0])),
+                      "e2m1fn", "nearest_even")
+    assert isinstance(got, str) and got == want and got.startswith("3 NaN")
+
+
+def test_fast_path_zero_sums_overflow_and_subnormals(monkeypatch):
+    f16 = np.float16
+    cases = [  # (a, b): x + (-x), ±0 + ±0, the overflow threshold, subnormal results
+        (f16([1.5, -0.0, 0.0, -0.0, 65504, 65504, 65504, -65504, 2.0**-24, 2.0**-24, 2.0**-14]),
+         f16([-1.5, -0.0, -0.0, 0.0, 16, 8, 32, -16, -(2.0**-24), 2.0**-24, -(2.0**-24)]))]
+    for a, b in cases:
+        for op in ("add", "sub"):
+            for fmt in ("fp16", "e5m2", "e4m3fnuz"):
+                for mode in ALL_MODES:
+                    if mode != "stochastic":
+                        _assert_paths_agree(monkeypatch, op, (a, b), fmt, mode)
+                        _assert_paths_agree(monkeypatch, op, (a, b), fmt, mode, "saturate")
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float64])
+def test_fast_path_empty_and_zero_d(dtype):
+    for op in ("add", "mul"):
+        assert getattr(A, op)(np.zeros(0, dtype), np.zeros(0, dtype), "fp16").shape == (0,)
+        got = getattr(A, op)(np.array(1.5, dtype), np.array(2.0, dtype), "fp16")
+        assert isinstance(got, np.ndarray) and got.shape == () and got == {"add": 3.5, "mul": 3.0}[op]
+    assert A.add(dtype(1.5), dtype(2.0), "fp16").shape == ()
+
+
+def test_fast_path_result_does_not_depend_on_thread_count(monkeypatch):
+    import numba
+
+    rng = np.random.default_rng(3)
+    a, b = _f16_edges(rng, 30000)
+    monkeypatch.setattr(A, "PARALLEL_MIN", 64)  # chunks on the thread pool even for this size
+    before = numba.get_num_threads()
+    results = []
+    try:
+        for threads in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
+            numba.set_num_threads(threads)
+            with np.errstate(all="ignore"):
+                results.append([_pattern(A.add(a, b, "fp16", "toward_zero")),
+                                _pattern(A.mul(a, b, "e4m3fn", "stochastic", seed=9, sr_bits=8))])
+    finally:
+        numba.set_num_threads(before)
+    for got in results[1:]:
+        for g, w in zip(got, results[0]):
+            assert np.array_equal(g, w)
