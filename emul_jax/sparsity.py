@@ -13,8 +13,8 @@ Same names, arguments and semantics as the core; ``n``, ``m``, ``axis``, ``ties`
 How the bits are kept equal to the core's (docs/jax.md).  XLA's float arithmetic cannot be
 trusted to round like the core: on CPU it flushes float32 subnormals to zero in arithmetic and in
 comparisons, it contracts ``a*b+c`` into an FMA, it rewrites ``x/c`` into ``x*(1/c)``, and GPU
-float32 division is not IEEE by default.  So this module performs **no float arithmetic and no
-float comparison at all**: every value is handled as its ``uint32`` bit pattern, magnitudes are
+float32 division is not IEEE by default.  So the general path performs **no float arithmetic and
+no float comparison at all**: every value is handled as its ``uint32`` bit pattern, magnitudes are
 compared as unsigned integers (for non-negative non-NaN floats the bit pattern is monotone in the
 value), and the float operations the core's MVUE performs (``+``, ``*``, ``/`` on non-negative
 values, each rounded to nearest-even in the core's working format, subnormals and overflow
@@ -25,6 +25,14 @@ on XLA flags, on FTZ/DAZ modes or on operation fusion: by construction CPU, GPU 
 the same bits (the parity suite has run on CPU only so far).
 The comparisons ``u + j < C`` with ``u = word / 2**32`` are exact integer comparisons, and the
 scores of the optimal transposable 2:4 masks are exact multi-word integer sums.
+
+One fast path (float32, ``method="exact"``, 2:4: the MVUE of neural gradients in training) runs
+as the core's own fast path does: for blocks whose every intermediate value is provably a normal
+number or zero it adds and compares in hardware float32 (exact IEEE results there on every
+backend: flush-to-zero cannot act, and no product feeds an addition), and its divisions are
+correctly rounded from exact integer remainders (a float quotient is only the first estimate).
+Any other block sends the whole call down the general path (``lax.cond``; under ``vmap`` both
+run); the results are the same bits either way.
 
 Supported dtypes: ``nm_mask``/``nm_prune`` take every real float and integer dtype (magnitudes
 compared exactly, float8 included); ``transposable_mask`` float32, float16, bfloat16 and integers
@@ -45,7 +53,7 @@ from jax import lax
 
 from emul.sparsity import _as_int, _check_choice, _check_nm
 
-from .quantize import _as_key
+from .quantize import _as_key, random_words
 
 __all__ = ["nm_mask", "nm_prune", "mvue", "transposable_mask"]
 
@@ -660,19 +668,213 @@ def _mvue_jvp(n, m, ax, method, primals, tangents):
     return _mvue_impl(x, kd, n=n, m=m, ax=ax, method=method), tx
 
 
+# ----------------------------------------------------------------------------- MVUE 2:4, float32: fast path
+# The exact 2:4 estimate of a float32 block whose arithmetic provably stays normal, computed with
+# hardware float32 additions in the core's order (exact IEEE results on every backend: operands
+# and results are normal numbers or zeros, so flush-to-zero cannot act, and no product feeds an
+# addition, so FMA contraction cannot either) and correctly rounded divisions built from integer
+# remainders (a float32 quotient serves only as an estimate, so neither XLA's rewriting of x / c
+# nor a GPU's approximate division can change a bit).  Blocks outside that class take the
+# integer soft-float path above, through a lax.cond that runs it only when some block needs it.
+#
+# The class (biased exponent fields lo <= hi of a block's non-zero magnitudes):
+# lo >= 12, lo - hi >= -116, hi <= 243.  Then every non-zero a_i lies in [2^-115, 2^117), every
+# left-to-right sum of them in [2^-115, 2^119), 2 a_max and 2 D in [2^-114, 2^120]: all normal,
+# and n (x) R0 < 2^120 never triggers the overflow guard (so there is no 2^-3 scaling);
+# v = R or R/2 >= 2^-116 is exact; C = (t D) (/) R lies in [2^(lo-hi-3), 2] >= 2^-119.
+_F24_LO, _F24_SPREAD, _F24_HI = 12, -116, 243
+_FRAC, _HIDDEN, _ABS, _SIGN = 0x7FFFFF, 0x800000, 0x7FFFFFFF, 0x80000000
+
+
+def _f32(b):
+    return lax.bitcast_convert_type(b, jnp.float32)
+
+
+def _b32(v):
+    return lax.bitcast_convert_type(v, _U32)
+
+
+def _divisor(rb):
+    """(Mr, 1 / Mr estimated) of the bit patterns rb of normal divisors, for _div_rne_normal."""
+    mr = (rb & _FRAC) | _HIDDEN
+    return mr, np.float32(1) / mr.astype(jnp.float32)
+
+
+def _div_rne_normal(yb, rb, divisor=None):
+    """Bits of y (/) r (float32, rounded to nearest even) for bit patterns of normal y, r > 0
+    whose quotient is a normal number <= 2 (no overflow or underflow to handle); ``divisor``:
+    _divisor(rb), shared by several quotients with the same r.
+
+    Q = floor(My 2^25 / Mr) in [2^24, 2^26) from the 24-bit significands: a float32 estimate
+    (from any 1 / Mr within 2^-21 relative: XLA's and a GPU's division are), its remainder
+    My 2^25 - Q Mr computed exactly in wrapping 32-bit integers (the true remainder is below
+    2^30 in magnitude), one more estimated correction (off by at most one) and a final +-1 step
+    leave 0 <= rem < Mr exactly; then Q is rounded with rem as the sticky part."""
+    mr, inv = _divisor(rb) if divisor is None else divisor
+    my = (yb & _FRAC) | _HIDDEN
+    q = (my.astype(jnp.float32) * (inv * np.float32(2.0**25))).astype(_I32)
+    rem = lax.bitcast_convert_type((my << _u(25)) - q.astype(_U32) * mr, _I32)
+    mri = mr.astype(_I32)
+    corr = jnp.floor(rem.astype(jnp.float32) * inv).astype(_I32)
+    q, rem = q + corr, rem - corr * mri
+    neg = rem < 0
+    q, rem = jnp.where(neg, q - 1, q), jnp.where(neg, rem + mri, rem)
+    over = rem >= mri
+    q, rem = jnp.where(over, q + 1, q), jnp.where(over, rem - mri, rem)
+    qu = q.astype(_U32)
+    big = qu >= _u(1 << 25)
+    sh = jnp.where(big, _u(2), _u(1))
+    keep = lax.shift_right_logical(qu, sh)
+    low = qu & (lax.shift_left(_u(1), sh) - 1)
+    half = lax.shift_left(_u(1), sh - 1)
+    up = (low > half) | ((low == half) & ((rem != 0) | ((keep & 1) == 1)))
+    eb = (yb >> _u(23)).astype(_I32) - (rb >> _u(23)).astype(_I32) + 126 + big.astype(_I32)
+    return (eb.astype(_U32) << _u(23)) + (keep - _HIDDEN) + up.astype(_U32)
+
+
+def _points_below(w, c, two):
+    """(#{j in [0, 1 + two) : u + j < C}) with u = w / 2^32 exactly, for bits c of a normal C in
+    (0, 2] (int32)."""
+    ec = (c >> _u(23)).astype(_I32)
+    mc = (c & _FRAC) | _HIDDEN
+    s = ec - 118  # C 2^32 = mc 2^s
+    k = jnp.clip(-s, 0, 24).astype(_U32)
+    ceil_c = jnp.where(s >= 0, lax.shift_left(mc, jnp.clip(s, 0, 8).astype(_U32)),
+                       lax.shift_right_logical(mc + (lax.shift_left(_u(1), k) - 1), k))
+    first = (ec >= 127) | (w < ceil_c)  # C >= 1, or u < C < 1
+    second = two & ((ec >= 128) | ((ec == 127) & (w < ((mc - _HIDDEN) << _u(9)))))
+    return first.astype(_I32) + second.astype(_I32)
+
+
+# per-block code of the fast path: bit i (i < 4) element i is kept with the value v, bit 4 + i
+# element i is returned as it is, _NAN_BLOCK all NaN, _SOFT_BLOCK the soft path decides
+_NAN_BLOCK, _SOFT_BLOCK = 1 << 8, 1 << 9
+
+
+def _mvue24_f32_codes(xs, w):
+    """(code, v) per block of float32 blocks (x0, x1, x2, x3) (uint32 bit patterns, any common
+    shape) with words w: the core's exact 2:4 MVUE as a code (above) and the kept magnitude v,
+    exact for every block that is non-finite, has at most 2 non-zeros or lies in the class
+    above; the others are marked _SOFT_BLOCK."""
+    a = [x & _u(_ABS) for x in xs]
+    ex = [(ai >> _u(23)).astype(_I32) for ai in a]
+    hi = jnp.maximum(jnp.maximum(ex[0], ex[1]), jnp.maximum(ex[2], ex[3]))
+    exl = [jnp.where(ai == 0, 255, e) for ai, e in zip(a, ex)]
+    lo = jnp.minimum(jnp.minimum(exl[0], exl[1]), jnp.minimum(exl[2], exl[3]))
+    nzm = [(ai != 0).astype(_U32) for ai in a]
+    finite = hi < 255
+    trivial = (nzm[0] + nzm[1] + nzm[2] + nzm[3]) <= 2
+    fast = (lo >= _F24_LO) & (lo - hi >= _F24_SPREAD) & (hi <= _F24_HI)
+    f = [_f32(ai) for ai in a]
+    r = ((f[0] + f[1]) + f[2]) + f[3]
+    am, im = a[0], jnp.zeros(a[0].shape, _U32)
+    for i in range(1, 4):  # the largest, lowest index among equals (magnitudes compare as integers)
+        gt = a[i] > am
+        am, im = jnp.where(gt, a[i], am), jnp.where(gt, _u(i), im)
+    amf = _f32(am)
+    capped = amf + amf >= r
+    zero = jnp.zeros(r.shape, jnp.float32)
+    e = [jnp.where(capped & (im == i), zero, f[i]) for i in range(4)]
+    d1 = e[0] + e[1]
+    d2 = d1 + e[2]
+    rr = d2 + e[3]  # = r when nothing is capped (the same additions)
+    two = ~capped
+    v = _b32(jnp.where(capped, rr, rr * np.float32(0.5)))
+    eb = [_b32(ei) for ei in e]
+    last = jnp.where(eb[3] != 0, 3, jnp.where(eb[2] != 0, 2, jnp.where(eb[1] != 0, 1, 0)))
+    rb = _b32(rr)
+    den = _divisor(rb)
+    t_end = 1 + two.astype(_I32)
+    prev = jnp.zeros(r.shape, _I32)
+    code = jnp.where(capped, lax.shift_left(_u(16), im), _u(0))
+    for i, d in enumerate((e[0], d1, d2)):
+        c = _div_rne_normal(_b32(jnp.where(two, d + d, d)), rb, den)
+        cnt = jnp.where(_b32(d) == 0, 0, _points_below(w, c, two))
+        t = jnp.where(last <= i, t_end, cnt)
+        code = code | ((t > prev).astype(_U32) << _u(i))
+        prev = t
+    code = code | ((t_end > prev).astype(_U32) << _u(3))
+    code = jnp.where(capped, code & ~lax.shift_left(_u(1), im), code)
+    code = jnp.where(trivial, (nzm[0] << 4) | (nzm[1] << 5) | (nzm[2] << 6) | (nzm[3] << 7), code)
+    code = jnp.where(finite, code, _u(_NAN_BLOCK))
+    code = jnp.where(finite & ~trivial & ~fast, _u(_SOFT_BLOCK), code)
+    return code, v
+
+
+def _decode24(x, i, code, v):
+    """Output bits of element i (a Python int or an int array) of blocks with these codes."""
+    as_is = (lax.shift_right_logical(code, _u(4) + i) & 1) == 1
+    kept = (lax.shift_right_logical(code, _u(0) + i) & 1) == 1
+    out = jnp.where(as_is, x, jnp.where(kept, v | (x & _u(_SIGN)), _u(0)))
+    return jnp.where((code & _NAN_BLOCK) != 0, _u(F32.qnan), out)
+
+
+def _mvue24_f32(x, words, ax):
+    """The exact 2:4 MVUE of float32 x along axis ax with the core's words (block order): the
+    fast path, and the soft path (for every block) when some block needs it."""
+    shape = x.shape
+    k = shape[ax] // 4
+    pre = int(np.prod(shape[:ax], dtype=np.int64))
+    post = int(np.prod(shape[ax + 1:], dtype=np.int64))
+    if post >= 8:  # blocks run along a major axis: (pre, k, 4, post), no transpose of the data
+        xv = _bits32(x).reshape(pre, k, 4, post)
+        wv = words.reshape(pre, post, k).transpose(0, 2, 1)  # word of block (p, j, q): (p post + q) k + j
+        rows = [xv[:, :, i, :] for i in range(4)]  # (a transposed (4, B) copy is 7x slower to read)
+
+        def soft_in():
+            return xv.transpose(2, 0, 1, 3).reshape(4, -1), wv.reshape(-1)
+
+        def back(o):
+            return o.reshape(4, pre, k, post).transpose(1, 2, 0, 3).reshape(shape)
+
+        def fast_out(code, v):
+            i = lax.broadcasted_iota(_U32, (pre, k, 4, post), 2)
+            b = (pre, k, 1, post)
+            return _decode24(xv, i, code.reshape(b), v.reshape(b)).reshape(shape)
+    else:  # blocks along the minor axes: (4, B) rows, as the soft path
+        blocks, moved = _to_blocks(_bits32(x), 4, ax)
+        rows, wv = blocks.T, words
+
+        def soft_in():
+            return rows, wv
+
+        def back(o):
+            return _from_blocks(o.T, moved, ax)
+
+        def fast_out(code, v):
+            return back(jnp.stack([_decode24(rows[i], i, code, v) for i in range(4)]))
+    code, v = _mvue24_f32_codes([rows[i] for i in range(4)], wv)
+    code, v = _materialise(_token(words), code, v)
+
+    def soft():
+        xb, ws = _materialise(_token(words), *soft_in())
+        return back(_mvue_exact_blocks(xb, ws, 2, F32))
+
+    out = lax.cond(jnp.any((code & _SOFT_BLOCK) != 0), soft, lambda: fast_out(code, v))
+    return _from_bits32(out, x.dtype)
+
+
 @functools.partial(jax.jit, static_argnames=("n", "m", "ax", "method"))
 def _mvue_impl(x, kd, n, m, ax, method):
+    nb = x.size // m
+    k = jax.random.wrap_key_data(kd, impl="threefry2x32")
+    words = random_words(k, ((1 if method == "exact" else 2) * nb,))
+    if method == "exact" and (n, m) == (2, 4) and x.dtype == jnp.float32 and nb:
+        return _mvue24_f32(x, words, ax)
+    return _mvue_soft(x, words, n, m, ax, method)
+
+
+def _mvue_soft(x, words, n, m, ax, method):
+    """The integer soft-float MVUE (every block), words in block order (approx: 2 per block)."""
     cf = _MVUE_FORMATS[x.dtype]
     blocks, moved = _to_blocks(x, m, ax)
     nb = blocks.shape[0]
     xb = _bits32(blocks).T  # (m, B)
-    k = jax.random.wrap_key_data(kd, impl="threefry2x32")
     if method == "exact":
-        words = jax.random.bits(k, (nb,), _U32)
         xb, words = _materialise(_token(words), xb, words)
         out = _mvue_exact_blocks(xb, words, n, cf)
     else:
-        words = jax.random.bits(k, (2 * nb,), _U32).reshape(nb, 2).T  # (2, B): words 2b, 2b+1
+        words = words.reshape(nb, 2).T  # (2, B): words 2b, 2b+1
         xb, words = _materialise(_token(words), xb, words)
         out = _mvue_approx_blocks(xb, words[0], words[1], cf)
     return _from_blocks(_from_bits32(out.T, x.dtype), moved, ax)
@@ -685,8 +887,10 @@ def mvue(x, n, m, axis=-1, *, seed=None, key=None, method="exact"):
     or ``seed=s``, an int; one of them): block b (C order) uses word b of
     ``jax.random.bits(key, (B,), uint32)`` (``method="approx"``: words 2b and 2b+1 of
     ``bits(key, (2B,))``); every float operation of the core's algorithm (its docstring lists
-    them in order) is reproduced exactly with integer arithmetic on the bit patterns, so XLA's
-    FTZ, FMA contraction and division rewriting cannot change a bit, on any backend.
+    them in order) is reproduced exactly, with integer arithmetic on the bit patterns or (float32
+    exact 2:4 blocks whose values provably stay normal) hardware additions and integer-corrected
+    divisions, so XLA's FTZ, FMA contraction and division rewriting cannot change a bit, on any
+    backend.
     ``method="exact"``: any n <= m; ``"approx"``: 2:4 only.
 
     dtypes: float32, float16 and bfloat16, each computed in its own format, every operation

@@ -225,6 +225,112 @@ def test_mvue_jit_approx_and_axis(rng):
     assert_bits_equal(js.mvue(xt, 2, 4, axis=0, key=jax.random.key(2)), sp.mvue(xt, 2, 4, axis=0, seed=2))
 
 
+def fast_class_f32(rng, nb):
+    """(nb, 4) float32 blocks that the float32 exact 2:4 fast path computes itself (no soft-float
+    block): gradients with zeros at any scale, small integers (ties, exact capping decisions),
+    a dominant element, the class's exponent bounds hit exactly, blocks with at most 2 non-zeros
+    (subnormals allowed there) and non-finite blocks."""
+    out = np.empty((nb, 4), np.float32)
+    kind = rng.integers(0, 8, nb)
+    for c in range(8):
+        sel = kind == c
+        k = int(sel.sum())
+        if c == 0:
+            v = rng.standard_normal((k, 4)) * 2.0 ** rng.integers(-100, 100, (k, 1))
+            v[rng.random((k, 4)) < 0.3] = 0
+        elif c == 1:
+            v = rng.integers(-4, 5, (k, 4)).astype(np.float64)
+        elif c == 2:
+            v = rng.random((k, 4)) * rng.choice([-1, 1], (k, 4))
+            v[np.arange(k), rng.integers(0, 4, k)] = rng.choice([3.0, 10.0, 2.0**20], k)
+        elif c == 3:  # lowest exponent field 12 next to the widest allowed spread (field 128)
+            v = np.stack([2.0**-115 * (1 + rng.random(k)), 2.0**1 * (1 + rng.random(k)),
+                          2.0**-115 * np.ones(k), rng.random(k)], 1)
+        elif c == 4:  # highest exponent field 243 (2^116), spread 116 below it
+            v = np.stack([2.0**116 * (1 + rng.random(k)), 2.0**0 * np.ones(k), 2.0**116 * np.ones(k),
+                          2.0**116 * (2 - 2.0**-23) * np.ones(k)], 1)
+        elif c == 5:  # at most 2 non-zeros, subnormals included
+            v = np.zeros((k, 4))
+            v[:, 0] = rng.integers(1, 1 << 20, k) * 2.0**-149
+            v[:, 3] = rng.standard_normal(k) * 1e38
+        elif c == 6:  # equal magnitudes, one ulp apart
+            v = 1 + rng.integers(0, 3, (k, 4)) * 2.0**-23
+            v *= rng.choice([-1, 1], (k, 4))
+        else:  # non-finite, with subnormals elsewhere in the block
+            v = rng.integers(0, 1 << 20, (k, 4)) * 2.0**-149
+            v[:, int(rng.integers(0, 4))] = rng.choice([np.inf, -np.inf, np.nan], k)
+        out[sel] = v.astype(np.float32)
+    return out
+
+
+def test_random_words_equal_jax_random_bits():
+    """emul_jax.quantize.random_words (the words of every SR and MVUE draw) is jax.random.bits."""
+    from emul_jax.quantize import random_words
+    for shape in [(), (1,), (3, 5)]:
+        ours = jax.jit(lambda k, shape=shape: random_words(k, shape))
+        theirs = jax.jit(lambda k, shape=shape: jax.random.bits(k, shape, jnp.uint32))
+        for seed in (0, 2**32 - 1):
+            key = jax.random.fold_in(jax.random.key(seed), 11)
+            assert_bits_equal(ours(key), theirs(key))
+    assert random_words(jax.random.key(0), (0, 2)).shape == (0, 2)
+    keys = jax.random.split(jax.random.key(1), 3)
+    assert_bits_equal(jax.jit(jax.vmap(lambda k: random_words(k, (4, 6))))(keys),
+                      np.stack([er.bits(np.asarray(jax.random.key_data(k)), (4, 6)) for k in keys]))
+
+
+def test_fast_division_is_correctly_rounded(rng):
+    """The fast path's integer-corrected division equals IEEE float32 division (NumPy) on normal
+    operands with quotients in [2^-119, 2]: random, exact quotients, binade edges."""
+    n = 1 << 14
+    r = (rng.random(n) + 1) * 2.0 ** rng.integers(-100, 100, n)
+    q = np.where(rng.random(n) < 0.5, rng.random(n) * 2.0 ** -rng.integers(0, 119, n),
+                 1 + rng.integers(-4, 5, n) * 2.0**-24)
+    y = (r * q).astype(np.float32)
+    r = r.astype(np.float32)
+    y[: n // 8] = r[: n // 8] * rng.integers(1, 3, n // 8).astype(np.float32)  # 1 and 2 exactly
+    y[n // 8: n // 4] = np.nextafter(r[n // 8: n // 4], np.float32(0))
+    ok = (y > 0) & (y / r <= 2) & (y / r >= 2.0**-119) & (y >= 2.0**-126)
+    y, r = y[ok], r[ok]
+    want = (y / r).view(np.uint32)
+    assert_bits_equal(jax.jit(js._div_rne_normal)(y.view(np.uint32), r.view(np.uint32)), want)
+
+    def skewed(yb, rb, f):  # a reciprocal estimate off by f (an inexact division, e.g. on a GPU)
+        mr, inv = js._divisor(rb)
+        return js._div_rne_normal(yb, rb, (mr, inv * np.float32(f)))
+
+    for f in (1 + 2.0**-21, 1 - 2.0**-21):
+        assert_bits_equal(jax.jit(skewed, static_argnums=2)(y.view(np.uint32), r.view(np.uint32), f), want)
+
+
+def test_mvue24_fast_codes_match_core_on_fast_blocks(rng):
+    """Adversarial blocks: every block the fast path claims (not marked soft) has the core's
+    bits; the others are marked soft (and a tensor holding one takes the soft path)."""
+    x = np.concatenate([adversarial_f32(rng, 2048, 4), fast_class_f32(rng, 2048)])
+    bits = x.view(np.uint32)
+    for seed in (0, 1):
+        words = er.bits(er.key(seed), (len(x),))
+        code, v = jax.jit(lambda b, w: js._mvue24_f32_codes(list(b.T), w))(bits, words)
+        code, v = np.asarray(code), np.asarray(v)
+        got = np.stack([np.asarray(js._decode24(bits[:, i], i, code, v)) for i in range(4)], 1)
+        want = sp.mvue(x, 2, 4, seed=seed).view(np.uint32)
+        fast = (code & js._SOFT_BLOCK) == 0
+        assert 0.2 < fast[:2048].mean() < 0.95 and fast[2048:].all()
+        np.testing.assert_array_equal(got[fast], want[fast])
+
+
+def test_mvue24_fast_path_matches_core(rng):
+    """Tensors of fast-path blocks only (the soft path is not run), in both layouts: blocks along
+    a major axis (jit + vmap) and along the last axis (eager)."""
+    x = np.ascontiguousarray(fast_class_f32(rng, 768).reshape(16, 48, 4).transpose(0, 2, 1).reshape(64, 3, 16))
+    keys = jax.random.split(jax.random.key(9), 2)
+    xs = np.stack([x, -x])
+    got = jax.jit(jax.vmap(lambda v, k: js.mvue(v, 2, 4, axis=0, key=k)))(xs, keys)
+    assert_bits_equal(got, np.stack([sp.mvue(xs[i], 2, 4, axis=0, key=np.asarray(jax.random.key_data(keys[i])))
+                                     for i in range(2)]))
+    y = fast_class_f32(rng, 80).reshape(40, 8)
+    assert_bits_equal(js.mvue(y, 2, 4, key=jax.random.key(4)), sp.mvue(y, 2, 4, seed=4))
+
+
 def test_mvue_bad_arguments_like_core():
     x = np.ones((2, 4), np.float32)
     k = jax.random.key(0)
