@@ -30,6 +30,7 @@ rounded once, saturating; s_b = 0 gives zero elements. s_t is 1 unless the block
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 from fractions import Fraction
@@ -289,6 +290,32 @@ def _scale_nan_code(sc) -> int:
     return _nan_element_code(sc)
 
 
+@functools.lru_cache(maxsize=64)
+def _decode_table(fmt):
+    """(value of every code, invalid-code mask) of a format of at most 16 bits."""
+    from .quantize import _invalid_codes
+
+    codes = np.arange(1 << fmt.bits, dtype=np.uint64)
+    bad = _invalid_codes(codes, fmt)
+    vals = np.zeros(codes.size, np.float64)
+    vals[~bad] = core_decode(codes[~bad], fmt)
+    return vals, bad
+
+
+def _decode(codes, fmt):
+    """``emul.decode`` (the same values and errors); small arrays of formats of at most 16 bits by a
+    table lookup, which spares the core's threaded kernel its start-up on a few codes."""
+    a = np.asarray(codes)
+    if fmt.bits > 16 or a.size >= PARALLEL_MIN or a.dtype.kind not in "iu" or \
+            (a.size and (int(a.min()) < 0 or int(a.max()) >> fmt.bits)):
+        return core_decode(codes, fmt)
+    vals, bad = _decode_table(fmt)
+    idx = a.astype(np.intp)
+    if bad[idx].any():
+        return core_decode(codes, fmt)  # its ValueError
+    return vals[idx]
+
+
 def _fp32_from_fraction(v: Fraction) -> float:
     # round v to 24 significant bits, nearest even, on float32's exponent range (subnormals kept)
     e = v.numerator.bit_length() - v.denominator.bit_length()
@@ -496,7 +523,7 @@ def _scale_min_code(sc, scale_min) -> int:
     if not (math.isfinite(v) and v > 0):
         raise ValueError(f"scale_min={scale_min!r}: must be a positive finite value of {sc.name} (or 0)")
     code = int(core_encode(np.float64(v), sc, "nearest_even", "saturate"))
-    if float(core_decode(np.uint64(code), sc)) != v:
+    if float(_decode(np.uint64(code), sc)) != v:
         raise ValueError(f"scale_min={scale_min!r}: not a value of the scale format {sc.name}")
     return code
 
@@ -520,7 +547,7 @@ def _encode_float32(rows, urows, k, nb, bfmt, st, smin, mode, r, sr_method, divi
         s32 = np.where(special, np.float32(0), s32).astype(np.float32)
         scodes = core_encode(s32, sc, "nearest_even", "saturate").astype(np.int64)
         scodes = np.maximum(scodes, smin)
-        svals = core_decode(scodes, sc).astype(np.float32)
+        svals = _decode(scodes, sc).astype(np.float32)
         prod = (svals * np.float32(st)).astype(np.float32)
         if divide:
             y = (x.reshape(R_, nb, k) / prod[..., None]).astype(np.float32)
@@ -590,11 +617,11 @@ def _decoded(scales, codes, bfmt, axis, tensor_scale):
     elif tensor_scale is not None:
         raise ValueError(f"tensor_scale=: {bfmt.name} has no tensor scale")
     try:
-        P = core_decode(c, bfmt.element)
+        P = _decode(c, bfmt.element)
     except ValueError as exc:
         raise ValueError(f"codes: {exc}") from None
     try:
-        X = core_decode(s, bfmt.scale)
+        X = _decode(s, bfmt.scale)
     except ValueError as exc:
         raise ValueError(f"scales: {exc}") from None
     return np.asarray(P, np.float64), np.asarray(X, np.float64) * st, k, ax
@@ -658,6 +685,26 @@ def _sigbits(v):
     return np.where(nz, 53 - tz, 0)
 
 
+
+def _block_terms(Pb, Qb, XaB):
+    """Exact block sums S = sum_i Pb[..., i] * Qb[..., i] (element values, blocks on the last axis)
+    and terms S * XaB, in float64: ``(S, terms, inexact, not_float)``, the masks marking the blocks
+    whose sum needs more than 53 bits (checked with error-free sums) or whose term is not a float64."""
+    with np.errstate(all="ignore"):
+        s = np.zeros(np.broadcast_shapes(Pb.shape[:-1], Qb.shape[:-1]))
+        inexact = np.zeros(s.shape, bool)
+        for i in range(Pb.shape[-1]):
+            p = Pb[..., i] * Qb[..., i]
+            t = s + p
+            bp = t - s
+            err = (s - (t - bp)) + (p - bp)
+            inexact |= (err != 0) & np.isfinite(err)
+            s = t
+        term_a = s * XaB
+    ok = ~np.isfinite(s) | ~np.isfinite(XaB) | (s == 0) | (_sigbits(s) + _sigbits(np.broadcast_to(XaB, s.shape)) <= 53)
+    return s, term_a, inexact, ~ok
+
+
 def matmul(a, b, bfmt_a, bfmt_b=None, *, acc="fp32", **kwargs):
     """``a @ b`` of block-scaled operands (blocks along the reduction axis: a's last, b's first of
     its last two), accumulated over blocks.
@@ -712,25 +759,13 @@ def matmul(a, b, bfmt_a, bfmt_b=None, *, acc="fp32", **kwargs):
     Qb = np.moveaxis(Q.reshape(Q.shape[:-2] + (nb, k) + Q.shape[-1:]), -1, -3)  # (..., N, nb, k)
     Pb = Pb[..., :, None, :, :]                              # (..., M, 1, nb, k)
     Qb = Qb[..., None, :, :, :]                              # (..., 1, N, nb, k)
-    with np.errstate(all="ignore"):
-        s = np.zeros(np.broadcast_shapes(Pb.shape[:-1], Qb.shape[:-1]))
-        inexact = np.zeros(s.shape, bool)
-        for i in range(k):
-            p = Pb[..., i] * Qb[..., i]
-            t = s + p
-            bp = t - s
-            err = (s - (t - bp)) + (p - bp)
-            inexact |= (err != 0) & np.isfinite(err)
-            s = t
+    XaB = Xa[..., :, None, :]     # (..., M, 1, nb)
+    XbB = np.swapaxes(Xb, -1, -2)[..., None, :, :]  # (..., 1, N, nb)
+    s, term_a, inexact, not_float = _block_terms(Pb, Qb, XaB)
     if inexact.any():
         raise ValueError("matmul: a block's exact sum of element products needs more than float64's 53 bits; "
                          "emul.blocks carries it in float64 (see docs/blocks.md)")
-    XaB = Xa[..., :, None, :]     # (..., M, 1, nb)
-    XbB = np.swapaxes(Xb, -1, -2)[..., None, :, :]  # (..., 1, N, nb)
-    with np.errstate(all="ignore"):
-        term_a = s * XaB
-    ok = ~np.isfinite(s) | ~np.isfinite(XaB) | (s == 0) | (_sigbits(s) + _sigbits(np.broadcast_to(XaB, s.shape)) <= 53)
-    if not ok.all():
+    if not_float.any():
         raise ValueError("matmul: a block term S * X_a is not a float64 exactly (see docs/blocks.md)")
     # one dot of length nb per output element: term_a[m, n, :] . X_b[n, :]
     A4 = term_a[..., None, :]                         # (..., M, N, 1, nb)

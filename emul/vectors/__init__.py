@@ -3,7 +3,8 @@
 :func:`generate` builds a :class:`Vectors` table for one operation — ``quantize`` (a cast, any
 rounding mode, stochastic rounding with the random bits as an operand), ``add``, ``sub``, ``mul``,
 ``fma``, ``mac`` (a multiply-accumulate sequence into a given accumulator, checked after every
-step) or ``nm`` (an N:M sparsity mask with the compressed values and their index metadata). Every
+step), ``nm`` (an N:M sparsity mask with the compressed values and their index metadata),
+``block_encode`` or ``block_dot`` (block-scaled formats, below). Every
 vector is one row of codes; every code is a bit pattern of its field's format.
 
 Vectors come from up to three sets, in this order: ``"exhaustive"`` (every operand code, for small
@@ -20,6 +21,11 @@ comment gives each field's bit range. :func:`read` parses both kinds back.
 
 Expected results come from emul itself: ``encode`` for casts, ``emul.arith`` for add/sub/mul/fma,
 ``emul.accumulate.dot`` (sequential order) for MAC sequences, ``emul.sparsity.nm_mask`` for N:M.
+
+Block-scaled formats (``emul.blocks``): ``block_encode`` (one block per line: the input codes, for
+NVFP4 the float32 tensor scale ``t``, then the scale code ``s`` and the element codes) and
+``block_dot`` (one dot product of encoded operands per line: a's scales and elements, b's, the
+result code), from ``emul.blocks.encode`` and ``emul.blocks.dot`` (docs/rtl.md, section 12).
 """
 
 # private names tests and tools use: _values, _value_text, expected_*

@@ -11,12 +11,13 @@ def _integer(text: str) -> int:
 
 
 _VECTOR_OPTIONS = [  # (flag, settings key, type, help)
-    ("--fmt", "fmt", str, "operand format (quantize: the target format), e.g. e4m3fn, int8, fx<12,4>"),
+    ("--fmt", "fmt", str, "operand format (quantize: the target format), e.g. e4m3fn, int8, fx<12,4>; "
+                          "block_encode/block_dot: a block format, e.g. mxfp4, nvfp4, e4m3fn/e8m0/16"),
     ("--in-fmt", "in_fmt", str, "quantize: input format (default fp32)"),
     ("--b-fmt", "b_fmt", str, "second operand format (default --fmt)"),
     ("--c-fmt", "c_fmt", str, "fma: addend format (default --out-fmt)"),
     ("--out-fmt", "out_fmt", str, "add/sub/mul/fma: result format (default --fmt)"),
-    ("--acc", "acc", str, "mac/dot: accumulator format (default int12)"),
+    ("--acc", "acc", str, "mac/dot: accumulator format (default int12; block_dot: fp32)"),
     ("--product", "product", str, "mac/dot: round each product to this format (default: exact products)"),
     ("--product-rounding", "product_rounding", str, "mac/dot: rounding of products (default nearest_even)"),
     ("--rounding", "rounding", str, "rounding mode (default nearest_even)"),
@@ -24,10 +25,18 @@ _VECTOR_OPTIONS = [  # (flag, settings key, type, help)
     ("--sr-bits", "sr_bits", _integer, "stochastic rounding: random bits per rounding (default 32)"),
     ("--sr-method", "sr_method", str, "stochastic rounding: add or compare (default add)"),
     ("--random-source", "random_source", str, "stochastic rounding: threefry, lfsr or all (default threefry)"),
-    ("--k", "k", _integer, "mac: steps per sequence; dot: elements per dot product (default 16)"),
+    ("--k", "k", _integer, "mac: steps per sequence; dot: elements per dot product (default 16); block_encode: "
+                          "elements per line; block_dot: elements per dot product (default: the block size)"),
     ("--order", "order", str, "dot: sequential, pairwise or chunked (default sequential)"),
     ("--chunk", "chunk", _integer, "dot: chunk size of order chunked"),
     ("--outer", "outer", str, "dot: format of the chunk sums' accumulator (order chunked; default --acc)"),
+    ("--scale-rule", "scale_rule", str, "block_encode, e8m0 scales: floor, ceil, even or rceil (default floor)"),
+    ("--scale-overflow", "scale_overflow", str, "block_encode, e8m0 scales: nan or saturate (default nan)"),
+    ("--tail", "tail", str, "block_encode: partial or error, for --k below the block size (default partial)"),
+    ("--scale-min", "scale_min", float, "block_encode, float scales: the least block scale (default 0; torchao 2**-6)"),
+    ("--tensor-scale", "tensor_scale", float, "block_encode, nvfp4: one tensor scale for every line "
+                                              "(default: a t per line)"),
+    ("--arithmetic", "arithmetic", str, "block_encode, float scales: exact, float32 or float32_div (default exact)"),
     ("--n", "n", _integer, "nm: kept per block (default 2)"),
     ("--m", "m", _integer, "nm: block size (default 4)"),
     ("--ties", "ties", str, "nm: low_index or high_index (default low_index)"),
@@ -127,7 +136,9 @@ def add_parser(sub) -> None:
                     "emul vectors mac --acc int12 --overflow saturate --k 16 --count 1000 --seed 1 -o mac.hex; "
                     "emul vectors dot --fmt e5m2 --acc 'fx<20,8>' --k 16 --count 1000 -o dot.hex; "
                     "emul vectors quantize --in-fmt fp16 --fmt e4m3fn --rounding stochastic --sr-bits 8 "
-                    "--random-source lfsr -o sr.hex; emul vectors compare mul.hex dut_out.hex --nan any")
+                    "--random-source lfsr -o sr.hex; emul vectors block_encode --fmt mxfp4 --count 1000 -o mx.hex; "
+                    "emul vectors block_dot --fmt mxfp8_e4m3 --acc fp32 --k 64 -o bdot.hex; "
+                    "emul vectors compare mul.hex dut_out.hex --nan any")
     p.add_argument("op", nargs="?", choices=(*ops, "compare"),
                    help="the operation, or compare (then: EXPECTED ACTUAL)")
     p.add_argument("files", nargs="*", help="compare: the vectors file and the device's output file")

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..formats import FixedFormat, FloatFormat, format as as_format
+from ..formats import ExpFormat, FixedFormat, FloatFormat, format as as_format
 from ._codes import _isinf, _isnan, _ord_py, _ord_range, _succ_py, _toward_zero_ord, _value_py
 from ._table import Vectors
 
@@ -38,8 +38,8 @@ _STRICT_HEX = re.compile(r"(?:0[xX])?[0-9a-fA-F]+")
 
 def result_fields(table: Vectors) -> tuple:
     """The names of a table's result fields (what a device computes): ``y`` (quantize, add, sub,
-    mul, fma), ``acc`` (mac), ``s0 … s{k-1}`` (when present) and ``y`` (dot), ``mask``, ``v…`` and
-    ``i…`` (nm)."""
+    mul, fma, block_dot), ``acc`` (mac), ``s0 … s{k-1}`` (when present) and ``y`` (dot), ``mask``,
+    ``v…`` and ``i…`` (nm), ``s`` and ``y0 … y{k-1}`` (block_encode: the scale and element codes)."""
     op = table.settings.get("op")
     names = table.names
     if op == "mac":
@@ -48,6 +48,8 @@ def result_fields(table: Vectors) -> tuple:
         return tuple(n for n in names if n == "mask" or re.fullmatch(r"[vi]\d+", n))
     if op == "dot":
         return tuple(n for n in names if re.fullmatch(r"s\d+", n)) + ("y",)
+    if op == "block_encode":
+        return ("s",) + tuple(n for n in names if re.fullmatch(r"y\d+", n))
     return ("y",)
 
 
@@ -125,7 +127,7 @@ def _show(table, name, code) -> str:
     if f.fmt is None:
         return text
     fmt = as_format(f.fmt)
-    if isinstance(fmt, FloatFormat):
+    if isinstance(fmt, (FloatFormat, ExpFormat)):
         from ..quantize import decode
 
         try:
@@ -313,11 +315,16 @@ def _classes(table, lines) -> dict:
         hit["nan"] |= _isnan(codes, fmt)
         if f.name not in results:
             hit["inf"] |= _isinf(codes, fmt)
+        elif isinstance(fmt, ExpFormat):  # a scale: its largest code is the end of the range
+            hit["overflow"] |= codes == np.uint64(fmt.max_code_magnitude)
+            continue
         else:  # an expected result at the end of the range (inf, or a saturated max)
             lo, hi = _ord_range(fmt)
             ords = np.array([_ord_py(c, fmt) for c in codes.tolist()], object)
             hit["overflow"] |= np.array([o in (lo, hi) for o in ords], bool) | _isinf(codes, fmt)
             continue
+        if isinstance(fmt, ExpFormat):
+            continue  # scale operands: no zero, no subnormals
         if isinstance(fmt, FloatFormat):
             mag = codes & np.uint64((1 << (fmt.bits - 1)) - 1)
             hit["zero"] |= mag == 0

@@ -653,6 +653,15 @@ _GENERATORS = {"quantize": _gen_quantize, "add": _gen_arith, "sub": _gen_arith, 
                "fma": _gen_arith, "mac": _gen_mac, "dot": _gen_dot, "nm": _gen_nm}
 
 
+def _gen_block(s):
+    from . import _blocks
+
+    return (_blocks._gen_block_encode if s["op"] == "block_encode" else _blocks._gen_block_dot)(s)
+
+
+_GENERATORS.update(block_encode=_gen_block, block_dot=_gen_block)
+
+
 def generate(op, **settings) -> Vectors:
     """Operands and expected results of ``op`` as a :class:`Vectors` table.
 
@@ -695,6 +704,17 @@ def generate(op, **settings) -> Vectors:
     - ``nm``: ``fmt`` ["int8"], ``n`` [2], ``m`` [4], ``ties`` ["low_index"]. One line per block:
       fields ``x0 … x{m-1} mask v0 … v{n-1} i0 … i{n-1}``: ``mask`` bit i keeps element i
       (``emul.sparsity.nm_mask``), ``v``/``i`` the kept codes and their indices, ascending.
+    - ``block_encode``: ``fmt`` (a block format: preset or ``"{element}/{scale}/{k|axis}[/tensor]"``),
+      ``in_fmt`` ["fp32"], ``k`` [the block size; at most it], ``rounding`` (elements; SR settings
+      as above, one word per element), ``scale_rule`` ["floor"] and ``scale_overflow`` ["nan"]
+      (e8m0 scales), ``scale_min`` [0], ``arithmetic`` ["exact"; ``"float32"``, ``"float32_div"``]
+      and ``tensor_scale`` [a t per line] (float scales), ``tail`` ["partial"]. One line per block:
+      fields ``x0 … x{k-1} [t] [u0 … u{k-1}] s y0 … y{k-1}`` (``emul.blocks.encode``).
+    - ``block_dot``: ``fmt``, ``b_fmt`` [fmt] (block formats without a tensor scale, equal block
+      sizes), ``k`` [the block size], ``acc`` ["fp32"], ``order``/``chunk``/``outer``,
+      ``rounding``, ``overflow`` and the SR settings (one word per block term). One line per dot
+      product: ``sa0 … a0 … sb0 … b0 … [u0 …] y`` (``emul.blocks.dot`` of the encoded operands);
+      lines emul.blocks cannot compute exactly in float64 are left out.
 
     >>> v = generate("mul", fmt="e4m3fn", out_fmt="fp16", sets="exhaustive")
     >>> len(v), v.names

@@ -11,7 +11,8 @@ from .. import random as _random
 from ..formats import FloatFormat, format as as_format
 from ..rounding import Overflow, Rounding, as_overflow, as_rounding
 
-OPS = ("quantize", "add", "sub", "mul", "fma", "mac", "dot", "nm")
+OPS = ("quantize", "add", "sub", "mul", "fma", "mac", "dot", "nm", "block_encode", "block_dot")
+BLOCK_OPS = ("block_encode", "block_dot")
 SETS = ("exhaustive", "corners", "random")
 FILE_VERSION = 1
 LFSR_DEFAULT = {"width": 16, "taps": [16, 14, 13, 11], "seed": 0xACE1, "kind": "fibonacci", "output": "state"}
@@ -45,10 +46,14 @@ def describe(settings) -> str:
         what = f"dot {s['fmt']} x {s['b_fmt']} into {s['acc']}{prod}, k {s['k']}, order {order}{run}"
     elif op == "nm":
         what = f"nm {s['n']}:{s['m']} of {s['fmt']}, ties {s['ties']}"
+    elif op in BLOCK_OPS:
+        from ._blocks import describe_block
+
+        what = describe_block(s)
     else:
         what = str(op)
     parts = [what]
-    if "rounding" in s:
+    if "rounding" in s and op not in BLOCK_OPS:
         parts.append(f"rounding {s['rounding']}, overflow {s['overflow']}")
     if s.get("rounding") == "stochastic":
         src = s["random_source"]
@@ -111,8 +116,27 @@ def _int_setting(value, name, lo, hi=None):
     return value
 
 
+
+def _sets_count_seed(s) -> None:
+    """Validate (in place) the settings every op has: sets, count, seed."""
+    sets = s["sets"]
+    if isinstance(sets, str):
+        sets = [x for x in sets.replace("+", ",").split(",") if x]
+    sets = list(sets)
+    bad = [x for x in sets if x not in SETS]
+    if bad or not sets:
+        raise ValueError(f"sets={s['sets']!r}: must be a non-empty list of {', '.join(SETS)}")
+    s["sets"] = [x for x in SETS if x in sets]
+    s["count"] = _int_setting(s["count"], "count", 0)
+    s["seed"] = _int_setting(s["seed"], "seed", 0, 2**32 - 1)
+
+
 def canonical(op, **kw) -> dict:
     """Validate settings and resolve every default: the dict recorded in a file's header."""
+    if op in BLOCK_OPS:
+        from ._blocks import canonical_block
+
+        return canonical_block(op, kw, {**_COMMON, **_ROUND})
     s = _canonical(op, **kw)
     if op == "dot":  # every accumulator setting as emul.dot checks it
         from ..accumulate import _Config
@@ -131,18 +155,7 @@ def _canonical(op, **kw) -> dict:
     if unknown:
         raise ValueError(f"{unknown[0]}=: not a setting of op={op!r}; settings are {', '.join(sorted(spec))}")
     s = {**spec, **kw, "op": op}
-
-    sets = s["sets"]
-    if isinstance(sets, str):
-        sets = [x for x in sets.replace("+", ",").split(",") if x]
-    sets = list(sets)
-    bad = [x for x in sets if x not in SETS]
-    if bad or not sets:
-        raise ValueError(f"sets={s['sets']!r}: must be a non-empty list of {', '.join(SETS)}")
-    s["sets"] = [x for x in SETS if x in sets]
-    s["count"] = _int_setting(s["count"], "count", 0)
-    s["seed"] = _int_setting(s["seed"], "seed", 0, 2**32 - 1)
-
+    _sets_count_seed(s)
     if s.get("fmt") is None:
         raise ValueError(f"fmt=None: op={op!r} needs the operand format, e.g. fmt='e4m3fn'")
     fmt = as_format(s["fmt"])
@@ -196,6 +209,13 @@ def _canonical(op, **kw) -> dict:
         if mode == Rounding.STOCHASTIC:
             raise ValueError("rounding='stochastic': not supported in mac vectors (use quantize/add/fma vectors)")
         return s
+    return _sr_settings(s, op)
+
+
+def _sr_settings(s, op) -> dict:
+    """Validate (in place) the stochastic-rounding settings of a table whose ``rounding`` is
+    resolved: without SR they are dropped; with SR ``sr_bits`` defaults to 32 (or an LFSR's width)."""
+    mode = as_rounding(s["rounding"])
     if mode != Rounding.STOCHASTIC:
         for key in ("sr_bits", "lfsr"):
             if s[key] is not None:
@@ -224,8 +244,8 @@ def _canonical(op, **kw) -> dict:
         raise ValueError(f"lfsr={s['lfsr']!r}: only used with random_source='lfsr'")
     else:
         s.pop("lfsr")
-    if op == "dot" and src == "all":
-        raise ValueError("random_source='all': not available for dot vectors (use threefry or lfsr)")
+    if op in ("dot", "block_encode", "block_dot") and src == "all":
+        raise ValueError(f"random_source='all': not available for {op} vectors (use threefry or lfsr)")
     if src == "all" and s["sr_bits"] > 16:
         raise ValueError(f"random_source='all' with sr_bits={s['sr_bits']}: at most 16 bits (2**sr_bits lines per operand)")
     return s
