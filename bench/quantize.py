@@ -1,7 +1,18 @@
-"""Speed of encode/quantize against ml_dtypes, APyTypes and gfloat: same inputs, one run.
+"""Speed of encode/quantize against ml_dtypes and APyTypes: same inputs, one run.
 
-Prints a table of throughputs (median of repeats) and emul/peer ratios, how emul's cost grows
-with array size, import and warm-start times; writes bench/results/quantize.json.
+Rows (emul speed / peer speed, higher is better; targets from issue 13):
+
+- float64 -> e4m3fn / bf16 / fp16 encode (nearest_even) against ml_dtypes' ``astype`` (>= 10);
+- float64 -> e4m3fn stochastic rounding (8 bits, threefry words included, ``seed=``) against
+  APyTypes' ``APyFloatArray.cast(..., STOCH_WEIGHTED)`` of the same float64 values (>= 5);
+- float32 -> fx<8,4>, int8, fx<16,8> encode in nearest_even and down, saturate and wrap, against
+  APyTypes' ``APyFixedArray.cast`` with the same quantization and overflow modes, from an
+  ``APyFixedArray`` that holds the input (>= 10);
+- a 1 K-element encode float32 -> e4m3fn against ml_dtypes' ``astype`` (>= 1: per-call cost);
+- thread scaling: 16 M-element encodes with Numba's default thread count over one thread (>= 1.6).
+
+APyTypes runs on ``min(n, 4 M)`` elements (its time per element is what is compared). Writes
+bench/results/quantize.json (rows, ratios, machine record).
 
     .venv/bin/python bench/quantize.py [--n 16777216] [--repeats 7]
 """
@@ -9,36 +20,26 @@ with array size, import and warm-start times; writes bench/results/quantize.json
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import time
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import median_time, ratio, write  # noqa: E402
 
 
-def median_time(fn, repeats):
-    fn()  # warm-up (compilation, page faults)
-    times = []
+def per_call_time(fn, calls: int, repeats: int) -> float:
+    """Median over ``repeats`` samples of the mean time of ``calls`` back-to-back calls."""
+    fn()
+    samples = []
     for _ in range(repeats):
         start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
-def start_times():
-    code = "import time; t = time.perf_counter(); import emul; print(time.perf_counter() - t)"
-    t_import = float(subprocess.check_output([sys.executable, "-c", code], text=True))
-    warm = ("import time, numpy as np; t = time.perf_counter(); import emul; "
-            "emul.encode(np.ones(10, np.float32), 'e4m3fn'); emul.quantize(np.ones(10), 'e5m2'); "
-            "print(time.perf_counter() - t)")
-    subprocess.check_output([sys.executable, "-c", warm], text=True)  # fills the Numba cache
-    t_warm = float(subprocess.check_output([sys.executable, "-c", warm], text=True))
-    return t_import, t_warm
+        for _ in range(calls):
+            fn()
+        samples.append((time.perf_counter() - start) / calls)
+    return float(np.median(samples))
 
 
 def main(argv=None):
@@ -46,98 +47,80 @@ def main(argv=None):
     parser.add_argument("--n", type=int, default=1 << 24)
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args(argv)
+    load_before = os.getloadavg()
 
     import ml_dtypes
+    import numba
 
     import emul
 
-    n = args.n
-    x = (np.random.default_rng(0).standard_normal(n) * 10).astype(np.float32)
-    rows = []
+    n, reps = args.n, args.repeats
+    rng = np.random.default_rng(0)
+    x32 = (rng.standard_normal(n) * 10).astype(np.float32)
+    x64 = rng.standard_normal(n) * 10
+    rows, ratios = [], []
 
-    def row(work, emul_fn, peer_name, peer_fn, elements=n):
-        te = median_time(emul_fn, args.repeats)
-        tp = median_time(peer_fn, max(1, args.repeats // 2)) if peer_fn else None
-        rows.append({"work": work, "elements": elements, "emul_M_per_s": elements / te / 1e6,
-                     "peer": peer_name, "peer_M_per_s": elements / tp / 1e6 if tp else None,
-                     "ratio": tp / te if tp else None})
+    def record(work, te, peer, tp, target, elements=n, peer_elements=None):
+        peer_elements = peer_elements or elements
+        r = (tp / peer_elements) / (te / elements)
+        rows.append({"work": work, "elements": elements, "emul_M_per_s": elements / te / 1e6, "peer": peer,
+                     "peer_elements": peer_elements, "peer_M_per_s": peer_elements / tp / 1e6, "ratio": r})
+        ratios.append(ratio(f"{work} vs {peer}", r, target))
+        print(f"{work:<44}{elements / te / 1e6:>9.0f} M/s  {peer:<34}{peer_elements / tp / 1e6:>9.0f} M/s"
+              f"{r:>8.2f}x  (target {target})", flush=True)
 
-    e4m3 = ml_dtypes.float8_e4m3fn
-    row("encode f32->e4m3fn RNE", lambda: emul.encode(x, "e4m3fn"), "ml_dtypes astype", lambda: x.astype(e4m3))
-    row("quantize f32->e4m3fn RNE (f32 out)", lambda: emul.quantize(x, "e4m3fn"),
-        "ml_dtypes astype", lambda: x.astype(e4m3))
-    row("quantize f32->e4m3fn RNE (f32 out)", lambda: emul.quantize(x, "e4m3fn"),
-        "ml_dtypes round trip", lambda: x.astype(e4m3).astype(np.float32))
-    row("encode f32->bf16 RNE", lambda: emul.encode(x, "bf16"), "ml_dtypes astype",
-        lambda: x.astype(ml_dtypes.bfloat16))
-    row("encode f32->e5m2 toward_zero", lambda: emul.encode(x, "e5m2", "toward_zero"), None, None)
-    row("encode f64->e4m3fn RNE", lambda: emul.encode(x.astype(np.float64), "e4m3fn"), "ml_dtypes astype",
-        lambda: x.astype(np.float64).astype(e4m3))
-    row("encode f32->fx<12,4> saturate", lambda: emul.encode(x, "fx<12,4>"), None, None)
-    row("copy f32->u8 (memory bound)", lambda: x.astype(np.uint8), "ml_dtypes astype", lambda: x.astype(e4m3))
+    print(f"emul encode/quantize benchmark: n = {n:,}, median of {reps}, {os.cpu_count()} cores, "
+          f"{numba.get_num_threads()} Numba threads, load {load_before[0]:.2f}\n")
 
-    # stochastic rounding, 8 random bits, threefry bits included
-    sr = lambda: emul.quantize(x, "e4m3fn", "stochastic", seed=1, sr_bits=8)  # noqa: E731
-    try:
-        import apytypes
+    # float64 -> float formats against ml_dtypes
+    for fmt, dt in (("e4m3fn", ml_dtypes.float8_e4m3fn), ("bf16", ml_dtypes.bfloat16), ("fp16", np.float16)):
+        te = median_time(lambda: emul.encode(x64, fmt), reps)
+        tp = median_time(lambda: x64.astype(dt), reps)
+        record(f"encode f64->{fmt} nearest_even", te, "ml_dtypes astype", tp, 10)
 
-        m = min(n, 1 << 22)
-        ax = apytypes.APyFloatArray.from_float(x[:m], exp_bits=8, man_bits=23)
-        apy = lambda: ax.cast(exp_bits=4, man_bits=3, quantization=apytypes.QuantizationMode.STOCH_WEIGHTED)  # noqa: E731
-        te = median_time(sr, args.repeats)
-        tp = median_time(apy, 3)
-        rows.append({"work": "quantize f32->e4m3 stochastic, 8 bits", "elements": n,
-                     "emul_M_per_s": n / te / 1e6, "peer": f"APyTypes cast STOCH_WEIGHTED ({m} elem)",
-                     "peer_M_per_s": m / tp / 1e6, "ratio": (tp / m) / (te / n)})
-    except ImportError:
-        row("quantize f32->e4m3fn stochastic, 8 bits", sr, None, None)
-    try:
-        import gfloat
-        from gfloat.formats import format_info_ocp_e4m3
+    import apytypes as apy
 
-        m = min(n, 1 << 20)
-        xs = x[:m].astype(np.float64)
-        gf = lambda: gfloat.round_ndarray(format_info_ocp_e4m3, xs)  # noqa: E731
-        te = median_time(lambda: emul.quantize(xs, "e4m3fn"), args.repeats)
-        tp = median_time(gf, 3)
-        rows.append({"work": "quantize f64->e4m3fn RNE", "elements": m, "emul_M_per_s": m / te / 1e6,
-                     "peer": "gfloat round_ndarray", "peer_M_per_s": m / tp / 1e6, "ratio": tp / te})
-    except ImportError:
-        pass
+    m = min(n, 1 << 22)
+    # stochastic rounding from float64: 8 bits, threefry words included
+    te = median_time(lambda: emul.encode(x64, "e4m3fn", "stochastic", seed=1, sr_bits=8), reps)
+    af = apy.APyFloatArray.from_float(x64[:m], exp_bits=11, man_bits=52)
+    tp = median_time(lambda: af.cast(exp_bits=4, man_bits=3, quantization=apy.QuantizationMode.STOCH_WEIGHTED), 3)
+    record("encode f64->e4m3fn stochastic 8 bits", te, "APyTypes cast STOCH_WEIGHTED", tp, 5, peer_elements=m)
 
-    scaling = []
-    for size in (1 << 10, 1 << 13, 1 << 16, 1 << 20, 1 << 24, 1 << 26):
-        xs = (np.random.default_rng(1).standard_normal(size) * 10).astype(np.float32)
-        reps = max(3, min(200, (1 << 24) // size))
-        te = median_time(lambda: emul.encode(xs, "e4m3fn"), reps)
-        tp = median_time(lambda: xs.astype(e4m3), max(3, reps // 4))
-        scaling.append({"elements": size, "emul_us": te * 1e6, "emul_M_per_s": size / te / 1e6,
-                        "ml_dtypes_M_per_s": size / tp / 1e6, "ratio": tp / te})
-        del xs
+    # float32 -> fixed point
+    wide = apy.APyFixedArray.from_float(x32[:m], int_bits=12, frac_bits=24)  # holds x32[:m] exactly (|x| < 2048)
+    quant = {"nearest_even": apy.QuantizationMode.TIES_EVEN, "down": apy.QuantizationMode.TRN}
+    over = {"saturate": apy.OverflowMode.SAT, "wrap": apy.OverflowMode.WRAP}
+    for fmt, ib, fb in (("fx<8,4>", 4, 4), ("int8", 8, 0), ("fx<16,8>", 8, 8)):
+        for mode in quant:
+            for rule in over:
+                te = median_time(lambda: emul.encode(x32, fmt, mode, rule), reps)
+                tp = median_time(lambda: wide.cast(int_bits=ib, frac_bits=fb, quantization=quant[mode],
+                                                   overflow=over[rule]), 3)
+                record(f"encode f32->{fmt} {mode} {rule}", te, "APyTypes fixed cast", tp, 10, peer_elements=m)
 
-    t_import, t_warm = start_times()
+    # per-call cost: 1 K elements
+    small = x32[:1024].copy()
+    te = per_call_time(lambda: emul.encode(small, "e4m3fn"), 200, 15)
+    tp = per_call_time(lambda: small.astype(ml_dtypes.float8_e4m3fn), 200, 15)
+    record("encode f32->e4m3fn, 1 K elements", te, "ml_dtypes astype", tp, 1, elements=1024)
 
-    print(f"emul quantize/encode benchmark — {n:,} float32 (randn*10), median of {args.repeats}, "
-          f"{os.cpu_count()} cores\n")
-    print(f"{'work':<40}{'emul M/s':>10}  {'peer':<42}{'peer M/s':>10}{'ratio':>9}")
-    for r in rows:
-        peer = r["peer"] or "-"
-        pm = f"{r['peer_M_per_s']:.0f}" if r["peer_M_per_s"] else "-"
-        ratio = f"{r['ratio']:.1f}x" if r["ratio"] else "-"
-        print(f"{r['work']:<40}{r['emul_M_per_s']:>10.0f}  {peer:<42}{pm:>10}{ratio:>9}")
-    print(f"\n{'elements':>12}{'emul us':>12}{'emul M/s':>10}{'ml_dtypes M/s':>15}{'ratio':>8}   (encode f32->e4m3fn)")
-    for s in scaling:
-        print(f"{s['elements']:>12,}{s['emul_us']:>12.1f}{s['emul_M_per_s']:>10.0f}{s['ml_dtypes_M_per_s']:>15.0f}"
-              f"{s['ratio']:>7.1f}x")
-    print(f"\nimport emul: {t_import * 1e3:.0f} ms; fresh process, import + first encode/quantize "
-          f"(Numba cache warm): {t_warm * 1e3:.0f} ms")
+    # thread scaling: default thread count over one thread, same call
+    threads = numba.get_num_threads()
+    for work, fn in (("encode f32->e4m3fn", lambda: emul.encode(x32, "e4m3fn")),
+                     ("encode f64->e4m3fn", lambda: emul.encode(x64, "e4m3fn")),
+                     ("encode f32->fx<8,4>", lambda: emul.encode(x32, "fx<8,4>"))):
+        numba.set_num_threads(1)
+        try:
+            t1 = median_time(fn, reps)
+        finally:
+            numba.set_num_threads(threads)
+        tn = median_time(fn, reps)
+        record(f"{work} {threads} threads", tn, "same, 1 thread", t1, 1.6)
 
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    path = os.path.join(HERE, "results", "quantize.json")
-    with open(path, "w") as fh:
-        json.dump({"n": n, "repeats": args.repeats, "rows": rows, "scaling": scaling,
-                   "import_s": t_import, "warm_start_s": t_warm}, fh, indent=2)
-    print(f"wrote {os.path.relpath(path)}")
+    path = write("quantize", {"n": n, "repeats": reps, "apytypes_elements": m, "rows": rows, "ratios": ratios},
+                 load_before)
+    print(f"\nwrote {os.path.relpath(path)}")
 
 
 if __name__ == "__main__":

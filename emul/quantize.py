@@ -8,6 +8,7 @@ unbounded exponent range; the overflow rule then applies to the rounded value. S
 from __future__ import annotations
 
 import functools
+import os
 
 import numpy as np
 
@@ -18,7 +19,8 @@ from .rounding import Rounding
 
 __all__ = ["quantize", "encode", "decode"]
 
-PARALLEL_MIN = 1 << 15  # below this many elements, threads cost more than they save
+PARALLEL_MIN = 1 << 15  # general kernel: below this many elements, threads cost more than they save
+FAST_PARALLEL_MIN = 1 << 18  # vectorised kernels (about 1 ns per element): the same, for them
 
 
 def sr_words(rounding, shape, sr_bits, *, seed=None, key=None, random_bits=None) -> np.ndarray:
@@ -107,58 +109,114 @@ def _check_fits_float64(fmt, what):
         raise ValueError(f"{what}: values of {fmt.name} do not fit float64 exactly (bits <= 53 needed); use encode")
 
 
-def _round(x, fmt, rounding, overflow, seed, key, sr_bits, sr_method, random_bits, *, codes):
+# Inputs used as they are (no numeric_array conversion) when they arrive as ndarrays of these.
+_DIRECT = frozenset(np.dtype(t) for t in (np.float16, np.float32, np.float64, np.int64, np.uint64))
+_PLANS: dict = {}  # resolved calls, keyed by the caller's arguments (see _plan)
+
+
+def _make_plan(fmt, rounding, overflow, sr_bits, sr_method, dtype, codes):
+    """Validate the arguments once and choose the kernel: (route, fmt, mode, ovf, r, out_dtype, P, C).
+
+    route: "f32" (fast_f32; float16 widened to float32 first), "f64" (fast_f64), "fixed"
+    (fast_fixed, float32/float16 in, codes out) or "general" (emul/_kernels/round.py)."""
     fmt, mode, ovf, r, compare = resolve(fmt, rounding, overflow, sr_bits, sr_method, exp_ok=True)
-    a = numeric_array(x)
     if codes:
         out_dtype = code_dtype(fmt)
     else:
         _check_fits_float64(fmt, "quantize")
-        out_dtype = np.dtype(np.float32 if a.dtype == np.float32 and _fits_float32(fmt) else np.float64)
-    from ._kernels import round as K  # Numba loads on first use, not at import
-
+        out_dtype = np.dtype(np.float32 if dtype == np.float32 and _fits_float32(fmt) else np.float64)
     P = kernel_params(fmt, mode, ovf, r, compare)
-    seeded = mode == Rounding.STOCHASTIC and random_bits is None
-    # seeded SR makes its words inside the kernel; sr_words still checks the arguments
-    u = sr_words(mode, (0,) if seeded else a.shape, r, seed=seed, key=key, random_bits=random_bits)
-    flat = np.ascontiguousarray(a).reshape(-1)
-    if flat.dtype == np.float16:
-        flat = flat.view(np.uint16)
-    out = np.empty(flat.size, out_dtype)
-    if _fast_f32(fmt, mode, flat.dtype, out_dtype):
-        from ._kernels import fast_f32 as F
+    route, C = "general", None
+    as32 = np.dtype(np.float32) if dtype == np.float16 else dtype  # float16 widens to float32 exactly
+    if isinstance(fmt, FloatFormat) and (dtype == np.float32 or (dtype == np.float16 and codes)) \
+            and _fast_f32(fmt, mode, as32, out_dtype):
+        route, C = "f32", _fast_constants(fmt, mode, ovf, r, compare)
+    elif isinstance(fmt, FloatFormat) and dtype in (np.float64, np.float16) and out_dtype != np.float32:
+        from ._kernels import fast_f64
 
-        dst = out.view(np.uint32) if out_dtype == np.float32 else out
-        C = _fast_constants(fmt, mode, ovf, r, compare)
-        if mode == Rounding.STOCHASTIC:  # words: random_bits (u), or threefry drawn in the kernel
-            kernel = F.quantize_sr_f32 if out_dtype == np.float32 else F.encode_sr_f32
-            from . import random as _random
+        if fast_f64.in_domain(fmt):
+            route, C = "f64", fast_f64.constants(P, fmt)
+    elif isinstance(fmt, FixedFormat) and codes and dtype in (np.float32, np.float16) \
+            and mode != Rounding.STOCHASTIC:
+        from ._kernels import fast_fixed
 
-            k = _random._as_key(key=key, seed=seed) if seeded else np.zeros(2, np.uint32)
-            nan_bad = kernel(flat.view(np.uint32), C, u, np.uint32(k[0]), np.uint32(k[1]), seeded, dst)
-        else:
-            kernel = F.quantize_f32 if out_dtype == np.float32 else F.encode_f32
-            nan_bad = kernel(flat.view(np.uint32), C, dst)
-        inf_bad = 0
-    else:  # the general kernel: float64 / int64 / uint64 in, float64 / uint64 out (few compilations)
-        src = flat.view(np.float16) if flat.dtype == np.uint16 else flat
-        if seeded:  # threefry words made in the kernel; float32 read directly (the hot SR case)
+        if fast_fixed.in_domain(fmt):
+            route, C = "fixed", fast_fixed.constants(P, fmt)
+    return route, fmt, mode, ovf, r, out_dtype, P, C
+
+
+def _plan(fmt, rounding, overflow, sr_bits, sr_method, dtype, codes):
+    """_make_plan, cached on the arguments as given (with the types of those a float or bool could
+    equal: ``sr_bits=4.0`` must not reuse ``sr_bits=4``'s plan). Unhashable arguments are resolved
+    (and their errors reported) afresh."""
+    key = (fmt, rounding, overflow, sr_bits, type(sr_bits), sr_method, type(sr_method), dtype, codes)
+    try:
+        return _PLANS[key]
+    except KeyError:
+        pass
+    except TypeError:
+        return _make_plan(fmt, rounding, overflow, sr_bits, sr_method, dtype, codes)
+    plan = _make_plan(fmt, rounding, overflow, sr_bits, sr_method, dtype, codes)
+    if len(_PLANS) >= 1024:
+        _PLANS.clear()
+    _PLANS[key] = plan
+    return plan
+
+
+def _round(x, fmt, rounding, overflow, seed, key, sr_bits, sr_method, random_bits, *, codes):
+    a = x if type(x) is np.ndarray and x.dtype in _DIRECT else numeric_array(x)
+    route, fmt, mode, ovf, r, out_dtype, P, C = _plan(fmt, rounding, overflow, sr_bits, sr_method, a.dtype, codes)
+    sr = mode == Rounding.STOCHASTIC
+    seeded = sr and random_bits is None
+    if sr or seed is not None or key is not None or random_bits is not None:
+        # seeded SR makes its words inside the kernel; sr_words still checks the arguments
+        u = sr_words(mode, (0,) if seeded else a.shape, r, seed=seed, key=key, random_bits=random_bits)
+    else:
+        u = _NO_WORDS
+    flat = a.reshape(-1) if a.flags.c_contiguous else np.ascontiguousarray(a).reshape(-1)
+    n = flat.size
+    out = np.empty(n, out_dtype)
+    inf_bad = 0
+    if route == "general":
+        nan_bad, inf_bad, out = _general(flat, u, P, seeded, seed, key, out_dtype, out)
+    else:
+        if seeded:
             from . import random as _random
 
             k = _random._as_key(key=key, seed=seed)
-            if src.dtype == np.float16:  # float32 and float64 are read directly (from their bits)
-                src = exact_float64(src)
-            dst = out  # (round.store writes float32 from bits)
-            nan_bad, inf_bad = K.round_seeded(src, np.uint32(k[0]), np.uint32(k[1]), P, dst)
+            k0, k1 = np.uint32(k[0]), np.uint32(k[1])
         else:
-            src = exact_float64(src)  # float16/32 as float64, exactly (whatever the MXCSR)
-            dst = np.empty(flat.size, np.float64 if out_dtype.kind == "f" else np.uint64)
-            kernel = K.round_parallel if flat.size >= PARALLEL_MIN else K.round_serial
-            nan_bad, inf_bad = kernel(src, u, P, dst)
-        if dst.dtype == out_dtype:
-            out = dst
-        else:
-            out = exact_float32(dst) if out_dtype == np.float32 else dst.astype(out_dtype)
+            k0 = k1 = np.uint32(0)
+        big = n >= FAST_PARALLEL_MIN and _threads_pay()
+        if flat.dtype == np.float16:
+            flat = _widen_f16(flat, to64=route == "f64")
+        if route == "f32":
+            from ._kernels import fast_f32 as F
+
+            dst = out.view(np.uint32) if out_dtype == np.float32 else out
+            src = flat.view(np.uint32)
+            if big:
+                kernel = F.quantize_f32_par if out_dtype == np.float32 else F.encode_f32_par
+                nan_bad = kernel(src, C, u, k0, k1, seeded, dst)
+            elif sr:
+                kernel = F.quantize_sr_f32 if out_dtype == np.float32 else F.encode_sr_f32
+                nan_bad = kernel(src, C, u, k0, k1, seeded, dst)
+            else:
+                nan_bad = (F.quantize_f32 if out_dtype == np.float32 else F.encode_f32)(src, C, dst)
+        elif route == "f64":
+            from ._kernels import fast_f64 as F
+
+            dst = out.view(np.uint64) if out_dtype == np.float64 else out
+            if out_dtype == np.float64:
+                kernel = F.quantize_f64_par if big else F.quantize_f64
+            else:
+                kernel = F.encode_f64_par if big else F.encode_f64
+            nan_bad = kernel(flat.view(np.uint64), C, P, u, k0, k1, seeded, dst)
+        else:  # "fixed"
+            from ._kernels import fast_fixed as F
+
+            kernel = F.encode_fixed_f32_par if big else F.encode_fixed_f32
+            nan_bad, inf_bad = kernel(flat.view(np.uint32), C, out)
     if nan_bad:
         raise ValueError(f"x: {nan_bad} NaN value(s), but {fmt.name} has no NaN, and no overflow rule maps NaN "
                          "(overflow= decides infinities and out-of-range values only: 'saturate' clamps ±inf); "
@@ -168,6 +226,59 @@ def _round(x, fmt, rounding, overflow, seed, key, sr_bits, sr_method, random_bit
                          "use a saturate rule")
     out = out.reshape(a.shape)
     return out if isinstance(x, np.ndarray) or out.ndim else out[()]
+
+
+def _threads_pay() -> bool:
+    """Whether a large call should use Numba's threads: more than one thread is set and the
+    machine has a core to spare (1-minute load average at most cores - 1). On an oversubscribed
+    machine a parallel region waits for descheduled threads and measured 10-17x slower than one
+    thread. Only speed depends on this, never a result."""
+    import numba
+
+    if numba.get_num_threads() < 2:
+        return False
+    try:
+        return os.getloadavg()[0] <= (os.cpu_count() or 1) - 1
+    except OSError:  # no load average on this platform
+        return True
+
+
+_NO_WORDS = np.zeros(1, np.uint32)  # the kernels' word argument when there are no words (never written)
+
+
+def _widen_f16(flat, to64):
+    """float16 elements (flat) as float32, exactly from their bits (fast_f32.widen_f16), or as
+    float64 when ``to64``: every float16 is a float32 normal, so that cast cannot meet a subnormal
+    (denormals-are-zero cannot change it)."""
+    from ._kernels import fast_f32 as F
+
+    wide = np.empty(flat.size, np.uint32)
+    F.widen_f16(flat.view(np.uint16), wide)
+    return wide.view(np.float32).astype(np.float64) if to64 else wide.view(np.float32)
+
+
+def _general(flat, u, P, seeded, seed, key, out_dtype, out):
+    """The general kernel (float64 / int64 / uint64 in, float64 / uint64 out: few compilations);
+    returns (#NaN, #inf rejected, result)."""
+    from ._kernels import round as K  # Numba loads on first use, not at import
+
+    src = flat
+    if seeded:  # threefry words made in the kernel; float32 read directly (the hot SR case)
+        from . import random as _random
+
+        k = _random._as_key(key=key, seed=seed)
+        if src.dtype == np.float16:  # float32 and float64 are read directly (from their bits)
+            src = exact_float64(src)
+        dst = out  # (round.store writes float32 from bits)
+        nan_bad, inf_bad = K.round_seeded(src, np.uint32(k[0]), np.uint32(k[1]), P, dst)
+    else:
+        src = exact_float64(src)  # float16/32 as float64, exactly (whatever the MXCSR)
+        dst = np.empty(flat.size, np.float64 if out_dtype.kind == "f" else np.uint64)
+        kernel = K.round_parallel if flat.size >= PARALLEL_MIN else K.round_serial
+        nan_bad, inf_bad = kernel(src, u, P, dst)
+    if dst.dtype != out_dtype:
+        dst = exact_float32(dst) if out_dtype == np.float32 else dst.astype(out_dtype)
+    return nan_bad, inf_bad, dst
 
 
 def quantize(x, fmt, rounding="nearest_even", overflow=None, *, seed=None, key=None, sr_bits=None,

@@ -22,7 +22,7 @@ from emul._kernels import round as K
 from emul._kernels import threefry as T
 from emul._kernels.intrinsics import threefry_word
 from emul._params import kernel_params
-from emul.quantize import _fast_f32, code_dtype
+from emul.quantize import _fast_f32, code_dtype, exact_float64
 from emul.rounding import MODE_BITS, Overflow, Rounding
 
 FORMATS = [
@@ -306,3 +306,222 @@ def test_inline_threefry_equals_threefry_kernel():
     want = [np.bitwise_xor(*ref(np.uint32(7), np.uint32(9), np.uint32(start >> 32), np.uint32((start + j) % 2**32)))
             for j in range(F.BLOCK)]
     np.testing.assert_array_equal(buf, np.array(want, np.uint32))
+
+
+# -- float64 inputs (emul/_kernels/fast_f64.py) ------------------------------------------------------
+
+F64_FORMATS = ["e4m3fn", "e4m3fnuz", "e5m2", "bf16", "fp16", "fp32", "fp64", "e2m1fn", "e4m3fn-nosub",
+               "e3m0fin", "e8m0fn", "e10m21b100", "e4m3b-2"]
+
+
+def _f64_edges(fmt, rng):
+    """float64 patterns around fmt's code values and midpoints (±2 ulp), float64 specials,
+    subnormals and random patterns, both signs."""
+    n_mag = 1 << (fmt.bits - 1)
+    mags = np.arange(n_mag, dtype=np.uint64) if fmt.bits <= 10 else \
+        np.unique(np.r_[0:128, n_mag - 128:n_mag, rng.integers(0, n_mag, 600)]).astype(np.uint64)
+    if not fmt.subnormals:
+        mags = mags[(mags >> np.uint64(fmt.man_bits) != 0) | (mags == 0)]
+    values = emul.decode(mags, fmt)
+    values = np.unique(values[np.isfinite(values)])
+    mids = (values[:-1] + values[1:]) / 2  # exact unless fmt has 53-bit significands (then close)
+    with np.errstate(over="ignore"):
+        centres = np.abs(np.r_[values, mids, values[-1] * 2, values[0] + values[1] / 4, values[-1] * (1 + 2.0**-52)])
+    base = centres.view(np.uint64).astype(np.int64)
+    near = np.clip((base[:, None] + np.arange(-2, 3)).reshape(-1), 0, 0x7FF0000000000000)
+    specials = np.array([0, 1, 2, 0xFFFFFFFFFFFFF, 0x10000000000000, 0x7FEFFFFFFFFFFFFF, 0x7FF0000000000000,
+                         0x7FF0000000000001, 0x7FF8000000000000, 0x3FF0000000000000], np.int64)
+    rand = rng.integers(0, 1 << 63, 512, dtype=np.uint64).astype(np.int64)
+    mag = np.unique(np.r_[near, specials, rand]).astype(np.uint64)
+    return np.r_[mag, mag | np.uint64(1 << 63)].view(np.float64)
+
+
+def _general(x, P, out_dtype, u=None):
+    out = np.empty(x.size, np.float64 if np.dtype(out_dtype).kind == "f" else np.uint64)
+    nan_bad, _ = K.round_serial(x, np.zeros(1, np.uint32) if u is None else u, P, out)
+    return out.astype(out_dtype), nan_bad
+
+
+def _compare_calls(x, fmt, mode, ovf, P, extra=None, u=None):
+    """encode and quantize of float64 x (fast path) == the general kernel, bit for bit; NaN inputs
+    of a format without NaN raise with their count."""
+    kw = extra or {}
+    for call, dt in ((encode, code_dtype(fmt)), (quantize, np.dtype(np.float64))):
+        want, nan_bad = _general(x, P, dt, u)
+        xs, w = x, want
+        if nan_bad:
+            with pytest.raises(ValueError, match=f"{nan_bad} NaN value"):
+                call(x, fmt, mode, ovf, **kw)
+            keep = ~np.isnan(x)
+            xs, w = x[keep], want[keep]
+            if u is not None:
+                kw = dict(kw, random_bits=u[keep])
+        _assert_same(call(xs, fmt, mode, ovf, **kw), w, f"{call.__name__} {fmt.name} {mode} {ovf}")
+
+
+@pytest.mark.parametrize("name", F64_FORMATS)
+def test_f64_fast_path_equals_general_kernel(name):
+    """float64 -> float formats, every deterministic mode, ieee and saturate: edges, edges in
+    blocks of copies (short formula), random patterns and random normals."""
+    fmt = emul.format(name)
+    from emul._kernels import fast_f64
+    from emul.quantize import _plan
+
+    assert _plan(fmt, "nearest_even", None, None, "add", np.dtype(np.float64), True)[0] == "f64"
+    rng = np.random.default_rng(abs(hash(name)) % 2**32 + 3)
+    edges = _f64_edges(fmt, rng)
+    picks = edges[rng.choice(edges.size, 40, replace=False)]
+    x = np.r_[edges, np.repeat(picks, fast_f64.BLOCK), rng.standard_normal(3000) * fmt.max / 4]
+    for mode in MODES:
+        for ovf in OVERFLOWS:
+            _compare_calls(x, fmt, mode, ovf, kernel_params(fmt, mode, ovf, 0, False))
+
+
+@pytest.mark.parametrize("name", ["e4m3fn", "bf16", "fp16", "e2m1fn", "fp32", "e4m3fn-nosub"])
+def test_f64_sr_equals_general_kernel(name):
+    """float64 SR: random_bits on both sides of each edge input's boundary (rare and short
+    formulas), and seed= against round_seeded (sizes around the block length)."""
+    from emul._kernels import fast_f64
+
+    fmt = emul.format(name)
+    rng = np.random.default_rng(19)
+    edges = _f64_edges(fmt, rng)
+    edges = edges[np.isfinite(edges)]
+    for method in SR_METHODS:
+        for r in (1, 8, 32):
+            P = kernel_params(fmt, Rounding.STOCHASTIC, Overflow.IEEE, r, method == "compare")
+            t = _sr_t(edges, fmt, r)
+            x = np.r_[np.tile(edges, 4), np.repeat(edges[:64], fast_f64.BLOCK)]
+            u = np.r_[_sr_words(t, r, method, rng, 4).reshape(-1), _sr_words(t[:64], r, method, rng, fast_f64.BLOCK).T.reshape(-1)]
+            _compare_calls(x, fmt, "stochastic", "ieee", P, dict(random_bits=u, sr_bits=r, sr_method=method), u)
+            for n in (1, fast_f64.BLOCK + 1, 700):
+                xs = rng.standard_normal(n) * 8
+                k = emul.random.key(n + r)
+                for call, dt in ((encode, code_dtype(fmt)), (quantize, np.dtype(np.float64))):
+                    out = np.empty(n, np.float64 if dt.kind == "f" else np.uint64)
+                    K.round_seeded(xs, np.uint32(k[0]), np.uint32(k[1]), P, out)
+                    got = call(xs, fmt, "stochastic", key=k, sr_bits=r, sr_method=method)
+                    _assert_same(got, out.astype(dt), f"seeded {call.__name__} {name} {method} r={r} n={n}")
+
+
+def test_f64_where_ml_dtypes_double_rounds(ml_dtypes):
+    """A float64 just above an e4m3fn midpoint: float64 -> float32 rounds it onto the midpoint and
+    a float32 -> e4m3fn tie then goes to even (down); emul rounds once (up)."""
+    x = np.array([1.0625 + 2.0**-40, -(1.0625 + 2.0**-40)])  # between 1.0 and 1.125, just above the tie
+    assert list(encode(x, "e4m3fn")) == [0x39, 0xB9]
+    assert list(quantize(x, "e4m3fn")) == [1.125, -1.125]
+    assert list(x.astype(np.float32).astype(ml_dtypes.float8_e4m3fn).view(np.uint8)) == [0x38, 0xB8]
+
+
+# -- float16 inputs: widened to float32 from their bits ---------------------------------------------
+
+@pytest.mark.parametrize("name", ["e4m3fn", "e5m2", "e2m1fn", "fx<8,4>", "int8", "bf16", "fp64", "e3m2fn"])
+def test_every_float16_input_equals_general_kernel(name):
+    fmt = emul.format(name)
+    x = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    for mode in (Rounding.NEAREST_EVEN, Rounding.DOWN, Rounding.NEAREST_AWAY):
+        ovf = Overflow.SATURATE
+        P = kernel_params(fmt, mode, ovf, 0, False)
+        calls = [(encode, code_dtype(fmt))] + ([(quantize, np.dtype(np.float64))] if fmt.bits <= 53 else [])
+        for call, dt in calls:
+            want, nan_bad = _general(exact_float64(x), P, dt)
+            keep = ~np.isnan(x) if nan_bad else np.ones(x.size, bool)
+            _assert_same(call(x[keep], fmt, mode, ovf), want[keep], f"{call.__name__} {name} {mode.value}")
+
+
+# -- fixed-point targets from float32 (emul/_kernels/fast_fixed.py) ----------------------------------
+
+FIXED_FORMATS = ["fx<8,4>", "int8", "fx<16,8>", "uint8", "ufx<12,3>", "int1", "int2", "fx<31,0>", "ufx<31,5>",
+                 "fx<4,-3>", "fx<10,126>", "fx<20,30>", "fx<6,-140>"]
+FIXED_RULES = [Overflow.SATURATE, Overflow.SATURATE_ZERO, Overflow.SATURATE_SYMMETRIC, Overflow.WRAP,
+               Overflow.WRAP_SIGN_MAGNITUDE]
+
+
+def _fixed_edges(fmt, rng):
+    """float32 patterns around every code value and midpoint (±2 ulp; sampled above 10 bits),
+    around the range ends, float32 specials, subnormals and random patterns, both signs."""
+    lo, hi = fmt.min_raw, fmt.max_raw
+    raws = np.arange(lo, hi + 1) if fmt.bits <= 10 else np.r_[lo:lo + 64, -64:64, hi - 64:hi + 1,
+                                                              rng.integers(lo, hi, 500)]
+    raws = np.r_[raws, lo - 1, hi + 1, 2 * hi, 4 * hi + 3, 1000 * hi].astype(np.float64)
+    vals = np.ldexp(np.r_[raws, raws + 0.5, raws - 0.5, raws + 0.25], -fmt.frac)
+    with np.errstate(over="ignore"):
+        centres = np.abs(vals).astype(np.float32)
+    base = centres.view(np.uint32).astype(np.int64)
+    near = np.clip((base[:, None] + np.arange(-2, 3)).reshape(-1), 0, 0x7F800000)
+    rand = rng.integers(0, 1 << 31, 1024, dtype=np.uint64).astype(np.int64)
+    mag = np.unique(np.r_[near, _specials().astype(np.int64), rand]).astype(np.uint32)
+    return _f32(np.r_[mag, mag | np.uint32(1 << 31)])
+
+
+@pytest.mark.parametrize("name", FIXED_FORMATS)
+def test_fixed_fast_path_equals_general_kernel(name):
+    """float32 -> fixed point, every deterministic mode and overflow rule; NaN (and inf under
+    the wrap rules) raise with their counts."""
+    from emul.quantize import _plan
+
+    fmt = emul.format(name)
+    assert _plan(fmt, "nearest_even", None, None, "add", np.dtype(np.float32), True)[0] == "fixed"
+    rng = np.random.default_rng(abs(hash(name)) % 2**32 + 5)
+    x = _fixed_edges(fmt, rng)
+    for mode in MODES:
+        for ovf in FIXED_RULES:
+            if ovf == Overflow.WRAP_SIGN_MAGNITUDE and not fmt.signed:
+                continue
+            P = kernel_params(fmt, mode, ovf, 0, False)
+            out = np.empty(x.size, np.uint64)
+            nan_bad, inf_bad = K.round_serial(x.astype(np.float64), np.zeros(1, np.uint32), P, out)
+            assert nan_bad
+            with pytest.raises(ValueError, match=f"{nan_bad} NaN value"):
+                encode(x, fmt, mode, ovf)
+            keep = ~np.isnan(x)
+            if inf_bad:
+                with pytest.raises(ValueError, match=f"{inf_bad} infinite value"):
+                    encode(x[keep], fmt, mode, ovf)
+                keep &= ~np.isinf(x)
+            _assert_same(encode(x[keep], fmt, mode, ovf), out[keep].astype(code_dtype(fmt)),
+                         f"encode {name} {mode.value} {ovf.value}")
+
+
+# -- threads, sizes, 0-d ------------------------------------------------------------------------------
+
+def test_results_do_not_depend_on_thread_count(monkeypatch):
+    """The parallel kernels (forced on a small input) with 1 and 2 Numba threads, and the serial
+    kernels: the same bits, for every fast route (SR seeded included)."""
+    import sys
+
+    Q = sys.modules["emul.quantize"]
+
+    rng = np.random.default_rng(23)
+    n = 5 * (1 << 16) + 77  # several tasks and a tail
+    x64 = rng.standard_normal(n) * 20
+    x64[::97] = rng.standard_normal(x64[::97].size) * 1e-5  # rare elements
+    x32 = x64.astype(np.float32)
+    calls = [lambda: encode(x32, "e4m3fn"), lambda: quantize(x32, "bf16", "toward_zero"),
+             lambda: encode(x32, "e5m2", "stochastic", seed=4, sr_bits=8),
+             lambda: encode(x64, "e4m3fn"), lambda: quantize(x64, "fp16", "up"),
+             lambda: encode(x64, "e4m3fn", "stochastic", seed=5, sr_bits=8),
+             lambda: encode(x32, "fx<8,4>", "down", "wrap"), lambda: encode(x32, "fx<16,8>")]
+    serial = [c() for c in calls]
+    monkeypatch.setattr(Q, "FAST_PARALLEL_MIN", 0)
+    monkeypatch.setattr(Q, "_threads_pay", lambda: True)
+    before = numba.get_num_threads()
+    try:
+        for threads in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
+            numba.set_num_threads(threads)
+            for c, want in zip(calls, serial):
+                _assert_same(c(), want, f"{threads} threads")
+    finally:
+        numba.set_num_threads(before)
+
+
+@pytest.mark.parametrize("x", [np.float64(2.3), np.float32(-0.7), np.float16(3.1)])
+def test_zero_d_and_empty(x):
+    for fmt in ("e4m3fn", "fx<8,4>"):
+        for call in (encode, quantize):
+            got = call(np.asarray(x), fmt)
+            assert got.shape == () and isinstance(got, np.ndarray)
+            want = call(np.asarray([x]), fmt)[0]
+            assert got.view(got.dtype.str.replace("f", "u")) == np.asarray(want).view(got.dtype.str.replace("f", "u"))
+            assert np.isscalar(call(x, fmt)) or call(x, fmt).shape == ()
+            assert call(np.empty((0, 3), x.dtype), fmt).shape == (0, 3)

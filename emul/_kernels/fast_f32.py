@@ -51,7 +51,7 @@ result depends only on that element.
 """
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from . import slots as K
 from .intrinsics import add, and_, eq, f32_bits_of, or_, select, shl, shr, smin, sub, threefry_word, ult, xor
@@ -65,6 +65,7 @@ from .intrinsics import add, and_, eq, f32_bits_of, or_, select, shl, shr, smin,
 NCONST = 41
 
 BLOCK = 64  # elements per block: the short formula runs on whole blocks without rare elements
+CHUNK = 1 << 16  # elements per task of the parallel kernels (a multiple of BLOCK)
 
 _EXP = np.uint32(0x7F800000)
 _ABS = np.uint32(0x7FFFFFFF)
@@ -311,9 +312,10 @@ def _draw(buf, k, key0, key1, lo, n):
 
 
 @njit(inline="always")
-def _run_sr(x, k, out, u, key0, key1, seeded, values):
+def _run_sr(x, k, out, u, key0, key1, seeded, values, base):
     """_run for stochastic rounding: words u[i] (random_bits), or threefry words of (key0, key1)
-    drawn per block into a buffer (seeded)."""
+    drawn per block into a buffer (seeded); x[i] is element base + i of the whole input (base a
+    multiple of BLOCK)."""
     buf = np.empty(BLOCK, np.uint32)
     nb = x.size // BLOCK
     bad = 0
@@ -321,7 +323,7 @@ def _run_sr(x, k, out, u, key0, key1, seeded, values):
     for blk in range(nb):
         lo = blk * BLOCK
         if seeded:
-            _draw(buf, k, key0, key1, lo, BLOCK)
+            _draw(buf, k, key0, key1, base + lo, BLOCK)
             w, wo = buf, 0
         else:
             w, wo = u, lo
@@ -336,7 +338,7 @@ def _run_sr(x, k, out, u, key0, key1, seeded, values):
         prev = rare
     lo = nb * BLOCK
     if seeded:
-        _draw(buf, k, key0, key1, lo, x.size - lo)
+        _draw(buf, k, key0, key1, base + lo, x.size - lo)
         w, wo = buf, 0
     else:
         w, wo = u, lo
@@ -344,9 +346,10 @@ def _run_sr(x, k, out, u, key0, key1, seeded, values):
 
 
 # -- kernels: x is the flat uint32 view of the float32 input, out the flat output of the same size --
-# One thread: the kernels run at about memory speed, and a prange version measured several times
-# slower on a shared machine (threads waiting for busy cores). Each element depends only on
-# itself. They return the number of NaN inputs when the format has no NaN (the caller raises).
+# The plain kernels run on one thread; the *_par ones split the input into CHUNK-element tasks for
+# Numba's threads (emul.quantize uses them for large inputs only). Each element depends only on
+# itself (and its word), so results never depend on the thread count or the chunking. They return
+# the number of NaN inputs when the format has no NaN (the caller raises).
 
 @njit(cache=True)
 def encode_f32(x, C, out):
@@ -373,8 +376,8 @@ def encode_sr_f32(x, C, u, key0, key1, seeded, out):
     ``bits((key0, key1), (n,))[i] >> (32 - sr_bits)`` (u is then not read)."""
     k = _unpack(C)
     if seeded:
-        return _run_sr(x, k, out, u, key0, key1, True, False)
-    return _run_sr(x, k, out, u, key0, key1, False, False)
+        return _run_sr(x, k, out, u, key0, key1, True, False, 0)
+    return _run_sr(x, k, out, u, key0, key1, False, False, 0)
 
 
 @njit(cache=True)
@@ -382,5 +385,59 @@ def quantize_sr_f32(x, C, u, key0, key1, seeded, out):
     """quantize_f32 for stochastic rounding; words as in encode_sr_f32."""
     k = _unpack(C)
     if seeded:
-        return _run_sr(x, k, out, u, key0, key1, True, True)
-    return _run_sr(x, k, out, u, key0, key1, False, True)
+        return _run_sr(x, k, out, u, key0, key1, True, True, 0)
+    return _run_sr(x, k, out, u, key0, key1, False, True, 0)
+
+
+@njit(inline="always")
+def _run_any(x, k, out, u, key0, key1, seeded, values, base):
+    """_run or _run_sr on x (element base + i of the whole input), by the constants' mode."""
+    if k[SR_R] != _0:
+        if seeded:
+            return _run_sr(x, k, out, u, key0, key1, True, values, base)
+        return _run_sr(x, k, out, u, key0, key1, False, values, base)
+    if k[NEAR]:
+        return _run(x, k, out, True, values)
+    return _run(x, k, out, False, values)
+
+
+@njit(inline="always")
+def _par(x, C, u, key0, key1, seeded, out, values):
+    k = _unpack(C)
+    n = x.size
+    sr = k[SR_R] != _0
+    bad = 0
+    for c in prange((n + CHUNK - 1) // CHUNK):
+        lo = c * CHUNK
+        hi = min(lo + CHUNK, n)
+        w = u[lo:hi] if sr and not seeded else u[0:0]  # (the words are not read otherwise)
+        bad += _run_any(x[lo:hi], k, out[lo:hi], w, key0, key1, seeded, values, lo)
+    return bad
+
+
+@njit(cache=True, parallel=True)
+def encode_f32_par(x, C, u, key0, key1, seeded, out):
+    """encode_f32 / encode_sr_f32 (by C's mode) over CHUNK-element tasks on Numba's threads."""
+    return _par(x, C, u, key0, key1, seeded, out, False)
+
+
+@njit(cache=True, parallel=True)
+def quantize_f32_par(x, C, u, key0, key1, seeded, out):
+    """quantize_f32 / quantize_sr_f32 (by C's mode) over CHUNK-element tasks on Numba's threads."""
+    return _par(x, C, u, key0, key1, seeded, out, True)
+
+
+@njit(cache=True)
+def widen_f16(h, out):
+    """out[i] = the float32 pattern of the float16 pattern h[i] (uint16), exactly, from bits only
+    (a float16 subnormal is a float32 normal: ``float(f)`` built by :func:`f32_bits_of`, then
+    rescaled by 2**-24 in the exponent field; NaN payloads and signs are kept)."""
+    for i in range(h.size):
+        b = np.uint32(h[i])
+        sign = shl(and_(b, np.uint32(0x8000)), np.uint32(16))
+        e = and_(shr(b, np.uint32(10)), np.uint32(0x1F))
+        f = and_(b, np.uint32(0x3FF))
+        normal = add(shl(and_(b, np.uint32(0x7FFF)), np.uint32(13)), np.uint32(112 << 23))
+        special = or_(shl(f, np.uint32(13)), _EXP)
+        sub16 = select(eq(f, _0), _0, sub(f32_bits_of(f), np.uint32(24 << 23)))
+        out[i] = or_(sign, select(eq(e, _0), sub16, select(eq(e, np.uint32(0x1F)), special, normal)))

@@ -1,0 +1,218 @@
+"""Fast path: float64 inputs, every rounding mode (stochastic included), float formats with
+emin >= -1022 and man_bits <= 52.
+
+The technique of :mod:`emul._kernels.fast_f32` on float64 bit patterns in 64-bit integer lanes.
+With ``a = |bits|`` (uint64) and ``S = 52 - man_bits``, an input whose magnitude lies between the
+format's min normal and its max (``FAST_LO <= a <= FAST_LO + FAST_SPAN`` on the patterns) rounds
+to a target normal that cannot overflow in any mode, by the **short formula**:
+
+- deterministic modes: ``t = a + inc`` with ``inc = (mask + r) >> 1`` for nearest modes and
+  ``r ? mask : 0`` for directed ones (``mask = 2**S - 1``, ``r = k0 ^ (ks & sign) ^ (kl & lsb)``,
+  ``lsb`` the kept code's last bit: bit ``S`` of ``a``, flipped when ``C0`` is odd);
+- stochastic rounding with word ``u`` (``r`` bits): ``t = a + (u << (S - r))`` for ``"add"``
+  (``t + u >= 2**r`` carries into bit ``S`` exactly when the discarded fraction ``f`` has
+  ``floor(f * 2**r) + u >= 2**r``), ``2**r - 1 - u`` in place of ``u`` for ``"compare"``; when
+  ``r > S`` the word is shifted right by ``r - S`` instead (its dropped low bits cannot complete a
+  carry that ``a``'s integer fraction needs);
+- the code is ``(t >> S) - C0`` with ``C0 = (1023 - bias) << man_bits`` (a carry into the exponent
+  field is automatically right) plus the sign bit; the value is ``t`` with its ``S`` low bits
+  cleared, plus the sign.
+
+Every other input ("rare": below min normal, above max, ±0, inf, NaN) is rounded by the general
+kernel's own per-element code (:func:`emul._kernels.round.round_one`, the oracle) with the same
+word. Blocks of ``BLOCK`` elements run the short formula (vectorised); a block that holds a rare
+element then redoes just those elements. Each element's result depends only on itself and its
+word, so chunking and thread count never change a result.
+
+SR words: ``random_bits`` arrive as a flat uint32 array; for ``seed``/``key`` element ``i`` uses
+``bits(key, (n,))[i] >> (32 - r)`` drawn per block (Threefry-2x32 in 32-bit lanes), as
+:func:`emul._kernels.round.round_seeded` does.
+
+Kernels take ``x`` (the uint64 view of the flat float64 input), the uint64 constant vector of
+:func:`constants`, the parameter tuple ``P`` of :mod:`emul._params`, and write codes (``uint8`` …
+``uint64``) or float64 values (as their ``uint64`` patterns). They return the number of NaN inputs
+when the format has no NaN (the caller raises).
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from .intrinsics import threefry_word
+from .intrinsics import shr as shr32
+from .round import code_value, round_one
+
+(S, MASK, KEEP, C0, SB, NEARM, K0_N, KS, KL, FAST_LO, FAST_SPAN,
+ DETM, SR_CMPX, SR_WM, SR_L, SR_RS, SR_SHIFT) = range(17)
+NCONST = 17
+
+BLOCK = 64        # elements per block of the short formula
+CHUNK = 1 << 16   # elements per parallel task (a multiple of BLOCK)
+
+_ABS = np.uint64(0x7FFFFFFFFFFFFFFF)
+_0 = np.uint64(0)
+_1 = np.uint64(1)
+_63 = np.uint64(63)
+
+
+def constants(P: tuple, fmt) -> np.ndarray:
+    """The uint64 constant vector for P (:func:`emul._params.kernel_params` of a float format in
+    this path's domain, any mode)."""
+    from . import slots as K
+
+    m, emin, bias = int(P[K.M]), int(P[K.EMIN]), int(fmt.bias)
+    c0 = (1023 - bias) << m
+    C = [0] * NCONST
+    C[S] = 52 - m
+    C[MASK] = (1 << C[S]) - 1
+    C[KEEP] = ((1 << 64) - 1) ^ C[MASK]
+    C[C0] = c0 % (1 << 64)
+    C[SB] = 1 << (fmt.bits - 1)
+    C[KS], C[KL] = int(P[K.KS]), int(P[K.KL])
+    C[NEARM] = (1 << 64) - 1 if P[K.NEAREST] else 0
+    C[DETM] = 0 if P[K.SR] else (1 << 64) - 1
+    C[K0_N] = int(P[K.K0]) ^ (int(P[K.KL]) & c0 & 1)  # the kept code's lsb is bit S of a, flipped when C0 is odd
+    thr = (emin + 1023) << 52
+    max_bits = int(np.float64(fmt.max).view(np.uint64))  # format max <= float64 max in this domain
+    C[FAST_LO], C[FAST_SPAN] = (thr, max_bits - thr) if thr <= max_bits else (1 << 63, 0)
+    if P[K.SR]:
+        r, compare = int(P[K.SR_BITS]), bool(P[K.SR_CMP])
+        mask_r = (1 << r) - 1
+        C[SR_CMPX] = mask_r if compare else 0
+        C[SR_WM] = mask_r if C[S] else 0  # S == 0: nothing is discarded, nothing added
+        C[SR_L], C[SR_RS] = max(C[S] - r, 0), max(r - C[S], 0)
+        C[SR_SHIFT] = 32 - r
+    return np.array(C, np.uint64)
+
+
+def in_domain(fmt) -> bool:
+    """Whether the float format's grid is covered (emin >= -1022, man_bits <= 52, finite max)."""
+    return fmt.emin >= -1022 and fmt.man_bits <= 52 and fmt.bits <= 64 and fmt.max <= np.finfo(np.float64).max
+
+
+@njit(inline="always")
+def _unpack(C):
+    return (C[0], C[1], C[2], C[3], C[4], C[5], C[6], C[7], C[8], C[9], C[10], C[11], C[12], C[13],
+            C[14], C[15], C[16])
+
+
+@njit(inline="always")
+def _short(b, k, w):
+    """(t, sign, rare) for the float64 pattern b by the short formula, w its SR word. One formula
+    for every mode (the constants select: fewer compiled variants): the deterministic increment
+    is masked by DETM (all ones unless SR) and the word's by SRM (all ones under SR)."""
+    a = b & _ABS
+    sign = b >> _63
+    r = k[K0_N] ^ (k[KS] & sign) ^ (k[KL] & ((a >> k[S]) & _1))
+    det = (((k[MASK] + r) >> _1) & k[NEARM]) | (k[MASK] & (_0 - r) & ~k[NEARM])
+    sr = (((np.uint64(w) ^ k[SR_CMPX]) & k[SR_WM]) << k[SR_L]) >> k[SR_RS]
+    t = a + ((det & k[DETM]) | (sr & ~k[DETM]))
+    rare = (a - k[FAST_LO]) > k[FAST_SPAN]
+    return t, sign, rare
+
+
+@njit(inline="always")
+def _span(x, k, P, out, lo, n, values, w):
+    """Round x[lo:lo + n] into out (w[j]: the SR word of element lo + j); return #NaN rejected."""
+    any_rare = False
+    for j in range(n):
+        i = np.uintp(lo + j)  # an unsigned index: no negative-index wraparound, so no gathers
+        t, sign, rare = _short(x[i], k, w[j])
+        if values:
+            out[i] = (t & k[KEEP]) | (sign << _63)
+        else:
+            out[i] = ((t >> k[S]) - k[C0]) | (k[SB] & (_0 - sign))
+        any_rare |= rare
+    bad = 0
+    if any_rare:
+        for j in range(n):
+            b = x[lo + j]
+            if ((b & _ABS) - k[FAST_LO]) > k[FAST_SPAN]:
+                res, nan = _general_one(b, np.uint64(w[j]), P, values)
+                out[lo + j] = res
+                bad += nan
+    return bad
+
+
+@njit  # a plain call (not inlined at the Numba IR level): the general code is large and rarely run
+def _general_one(b, u, P, values):
+    """(code, or the value's float64 pattern when values; 1 if a rejected NaN) of the float64
+    pattern b by the general kernel's per-element code (u: the SR word, unread without SR)."""
+    code, bad = round_one(np.uint64(b).view(np.float64), u, P)
+    if values:
+        return np.float64(code_value(code, P)).view(np.uint64), np.int64(bad == 1)
+    return code, np.int64(bad == 1)
+
+
+@njit(inline="always")
+def _draw(buf, k, key0, key1, lo, n):
+    """buf[j] = the SR word of element lo + j (j < n; lo a multiple of BLOCK)."""
+    hi = np.uint32(lo >> 32)
+    base = np.uint32(lo & 0xFFFFFFFF)
+    shift = np.uint32(k[SR_SHIFT])
+    for j in range(n):
+        buf[j] = shr32(threefry_word(key0, key1, hi, np.uint32(base + np.uint32(j))), shift)
+
+
+@njit(inline="always")
+def _chunk(x, k, P, out, lo, hi, u, key0, key1, seeded, values, base):
+    """Round x[lo:hi] block by block; return #NaN rejected. x[i] is element base + i of the whole
+    input (base a multiple of BLOCK). The words: u[i] (random_bits), threefry words of element
+    base + i drawn per block when seeded, zeros without SR."""
+    buf = np.zeros(BLOCK, np.uint32)
+    sr = k[DETM] == _0
+    bad = 0
+    for blo in range(lo, hi, BLOCK):
+        n = min(BLOCK, hi - blo)
+        if sr and seeded:
+            _draw(buf, k, key0, key1, base + blo, n)
+        elif sr:
+            buf[:n] = u[blo:blo + n]
+        if n == BLOCK:
+            bad += _span(x, k, P, out, blo, BLOCK, values, buf)
+        else:
+            bad += _span(x, k, P, out, blo, n, values, buf)
+    return bad
+
+
+# -- kernels: x the flat uint64 view of the float64 input; out codes, or uint64 value patterns -----
+# Serial kernels for small inputs (no parallel region to start), parallel ones over CHUNK-element
+# tasks for large inputs; the same per-element results.
+
+@njit(cache=True)
+def encode_f64(x, C, P, u, key0, key1, seeded, out):
+    """out[i] = the code of x[i] (u[i] or the threefry word when seeded: SR words)."""
+    return _chunk(x, _unpack(C), P, out, 0, x.size, u, key0, key1, seeded, False, 0)
+
+
+@njit(cache=True)
+def quantize_f64(x, C, P, u, key0, key1, seeded, out):
+    """out[i] = the float64 pattern of x[i] rounded."""
+    return _chunk(x, _unpack(C), P, out, 0, x.size, u, key0, key1, seeded, True, 0)
+
+
+@njit(cache=True, parallel=True)
+def encode_f64_par(x, C, P, u, key0, key1, seeded, out):
+    """encode_f64 over CHUNK-element tasks on Numba's threads."""
+    k = _unpack(C)
+    n = x.size
+    bad = 0
+    for c in prange((n + CHUNK - 1) // CHUNK):
+        lo = c * CHUNK
+        hi = min(lo + CHUNK, n)
+        w = u[lo:hi] if u.size == n else u[0:0]  # random_bits, else not read
+        bad += _chunk(x[lo:hi], k, P, out[lo:hi], 0, hi - lo, w, key0, key1, seeded, False, lo)
+    return bad
+
+
+@njit(cache=True, parallel=True)
+def quantize_f64_par(x, C, P, u, key0, key1, seeded, out):
+    """quantize_f64 over CHUNK-element tasks on Numba's threads."""
+    k = _unpack(C)
+    n = x.size
+    bad = 0
+    for c in prange((n + CHUNK - 1) // CHUNK):
+        lo = c * CHUNK
+        hi = min(lo + CHUNK, n)
+        w = u[lo:hi] if u.size == n else u[0:0]  # random_bits, else not read
+        bad += _chunk(x[lo:hi], k, P, out[lo:hi], 0, hi - lo, w, key0, key1, seeded, True, lo)
+    return bad
