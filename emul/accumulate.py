@@ -120,6 +120,8 @@ class _Config:
 def _values(codes, fmt) -> np.ndarray:
     """Values of valid codes of fmt (float64, NaN signs kept), without thread start-up."""
     codes = np.ascontiguousarray(codes, dtype=np.uint64).reshape(-1)
+    if codes.size == 1 and codes[0] == 0 and isinstance(fmt, (FloatFormat, FixedFormat)):
+        return np.zeros(1, np.float64)  # +0 (no kernel to compile for the default init)
     out = np.empty(codes.size, np.float64)
     P = kernel_params(fmt, Rounding.NEAREST_EVEN, Overflow.IEEE if isinstance(fmt, FloatFormat) else Overflow.SATURATE,
                       0, False)
@@ -281,11 +283,15 @@ def _busy() -> bool:
         return False
 
 
-def _threads_for(work: int, kind: str):
+def _threshold(kind: str) -> int:
     threshold = _PARALLEL_WORK[kind]
     if kind != "general" and _busy():
         threshold *= 16
-    return single_thread_below(work, threshold)
+    return threshold
+
+
+def _threads_for(work: int, kind: str):
+    return single_thread_below(work, _threshold(kind))
 
 
 class _Job:
@@ -391,6 +397,26 @@ def _product_exact_in(fmt, sa: _Scan, sb: _Scan) -> bool:
     return sig <= fmt.man_bits + 1 and q >= floor and bound <= Fraction(fmt.max)
 
 
+def _overflow_value(code: int, fmt) -> np.float64:
+    """The value of an overflow result code of a float format — its largest value, inf or NaN, with
+    the code's sign (a NaN's sign kept as the general kernel keeps it) — without compiling the
+    decoder; other codes through :func:`_values`."""
+    code &= (1 << fmt.bits) - 1
+    signbit = 1 << (fmt.bits - 1)
+    mag = code & (signbit - 1)
+    neg = bool(code & signbit)
+    inf_code = ((1 << fmt.exp_bits) - 1) << fmt.man_bits
+    if fmt.specials == "fnuz" and code == signbit:
+        return np.uint64(0x7FF8000000000000).view(np.float64)
+    if fmt.specials == "fn" and mag == signbit - 1:
+        return np.uint64(0xFFF8000000000000 if neg else 0x7FF8000000000000).view(np.float64)
+    if fmt.has_inf and mag == inf_code:
+        return np.float64(-np.inf if neg else np.inf)
+    if mag == fmt.max_code_magnitude:
+        return np.float64(-float(fmt.max) if neg else float(fmt.max))
+    return _values(np.uint64(code), fmt)[0]
+
+
 @functools.lru_cache(maxsize=256)
 def _float_params_cached(fmt, mode, ovf, r, compare) -> np.ndarray:
     return _float_params(fmt, kernel_params(fmt, mode, ovf, r, compare), mode, r, compare)
@@ -403,7 +429,7 @@ def _float_params(fmt, P, mode, r, compare) -> np.ndarray:
     F[FK.F_M], F[FK.F_EMIN], F[FK.F_SUB], F[FK.F_QBELOW] = fmt.man_bits, fmt.emin, int(fmt.subnormals), qbelow
     F[FK.F_MAXBITS] = np.float64(fmt.max).view(np.int64)
     for slot, code in ((FK.F_OVP, P[KR.OVF_POS]), (FK.F_OVN, P[KR.OVF_NEG])):
-        F[slot] = _values(np.uint64(code & ((1 << fmt.bits) - 1)), fmt)[0].view(np.int64)
+        F[slot] = _overflow_value(int(code), fmt).view(np.int64)
     if mode == Rounding.STOCHASTIC:
         F[FK.F_SR], F[FK.F_SRBITS], F[FK.F_SRCMP] = 1, r, int(compare)
     else:
@@ -430,7 +456,7 @@ def _rne_params(fmt, P) -> np.ndarray:
     R[FK.R_CNOSUB] = ((fmt.emin + 1023 + 52) << 52) | (1 << 51)
     R[FK.R_EMINBITS] = (fmt.emin + 1023) << 52
     R[FK.R_MAXF] = np.float64(fmt.max).view(np.int64)
-    ov = _values(np.uint64(P[KR.OVF_POS] & ((1 << fmt.bits) - 1)), fmt)[0]
+    ov = _overflow_value(int(P[KR.OVF_POS]), fmt)
     R[FK.R_OVMAG] = np.abs(np.float64(ov)).view(np.int64)
     R[FK.R_ZADD] = np.float64(-0.0 if fmt.has_negative_zero else 0.0).view(np.int64)
     return R
@@ -454,8 +480,22 @@ class _FloatPlan:
         bad = np.zeros(job.rows, np.int8)
         rne = cfg.mode == Rounding.NEAREST_EVEN and all(  # the conditions of fast_accumulate.rne_step
             f.man_bits <= 50 and (f.emin - f.man_bits if f.subnormals else f.emin) >= -1021 for f in (cfg.acc, cfg.outer))
-        with _threads_for(job.rows * job.N * job.K, "float"):
-            Ra = _rne_params_cached(cfg.acc, cfg.mode, cfg.ovf, cfg.r, cfg.compare)
+        work = job.rows * job.N * job.K
+        Ra = _rne_params_cached(cfg.acc, cfg.mode, cfg.ovf, cfg.r, cfg.compare)
+        if (rne and job.order == K.SEQUENTIAL and cfg.product is None and cfg.mode != Rounding.STOCHASTIC
+                and work < _threshold("float")):  # one thread: the serial kernel (compiles faster)
+            FK.float_rows_rne_serial(job.A3, job.B3, job.ia, job.ib, job.M, job.N, job.K, init, Ra, self.twosum,
+                                     rows_ids, out, bad)
+        else:
+            self._parallel(job, work, init, Fa, Fo, Fp, Ra, rne, rows_ids, out, bad)
+        redo = np.flatnonzero(~np.isfinite(out[bad != 0]))  # the non-finite elements of those rows
+        rows_bad = np.flatnonzero(bad)
+        idxs = rows_bad[redo // job.N] * job.N + redo % job.N
+        return out, idxs
+
+    def _parallel(self, job, work, init, Fa, Fo, Fp, Ra, rne, rows_ids, out, bad):
+        cfg = job.cfg
+        with _threads_for(work, "float"):
             Ro = _rne_params_cached(cfg.outer, cfg.mode, cfg.outer_ovf, cfg.r, cfg.compare)
             if cfg.mode == Rounding.STOCHASTIC:
                 SK.sr_rows(job.A3, job.B3, job.ia, job.ib, job.M, job.N, job.K, job.order, cfg.chunk, init, Fa, Fo,
@@ -468,10 +508,6 @@ class _FloatPlan:
                 FK.float_rows(job.A3, job.B3, job.ia, job.ib, job.M, job.N, job.K, job.order, cfg.chunk, init, Fa,
                               Fo, Fp, Ra, Ro, cfg.product is not None, self.twosum, rne, job.u, job.T, rows_ids, out,
                               bad)
-        redo = np.flatnonzero(~np.isfinite(out[bad != 0]))  # the non-finite elements of those rows
-        rows_bad = np.flatnonzero(bad)
-        idxs = rows_bad[redo // job.N] * job.N + redo % job.N
-        return out, idxs
 
 
 _LANES = ((np.float32, 2**24), (np.float64, 2**53))

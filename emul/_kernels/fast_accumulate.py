@@ -337,30 +337,44 @@ def float_rows(A3, B3, ia, ib, M, N, K, order, chunk, init, Fa, Fo, Fp, Ra, Ro, 
         bad[n_row] = flag
 
 
+@njit(inline="always")
+def _rne_row(A3, B3, ia, ib, M, N, K, init, Ra, twosum, row, out, n_row):
+    """One output row of float_rows_rne into out[n_row]; 1 when a value in it is not finite."""
+    sub, c_low, c_add, c_nosub, emin_bits, maxf, ov_mag, zadd = _unpack_rne(Ra)
+    b = row // M
+    i = row - b * M
+    A = A3[ia[b]]
+    B = B3[ib[b]]
+    s = np.empty(N, np.float64)
+    for j in range(N):
+        s[j] = init[(row * N + j) % init.size]
+    for k in range(K):
+        a = A[i, k]
+        for j in range(N):
+            s[j] = rne_step(s[j], a * B[k, j], twosum, sub, c_low, c_add, c_nosub, emin_bits, maxf, ov_mag, zadd)
+    flag = 0
+    for j in range(N):
+        out[n_row, j] = s[j]
+        if not np.isfinite(s[j]):
+            flag = 1
+    return flag
+
+
 @njit(cache=True, parallel=True)
 def float_rows_rne(A3, B3, ia, ib, M, N, K, init, Ra, twosum, rows_ids, out, bad):
     """float_rows for the hot case (sequential order, nearest_even, exact products), as a small
     kernel that LLVM vectorises best."""
-    sub, c_low, c_add, c_nosub, emin_bits, maxf, ov_mag, zadd = _unpack_rne(Ra)
     for n_row in prange(rows_ids.size):
-        row = rows_ids[n_row]
-        b = row // M
-        i = row - b * M
-        A = A3[ia[b]]
-        B = B3[ib[b]]
-        s = np.empty(N, np.float64)
-        for j in range(N):
-            s[j] = init[(row * N + j) % init.size]
-        for k in range(K):
-            a = A[i, k]
-            for j in range(N):
-                s[j] = rne_step(s[j], a * B[k, j], twosum, sub, c_low, c_add, c_nosub, emin_bits, maxf, ov_mag, zadd)
-        flag = 0
-        for j in range(N):
-            out[n_row, j] = s[j]
-            if not np.isfinite(s[j]):
-                flag = 1
-        bad[n_row] = flag
+        bad[n_row] = _rne_row(A3, B3, ia, ib, M, N, K, init, Ra, twosum, rows_ids[n_row], out, n_row)
+
+
+@njit(cache=True)
+def float_rows_rne_serial(A3, B3, ia, ib, M, N, K, init, Ra, twosum, rows_ids, out, bad):
+    """float_rows_rne on one thread, for small products: the same rows, the same code, but no
+    parallel region to compile on a process's first call (a parallel kernel compiles several
+    times slower)."""
+    for n_row in range(rows_ids.size):
+        bad[n_row] = _rne_row(A3, B3, ia, ib, M, N, K, init, Ra, twosum, rows_ids[n_row], out, n_row)
 
 
 @njit(inline="always")
