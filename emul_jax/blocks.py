@@ -7,9 +7,18 @@ i of x in C order, as the core). docs/blocks.md gives the semantics. The scale c
 block's exact amax in integer operations; x / 2**e is built as float32 bits (exact; a nonzero
 quotient below float32's grid becomes the smallest subnormal of its sign, which every element format
 with quantum >= 2**-90 rounds as the exact value in every mode), then rounded by
-:func:`emul_jax.encode` with ``overflow="saturate"``. Float scale formats (NVFP4) are not mirrored:
-ValueError. ``decode`` returns float32 values built from bits; a value that float32 cannot hold
-exactly raises ValueError eagerly (use emul, which returns float64) and is NaN under ``jit``.
+:func:`emul_jax.encode` with ``overflow="saturate"``. ``decode`` returns float32 values built from
+bits; a value that float32 cannot hold exactly raises ValueError eagerly (use emul, which returns
+float64) and is NaN under ``jit``.
+
+Float scale formats (NVFP4: e4m3fn block scales, a float32 tensor scale s_t, block 16) are mirrored
+by :func:`encode` (and :func:`tensor_scale`) with the exact arithmetic: s_b = amax / (element max *
+s_t) and every element x_i / (s_b * s_t) are integer long divisions (64 quotient bits and a sticky
+bit, 32-bit words), each rounded once by emul_jax's rounding primitives — the core's quotients,
+rounded the same way, in every element mode (SR included), with ``scale_min`` and a given or
+computed s_t. The peers' float32 arithmetic options stay in emul.blocks. ``decode`` and
+``quantize`` of float-scale formats raise ValueError: element times scale times s_t needs up to
+~30 significant bits, more than a float32 holds.
 """
 
 from __future__ import annotations
@@ -22,23 +31,58 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from emul.blocks import SCALE_OVERFLOW, SCALE_RULES, TAILS, _element_emax, _element_precision, _quantum_exp
+from emul.blocks import (SCALE_OVERFLOW, SCALE_RULES, TAILS, _element_emax, _element_precision, _nan_element_code,
+                         _quantum_exp)
 from emul.blocks import format as block_format
 from emul.formats import ExpFormat, FixedFormat, FloatFormat
 
+from . import _round as R
 from .quantize import _input, _spec, _sr_words, decode as _core_decode, encode as _core_encode
-from ._bits import ABS, SIGN, U32, clz, f32_bits, f32_from_bits, u32
+from ._bits import ABS, EXP, SIGN, U32, clz, f32_bits, f32_from_bits, shl, shr, u32
 
-__all__ = ["encode", "decode", "quantize"]
+__all__ = ["encode", "decode", "quantize", "tensor_scale"]
 
 I32 = jnp.int32
 
 
-def _check_format(bfmt):
+def _check_float_scale_format(bfmt):
+    """Float scales (NVFP4): the long divisions need the divisors (scale or element-max significand
+    times s_t's 24-bit significand) below 2**31, and both formats the JAX rounding primitives take."""
+    el, sc = bfmt.element, bfmt.scale
+    t_bits = 24  # s_t's significand (1.0 without a tensor scale: 2**23)
+    mmax, _ = _odd_sig(Fraction(el.max))
+    if sc.man_bits + 1 + t_bits > 31 or mmax.bit_length() + t_bits > 31 or el.bits > 32 or sc.bits > 32:
+        raise ValueError(f"{bfmt.name}: the scale or element significands are too wide for emul_jax.blocks' 32-bit "
+                         "division; use emul.blocks")
+    if isinstance(el, FixedFormat) and not el.fits_float64:
+        raise ValueError(f"{bfmt.name}: element {el.name} is outside what emul_jax.blocks handles; use emul.blocks")
+    return bfmt
+
+
+def _odd_sig(v: Fraction):
+    """(m, e): v = m * 2**e with m odd (v > 0)."""
+    n, d, e = v.numerator, v.denominator, 0
+    while n % 2 == 0:
+        n //= 2
+        e += 1
+    while d % 2 == 0:
+        d //= 2
+        e -= 1
+    return n, e
+
+
+def _check_format(bfmt, *, float_scales=False):
     bfmt = block_format(bfmt)
     el, sc = bfmt.element, bfmt.scale
+    if isinstance(sc, FloatFormat):
+        if not float_scales:
+            raise ValueError(f"{bfmt.name}: emul_jax.blocks decodes (and quantizes) e8m0 (power-of-two) scales only; "
+                             "float scale values times the element values are not float32 values in general — "
+                             "use emul.blocks (float64)")
+        return _check_float_scale_format(bfmt)
     if not isinstance(sc, ExpFormat) or sc.exp_bits != 8 or sc.bias != 127:
-        raise ValueError(f"{bfmt.name}: emul_jax.blocks mirrors e8m0 (power-of-two) scales only; use emul.blocks")
+        raise ValueError(f"{bfmt.name}: emul_jax.blocks mirrors e8m0 (power-of-two) and float scales only; "
+                         "use emul.blocks")
     if isinstance(el, FloatFormat) and not (el.man_bits <= 23 and el.emin >= -126 and el.emax <= 100
                                             and _quantum_exp(el) >= -90):
         raise ValueError(f"{bfmt.name}: element {el.name} is outside what emul_jax.blocks handles; use emul.blocks")
@@ -126,15 +170,42 @@ def _f32_input(x):
 
 
 def encode(x, bfmt, axis=-1, *, rounding="nearest_even", scale_rule=None, scale_overflow=None, tail="partial",
-           key=None, random_bits=None, sr_bits=None, sr_method="add"):
-    """``(scales, codes)`` as :func:`emul.blocks.encode` (power-of-two scales, float inputs).
+           tensor_scale=None, scale_min=None, arithmetic="exact", key=None, random_bits=None, sr_bits=None,
+           sr_method="add"):
+    """``(scales, codes)`` as :func:`emul.blocks.encode` (float inputs).
+
+    Power-of-two scales: every scale rule and overflow setting. Float scales (NVFP4): the exact
+    arithmetic (``arithmetic="exact"`` only), ``scale_min``, and ``tensor_scale`` (default: computed
+    from x as :func:`emul.blocks.tensor_scale`, in the graph); every quotient is an integer long
+    division rounded once by emul_jax's rounding primitives, so the codes equal the core's.
 
     >>> import jax.numpy as jnp
     >>> s, c = encode(jnp.array([960.0, 1.0]), "mxfp8_e4m3")
     >>> s, c
     (Array([128], dtype=uint8), Array([126,  48], dtype=uint8))
+    >>> encode(jnp.array([6.0, 3.0, 0.25, -1.0]), "nvfp4", tensor_scale=1.0)   # scale 1.0 (e4m3 0x38)
+    (Array([56], dtype=uint8), Array([ 7,  5,  0, 10], dtype=uint8))
     """
-    bfmt = _check_format(bfmt)
+    bfmt = _check_format(bfmt, float_scales=True)
+    if isinstance(bfmt.scale, FloatFormat):
+        for name, v in (("scale_rule", scale_rule), ("scale_overflow", scale_overflow)):
+            if v is not None:
+                raise ValueError(f"{name}=: only for power-of-two (e8m0) scales; {bfmt.scale.name} scales round "
+                                 "amax / element max once (nearest_even, saturating)")
+        if arithmetic != "exact":
+            raise ValueError(f"arithmetic={arithmetic!r}: emul_jax.blocks computes the exact arithmetic only; "
+                             "the peers' float32 variants are in emul.blocks")
+        if tensor_scale is not None and not bfmt.tensor_scale:
+            raise ValueError(f"tensor_scale=: {bfmt.name} has no tensor scale")
+        if not isinstance(tail, str) or tail not in TAILS:
+            raise ValueError(f"tail={tail!r}: must be one of {', '.join(TAILS)}")
+        return _encode_float_scales(x, bfmt, axis, rounding, tail, tensor_scale, scale_min, key, random_bits,
+                                    sr_bits, sr_method)
+    for name, v in (("tensor_scale", tensor_scale), ("scale_min", scale_min)):
+        if v is not None:
+            raise ValueError(f"{name}=: only for float scale formats, not {bfmt.scale.name}")
+    if arithmetic != "exact":
+        raise ValueError(f"arithmetic={arithmetic!r}: power-of-two scales are always exact")
     rule = "floor" if scale_rule is None else scale_rule
     sovf = "nan" if scale_overflow is None else scale_overflow
     for name, v, choices in (("scale_rule", rule, SCALE_RULES), ("scale_overflow", sovf, SCALE_OVERFLOW),
@@ -171,6 +242,156 @@ def encode(x, bfmt, axis=-1, *, rounding="nearest_even", scale_rule=None, scale_
     codes = jnp.moveaxis(codes.reshape(moved.shape), -1, ax)
     scales = jnp.moveaxis(scodes.reshape(moved.shape[:-1] + (nb,)), -1, ax)
     return scales, codes
+
+
+# -- float scales (NVFP4): exact quotients by integer long division ----------------------------------
+
+def _quotient(n, d):
+    """``(hi, lo, sticky, a)`` with ``n / d = (Q + eps) * 2**(-63 - a)``, ``Q = hi * 2**32 + lo`` the
+    64-bit quotient (leading bit at 63 or 62), ``sticky`` whether eps > 0; uint32 ``n < 2**31`` and
+    ``0 < d < 2**31`` (``n == 0`` gives Q = 0). Restoring division, one quotient bit per step: both
+    operands are first brought to the same bit length, so n'/d' is in (1/2, 2) and every
+    remainder stays below 2**31."""
+    a = (32 - clz(d)) - (32 - clz(jnp.where(n == u32(0), d, n)))
+    nn = shl(n, jnp.maximum(a, 0))
+    dd = shl(d, jnp.maximum(-a, 0))
+
+    def step(_, c):
+        r, hi, lo = c
+        bit = r >= dd
+        r = jnp.where(bit, r - dd, r)
+        hi = shl(hi, 1) | shr(lo, 31)
+        lo = shl(lo, 1) | bit.astype(U32)
+        return shl(r, 1), hi, lo
+
+    z = jnp.zeros_like(nn)
+    r, hi, lo = lax.fori_loop(0, 64, step, (nn, z, z))
+    return hi, lo, r != u32(0), a
+
+
+def _round_quotient(sp, sign, n, d, e, u=None):
+    """The code (uint32) of ``(-1)**sign * n / d * 2**e`` rounded once by the spec ``sp``."""
+    hi, lo, sticky, a = _quotient(n, d)
+    return R.round_parts(sp, sign, hi, lo, e - 63 - a, sticky, u)
+
+
+@functools.partial(jax.jit, static_argnums=(1,))
+def _tensor_scale_bits(xb, bfmt):
+    """float32 bits of :func:`emul.blocks.tensor_scale` of float32 bits xb (exact: finite amax /
+    (scale max * element max) rounded once to float32, nearest even; 1.0 for amax 0; at least
+    2**-149)."""
+    a = xb & u32(ABS)
+    amax = jnp.max(jnp.where(a < u32(EXP), a, u32(0)))
+    m, me = _odd_sig(Fraction(bfmt.scale.max) * Fraction(bfmt.element.max))
+    xe, sig = _sig24(jnp.where(amax == u32(0), u32(0x3F800000), amax))
+    t = _round_quotient(_F32_SPEC(), u32(0), sig, u32(m), xe - 23 - me)
+    t = jnp.maximum(t, u32(1))
+    return jnp.where(amax == u32(0), u32(0x3F800000), t)
+
+
+@functools.lru_cache(maxsize=None)
+def _F32_SPEC():
+    return R.spec(FloatFormat(8, 23), "nearest_even", "saturate", None, "add")
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5, 6, 7))
+def _float_scale_blocks(xb, tb, bfmt, k, esp, ssp, smin, snan, u=None):
+    """(scale codes (R, nb), element codes (R, nb * k)) of float32 bits xb with a float scale format;
+    tb: s_t's float32 bits (a 0-d uint32)."""
+    el, sc = bfmt.element, bfmt.scale
+    R_, n = xb.shape
+    nb = n // k
+    blocks = xb.reshape(R_, nb, k)
+    mag = blocks & u32(ABS)
+    amax = jnp.max(mag, axis=-1)
+    special = amax >= u32(EXP)
+    te, tsig = _sig24(tb)
+    mmax, me = _odd_sig(Fraction(el.max))
+    axe, asig = _sig24(jnp.where((amax == u32(0)) | special, u32(0x3F800000), amax))
+    sb = _round_quotient(ssp, u32(0), asig, u32(mmax) * tsig, (axe - 23) - me - (te - 23))
+    sb = jnp.where(amax == u32(0), u32(0), sb)
+    sb = jnp.maximum(sb, u32(smin))
+    m = sc.man_bits
+    ef = shr(sb, m).astype(I32)
+    f = sb & u32((1 << m) - 1)
+    ms = jnp.where(ef == 0, f, f | u32(1 << m))
+    es = jnp.where(ef == 0, sc.emin - m, ef - sc.bias - m)
+    xe, xsig = _sig24(jnp.where(mag == u32(0), u32(0x3F800000), mag))
+    xsig = jnp.where(mag == u32(0), u32(0), xsig)
+    d = (ms * tsig)[..., None]
+    zero_scale = (ms == u32(0))[..., None]
+    sign = shr(blocks, 31)
+    uu = None if u is None else u.reshape(R_, nb, k)
+    codes = _round_quotient(esp, sign, jnp.where(zero_scale, u32(0), xsig), jnp.where(zero_scale, u32(1), d),
+                            (xe - 23) - es[..., None] - (te - 23), uu)
+    enan = _nan_element_code(el)
+    codes = jnp.where(special[..., None], u32(enan), codes)
+    scales = jnp.where(special, u32(snan), sb)
+    return scales, codes.reshape(R_, n)
+
+
+def _encode_float_scales(x, bfmt, axis, rounding, tail, tensor_scale, scale_min, key, random_bits, sr_bits,
+                         sr_method):
+    from emul.blocks import _check_tensor_scale, _scale_min_code, _scale_nan_code
+
+    el, sc = bfmt.element, bfmt.scale
+    xa = _f32_input(x)
+    if xa.ndim == 0:
+        raise ValueError("x: a 0-d array has no axis to block; pass at least one dimension")
+    if not -xa.ndim <= axis < xa.ndim:
+        raise ValueError(f"axis={axis}: out of range for an array with {xa.ndim} dimension(s)")
+    ax = axis % xa.ndim
+    L = xa.shape[ax]
+    k = bfmt.block if bfmt.block is not None else max(L, 1)
+    if tail == "error" and L % k:
+        raise ValueError(f"tail='error': the axis length {L} is not a multiple of the block size {k}")
+    nb = -(-L // k)
+    smin = _scale_min_code(sc, scale_min)
+    snan = _scale_nan_code(sc)
+    esp = _spec(el, rounding, "saturate", sr_bits, sr_method, "encode")
+    ssp = R.spec(sc, "nearest_even", "saturate", None, "add")
+    u, _ = _sr_words(esp, xa.shape, key, random_bits)
+    moved = jnp.moveaxis(xa, ax, -1)
+    sdt = np.dtype(f"uint{8 * _code_bytes(sc)}")
+    cdt = np.dtype(f"uint{8 * _code_bytes(el)}")
+    if xa.size == 0:
+        return (jnp.moveaxis(jnp.zeros(moved.shape[:-1] + (nb,), sdt), -1, ax),
+                jnp.moveaxis(jnp.zeros(moved.shape, cdt), -1, ax))
+    xbits = f32_bits(xa)
+    if snan < 0 and not isinstance(xbits, jax.core.Tracer) and bool(jnp.any((xbits & u32(ABS)) >= u32(EXP))):
+        raise ValueError(f"x: NaN or inf in a block, but the scale format {sc.name} has no NaN")
+    if not bfmt.tensor_scale:
+        tb = u32(0x3F800000)
+    elif tensor_scale is None:
+        tb = _tensor_scale_bits(xbits, bfmt)
+    else:
+        if not isinstance(tensor_scale, jax.core.Tracer):
+            tensor_scale = np.float32(_check_tensor_scale(np.asarray(tensor_scale)))
+        tb = f32_bits(jnp.asarray(tensor_scale, jnp.float32))
+    rows = f32_bits(moved).reshape(-1, L)
+    pad = nb * k - L
+    xb = jnp.pad(rows, ((0, 0), (0, pad)))
+    ub = None
+    if u is not None:
+        ub = jnp.pad(jnp.moveaxis(u, ax, -1).reshape(rows.shape), ((0, 0), (0, pad)))
+    scodes, codes = _float_scale_blocks(xb, jnp.asarray(tb, U32), bfmt, k, esp, ssp, smin, max(snan, 0), ub)
+    codes = codes[:, :L].astype(cdt)
+    codes = jnp.moveaxis(codes.reshape(moved.shape), -1, ax)
+    scales = jnp.moveaxis(scodes.astype(sdt).reshape(moved.shape[:-1] + (nb,)), -1, ax)
+    return scales, codes
+
+
+def tensor_scale(x, bfmt):
+    """:func:`emul.blocks.tensor_scale` (exact arithmetic) of float32 x, as a float32 0-d array.
+
+    >>> import jax.numpy as jnp
+    >>> tensor_scale(jnp.array([2688.0, -1.0]), "nvfp4")
+    Array(1., dtype=float32)
+    """
+    bfmt = _check_format(bfmt, float_scales=True)
+    if not bfmt.tensor_scale:
+        raise ValueError(f"{bfmt.name}: has no tensor scale")
+    return f32_from_bits(_tensor_scale_bits(f32_bits(_f32_input(x)), bfmt))
 
 
 def decode(scales, codes, bfmt, axis=-1):
@@ -237,5 +458,6 @@ def quantize(x, bfmt, axis=-1, **kwargs):
     >>> quantize(jnp.array([960.0, 1.0]), "mxfp8_e4m3")
     Array([896.,   1.], dtype=float32)
     """
+    _check_format(bfmt)  # float scales: ValueError before any work (decode takes e8m0 scales only)
     scales, codes = encode(x, bfmt, axis, **kwargs)
     return decode(scales, codes, bfmt, axis)

@@ -1,7 +1,8 @@
 """emul_jax.blocks equals emul.blocks bit for bit (uint32 patterns compared, never float equality):
 scale codes, element codes and decoded float32 values, over MX presets, generic block sizes, every
 scale rule and overflow setting, axes, modes (SR with random_bits and key), NaN blocks, scale
-under- and overflow. The long sweep is ``-m slow``."""
+under- and overflow; NVFP4 and other float scales (exact arithmetic, eager and jit, tensor scale
+computed or given, scale_min). The long sweeps are ``-m slow``."""
 
 from __future__ import annotations
 
@@ -71,9 +72,83 @@ def test_jax_blocks_key_words_and_jit():
     assert np.array_equal(_bits(f(jnp.asarray(x))), B.quantize(x, "mxfp8_e4m3").view(np.uint32))
 
 
+FLOAT_NAMES = ["nvfp4", "e2m1fn/e4m3fn/16", "e4m3fn/e5m2/8/tensor", "fx<8,6>/e4m3fn/16", "e2m3fn/e4m3fn/5/tensor",
+               "e2m1fn/e4m3fn/axis/tensor"]
+
+
+def _float_sweep(trials, seed, jit_every=3):
+    """NVFP4 and other float scales: codes equal the core's (exact arithmetic), eager and under jit,
+    with tensor scales computed or given, scale_min, every mode (SR by random_bits), NaN blocks,
+    tiny blocks whose scale is 0 (or scale_min), short tails, every axis."""
+    rng = np.random.default_rng(seed)
+    for t in range(trials):
+        x = _data(rng, (3, 37))
+        if t % 5 == 0:
+            x[0, :16] = np.float32(2.0 ** -140)  # amax / (6 s_t) below e4m3's grid: s_b = 0 or scale_min
+        if t % 3:
+            x[np.isnan(x)] = 1.0
+        name = FLOAT_NAMES[t % len(FLOAT_NAMES)]
+        mode = MODES[(t * 7) % len(MODES)]
+        kw = dict(rounding=mode)
+        if t % 4 == 1:
+            kw["scale_min"] = 2.0 ** -6
+        if B.format(name).tensor_scale and t % 2:
+            kw["tensor_scale"] = np.float32(rng.random() * 2.0 ** int(rng.integers(-20, 20)) + 2.0 ** -100)
+        if mode == "stochastic":
+            kw["random_bits"] = rng.integers(0, 2 ** 32, x.shape, dtype=np.uint32)
+        axis = [0, 1, -1][t % 3]
+        s, c = B.encode(x, name, axis, **kw)
+        for jit in (False, True) if t % jit_every == 0 else (False,):
+            def f(v):
+                return JB.encode(v, name, axis, **kw)
+            js, jc = (jax.jit(f) if jit else f)(jnp.asarray(x))
+            assert js.dtype == s.dtype and jc.dtype == c.dtype
+            assert np.array_equal(_bits(s), _bits(js)) and np.array_equal(_bits(c), _bits(jc)), (name, kw, axis, jit)
+
+
+def test_jax_float_scales_match_core():
+    _float_sweep(4, 10, jit_every=4)
+
+
+@pytest.mark.slow
+def test_jax_float_scales_match_core_slow():
+    _float_sweep(300, 11, jit_every=1)
+
+
+def test_jax_nvfp4_hand_vectors_tensor_scale_and_key():
+    # scale 6 / 6 = 1.0 (e4m3 0x38); 6 -> 0x7, 3 -> 0x5, 0.25 ties to even 0, -1 -> 0xA
+    js, jc = JB.encode(jnp.array([6.0, 3.0, 0.25, -1.0]), "nvfp4", tensor_scale=1.0)
+    assert _bits(js).tolist() == [0x38] and _bits(jc).tolist() == [7, 5, 0, 10]
+    # a tiny block: s_b rounds to 0 (zero elements) by default, to scale_min 2**-6 as torchao
+    x = np.array([1e-3] * 16 + [2688.0] * 16, np.float32)
+    for smin in (None, 2.0 ** -6):
+        s, c = B.encode(x, "nvfp4", scale_min=smin)
+        js, jc = JB.encode(jnp.asarray(x), "nvfp4", scale_min=smin)
+        assert np.array_equal(_bits(s), _bits(js)) and np.array_equal(_bits(c), _bits(jc))
+    assert _bits(JB.encode(jnp.asarray(x), "nvfp4")[0])[0] == 0
+    assert float(JB.tensor_scale(jnp.asarray(x), "nvfp4")) == float(B.tensor_scale(x, "nvfp4")) == 1.0
+    y = _data(np.random.default_rng(4), (2, 32))
+    y[np.isnan(y)] = 0
+    s, c = B.encode(y, "nvfp4", rounding="stochastic", seed=3)
+    js, jc = JB.encode(jnp.asarray(y), "nvfp4", rounding="stochastic", key=jax.random.key(3))
+    assert np.array_equal(_bits(s), _bits(js)) and np.array_equal(_bits(c), _bits(jc))
+
+
 def test_jax_blocks_refuses_what_it_does_not_mirror():
+    with pytest.raises(ValueError, match="float32 variants"):
+        JB.encode(jnp.ones(16), "nvfp4", arithmetic="float32")
     with pytest.raises(ValueError, match="e8m0"):
-        JB.encode(jnp.ones(16), "nvfp4")
+        JB.decode(jnp.zeros(1, jnp.uint8), jnp.zeros(16, jnp.uint8), "nvfp4")
+    with pytest.raises(ValueError, match="e8m0"):
+        JB.quantize(jnp.ones(16), "nvfp4")
+    with pytest.raises(ValueError, match="scale_rule"):
+        JB.encode(jnp.ones(16), "nvfp4", scale_rule="ceil")
+    with pytest.raises(ValueError, match="has no tensor scale"):
+        JB.encode(jnp.ones(16), "e2m1fn/e4m3fn/16", tensor_scale=1.0)
+    with pytest.raises(ValueError, match="tensor_scale"):
+        JB.encode(jnp.ones(16), "nvfp4", tensor_scale=-1.0)
+    with pytest.raises(ValueError, match="not a value"):
+        JB.encode(jnp.ones(16), "nvfp4", scale_min=0.3)
     with pytest.raises(ValueError, match="axis=2"):
         JB.encode(jnp.ones((2, 32)), "mxfp4", axis=2)
     with pytest.raises(ValueError, match="scale_rule"):
