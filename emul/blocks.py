@@ -627,13 +627,22 @@ def _decoded(scales, codes, bfmt, axis, tensor_scale):
     return np.asarray(P, np.float64), np.asarray(X, np.float64) * st, k, ax
 
 
-def quantize(x, bfmt, axis=-1, **kwargs):
+def quantize(x, bfmt, axis=-1, *, dtype=None, **kwargs):
     """``decode(*encode(x, ...))`` in x's float dtype when every value fits it exactly (else a
-    ValueError asking for float64 input); integer inputs give float64. Arguments as :func:`encode`.
+    ValueError asking for float64); integer inputs give float64. Arguments as :func:`encode`.
+
+    ``dtype=np.float64`` returns the float64 values whatever x's dtype: what float32 NVFP4 input
+    needs, since element × block scale × tensor scale takes up to ~30 significant bits (and the
+    ``arithmetic="float32"`` variants take float32 x only). ``dtype=None`` (default): x's dtype.
 
     >>> quantize([0.0, 1.0, 3.0, 960.0], "mxfp8_e4m3")
     array([  0.,   1.,   3., 896.])
+    >>> x = np.array([1.0, 0.3, 5.0] + [0.0] * 13, np.float32)
+    >>> quantize(x, "nvfp4", dtype=np.float64)[:3]    # 448 * s_t * (1, 0.5, 6); s_t = fp32(5 / 2688)
+    array([0.83333334, 0.41666667, 5.00000001])
     """
+    if dtype is not None and np.dtype(dtype) != np.float64:
+        raise ValueError(f"dtype={dtype!r}: must be None (x's dtype) or float64")
     bfmt = format(bfmt)
     a = _input(x)
     scales, codes = encode(a, bfmt, axis, **kwargs)
@@ -642,7 +651,7 @@ def quantize(x, bfmt, axis=-1, **kwargs):
         st = kwargs.get("tensor_scale")
         st = tensor_scale(a, bfmt, kwargs.get("arithmetic", "exact")) if st is None else st
     v = decode(scales, codes, bfmt, axis, tensor_scale=st)
-    if a.dtype == np.float64 or not np.asarray(x).dtype.kind == "f":
+    if a.dtype == np.float64 or not np.asarray(x).dtype.kind == "f" or dtype is not None:
         return v
     from .quantize import exact_float32
 
@@ -650,7 +659,8 @@ def quantize(x, bfmt, axis=-1, **kwargs):
         back = v.astype(a.dtype)
         ok = (back.astype(np.float64) == v) | np.isnan(v)
     if not ok.all():
-        raise ValueError(f"quantize: values of {bfmt.name} here do not fit {a.dtype} exactly; pass float64 input")
+        raise ValueError(f"quantize: values of {bfmt.name} here do not fit {a.dtype} exactly; pass float64 input "
+                         "or dtype=np.float64")
     return exact_float32(v) if a.dtype == np.float32 else back
 
 

@@ -301,3 +301,22 @@ def test_nvfp4_transformer_engine_arithmetic_matches_reference():
         assert [int(v) for v in s] == ws and [int(v) for v in c] == wc
         if t == 0:  # an all-zero tensor: G = float32's max, zero elements
             assert not B.quantize(x, bfmt, arithmetic="float32_te").any()
+
+
+def test_quantize_float32_nvfp4_as_float64():
+    """float32 NVFP4 values need ~30 bits: x's dtype raises, dtype=np.float64 returns decode's values
+    (the float32-arithmetic variants take float32 x only, so this is their one way to values)."""
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal((3, 32)) * 3).astype(np.float32)
+    with pytest.raises(ValueError, match="dtype=np.float64"):
+        B.quantize(x, "nvfp4")
+    for arithmetic in ("exact", "float32", "float32_div"):
+        v = B.quantize(x, "nvfp4", dtype=np.float64, arithmetic=arithmetic)
+        s, c = B.encode(x, "nvfp4", arithmetic=arithmetic)
+        want = B.decode(s, c, "nvfp4", tensor_scale=B.tensor_scale(x, "nvfp4"))
+        assert v.dtype == np.float64 and np.array_equal(v.view(np.uint64), want.view(np.uint64))
+    q = B.quantize(x, "mxfp8_e4m3", dtype=np.float64)  # float32-exact formats: the same values, widened
+    assert q.dtype == np.float64 and np.array_equal(q.astype(np.float32).view(np.uint32),
+                                                    B.quantize(x, "mxfp8_e4m3").view(np.uint32))
+    with pytest.raises(ValueError, match="dtype="):
+        B.quantize(x, "mxfp4", dtype=np.float16)
