@@ -261,3 +261,32 @@ def test_cli_writes_and_checks(tmp_path, capsys):
 def test_bad_settings_raise_clearly(op, kw, msg):
     with pytest.raises((ValueError, TypeError), match=msg):
         V.generate(op, **kw)
+
+
+SLOW_ENCODE = [dict(fmt=p, scale_rule=r, count=50) for p in ("mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e2m3", "mxfp6_e3m2",
+                                                              "mxfp4", "mxint8") for r in ("floor", "ceil", "even", "rceil")]
+SLOW_ENCODE += [dict(fmt="mxfp8_e4m3", in_fmt="fp64", scale_overflow=o, count=50) for o in ("nan", "saturate")]
+SLOW_ENCODE += [dict(fmt="nvfp4", scale_min=m, arithmetic=a, count=50) for m in (0, 2.0 ** -6)
+                for a in ("exact", "float32", "float32_div")]
+SLOW_ENCODE += [dict(fmt="mxfp4", rounding=m, count=50) for m in ("nearest_away", "toward_zero", "up", "down", "odd")]
+SLOW_ENCODE += [dict(fmt="nvfp4", rounding="stochastic", sr_bits=8, sr_method="compare", count=50)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kw", SLOW_ENCODE, ids=_ids(SLOW_ENCODE))
+def test_block_encode_every_line_equals_the_reference_slow(kw):
+    v = V.generate("block_encode", **kw)
+    s, k = v.settings, v.settings["k"]
+    bfmt = B.format(s["fmt"])
+    xs = np.stack([v.values(f"x{j}") for j in range(k)], axis=1)
+    ys = _rows(v, "y", k)
+    us = _rows(v, "u", k) if s["rounding"] == "stochastic" else None
+    for i in range(len(v)):
+        rkw = dict(_encode_kwargs(s))
+        rkw.pop("tail")
+        if bfmt.tensor_scale:
+            rkw["tensor_scale"] = float(np.uint32(v["t"][i]).view(np.float32))
+        if us is not None:
+            rkw["u"] = [int(w) for w in us[i]]
+        want_s, want_c = R.encode([float(x) for x in xs[i]], bfmt, **rkw)
+        assert want_s == [int(v["s"][i])] and want_c == [int(c) for c in ys[i]], (i, xs[i])
