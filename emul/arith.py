@@ -191,7 +191,8 @@ def _fast(op, arrays, shape, u, P, k, fmt, ovf, out_dtype):
     n = flat[0].size
     out = np.empty(n, np.uint32 if out_dtype == np.float32 else np.uint64)
     fl = np.empty(n, np.uint8)
-    marked = _chunked(fast_arith.KERNELS[op], (*flat, k, u, out, fl), n) if n else 0
+    kernel = (fast_arith.SR_KERNELS if P[_slots.SR] else fast_arith.KERNELS)[op]
+    marked = _chunked(kernel, (*flat, k, u, out, fl), n) if n else 0
     n_nan = n_gen_nan = n_gen_inf = 0
     if marked:
         at, n_nan = fast_arith.fix_specials(op, flat, k, out, np.flatnonzero(fl))

@@ -10,7 +10,8 @@ with at most 24 significant bits (float16 values are float32 values). Read as bi
 2**280, so binary64 never overflows, and a nonzero one is never subnormal (2**-478 > 2**-1022):
 flush-to-zero and denormals-are-zero cannot change any step.
 
-- sum ``a + b``: ``s = fl(a + b)`` and its error ``e = (a + b) - s`` by TwoSum (Knuth), exact for
+- sum ``a + b``: exact for two float16 values (multiples of 2**-24 below 2**17: 41 bits); else
+  ``s = fl(a + b)`` and its error ``e = (a + b) - s`` by TwoSum (Knuth), exact for
   binary64 without overflow and without subnormals (all terms are multiples of 2**-298);
 - product ``a * b``: at most 48 significant bits, exact (``e = 0``);
 - fused ``a * b + c``: the exact product ``p``, then TwoSum of ``p + c``;
@@ -316,7 +317,10 @@ def _element(op, ba, bb, bc, u, k, na, nb, nc):
     if op == SUB:
         b = -b
     bad = (fa & oka & fb & okb) ^ True
-    if op == ADD or op == SUB:
+    if (op == ADD or op == SUB) and na == 16 and nb == 16:
+        s = a + b  # exact: multiples of 2**-24 below 2**17 in magnitude
+        zb = _zero_sum(_bits(s), _sign(a), _sign(b), k)
+    elif op == ADD or op == SUB:
         s, e = _two_sum(a, b)
         hb = _zero_sum(_bits(s), _sign(a), _sign(b), k)
         zb = _to_odd(hb, e != 0.0, _sign(e) == _sign(s))
@@ -361,58 +365,102 @@ def _store(out, i, vb):
 
 
 @njit(inline="always")
-def _loop(op, a, b, c, k, u, out, fl, lo, hi):
-    """Elements lo..hi-1 (the vectorised loop); returns how many need the second pass."""
+def _loop(op, a, b, c, k, u, out, fl, lo, hi, sr):
+    """Elements lo..hi-1 (the vectorised loop); returns how many need the second pass. u is read
+    only when sr (a compile-time constant)."""
     na, nb, nc = width(a), width(b), width(c)
+    # slices, so that the loop index runs from 0 (with range(lo, hi) Numba's negative-index
+    # wraparound stays in the loop and LLVM does not vectorise it)
+    a, b, c, out, fl = a[lo:hi], b[lo:hi], c[lo:hi], out[lo:hi], fl[lo:hi]
+    u = u[lo:hi] if sr else u
     cnt = 0
-    for i in range(lo, hi):
-        res, flag = _element(op, a[i], b[i], c[i], np.uint64(u[i]), k, na, nb, nc)
+    for i in range(out.size):
+        res, flag = _element(op, a[i], b[i], c[i], np.uint64(u[i]) if sr else _0, k, na, nb, nc)
         _store(out, i, res)
         fl[i] = flag
         cnt += np.int64(flag)
     return cnt
 
 
-# -- kernels: one per operation, so that each compiles on first use (for the operand dtypes it meets)
-# and holds only its own loop. They release the GIL: the caller runs chunks on several threads.
+# -- kernels: one per operation and rounding kind (deterministic or stochastic), so that each compiles
+# on first use (for the operand dtypes it meets) and holds only its own loop. They release the GIL:
+# the caller runs chunks on several threads. out[lo:hi] gets the results; the return value is the
+# number of elements marked in fl[lo:hi] for the second pass. The *_sr kernels read word u[i].
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def add_k(a, b, k, u, out, fl, lo, hi):
-    """out[lo:hi] = a + b rounded (see the module docstring); returns the count marked in fl."""
-    return _loop(ADD, a, b, b, k, u, out, fl, lo, hi)
+    """a + b."""
+    return _loop(ADD, a, b, b, k, u, out, fl, lo, hi, False)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def add_sr_k(a, b, k, u, out, fl, lo, hi):
+    """a + b (stochastic rounding)."""
+    return _loop(ADD, a, b, b, k, u, out, fl, lo, hi, True)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def sub_k(a, b, k, u, out, fl, lo, hi):
-    """out[lo:hi] = a - b rounded."""
-    return _loop(SUB, a, b, b, k, u, out, fl, lo, hi)
+    """a - b."""
+    return _loop(SUB, a, b, b, k, u, out, fl, lo, hi, False)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def sub_sr_k(a, b, k, u, out, fl, lo, hi):
+    """a - b (stochastic rounding)."""
+    return _loop(SUB, a, b, b, k, u, out, fl, lo, hi, True)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def mul_k(a, b, k, u, out, fl, lo, hi):
-    """out[lo:hi] = a * b rounded."""
-    return _loop(MUL, a, b, b, k, u, out, fl, lo, hi)
+    """a * b."""
+    return _loop(MUL, a, b, b, k, u, out, fl, lo, hi, False)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def mul_sr_k(a, b, k, u, out, fl, lo, hi):
+    """a * b (stochastic rounding)."""
+    return _loop(MUL, a, b, b, k, u, out, fl, lo, hi, True)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def div_k(a, b, k, u, out, fl, lo, hi):
-    """out[lo:hi] = a / b rounded."""
-    return _loop(DIV, a, b, b, k, u, out, fl, lo, hi)
+    """a / b."""
+    return _loop(DIV, a, b, b, k, u, out, fl, lo, hi, False)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def div_sr_k(a, b, k, u, out, fl, lo, hi):
+    """a / b (stochastic rounding)."""
+    return _loop(DIV, a, b, b, k, u, out, fl, lo, hi, True)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def fma_k(a, b, c, k, u, out, fl, lo, hi):
-    """out[lo:hi] = a * b + c rounded once."""
-    return _loop(FMA, a, b, c, k, u, out, fl, lo, hi)
+    """a * b + c (one rounding)."""
+    return _loop(FMA, a, b, c, k, u, out, fl, lo, hi, False)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def fma_sr_k(a, b, c, k, u, out, fl, lo, hi):
+    """a * b + c (one rounding) (stochastic rounding)."""
+    return _loop(FMA, a, b, c, k, u, out, fl, lo, hi, True)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def sqrt_k(a, k, u, out, fl, lo, hi):
-    """out[lo:hi] = sqrt(a) rounded."""
-    return _loop(SQRT, a, a, a, k, u, out, fl, lo, hi)
+    """sqrt(a)."""
+    return _loop(SQRT, a, a, a, k, u, out, fl, lo, hi, False)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def sqrt_sr_k(a, k, u, out, fl, lo, hi):
+    """sqrt(a) (stochastic rounding)."""
+    return _loop(SQRT, a, a, a, k, u, out, fl, lo, hi, True)
 
 
 KERNELS = {ADD: add_k, SUB: sub_k, MUL: mul_k, DIV: div_k, FMA: fma_k, SQRT: sqrt_k}
+SR_KERNELS = {ADD: add_sr_k, SUB: sub_sr_k, MUL: mul_sr_k, DIV: div_sr_k, FMA: fma_sr_k, SQRT: sqrt_sr_k}
 
 
 # -- the second pass (numpy, no compilation): marked elements whose operands decide the result ------
