@@ -115,34 +115,52 @@ _PLANS: dict = {}  # resolved calls, keyed by the caller's arguments (see _plan)
 
 
 def _make_plan(fmt, rounding, overflow, sr_bits, sr_method, dtype, codes):
-    """Validate the arguments once and choose the kernel: (route, fmt, mode, ovf, r, out_dtype, P, C).
+    """Validate the arguments once and choose the kernels: a tuple
+    (route, fmt, mode, ovf, r, sr, out_dtype, P, C, kernel, parallel_kernel, in_view, out_view).
 
-    route: "f32" (fast_f32; float16 widened to float32 first), "f64" (fast_f64), "fixed"
-    (fast_fixed, float32/float16 in, codes out) or "general" (emul/_kernels/round.py)."""
+    route: "f32" (fast_f32; float16 widened to float32 first), "f64" (fast_f64; float16 widened),
+    "fixed" (fast_fixed, float32/float16 in, codes out) or "general" (emul/_kernels/round.py).
+    The kernels read the input as ``in_view`` and write the output as ``out_view``."""
     fmt, mode, ovf, r, compare = resolve(fmt, rounding, overflow, sr_bits, sr_method, exp_ok=True)
+    sr = mode == Rounding.STOCHASTIC
     if codes:
         out_dtype = code_dtype(fmt)
     else:
         _check_fits_float64(fmt, "quantize")
         out_dtype = np.dtype(np.float32 if dtype == np.float32 and _fits_float32(fmt) else np.float64)
     P = kernel_params(fmt, mode, ovf, r, compare)
-    route, C = "general", None
+    general = ("general", fmt, mode, ovf, r, sr, out_dtype, P, None, None, None, None, None)
     as32 = np.dtype(np.float32) if dtype == np.float16 else dtype  # float16 widens to float32 exactly
     if isinstance(fmt, FloatFormat) and (dtype == np.float32 or (dtype == np.float16 and codes)) \
             and _fast_f32(fmt, mode, as32, out_dtype):
-        route, C = "f32", _fast_constants(fmt, mode, ovf, r, compare)
-    elif isinstance(fmt, FloatFormat) and dtype in (np.float64, np.float16) and out_dtype != np.float32:
-        from ._kernels import fast_f64
+        from ._kernels import fast_f32 as F
 
-        if fast_f64.in_domain(fmt):
-            route, C = "f64", fast_f64.constants(P, fmt)
-    elif isinstance(fmt, FixedFormat) and codes and dtype in (np.float32, np.float16) \
-            and mode != Rounding.STOCHASTIC:
-        from ._kernels import fast_fixed
+        C = _fast_constants(fmt, mode, ovf, r, compare)
+        values = out_dtype == np.float32
+        if sr:
+            kernel = F.quantize_sr_f32 if values else F.encode_sr_f32
+        else:
+            kernel = F.quantize_f32 if values else F.encode_f32
+        par = F.quantize_f32_par if values else F.encode_f32_par
+        return ("f32", fmt, mode, ovf, r, sr, out_dtype, P, C, kernel, par, np.dtype(np.uint32),
+                np.dtype(np.uint32) if values else out_dtype)
+    if isinstance(fmt, FloatFormat) and dtype in (np.float64, np.float16) and out_dtype != np.float32:
+        from ._kernels import fast_f64 as F
 
-        if fast_fixed.in_domain(fmt):
-            route, C = "fixed", fast_fixed.constants(P, fmt)
-    return route, fmt, mode, ovf, r, out_dtype, P, C
+        if not F.in_domain(fmt):
+            return general
+        values = out_dtype == np.float64
+        return ("f64", fmt, mode, ovf, r, sr, out_dtype, P, F.constants(P, fmt),
+                F.quantize_f64 if values else F.encode_f64, F.quantize_f64_par if values else F.encode_f64_par,
+                np.dtype(np.uint64), np.dtype(np.uint64) if values else out_dtype)
+    if isinstance(fmt, FixedFormat) and codes and dtype in (np.float32, np.float16) and not sr:
+        from ._kernels import fast_fixed as F
+
+        if not F.in_domain(fmt):
+            return general
+        return ("fixed", fmt, mode, ovf, r, sr, out_dtype, P, F.constants(P, fmt), F.encode_fixed_f32,
+                F.encode_fixed_f32_par, np.dtype(np.uint32), out_dtype)
+    return general
 
 
 def _plan(fmt, rounding, overflow, sr_bits, sr_method, dtype, codes):
@@ -165,8 +183,8 @@ def _plan(fmt, rounding, overflow, sr_bits, sr_method, dtype, codes):
 
 def _round(x, fmt, rounding, overflow, seed, key, sr_bits, sr_method, random_bits, *, codes):
     a = x if type(x) is np.ndarray and x.dtype in _DIRECT else numeric_array(x)
-    route, fmt, mode, ovf, r, out_dtype, P, C = _plan(fmt, rounding, overflow, sr_bits, sr_method, a.dtype, codes)
-    sr = mode == Rounding.STOCHASTIC
+    route, fmt, mode, ovf, r, sr, out_dtype, P, C, kernel, par, in_view, out_view = _plan(
+        fmt, rounding, overflow, sr_bits, sr_method, a.dtype, codes)
     seeded = sr and random_bits is None
     if sr or seed is not None or key is not None or random_bits is not None:
         # seeded SR makes its words inside the kernel; sr_words still checks the arguments
@@ -180,43 +198,29 @@ def _round(x, fmt, rounding, overflow, seed, key, sr_bits, sr_method, random_bit
     if route == "general":
         nan_bad, inf_bad, out = _general(flat, u, P, seeded, seed, key, out_dtype, out)
     else:
-        if seeded:
-            from . import random as _random
-
-            k = _random._as_key(key=key, seed=seed)
-            k0, k1 = np.uint32(k[0]), np.uint32(k[1])
-        else:
-            k0 = k1 = np.uint32(0)
-        big = n >= FAST_PARALLEL_MIN and _threads_pay()
         if flat.dtype == np.float16:
             flat = _widen_f16(flat, to64=route == "f64")
-        if route == "f32":
-            from ._kernels import fast_f32 as F
+        src, dst = flat.view(in_view), out.view(out_view)
+        if sr or route == "f64" or n >= FAST_PARALLEL_MIN:
+            if seeded:
+                from . import random as _random
 
-            dst = out.view(np.uint32) if out_dtype == np.float32 else out
-            src = flat.view(np.uint32)
-            if big:
-                kernel = F.quantize_f32_par if out_dtype == np.float32 else F.encode_f32_par
-                nan_bad = kernel(src, C, u, k0, k1, seeded, dst)
-            elif sr:
-                kernel = F.quantize_sr_f32 if out_dtype == np.float32 else F.encode_sr_f32
+                k = _random._as_key(key=key, seed=seed)
+                k0, k1 = np.uint32(k[0]), np.uint32(k[1])
+            else:
+                k0 = k1 = _U0
+            if n >= FAST_PARALLEL_MIN and _threads_pay():
+                kernel = par
+            if route == "f64":
+                nan_bad = kernel(src, C, P, u, k0, k1, seeded, dst)
+            elif route == "f32" and (sr or kernel is par):
                 nan_bad = kernel(src, C, u, k0, k1, seeded, dst)
             else:
-                nan_bad = (F.quantize_f32 if out_dtype == np.float32 else F.encode_f32)(src, C, dst)
-        elif route == "f64":
-            from ._kernels import fast_f64 as F
-
-            dst = out.view(np.uint64) if out_dtype == np.float64 else out
-            if out_dtype == np.float64:
-                kernel = F.quantize_f64_par if big else F.quantize_f64
-            else:
-                kernel = F.encode_f64_par if big else F.encode_f64
-            nan_bad = kernel(flat.view(np.uint64), C, P, u, k0, k1, seeded, dst)
-        else:  # "fixed"
-            from ._kernels import fast_fixed as F
-
-            kernel = F.encode_fixed_f32_par if big else F.encode_fixed_f32
-            nan_bad, inf_bad = kernel(flat.view(np.uint32), C, out)
+                nan_bad = kernel(src, C, dst)
+        else:  # the hot small case: deterministic float32 in
+            nan_bad = kernel(src, C, dst)
+        if route == "fixed":
+            nan_bad, inf_bad = nan_bad
     if nan_bad:
         raise ValueError(f"x: {nan_bad} NaN value(s), but {fmt.name} has no NaN, and no overflow rule maps NaN "
                          "(overflow= decides infinities and out-of-range values only: 'saturate' clamps ±inf); "
@@ -226,6 +230,9 @@ def _round(x, fmt, rounding, overflow, seed, key, sr_bits, sr_method, random_bit
                          "use a saturate rule")
     out = out.reshape(a.shape)
     return out if isinstance(x, np.ndarray) or out.ndim else out[()]
+
+
+_U0 = np.uint32(0)
 
 
 def _threads_pay() -> bool:

@@ -217,6 +217,18 @@ def cases(n: int) -> dict:
         "quantize f32 -> e8m3 SR random_bits": lambda: emul.quantize(
             f32, "e8m3", "stochastic", random_bits=g32.view(np.uint32) >> np.uint32(24), sr_bits=8),
         "encode f32 -> fp16 SR": lambda: emul.encode(f32, "fp16", "stochastic", seed=2),
+        # the float64 fast path (tiny inputs: per-element general code; wide ones: short formula)
+        "encode f64 -> e4m3fn": lambda: emul.encode(f64, "e4m3fn"),
+        "quantize f64 -> fp16 up": lambda: np.stack([emul.quantize(f64, "fp16", "up"), emul.quantize(w64, "fp16", "up")]),
+        "quantize f64 -> e8m3 SR seeded": lambda: np.stack([emul.quantize(f64, "e8m3", "stochastic", seed=4, sr_bits=8),
+                                                            emul.quantize(w64, "e8m3", "stochastic", seed=4, sr_bits=8)]),
+        "quantize f64 -> fp32 odd": lambda: emul.quantize(w64, "fp32", "odd"),
+        # the float32 -> fixed fast path, float16 inputs widened from bits
+        "encode f32 -> fx<12,126> up": lambda: emul.encode(f32, "fx<12,126>", "up"),
+        "encode f32 -> fx<16,8> down, wrap": lambda: emul.encode(w32, "fx<16,8>", "down", "wrap"),
+        "encode f16 -> e5m2 / fx<8,20>": lambda: np.stack([emul.encode(f16, "e5m2").astype(np.uint16),
+                                                                   emul.encode(f16, "fx<8,20>").astype(np.uint16)]),
+        "quantize f16 -> e5m2 toward_zero": lambda: emul.quantize(f16, "e5m2", "toward_zero"),
         # elementwise arithmetic
         "add/sub/mul/div/fma/sqrt f32 -> fp32": lambda: np.stack([
             emul.add(f32, g32, "fp32"), emul.sub(f32, g32, "fp32", "down"), emul.mul(f32, np.float32(3), "fp32"),
@@ -450,6 +462,10 @@ def _child(path):
     """Set FTZ|DAZ on this (main) thread before anything starts a thread, run every case."""
     mxcsr_swap(mxcsr_swap() | FTZ | DAZ)
     assert np.array([0x116C2], np.uint32).view(np.float32).astype(np.float64)[0] == 0.0  # in effect
+    import emul  # noqa: F401
+
+    Q = sys.modules["emul.quantize"]  # the vectorised kernels' parallel versions, at this size too
+    Q.FAST_PARALLEL_MIN, Q._threads_pay = 0, lambda: True
     results = {}
     for name, fn in cases(N_LARGE).items():
         results[name] = _outcome(fn)
