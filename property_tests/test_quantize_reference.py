@@ -110,3 +110,35 @@ def test_quantize_values(case):
         assert math.isnan(got)
     else:
         assert got == want and math.copysign(1, got) == math.copysign(1, float(want))
+
+
+# -- the vectorised paths (emul/_kernels/fast_f64.py, fast_fixed.py), in blocks of mixed inputs -----
+
+@given(st.data())
+@settings(max_examples=100)
+def test_fast_paths_in_blocks(data):
+    """float64 -> float formats and float32 -> fixed point (<= 31 bits), 70 edge inputs in one call
+    (short formula and per-element redo in the same blocks), every element against reference/."""
+    fixed = data.draw(st.booleans())
+    if fixed:
+        signed = data.draw(st.booleans())
+        bits = data.draw(st.integers(2 if signed else 1, 31))
+        fmt = emul.FixedFormat(bits, data.draw(st.integers(-20, bits + 20)), signed=signed)
+        mode = data.draw(st.sampled_from(DETERMINISTIC))
+    else:
+        fmt = data.draw(float_formats())
+        mode = data.draw(st.sampled_from(MODES))
+    overflow = data.draw(overflow_rules(fmt))
+    xs = data.draw(st.lists(edge_values(fmt), min_size=70, max_size=70))
+    with np.errstate(over="ignore", invalid="ignore"):
+        x = np.array(xs, np.float32 if fixed else np.float64)
+    x = x[~np.isnan(x)] if fixed or not fmt.has_nan else x
+    if isinstance(fmt, emul.FixedFormat) and overflow in ("wrap", "wrap_sign_magnitude"):
+        x = x[~np.isinf(x)]
+    r = data.draw(st.integers(1, 32))
+    u = np.array(data.draw(st.lists(st.integers(0, 2**r - 1), min_size=x.size, max_size=x.size)), np.uint32)
+    kwargs = dict(random_bits=u, sr_bits=r) if mode == "stochastic" else {}
+    got = emul.encode(x, fmt, mode, overflow, **kwargs)
+    for i, v in enumerate(x):
+        ref_kwargs = dict(u=int(u[i]), sr_bits=r) if mode == "stochastic" else {}
+        assert int(got[i]) == reference.encode(v.item(), fmt, mode, overflow, **ref_kwargs), (fmt, v, mode, overflow)
