@@ -260,8 +260,9 @@ def _to_odd(hb, inexact, above):
 
 
 @njit(inline="always")
-def _round(zb, u, k):
-    """The float64 pattern of the finite binary64 pattern zb rounded to the format (see module)."""
+def _round(zb, u, k, sr):
+    """The float64 pattern of the finite binary64 pattern zb rounded to the format (see module);
+    stochastic rounding with word u when sr (a compile-time constant, as in the kernels)."""
     sign = zb >> np.uint64(63)
     a = zb & _ABS
     ef = a >> np.uint64(52)
@@ -282,7 +283,7 @@ def _round(zb, u, k):
     d = sel(d < np.uint64(63), d, np.uint64(63))
     t = (x >> d) & k[SR_MASK]
     q_sr = kept + np.uint64((u ^ k[SR_UX]) < t)
-    q = sel(k[SR] != _0, q_sr, q_det)
+    q = q_sr if sr else q_det
     fq = _bits(np.float64(q)) + k[QE52]  # q * 2**qe from float(q), exact
     mag_below = sel(q != _0, fq, _0)
     mag = sel(below, mag_below, q << s)
@@ -304,7 +305,7 @@ def _zero_sum(hb, sx, sy, k):
 
 
 @njit(inline="always")
-def _element(op, ba, bb, bc, u, k, na, nb, nc):
+def _element(op, ba, bb, bc, u, k, na, nb, nc, sr):
     """(float64 pattern of the rounded result, 1 if the element needs the second pass else 0)."""
     a, fa, oka = _load(np.uint64(ba), na)
     if op == SQRT:
@@ -312,7 +313,7 @@ def _element(op, ba, bb, bc, u, k, na, nb, nc):
         rr = fma64(-q, q, a)
         zb = _to_odd(_bits(q), rr != 0.0, _sign(rr) == _0)
         bad = ((fa & oka) ^ True) | ((_sign(a) != _0) & (a != 0.0))
-        return _round(zb, u, k), np.uint8(bad)
+        return _round(zb, u, k, sr), np.uint8(bad)
     b, fb, okb = _load(np.uint64(bb), nb)
     if op == SUB:
         b = -b
@@ -338,7 +339,7 @@ def _element(op, ba, bb, bc, u, k, na, nb, nc):
         s, e = _two_sum(p, c)
         hb = _zero_sum(_bits(s), _sign(p), _sign(c), k)
         zb = _to_odd(hb, e != 0.0, _sign(e) == _sign(s))
-    return _round(zb, u, k), np.uint8(bad)
+    return _round(zb, u, k, sr), np.uint8(bad)
 
 
 @njit(inline="always")
@@ -375,7 +376,7 @@ def _loop(op, a, b, c, k, u, out, fl, lo, hi, sr):
     u = u[lo:hi] if sr else u
     cnt = 0
     for i in range(out.size):
-        res, flag = _element(op, a[i], b[i], c[i], np.uint64(u[i]) if sr else _0, k, na, nb, nc)
+        res, flag = _element(op, a[i], b[i], c[i], np.uint64(u[i]) if sr else _0, k, na, nb, nc, sr)
         _store(out, i, res)
         fl[i] = flag
         cnt += np.int64(flag)
