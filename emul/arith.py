@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import threading
 from fractions import Fraction
 
 import numpy as np
@@ -179,6 +180,18 @@ def _chunked(kernel, args, n):
     return sum(j.result() for j in jobs)
 
 
+_LOCAL = threading.local()
+
+
+def _scratch(n):
+    """A uint8 work array of n elements for the marks of the second pass, kept per thread between
+    calls (a fresh one costs a page fault per 4 KiB on every call)."""
+    buf = getattr(_LOCAL, "marks", None)
+    if buf is None or buf.size < n:
+        buf = _LOCAL.marks = np.empty(max(n, 1024), np.uint8)
+    return buf[:n]
+
+
 def _fast(op, arrays, shape, u, P, k, fmt, ovf, out_dtype):
     """The vectorised kernels (emul/_kernels/fast_arith.py) on float operands; elements whose
     float64 operands are not float32 values go through the general kernel. None when an operand
@@ -190,7 +203,7 @@ def _fast(op, arrays, shape, u, P, k, fmt, ovf, out_dtype):
     flat = [_flat(a, shape).view(_BITS[a.dtype]) for a in arrays]
     n = flat[0].size
     out = np.empty(n, np.uint32 if out_dtype == np.float32 else np.uint64)
-    fl = np.empty(n, np.uint8)
+    fl = _scratch(n)
     kernel = (fast_arith.SR_KERNELS if P[_slots.SR] else fast_arith.KERNELS)[op]
     marked = _chunked(kernel, (*flat, k, u, out, fl), n) if n else 0
     n_nan = n_gen_nan = n_gen_inf = 0
