@@ -38,6 +38,7 @@ import numpy as np
 from numba import njit, prange
 
 from .intrinsics import threefry_word
+from .intrinsics import add as add32
 from .intrinsics import shr as shr32
 from .round import code_value, round_one
 
@@ -150,7 +151,7 @@ def _draw(buf, k, key0, key1, lo, n):
     base = np.uint32(lo & 0xFFFFFFFF)
     shift = np.uint32(k[SR_SHIFT])
     for j in range(n):
-        buf[j] = shr32(threefry_word(key0, key1, hi, np.uint32(base + np.uint32(j))), shift)
+        buf[j] = shr32(threefry_word(key0, key1, hi, add32(base, j)), shift)  # 32-bit lanes
 
 
 @njit(inline="always")
