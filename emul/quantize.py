@@ -261,7 +261,10 @@ def _widen_f16(flat, to64):
 
     wide = np.empty(flat.size, np.uint32)
     F.widen_f16(flat.view(np.uint16), wide)
-    return wide.view(np.float32).astype(np.float64) if to64 else wide.view(np.float32)
+    if not to64:
+        return wide.view(np.float32)
+    with np.errstate(invalid="ignore"):  # signalling NaNs (float16 NaN payloads) are quieted, sign kept
+        return wide.view(np.float32).astype(np.float64)
 
 
 def _general(flat, u, P, seeded, seed, key, out_dtype, out):
