@@ -345,16 +345,14 @@ def _element(op, ba, bb, bc, u, k, na, nb, nc, sr):
 @njit(inline="always")
 def _f32_pattern(vb):
     """The float32 pattern of the float64 pattern vb, whose value is a float32 (or inf, NaN)."""
-    sb = (vb >> np.uint64(63)) << np.uint64(31)
-    ef = (vb >> np.uint64(52)) & _EXPM
-    f = vb & _FRAC
-    normal = ((ef - np.uint64(1023 - 127)) << np.uint64(23)) | (f >> np.uint64(29))
+    mag = vb & _ABS
+    ef = mag >> np.uint64(52)
+    normal = (mag >> np.uint64(29)) - np.uint64(896 << 23)  # exponent rebiased, 23 bits kept
     d = np.uint64(1023 - 126) - ef  # below float32's min normal: 1 ... 23 more bits to drop
-    tiny = (f | _HID) >> sel(d < np.uint64(34), d + np.uint64(29), np.uint64(63))
-    special = np.uint64(0x7F800000) | sel(f != _0, np.uint64(0x400000), _0)
-    mag = sel(ef == _EXPM, special,
-              sel(ef >= np.uint64(1023 - 126), normal, sel(ef != _0, tiny, _0)))
-    return np.uint32((sb | mag) & np.uint64(0xFFFFFFFF))
+    tiny = ((mag & _FRAC) | _HID) >> sel(d < np.uint64(34), d + np.uint64(29), np.uint64(63))
+    special = np.uint64(0x7F800000) | sel((mag & _FRAC) != _0, np.uint64(0x400000), _0)
+    res = sel(ef >= np.uint64(1023 - 126), sel(ef == _EXPM, special, normal), sel(ef != _0, tiny, _0))
+    return np.uint32(res) | (np.uint32(vb >> np.uint64(32)) & np.uint32(0x80000000))
 
 
 @njit(inline="always")
