@@ -106,10 +106,11 @@ def _redo_exact(op, flat, idx, u, P, fmt, out):
 _BITS = {np.dtype(np.float16): np.uint16, np.dtype(np.float32): np.uint32, np.dtype(np.float64): np.uint64}
 
 
-@functools.lru_cache(maxsize=512)
+@functools.lru_cache(maxsize=512, typed=True)
 def _setup(fmt, rounding, overflow, sr_bits, sr_method):
     """Resolved arguments, the kernel parameters and the fast kernels' constants (None outside
-    their domain), once per distinct argument tuple (the per-call cost of small calls)."""
+    their domain), once per distinct argument tuple (the per-call cost of small calls). Typed:
+    ``sr_bits=4.0`` or ``True`` hash like 4 and 1 but must still be rejected by resolve()."""
     fmt, mode, ovf, r, compare = resolve(fmt, rounding, overflow, sr_bits, sr_method)
     P = kernel_params(fmt, mode, ovf, r, compare)
     from ._kernels import fast_arith
