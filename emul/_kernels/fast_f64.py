@@ -196,13 +196,13 @@ def encode_f64_par(x, C, P, u, key0, key1, seeded, out):
     """encode_f64 over CHUNK-element tasks on Numba's threads."""
     k = _unpack(C)
     n = x.size
-    bad = 0
-    for c in prange((n + CHUNK - 1) // CHUNK):
+    bad = np.zeros((n + CHUNK - 1) // CHUNK, np.int64)  # per task: no parfor reduction (Numba 0.68.0
+    for c in prange(bad.size):                          # on Python 3.12 fails to compile one here)
         lo = c * CHUNK
         hi = min(lo + CHUNK, n)
         w = u[lo:hi] if u.size == n else u[0:0]  # random_bits, else not read
-        bad += _chunk(x[lo:hi], k, P, out[lo:hi], 0, hi - lo, w, key0, key1, seeded, False, lo)
-    return bad
+        bad[c] = _chunk(x[lo:hi], k, P, out[lo:hi], 0, hi - lo, w, key0, key1, seeded, False, lo)
+    return bad.sum()
 
 
 @njit(cache=True, parallel=True)
@@ -210,10 +210,10 @@ def quantize_f64_par(x, C, P, u, key0, key1, seeded, out):
     """quantize_f64 over CHUNK-element tasks on Numba's threads."""
     k = _unpack(C)
     n = x.size
-    bad = 0
-    for c in prange((n + CHUNK - 1) // CHUNK):
+    bad = np.zeros((n + CHUNK - 1) // CHUNK, np.int64)  # per task: no parfor reduction (Numba 0.68.0
+    for c in prange(bad.size):                          # on Python 3.12 fails to compile one here)
         lo = c * CHUNK
         hi = min(lo + CHUNK, n)
         w = u[lo:hi] if u.size == n else u[0:0]  # random_bits, else not read
-        bad += _chunk(x[lo:hi], k, P, out[lo:hi], 0, hi - lo, w, key0, key1, seeded, True, lo)
-    return bad
+        bad[c] = _chunk(x[lo:hi], k, P, out[lo:hi], 0, hi - lo, w, key0, key1, seeded, True, lo)
+    return bad.sum()

@@ -150,12 +150,11 @@ def encode_fixed_f32_par(x, C, out):
     """encode_fixed_f32 over CHUNK-element tasks on Numba's threads."""
     k = _unpack(C)
     n = x.size
-    nan = 0
-    inf = 0
-    for c in prange((n + CHUNK - 1) // CHUNK):
+    counts = np.zeros(((n + CHUNK - 1) // CHUNK, 2), np.int64)  # per task: no parfor reduction
+    for c in prange(counts.shape[0]):
         lo = c * CHUNK
         hi = min(lo + CHUNK, n)
         a, b = _span(x[lo:hi], k, out[lo:hi], 0, hi - lo)
-        nan += a
-        inf += b
-    return nan, inf
+        counts[c, 0] = a
+        counts[c, 1] = b
+    return counts[:, 0].sum(), counts[:, 1].sum()
