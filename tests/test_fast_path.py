@@ -485,6 +485,7 @@ def test_fixed_fast_path_equals_general_kernel(name):
 
 # -- threads, sizes, 0-d ------------------------------------------------------------------------------
 
+@pytest.mark.slow  # 150 s of cold compiles of every parallel kernel on 2 cores; CI's default run has a budget
 def test_results_do_not_depend_on_thread_count(monkeypatch):
     """The parallel kernels (forced on a small input) with 1 and 2 Numba threads, and the serial
     kernels: the same bits, for every fast route (SR seeded included)."""
