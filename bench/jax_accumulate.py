@@ -32,6 +32,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # bench/ holds a jax.py: drop this folder from the path so that ``import jax`` finds JAX.
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE]
 sys.path.insert(0, os.path.dirname(HERE))
+sys.path.append(HERE)  # last: bench/_common.py, without shadowing installed packages
+from _common import cpu_model  # noqa: E402
 
 
 def best_times(fns, repeats):
@@ -97,17 +99,6 @@ def operands(n, kind, seed=0):
         return tuple(rng.standard_normal((n, n)).astype(ml_dtypes.float8_e4m3fn).astype(np.float32)
                      for _ in range(2))
     return tuple(rng.integers(-128, 128, (n, n)).astype(np.float32) for _ in range(2))
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def main(argv=None):
