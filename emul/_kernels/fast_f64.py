@@ -191,9 +191,9 @@ def quantize_f64(x, C, P, u, key0, key1, seeded, out):
     return _chunk(x, _unpack(C), P, out, 0, x.size, u, key0, key1, seeded, True, 0)
 
 
-@njit(cache=True, parallel=True)
-def encode_f64_par(x, C, P, u, key0, key1, seeded, out):
-    """encode_f64 over CHUNK-element tasks on Numba's threads."""
+@njit(inline="always")
+def _par(x, C, P, u, key0, key1, seeded, out, values):
+    """_chunk over CHUNK-element tasks on Numba's threads (values: float64 patterns, else codes)."""
     k = _unpack(C)
     n = x.size
     bad = np.zeros((n + CHUNK - 1) // CHUNK, np.int64)  # per task: no parfor reduction (Numba 0.68.0
@@ -201,19 +201,17 @@ def encode_f64_par(x, C, P, u, key0, key1, seeded, out):
         lo = c * CHUNK
         hi = min(lo + CHUNK, n)
         w = u[lo:hi] if u.size == n else u[0:0]  # random_bits, else not read
-        bad[c] = _chunk(x[lo:hi], k, P, out[lo:hi], 0, hi - lo, w, key0, key1, seeded, False, lo)
+        bad[c] = _chunk(x[lo:hi], k, P, out[lo:hi], 0, hi - lo, w, key0, key1, seeded, values, lo)
     return bad.sum()
+
+
+@njit(cache=True, parallel=True)
+def encode_f64_par(x, C, P, u, key0, key1, seeded, out):
+    """encode_f64 over CHUNK-element tasks on Numba's threads."""
+    return _par(x, C, P, u, key0, key1, seeded, out, False)
 
 
 @njit(cache=True, parallel=True)
 def quantize_f64_par(x, C, P, u, key0, key1, seeded, out):
     """quantize_f64 over CHUNK-element tasks on Numba's threads."""
-    k = _unpack(C)
-    n = x.size
-    bad = np.zeros((n + CHUNK - 1) // CHUNK, np.int64)  # per task: no parfor reduction (Numba 0.68.0
-    for c in prange(bad.size):                          # on Python 3.12 fails to compile one here)
-        lo = c * CHUNK
-        hi = min(lo + CHUNK, n)
-        w = u[lo:hi] if u.size == n else u[0:0]  # random_bits, else not read
-        bad[c] = _chunk(x[lo:hi], k, P, out[lo:hi], 0, hi - lo, w, key0, key1, seeded, True, lo)
-    return bad.sum()
+    return _par(x, C, P, u, key0, key1, seeded, out, True)
