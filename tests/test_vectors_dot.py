@@ -18,11 +18,16 @@ DOT_CASES = [
     dict(fmt="int8", acc="int12", overflow="wrap", k=5, running=True, count=20, seed=3),
     dict(fmt="e2m1fn", acc="e4m3fn", k=4, rounding="stochastic", sr_bits=4, random_source="lfsr", order="chunked",
          chunk=2, count=20),
+    dict(fmt="int8", acc="fx<20,8>", overflow="saturate", k=3, count=20, init="per_vector", running=True),
+    dict(fmt="e4m3fn", acc="fp16", k=5, order="chunked", chunk=2, outer="fp32", count=20, init="per_vector"),
+    dict(fmt="e4m3fn", acc="bf16", k=4, rounding="stochastic", sr_bits=5, count=20, init=-1.5, running=True),
 ]
 
 
 def _line_kwargs(s):
     kw = dict(rounding=s["rounding"], overflow=s["overflow"], order=s["order"], chunk=s["chunk"], outer=s["outer"])
+    if s.get("init") is not None and s["init"] != "per_vector":
+        kw["init"] = s["init"]
     if s["product"]:
         kw.update(product=s["product"], product_rounding=s["product_rounding"])
     if s["rounding"] == "stochastic":
@@ -46,13 +51,18 @@ def test_dot_vectors_equal_emul_dot_on_every_line(kw, tmp_path):
     if s["random_source"] == "lfsr" if sr else False:  # consecutive LFSR words, a line's T words in step order
         np.testing.assert_array_equal(u.reshape(-1), emul.random.lfsr(len(v) * T, r=s["sr_bits"], **s["lfsr"]))
     kwl = _line_kwargs(s)
+    assert ("init" in v.names) == (s.get("init") == "per_vector")
     for i in range(len(v)):  # one emul.dot call per line: the independent expectation
         extra = {"random_bits": u[i]} if sr else {}
+        if "init" in v.names:
+            extra["init"] = v.values("init")[i]
         want = emul.dot(a[i], b[i], s["acc"], **kwl, **extra)
         assert v["y"][i] == emul.encode(want, final, overflow=s["overflow"]), (i, a[i], b[i])
         if s["running"]:
             for j in range(k):
                 extra = {"random_bits": u[i, : j + 1]} if sr else {}
+                if "init" in v.names:
+                    extra["init"] = v.values("init")[i]
                 step = emul.dot(a[i, : j + 1], b[i, : j + 1], s["acc"], **kwl, **extra)
                 assert v[f"s{j}"][i] == emul.encode(step, s["acc"], overflow=s["overflow"])
     # regenerable byte for byte from the header, hex and CSV
@@ -139,3 +149,53 @@ def test_exhaustive_count_is_the_real_count():
     v = V.generate("mul", fmt="e2m1fn", sets="exhaustive")
     assert v.settings["count"] == len(v) == 256
     assert "count 256" in V.describe(v.settings)
+
+
+def test_per_vector_init_corners_start_at_the_bounds():
+    """init="per_vector": every corner value of the accumulator starts runs of zero, max·max and
+    -max·max products; a zero run returns the init itself, a max·max run from the lower bound climbs."""
+    acc = emul.format("fx<20,8>")
+    v = V.generate("dot", fmt="int8", acc=acc, overflow="saturate", k=4, sets="corners", init="per_vector")
+    init, y = v.values("init"), v.values("y")
+    a = np.stack([v.values(f"a{j}") for j in range(4)], axis=1)
+    assert {acc.min, acc.max, -acc.lsb, acc.lsb} <= set(init.tolist())
+    zero = (a == 0).all(axis=1)
+    assert set(init[zero].tolist()) >= {acc.min, acc.max} and (y[zero] == init[zero]).all()
+    up = (a == 127).all(axis=1) & (init == acc.min)
+    assert up.any() and (y[up] == min(acc.min + 4 * 127 * 127, acc.max)).all()
+    assert v.settings["count"] == len(v) and len(np.unique(v.codes, axis=0)) == len(v)
+
+
+def test_mac_init(tmp_path):
+    """mac with init: a constant in the header only, or an init field (the sequence's value on
+    each line); every step equals emul.dot of the prefix from that init; files regenerate."""
+    for init in (-3.0, "per_vector"):
+        m = V.generate("mac", fmt="int8", acc="int12", overflow="saturate", k=3, count=10, init=init)
+        k, n = 3, len(m) // 3
+        assert ("init" in m.names) == (init == "per_vector")
+        a, b = m.values("a").reshape(n, k), m.values("b").reshape(n, k)
+        start = m.values("init").reshape(n, k) if init == "per_vector" else np.full((n, k), init)
+        assert (start == start[:, :1]).all()
+        for j in range(k):
+            want = [emul.dot(a[i, : j + 1], b[i, : j + 1], "int12", overflow="saturate", init=start[i, 0])
+                    for i in range(n)]
+            np.testing.assert_array_equal(m.values("acc").reshape(n, k)[:, j], want)
+        path = m.write(tmp_path / "m.hex")
+        assert V.regenerate(path, tmp_path / "re.hex").read_bytes() == path.read_bytes()
+
+
+def test_init_option_and_bad_values(tmp_path, capsys):
+    out = tmp_path / "dot.hex"
+    assert main(["vectors", "dot", "--fmt", "int8", "--acc", "fx<20,8>", "--k", "4", "--count", "5", "--init",
+                 "-2.5", "-o", str(out)]) == 0
+    v = V.read(out)
+    assert v.settings["init"] == -2.5 and "init" not in v.names and "init -2.5" in out.read_text()
+    assert main(["vectors", "--check", str(out)]) == 0
+    assert main(["vectors", "dot", "--k", "4", "--count", "5", "--init", "per_vector", "-o", str(out)]) == 0
+    assert "init" in V.read(out).names and main(["vectors", "--check", str(out)]) == 0
+    assert "init" not in V.generate("dot", k=2, count=1).settings  # the default is not recorded
+    for bad, match in ((0.3, "not representable"), (float("nan"), "must be finite"), ("one", "must be a number"),
+                       (1e9, "not representable")):
+        with pytest.raises(ValueError, match=match):
+            V.generate("dot", acc="fx<20,8>", k=2, count=1, init=bad)
+    capsys.readouterr()

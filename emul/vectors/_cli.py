@@ -30,6 +30,8 @@ _VECTOR_OPTIONS = [  # (flag, settings key, type, help)
     ("--order", "order", str, "dot: sequential, pairwise or chunked (default sequential)"),
     ("--chunk", "chunk", _integer, "dot: chunk size of order chunked"),
     ("--outer", "outer", str, "dot: format of the chunk sums' accumulator (order chunked; default --acc)"),
+    ("--init", "init", str, "mac/dot: the accumulator's starting value: a number for every vector, or per_vector "
+                           "(an init field in each line: corner and random starting values); default +0"),
     ("--scale-rule", "scale_rule", str, "block_encode, e8m0 scales: floor, ceil, even or rceil (default floor)"),
     ("--scale-overflow", "scale_overflow", str, "block_encode, e8m0 scales: nan or saturate (default nan)"),
     ("--tail", "tail", str, "block_encode: partial or error, for --k below the block size (default partial)"),

@@ -16,7 +16,7 @@ from ..rounding import Overflow
 from ._codes import (_arith_corners, _check_lines, _code_py, _extremes, _fits_float64, _from_ord, _grid, _isinf,
                      _isnan, _ord, _ord_py, _ord_range, _pow2, _random_codes, _succ, _succ_py, _toward_zero_ord,
                      _unique_keep_order, _valid_mask, _value_py, _values, _words64, all_codes, corner_codes)
-from ._settings import _WRAPS, canonical
+from ._settings import _WRAPS, INIT_PER_VECTOR, canonical
 from ._table import Field, Vectors
 
 # ============================================================================== expected values
@@ -48,11 +48,22 @@ def _dot():
     return dot
 
 
-def expected_mac(s, a_codes, b_codes) -> np.ndarray:
+def _init_kwarg(s, init_codes, final, shape) -> dict:
+    """``init=`` for emul.dot: the table's one value, the per-vector codes' values reshaped to
+    ``shape``, or nothing (+0)."""
+    if init_codes is not None:
+        return {"init": np.asarray(_values(init_codes, final)).reshape(shape)}
+    if s.get("init") is not None:
+        return {"init": s["init"]}
+    return {}
+
+
+def expected_mac(s, a_codes, b_codes, init_codes=None) -> np.ndarray:
     """Expected accumulator codes after every step of MAC sequences (``[n, k]`` operand codes).
 
     Step j of sequence i holds the sequential dot product of the first j + 1 pairs:
-    s = +0, then s = Q_acc(s + p) for each product p (exact, or rounded once to ``product``).
+    s = init (the table's ``init``, sequence i's code in ``init_codes``, or +0), then
+    s = Q_acc(s + p) for each product p (exact, or rounded once to ``product``).
     With ``emul.accumulate`` installed this is ``dot(a[:j+1], b[:j+1], acc, order="sequential")``;
     without it, the same steps as ``emul.arith.fma(a, b, s, acc)`` (exact products) or
     ``emul.arith.add(s, mul(a, b, product), acc)``.
@@ -65,14 +76,15 @@ def expected_mac(s, a_codes, b_codes) -> np.ndarray:
     kw = dict(rounding=s["rounding"], overflow=s["overflow"])
     prod = {} if s["product"] is None else {"product": s["product"], "product_rounding": s["product_rounding"]}
     dot = _dot()
+    init = _init_kwarg(s, init_codes, acc, (n,))
     if dot is not None:
         for j in range(k):
-            r = dot(a[:, None, : j + 1], b[:, : j + 1, None], acc, order="sequential", **prod, **kw)
+            r = dot(a[:, : j + 1], b[:, : j + 1], acc, order="sequential", axis=-1, **init, **prod, **kw)
             out[:, j] = encode(np.asarray(r).reshape(n), acc, overflow=s["overflow"])
         return out
     from .. import arith
 
-    run = np.zeros(n, np.float64)  # +0
+    run = np.broadcast_to(np.asarray(init.get("init", 0.0), np.float64), (n,)).copy()
     for j in range(k):
         if s["product"] is None:
             run = np.asarray(arith.fma(a[:, j], b[:, j], run, acc, **kw), np.float64)
@@ -470,18 +482,48 @@ def _sequence_corners(A, B, acc, k, finite) -> tuple:
     return ab[:, :k], ab[:, k:]
 
 
+def _init_corner_rows(A, B, final, k, finite):
+    """Corner sequences for a per-vector init (codes ``[n, k]`` of A and B, ``[n]`` of final):
+    every corner value of the final format (finite ones only when ``finite``; +0 is the main
+    corner set's start) as the start of a run of zero products (the init passes through, -0
+    meets +0 products), of max·max, of -max·max (from one bound toward the other) and of
+    alternating signs."""
+    hi_a, lo_a, hi_b = (int(_from_ord(_ord_range(A)[1], A)), int(_from_ord(_ord_range(A)[0], A)),
+                        int(_from_ord(_ord_range(B)[1], B)))
+    runs = np.array([[0] * k, [hi_a] * k, [lo_a] * k, [(hi_a, lo_a)[j % 2] for j in range(k)]], np.uint64)
+    runs_b = np.array([[0] * k] + [[hi_b] * k] * 3, np.uint64)
+    inits = _finite_corners(final) if finite else corner_codes(final)
+    inits = inits[inits != 0]
+    n = runs.shape[0]
+    return np.tile(runs, (inits.size, 1)), np.tile(runs_b, (inits.size, 1)), np.repeat(inits, n)
+
+
+def _random_init(final, w, finite):
+    """Random per-vector init codes of the final format (finite where the table is)."""
+    c = _random_codes(final, w)
+    return _finite_codes(c, final) if finite or isinstance(final, FloatFormat) else c
+
+
 def _sequences(s, what):
-    """The operand codes ``[n, k]`` of a mac or dot table: corner sequences, then ``count`` random."""
+    """The operand codes ``[n, k]`` of a mac or dot table: corner sequences, then ``count`` random;
+    and with ``init="per_vector"`` the init code of each (``[n]`` codes of the final format: +0
+    for the main corner set, then :func:`_init_corner_rows`, random codes for random lines), else
+    None."""
     A, B, acc = as_format(s["fmt"]), as_format(s["b_fmt"]), as_format(s["acc"])
+    final = _dot_final(s) if what == "dot" else acc
+    per_vector = s.get("init") == INIT_PER_VECTOR
     k = s["k"]
-    seqs_a, seqs_b = [], []
     if "exhaustive" in s["sets"]:
         raise ValueError(f"sets='exhaustive': not available for {what} vectors (use corners and random)")
     finite = _finite_only(s)
+    parts = []  # (a, b, init) per set
     if "corners" in s["sets"]:
         ca, cb = _sequence_corners(A, B, acc, k, finite)
-        seqs_a.append(ca)
-        seqs_b.append(cb)
+        ci = np.zeros(ca.shape[0], np.uint64)
+        if per_vector:
+            ia, ib, ii = _init_corner_rows(A, B, final, k, finite)
+            ca, cb, ci = np.concatenate([ca, ia]), np.concatenate([cb, ib]), np.concatenate([ci, ii])
+        parts.append((ca, cb, ci))
     if "random" in s["sets"] and s["count"]:
         n = s["count"]
         _check_lines(n * k, f"{what} vectors")
@@ -489,25 +531,38 @@ def _sequences(s, what):
         scale = w[2 * n * k:]
         wa, wb = w[: n * k].reshape(n, k), w[n * k: 2 * n * k].reshape(n, k)
         ra, rb = _mac_random(A, wa, scale), _mac_random(B, wb, scale)
-        seqs_a.append(ra)
-        seqs_b.append(rb)
-    a = np.concatenate(seqs_a) if seqs_a else np.zeros((0, k), np.uint64)
-    b = np.concatenate(seqs_b) if seqs_b else np.zeros((0, k), np.uint64)
+        # init from its own stream: the operands are those of the same seed without init
+        ri = _random_init(final, _words64(_keys(s["seed"])["extra"], n), finite) if per_vector else \
+            np.zeros(n, np.uint64)
+        parts.append((ra, rb, ri))
+    for i, (a, b, init) in enumerate(parts):
+        _check_lines(a.size, f"{what} vectors")
+        if finite:
+            keep = ~(_isnan(a, A) | _isnan(b, B) | _isinf(a, A) | _isinf(b, B)).any(axis=1)
+            a, b, init = a[keep], b[keep], init[keep]
+        if per_vector and i == 0 and "corners" in s["sets"]:  # an init corner may repeat a line
+            abi = _unique_keep_order(np.concatenate([a, b, init[:, None]], axis=1), axis=0)
+            a, b, init = abi[:, :k], abi[:, k:2 * k], abi[:, 2 * k]
+        parts[i] = (a, b, init)
+    a = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, k), np.uint64)
+    b = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, k), np.uint64)
+    init = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, np.uint64)
     _check_lines(a.size, f"{what} vectors")
-    if finite:
-        keep = ~(_isnan(a, A) | _isnan(b, B) | _isinf(a, A) | _isinf(b, B)).any(axis=1)
-        a, b = a[keep], b[keep]
-    return a, b
+    return a, b, (init if per_vector else None)
 
 
 def _gen_mac(s):
     A, B, acc = as_format(s["fmt"]), as_format(s["b_fmt"]), as_format(s["acc"])
-    a, b = _sequences(s, "mac")
-    y = expected_mac(s, a, b)
+    a, b, init = _sequences(s, "mac")
+    y = expected_mac(s, a, b, init)
     first = np.zeros(a.shape, np.uint64)
     first[:, 0] = 1
-    fields = [Field("first", 1), Field("a", A.bits, A.name), Field("b", B.bits, B.name), Field("acc", acc.bits, acc.name)]
-    return fields, [first.reshape(-1), a.reshape(-1), b.reshape(-1), y.reshape(-1)]
+    fields = [Field("first", 1), Field("a", A.bits, A.name), Field("b", B.bits, B.name)]
+    cols = [first.reshape(-1), a.reshape(-1), b.reshape(-1)]
+    if init is not None:  # the sequence's starting value, on each of its lines
+        fields.append(Field("init", acc.bits, acc.name))
+        cols.append(np.repeat(init, s["k"]))
+    return fields + [Field("acc", acc.bits, acc.name)], cols + [y.reshape(-1)]
 
 
 def _dot_final(s):
@@ -525,9 +580,10 @@ def _dot_sr_words(s, n) -> np.ndarray | None:
     return _sr_words(s, n * t).reshape(n, t)
 
 
-def expected_dot(s, a_codes, b_codes, u=None):
+def expected_dot(s, a_codes, b_codes, u=None, init_codes=None):
     """Expected result codes of dot vectors: ``emul.dot`` of each line's a and b (``[n, k]``
-    operand codes) with the table's settings and SR words ``u`` (``[n, T]``); with
+    operand codes) with the table's settings, init (the table's one value, or each line's code in
+    ``init_codes``) and SR words ``u`` (``[n, T]``); with
     ``running=True`` also ``[n, k]`` codes of the running sums (the sequential dot product of
     the first j + 1 pairs, with the first j + 1 words). Returns ``(y, running or None)``."""
     from ..accumulate import dot, sr_steps
@@ -541,6 +597,7 @@ def expected_dot(s, a_codes, b_codes, u=None):
         kw.update(product=s["product"], product_rounding=s["product_rounding"])
     if u is not None:
         kw.update(sr_bits=s["sr_bits"], sr_method=s["sr_method"])
+    kw.update(_init_kwarg(s, init_codes, final, (n,)))
 
     def run(j):
         if n == 0:
@@ -557,11 +614,14 @@ def expected_dot(s, a_codes, b_codes, u=None):
 def _gen_dot(s):
     A, B, acc = as_format(s["fmt"]), as_format(s["b_fmt"]), as_format(s["acc"])
     final, k = _dot_final(s), s["k"]
-    a, b = _sequences(s, "dot")
+    a, b, init = _sequences(s, "dot")
     u = _dot_sr_words(s, a.shape[0])
-    y, running = expected_dot(s, a, b, u)
+    y, running = expected_dot(s, a, b, u, init)
     fields = [Field(f"a{j}", A.bits, A.name) for j in range(k)] + [Field(f"b{j}", B.bits, B.name) for j in range(k)]
     cols = [a[:, j] for j in range(k)] + [b[:, j] for j in range(k)]
+    if init is not None:  # the line's starting value, a code of the final format
+        fields.append(Field("init", final.bits, final.name))
+        cols.append(init)
     if u is not None:
         fields += [Field(f"u{j}", s["sr_bits"]) for j in range(u.shape[1])]
         cols += [u[:, j] for j in range(u.shape[1])]
@@ -687,10 +747,17 @@ def generate(op, **settings) -> Vectors:
       ``overflow`` [acc's default], ``k`` [16] steps per sequence. One line per step: fields
       ``first a b acc`` — ``first`` = 1 starts a sequence from +0, ``acc`` is the accumulator after
       the step (s = Q_acc(s + a·b), one rounding and overflow check per step).
+    - ``mac`` and ``dot``: ``init`` [None = +0]: the accumulator's starting value (``emul.dot``'s
+      ``init``; dot: in the final format): one finite number for every vector (recorded in the
+      header only), or ``"per_vector"``: a code per vector in an ``init`` field (mac: ``first a b
+      init acc``, the sequence's value on each of its lines; dot: after ``b{k-1}``), +0 for the
+      main corner set, every corner value of the final format before runs of zero, max·max,
+      -max·max and alternating products, random codes (a stream of their own) for random lines.
     - ``dot``: ``fmt`` ["int8"], ``b_fmt`` [fmt], ``acc`` ["int12"], ``product``/``product_rounding``
       as for mac, ``order`` ["sequential"], ``chunk``, ``outer`` (``order="chunked"``), ``k`` [16],
       ``running`` [False], ``rounding``, ``overflow`` and the SR settings above (``random_source``
-      threefry or lfsr). One line per k-element dot product: fields ``a0 … a{k-1} b0 … b{k-1}``,
+      threefry or lfsr), ``init``. One line per k-element dot product: fields ``a0 … a{k-1} b0 … b{k-1}``,
+      with a per-vector init ``init``,
       with SR ``u0 … u{T-1}`` (T = ``emul.accumulate.sr_steps(k, order, chunk)``: the line's words
       in the order of its rounding steps, consecutive words of the stream), with ``running=True``
       (sequential order) ``s0 … s{k-1}`` (the accumulator after each step), then ``y``, the result

@@ -37,13 +37,13 @@ def describe(settings) -> str:
         what = f"fma {s['fmt']} x {s['b_fmt']} + {s['c_fmt']} -> {s['out_fmt']}"
     elif op == "mac":
         prod = f" (products rounded to {s['product']})" if s.get("product") else " (exact products)"
-        what = f"mac {s['fmt']} x {s['b_fmt']} into {s['acc']}{prod}, {s['k']} steps per sequence"
+        what = f"mac {s['fmt']} x {s['b_fmt']} into {s['acc']}{prod}, {s['k']} steps per sequence{_init_text(s)}"
     elif op == "dot":
         prod = f" (products rounded to {s['product']})" if s.get("product") else " (exact products)"
         order = s["order"] + (f" by {s['chunk']}" + (f", outer {s['outer']}" if s.get("outer") else "")
                               if s["order"] == "chunked" else "")
         run = ", running sums" if s.get("running") else ""
-        what = f"dot {s['fmt']} x {s['b_fmt']} into {s['acc']}{prod}, k {s['k']}, order {order}{run}"
+        what = f"dot {s['fmt']} x {s['b_fmt']} into {s['acc']}{prod}, k {s['k']}, order {order}{run}{_init_text(s)}"
     elif op == "nm":
         what = f"nm {s['n']}:{s['m']} of {s['fmt']}, ties {s['ties']}"
     elif op in BLOCK_OPS:
@@ -65,7 +65,39 @@ def describe(settings) -> str:
     return "; ".join(parts)
 
 
+def _init_text(s) -> str:
+    init = s.get("init")
+    if init is None:
+        return ""
+    return ", init per vector" if init == INIT_PER_VECTOR else f", init {init!r}"
+
+
 # ============================================================================== settings
+
+
+def _init_value(value):
+    """A mac/dot ``init`` setting: None (+0), ``"per_vector"`` (an ``init`` field in every line) or
+    one finite number for every vector (a string holding a number is read as one), as a float."""
+    if value is None or value == INIT_PER_VECTOR:
+        return value
+    if isinstance(value, str):
+        try:
+            value = int(value, 0)
+        except ValueError:
+            try:
+                value = float(value)
+            except ValueError:
+                raise ValueError(f"init={value!r}: must be a number or {INIT_PER_VECTOR!r}") from None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"init={value!r}: must be a number or {INIT_PER_VECTOR!r}")
+    x = float(value)
+    if not np.isfinite(x):
+        raise ValueError(f"init={value!r}: one init for every vector must be finite (use "
+                         f"init={INIT_PER_VECTOR!r} for corner starting values)")
+    if isinstance(value, (int, np.integer)) and int(value) != x:
+        raise ValueError(f"init={value!r}: not exact in float64")
+    return x
+
 
 
 def _dot_order(s):
@@ -98,12 +130,13 @@ _SPEC = {
     "mul": {"fmt": None, "b_fmt": None, "out_fmt": None, **_ROUND},
     "fma": {"fmt": None, "b_fmt": None, "c_fmt": None, "out_fmt": None, **_ROUND},
     "mac": {"fmt": "int8", "b_fmt": None, "acc": "int12", "product": None, "product_rounding": "nearest_even",
-            "rounding": "nearest_even", "overflow": None, "k": 16},
+            "rounding": "nearest_even", "overflow": None, "k": 16, "init": None},
     "dot": {"fmt": "int8", "b_fmt": None, "acc": "int12", "product": None, "product_rounding": "nearest_even",
-            "order": "sequential", "chunk": None, "outer": None, "k": 16, "running": False, **_ROUND},
+            "order": "sequential", "chunk": None, "outer": None, "k": 16, "running": False, "init": None, **_ROUND},
     "nm": {"fmt": "int8", "n": 2, "m": 4, "ties": "low_index"},
 }
 ORDERS = ("sequential", "pairwise", "chunked")
+INIT_PER_VECTOR = "per_vector"  # init setting: a starting value per vector, in the line's ``init`` field
 
 
 def _int_setting(value, name, lo, hi=None):
@@ -138,12 +171,17 @@ def canonical(op, **kw) -> dict:
 
         return canonical_block(op, kw, {**_COMMON, **_ROUND})
     s = _canonical(op, **kw)
-    if op == "dot":  # every accumulator setting as emul.dot checks it
-        from ..accumulate import _Config
+    if op in ("mac", "dot"):  # every accumulator setting as emul.dot checks it
+        from ..accumulate import _Config, _init_codes
 
-        _Config(s["acc"], s["product"], s["product_rounding"] or "nearest_even", s["rounding"], s["overflow"],
-                s["order"], s["chunk"] if s["order"] == "chunked" else None, s["outer"], s.get("sr_bits"),
-                s.get("sr_method", "add"))
+        order = s.get("order", "sequential")
+        cfg = _Config(s["acc"], s["product"], s["product_rounding"] or "nearest_even", s["rounding"], s["overflow"],
+                      order, s.get("chunk") if order == "chunked" else None, s.get("outer"), s.get("sr_bits"),
+                      s.get("sr_method", "add"))
+        if isinstance(s["init"], float):
+            _init_codes(s["init"], cfg, ())  # raises unless representable in the final format
+        if s["init"] is None:  # the default (+0) is not recorded: files without init are as before
+            del s["init"]
     return s
 
 
@@ -178,6 +216,7 @@ def _canonical(op, **kw) -> dict:
         out = as_format(s["acc"])
         s["acc"] = out.name
         s["k"] = _int_setting(s["k"], "k", 1, 1 << 20 if op == "mac" else 4096)
+        s["init"] = _init_value(s["init"])
         if s["product"] is None:
             s["product_rounding"] = None
         else:
