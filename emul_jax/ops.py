@@ -48,12 +48,14 @@ from emul.formats import FixedFormat, FloatFormat, format as _parse_format
 from emul.quantize import _fits_float32
 from emul.rounding import Overflow, Rounding
 
+from . import _exact as _E
 from . import _round as R
 from . import sparsity as _sparsity
 from ._bits import ABS, EXP, HIDDEN, SIGN, f32_bits, f32_from_bits, u32
-from .accumulate import _matmul as _acc_matmul_impl, sr_steps as _sr_steps
+from .accumulate import _Exact as _AccExact, _config as _acc_config, _matmul as _acc_matmul_impl, \
+    _tree_schedule, sr_steps as _sr_steps
 from .arith import add as _add, div as _div, fma as _fma, mul as _mul
-from .quantize import _as_key, _quantize_unchecked as _quantize
+from .quantize import _as_key, _quantize_unchecked as _quantize, _sr_words
 
 __all__ = [
     "Sparsity", "Operand", "Accumulator", "GemmSpec", "DotConfig",
@@ -270,15 +272,31 @@ class Accumulator:
     and ``outer``). The reduction index runs over the contracting dimensions in the order of the
     dimension numbers (convolutions: input channel outermost, then the kernel taps in C order).
 
-    ``ste`` (paper [D]), the gradient through the forward accumulation: ``"identity"``
-    (d S / d p_k = 1); ``"immediate"`` (0 for a product that step k swamped — the rounded sum
-    equals the running sum while the product is nonzero — or where step k overflowed, else 1);
-    ``"recursive"`` (the immediate factor times, for every later step of the same chain, 0 where
-    that step overflowed or swamped the running sum — the sum rounds to the product alone — so a
-    later saturation cuts the gradient of everything before it). Overflow at a step: the rounded
-    sum is not finite, or the float32-rounded exact sum exceeds the format's max. Non-identity
-    estimators are defined for ``dot_general`` in sequential and chunked order; they make the
-    backward a masked contraction in float32 (the backward GEMMs must then use ``accumulator=None``).
+    ``ste`` (paper [D]), the gradient d S / d p_k of the forward's result S with respect to each
+    product p_k, built from factors in {0, 1} of the accumulation steps. A step computes
+    n = Q(x + y) (Q: the accumulator's rounding, with that step's SR word); the factor of its
+    operand x is 0 where x ≠ 0 and n equals Q(0 + y) (x was swamped: the step gives what y alone
+    gives, the same word), or where the step overflowed (n is not finite, or the float32-rounded
+    exact x + y exceeds the format's max); else 1 (the factor of y: the same with x and y
+    swapped). Equal values compare equal (+0 = −0).
+
+    - ``"identity"``: d S / d p_k = 1.
+    - ``"immediate"``: the factor of p_k at the step that adds it (sequential: the running sum
+      plus p_k, so 0 where the sum is unchanged or the step overflowed; pairwise: the tree node
+      whose operand p_k is — for one product, the step adding it to +0); chunked: that factor in
+      p_k's chunk times the factor of the chunk's sum at the outer step that adds it.
+    - ``"recursive"``: the product of the factors along p_k's path to S: the immediate factor
+      times, for every later step that takes the partial sum holding p_k as an operand, that
+      operand's factor (sequential: every later step's running-sum factor; chunked: the later
+      steps of p_k's chunk, then the outer step adding that chunk's sum and every later outer
+      step; pairwise: each tree node above p_k, by the side its subtree enters, then the final
+      step adding the root to +0). So a later swamping of the partial sum, or an overflow
+      anywhere on the path, cuts the gradient of everything below it.
+
+    They apply to ``dot_general`` and ``conv_general_dilated`` (the conv's im2col GEMM) in
+    every order. Non-identity estimators make the backward a masked contraction in float32
+    (d lhs = Σ_n W·G·rhs, d rhs = Σ_m W·G·lhs with W the (…, M, N, K) weights; the backward
+    GEMMs must then use ``accumulator=None``).
     """
 
     format: Any
@@ -309,9 +327,6 @@ class Accumulator:
             except ValueError as exc:
                 raise ValueError(f"Accumulator.outer: {exc}") from None
             object.__setattr__(self, "outer", outer)
-        if self.ste != "identity" and self.order == "pairwise":
-            raise NotImplementedError("ste='immediate'/'recursive' with order='pairwise' is not implemented; "
-                                      "use order='sequential' or 'chunked'")
 
     @property
     def stochastic(self) -> bool:
@@ -930,9 +945,41 @@ class _Conv:
             pads.append((before, d_in + d_k - 1 - d_out - before))
         return tuple(pads)
 
+    # batch groups: lax splits the lhs batch into bgc groups of consecutive samples (group g: samples
+    # g*N/bgc ... (g+1)*N/bgc - 1) and gives group g the output features g*O/bgc ... (g+1)*O/bgc - 1.
+    # That is the convolution, with bgc feature groups, of x' (N/bgc, bgc*C, ...): x'[n, g*C + c] =
+    # x[g*N/bgc + n, c] (the batch reshaped into the feature dimension).
+
+    def feature_groups(self):
+        """This convolution (``bgc > 1``, ``fgc == 1``) as the convolution of :meth:`to_features`'
+        x' with ``bgc`` feature groups (lhs in N, C, spatial order)."""
+        ls = self.lhs_spec
+        n, c = self.lhs_shape[ls[0]], self.lhs_shape[ls[1]]
+        shape = (n // self.bgc, c * self.bgc) + tuple(self.lhs_shape[d] for d in ls[2:])
+        return dataclasses.replace(self, lhs_shape=shape, lhs_spec=tuple(range(len(shape))), fgc=self.bgc, bgc=1)
+
+    def to_features(self, x):
+        """x (lhs layout) -> x' (N/bgc, bgc*C, *spatial)."""
+        xt = jnp.transpose(x, self.lhs_spec)
+        n, c = xt.shape[:2]
+        g = self.bgc
+        return xt.reshape((g, n // g, c) + xt.shape[2:]).swapaxes(0, 1).reshape((n // g, g * c) + xt.shape[2:])
+
+    def from_features(self, xf):
+        """The inverse of :meth:`to_features` (a gradient w.r.t. x' -> one w.r.t. x, lhs layout)."""
+        g = self.bgc
+        n, gc = xf.shape[:2]
+        xt = xf.reshape((n, g, gc // g) + xf.shape[2:]).swapaxes(0, 1).reshape((n * g, gc // g) + xf.shape[2:])
+        return jnp.transpose(xt, _inverse(self.lhs_spec))
+
     def emulated(self, gemm, a, b, spec, key):
         if self.bgc != 1:
-            raise NotImplementedError("conv_general_dilated: batch_group_count > 1 with an emulated accumulator")
+            fg = self.feature_groups()
+            if gemm == FWD:
+                return fg.emulated(FWD, self.to_features(a), b, spec, key)
+            if gemm == DLHS:
+                return self.from_features(fg.emulated(DLHS, a, b, spec, key))
+            return fg.emulated(DRHS, self.to_features(a), b, spec, key)
         ls, rs, os_ = self.lhs_spec, self.rhs_spec, self.out_spec
         nsp = len(self.strides)
         if gemm == FWD:
@@ -960,6 +1007,50 @@ class _Conv:
         cm = cols.reshape(n, f, ckt // f, p).transpose(1, 0, 3, 2).reshape(f, n * p, ckt // f)
         dw = _acc_matmul(gm, cm, spec, key).reshape((o, ckt // (f * int(np.prod(kshape, dtype=np.int64)))) + kshape)
         return jnp.transpose(dw, _inverse(rs))
+
+    def im2col_gemm(self):
+        """(dot, wf, xf, yf, y_from): the forward GEMM (``bgc == 1``) as a dot_general ``dot``
+        (a :class:`_Dot`) of wf(w) (N, fgc, O/fgc, C/fgc*T: the weight matrix of each group,
+        broadcast over the samples) and xf(x) (N, fgc, C/fgc*T, P: the im2col columns), batch
+        dims (N, fgc), contracting C/fgc*T (input channel outermost, then the taps in C order);
+        yf maps an output-layout array to the dot's output (N, fgc, O/fgc, P), y_from back. The
+        dot's canonical GEMM, its output order and its SR words are the emulated forward's."""
+        ls, rs, os_ = self.lhs_spec, self.rhs_spec, self.out_spec
+        n, o, f = self.lhs_shape[ls[0]], self.rhs_shape[rs[0]], self.fgc
+        kshape = tuple(self.rhs_shape[d] for d in rs[2:])
+        kk = self.rhs_shape[rs[1]] * int(np.prod(kshape, dtype=np.int64))
+        out = tuple(self.out_shape[d] for d in os_[2:])
+        p = int(np.prod(out, dtype=np.int64))
+
+        def wf(w):
+            return jnp.broadcast_to(jnp.transpose(w, rs).reshape(1, f, o // f, kk), (n, f, o // f, kk))
+
+        def xf(x):
+            cols, _ = _im2col(jnp.transpose(x, ls), kshape, self.strides, self.pads, self.lhs_dil, self.rhs_dil)
+            return cols.reshape(n, f, kk, p)
+
+        def yf(y):
+            return jnp.transpose(y, os_).reshape(n, f, o // f, p)
+
+        def y_from(y):
+            return jnp.transpose(y.reshape((n, o) + out), _inverse(os_))
+
+        dot = _Dot((n, f, o // f, kk), (n, f, kk, p), (3,), (2,), (0, 1), (0, 1))
+        return dot, wf, xf, yf, y_from
+
+    def ste(self, spec, va, vb, g_dx, g_dw, x_full, w_full, acc_key):
+        """(dX, dW) under a non-identity accumulator STE: the dot_general STE of the forward's
+        im2col GEMM (:meth:`im2col_gemm`), its gradients mapped back through the (linear) maps
+        wf and xf; batch groups through :meth:`feature_groups`."""
+        if self.bgc != 1:
+            fg = self.feature_groups()
+            dx, dw = fg.ste(spec, self.to_features(va), vb, g_dx, g_dw, self.to_features(x_full), w_full, acc_key)
+            return self.from_features(dx), dw
+        dot, wf, xf, yf, _ = self.im2col_gemm()
+        dwm, dcols = _ste_grads(dot, spec, wf(vb), xf(va), yf(g_dw), yf(g_dx), wf(w_full), xf(x_full), acc_key)
+        (dw,) = jax.vjp(wf, w_full)[1](dwm)
+        (dx,) = jax.vjp(xf, x_full)[1](dcols)
+        return dx, dw
 
     def transposable_mask(self, w, n, m, method):
         rs = self.rhs_spec
@@ -1135,6 +1226,10 @@ def _step_weights(A, Bm, spec: GemmSpec, key):
     recursive = acc.ste == "recursive"
     nb, m, k = A.shape
     n = Bm.shape[-1]
+    if k == 0 or nb * m * n == 0:
+        return jnp.zeros((nb, m, n, k), _F32)
+    if acc.order == "pairwise":
+        return _tree_weights(A, Bm, spec, key)
     T = _sr_steps(k, acc.order, acc.chunk)
     shape = (nb, m, n)
     u = None
@@ -1195,26 +1290,125 @@ def _step_weights(A, Bm, spec: GemmSpec, key):
     return jnp.moveaxis(wts, 0, -1)
 
 
+def _tree_paths(k: int, immediate: bool):
+    """For each product of the pairwise order's K steps (:func:`emul_jax.accumulate._tree_schedule`:
+    T = K steps, row t adds x + y): the steps on its path to the result, as indices into the
+    stacked factors (fx, fy, 1) — ``side * T + t`` for the side (x 0, y 1) by which it (or the node
+    holding it) enters step t, padded with ``2 * T`` (the factor 1). ``immediate``: the first step
+    only. A static (K, D) int32 table."""
+    sched = _tree_schedule(k)
+    T = len(sched)
+    enters = {}                                   # ("p", product) / ("n", slot) -> (step, side)
+    for t, (px, ix, py, iy, _) in enumerate(sched):
+        enters[("p" if px else "n", int(ix))] = (t, 0)
+        enters[("p" if py else "n", int(iy))] = (t, 1)
+    paths = []
+    for j in range(k):
+        t, side = enters[("p", j)]
+        path = [side * T + t]
+        while not immediate and t != T - 1:
+            t, side = enters[("n", int(sched[t, 4]))]
+            path.append(side * T + t)
+        paths.append(path)
+    d = max(len(p) for p in paths)
+    return np.array([p + [2 * T] * (d - len(p)) for p in paths], np.int32)
+
+
+def _tree_factors(A, Bm, spec: GemmSpec, key):
+    """(fx, fy), bool (T, B, M, N): the factor of each step's x and y operand in the pairwise
+    accumulation of A (B, M, K) @ Bm (B, K, N), replayed step by step (the forward's exact sums,
+    roundings and SR words: :class:`emul_jax.accumulate._Exact`, the lane the pairwise order runs
+    on). Step t computes n = Q(x + y) with word u_t; the factor of x is 0 where x != 0 and
+    n == Q(0 + y) (x swamped: the step gives what y alone gives, same word), or where the step
+    overflowed (n not finite, or the float32-rounded exact x + y exceeds the format's max); else 1
+    (y: the same with x and y swapped). Equal values compare equal (+0 == -0)."""
+    acc = spec.accumulator
+    cfg = _acc_config(acc.format, spec.product, spec.product_rounding, acc.rounding, acc.overflow, "pairwise",
+                      None, None, acc.sr_bits, acc.sr_method)
+    lane = _AccExact(cfg)
+    sp, sp32 = cfg.acc, R.spec("fp32")
+    nb, m, k = A.shape
+    shape = (nb, m, Bm.shape[-1])
+    u, _ = _sr_words(sp, shape + (k,), key() if acc.stochastic else None, None)
+    uk = None if u is None else jnp.moveaxis(u, -1, 0)
+    operands = lane.operands(A, Bm)
+    zero = _E.code_parts(sp, jnp.zeros(shape, jnp.uint32))
+    big = u32(int(np.float32(acc.format.max).view(np.uint32)))
+
+    def term(is_prod, idx, buf):
+        opk = jax.tree_util.tree_map(lambda x: lax.dynamic_index_in_dim(x, jnp.minimum(idx, k - 1), keepdims=False),
+                                     operands)
+        p, _ = lane.product(opk)
+        c = lane.state(sp, lax.dynamic_index_in_dim(buf, idx, keepdims=False))
+        return _E.Parts(*(jnp.where(is_prod != 0, a, b) for a, b in zip(p, c)))
+
+    def nonzero(x):
+        return (x.kind != u32(_E.FINITE)) | (x.hi != u32(0)) | (x.lo != u32(0)) | x.sticky
+
+    def same(bx, by):
+        return (bx == by) | (((bx | by) & u32(ABS)) == u32(0))
+
+    def body(buf, inp):
+        row, w = inp
+        x, y = term(row[0], row[1], buf), term(row[2], row[3], buf)
+        new, _ = lane.add(sp, x, y, w)
+        vals = [R.code_to_f32_bits(sp, c) for c in (new, lane.add(sp, zero, x, w)[0], lane.add(sp, zero, y, w)[0])]
+        wide = R.code_to_f32_bits(sp32, lane.add(sp32, x, y, None)[0])
+        over = ((vals[0] & u32(ABS)) >= u32(EXP)) | ((wide & u32(ABS)) > big)
+        fx = ~((nonzero(x) & same(vals[0], vals[2])) | over)
+        fy = ~((nonzero(y) & same(vals[0], vals[1])) | over)
+        return lax.dynamic_update_index_in_dim(buf, new, row[4], 0), (fx, fy)
+
+    buf = jnp.zeros((k + 1,) + shape, jnp.uint32)      # slot k: init, +0
+    _, (fx, fy) = lax.scan(body, buf, (jnp.asarray(_tree_schedule(k)), uk))
+    return fx, fy
+
+
+def _tree_weights(A, Bm, spec: GemmSpec, key):
+    """d S / d p_k of the pairwise order (B, M, N, K): the product over the steps of the path of
+    product k (:func:`_tree_paths`) of the factor by which it (or its node) enters that step
+    (:func:`_tree_factors`); ``"immediate"``: the first step's factor only."""
+    fx, fy = _tree_factors(A, Bm, spec, key)
+    f = jnp.concatenate([fx, fy, jnp.ones((1,) + fx.shape[1:], bool)]).astype(_F32)
+    paths = _tree_paths(A.shape[-1], spec.accumulator.ste == "immediate")
+    wts = jnp.take(f, paths[:, 0], axis=0)
+    for d in range(1, paths.shape[1]):
+        wts = wts * jnp.take(f, paths[:, d], axis=0)
+    return jnp.moveaxis(wts, 0, -1)
+
+
+def _ste_grads(kind, spec: GemmSpec, va, vb, g_l, g_r, l_full, r_full, acc_key):
+    """(d lhs, d rhs) of the dot_general ``kind`` (a :class:`_Dot`) whose forward accumulated
+    va · vb under ``spec``: d lhs[m, k] = sum over n of W[m, n, k] · g_l[m, n] · r_full[k, n] and
+    d rhs[k, n] = sum over m of W[m, n, k] · g_r[m, n] · l_full[m, k] (per batch, in the canonical
+    layout; float32 einsums at HIGHEST), W = d S / d p_k of :func:`_step_weights`."""
+    A, Bm = kind.canonical(FWD, va, vb)
+    wts = _step_weights(A, Bm, spec, acc_key)
+    nb, m, _ = A.shape
+    n = Bm.shape[-1]
+    x1, w1 = kind.canonical(FWD, l_full, r_full)
+    g1, g2 = g_l.reshape(nb, m, n), g_r.reshape(nb, m, n)
+    dl = jnp.einsum("bmnk,bmn,bkn->bmk", wts, g1, w1, precision=_HI)
+    dr = jnp.einsum("bmnk,bmn,bmk->bkn", wts, g2, x1, precision=_HI)
+    return kind.uncanonical(DLHS, dl), kind.uncanonical(DRHS, dr)
+
+
 def _ste_backward(kind, cfg, a, b, gd, wd, xr, gr, acc_key):
-    if not isinstance(kind, _Dot):
-        raise NotImplementedError("accumulator ste='immediate'/'recursive' is implemented for dot_general only")
+    """(d lhs, d rhs) under ``cfg.fwd.accumulator.ste`` "immediate"/"recursive": the forward
+    GEMM's values (scales factored out as the forward did) replayed for the weights, the output
+    gradients ``gd`` (for d lhs) / ``gr`` (for d rhs) and the backward operands ``wd``/``xr`` with
+    their scales folded in."""
     out_nd = len(kind.out_shape)
     va, _ = _split_scale(a, kind.out_map(FWD, 0), out_nd)
     vb, _ = _split_scale(b, kind.out_map(FWD, 1), out_nd)
-    A, Bm = kind.canonical(FWD, va, vb)
-    wts = _step_weights(A, Bm, cfg.fwd, acc_key)
 
     def full(vs):
         v, s = vs
         return v if s is None else _ftz(v * s)
 
-    nb, m, k = A.shape
-    n = Bm.shape[-1]
-    x1, w1 = kind.canonical(FWD, full(xr), full(wd))
-    g1, g2 = full(gd).reshape(nb, m, n), full(gr).reshape(nb, m, n)
-    dl = jnp.einsum("bmnk,bmn,bkn->bmk", wts, g1, w1, precision=_HI)
-    dr = jnp.einsum("bmnk,bmn,bmk->bkn", wts, g2, x1, precision=_HI)
-    return kind.uncanonical(DLHS, dl), kind.uncanonical(DRHS, dr)
+    if isinstance(kind, _Conv):
+        return kind.ste(cfg.fwd, va, vb, full(gd), full(gr), full(xr), full(wd), acc_key)
+    return _ste_grads(kind, cfg.fwd, va, vb, full(gd), full(gr), full(xr), full(wd), acc_key)
 
 
 # -- public functions ---------------------------------------------------------------------------------
@@ -1281,6 +1475,35 @@ def dot_general(lhs, rhs, dimension_numbers, cfg: DotConfig, *, key=None, precis
     return _call(kind, cfg, lhs, rhs, key, preferred_element_type, out_sharding)
 
 
+def _conv_kind(lhs_shape, rhs_shape, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+               feature_group_count, batch_group_count) -> _Conv:
+    """The static geometry of a conv_general_dilated call (lax's arguments; shapes validated by lax)."""
+    nsp = len(lhs_shape) - 2
+    if nsp < 0 or len(rhs_shape) != len(lhs_shape):
+        raise ValueError(f"conv_general_dilated: lhs and rhs need the same rank >= 2, got {tuple(lhs_shape)} "
+                         f"and {tuple(rhs_shape)}")
+    strides = tuple(int(s) for s in window_strides)
+    lhs_dil = (1,) * nsp if lhs_dilation is None else tuple(int(d) for d in lhs_dilation)
+    rhs_dil = (1,) * nsp if rhs_dilation is None else tuple(int(d) for d in rhs_dilation)
+    dn = lax.conv_dimension_numbers(lhs_shape, rhs_shape, dimension_numbers)
+    if isinstance(padding, str):
+        if any(d != 1 for d in lhs_dil):
+            raise ValueError("padding: string padding with lhs_dilation is not supported (as lax); give (lo, hi) pairs")
+        kshape = [rhs_shape[d] for d in dn.rhs_spec[2:]]
+        eff = [(k - 1) * r + 1 for k, r in zip(kshape, rhs_dil)]
+        pads = lax.padtype_to_pads([lhs_shape[d] for d in dn.lhs_spec[2:]], eff, strides, padding)
+    else:
+        pads = padding
+    pads = tuple((int(lo), int(hi)) for lo, hi in pads)
+    out = jax.eval_shape(
+        lambda a, b: lax.conv_general_dilated(a, b, strides, pads, lhs_dil, rhs_dil, dn, feature_group_count,
+                                              batch_group_count),
+        jax.ShapeDtypeStruct(lhs_shape, _F32), jax.ShapeDtypeStruct(rhs_shape, _F32))
+    return _Conv(tuple(lhs_shape), tuple(rhs_shape), tuple(out.shape), strides, pads, lhs_dil, rhs_dil,
+                 tuple(dn.lhs_spec), tuple(dn.rhs_spec), tuple(dn.out_spec), int(feature_group_count),
+                 int(batch_group_count))
+
+
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                          dimension_numbers=None, feature_group_count=1, batch_group_count=1, cfg: DotConfig = None, *,
                          key=None, precision=None, preferred_element_type=None, out_sharding=None):
@@ -1291,37 +1514,23 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     of G with W; ``drhs`` dW = the correlation of X with G. With ``accumulator=None`` each is the
     XLA convolution at ``Precision.HIGHEST`` (the backward ones are what ``jax.vjp`` of
     ``lax.conv_general_dilated`` computes). With an emulated accumulator they are matmuls through
-    :func:`emul_jax.accumulate.matmul` (``batch_group_count == 1``): forward over im2col columns
-    (reduction: input channel outermost, then the kernel taps in C order, as :func:`emul.conv2d`);
-    dX as the convolution of G (dilated by the strides) with the flipped kernel, reduction over
-    output channels then taps; dW over (sample, output position), sample outermost. Padding and
-    dilation holes contribute +0 products like any other step.
+    :func:`emul_jax.accumulate.matmul`: forward over im2col columns (reduction: input channel
+    outermost, then the kernel taps in C order, as :func:`emul.conv2d`); dX as the convolution of
+    G (dilated by the strides) with the flipped kernel, reduction over output channels then taps;
+    dW over (sample, output position), sample outermost. Padding and dilation holes contribute +0
+    products like any other step. ``batch_group_count`` g > 1: lax's groups are g runs of N/g
+    consecutive samples, group i feeding output features i·O/g … (i+1)·O/g − 1; the three GEMMs
+    are those of the equivalent convolution with g feature groups of x' (N/g, g·C, …),
+    x'[n, i·C + c] = x[i·N/g + n, c] (so dW sums over the N/g samples of a group, sample
+    outermost). A non-identity accumulator STE (``"immediate"``, ``"recursive"``) gives the
+    gradients the dot_general STE gives for the forward's im2col GEMM (the weight matrix of each
+    group broadcast over the samples, times the im2col columns, batched over (sample, group)),
+    mapped back to X and W by the transposes of im2col and of the broadcast.
     """
     del precision
     _check_cfg(cfg)
     lhs = _float_operand(lhs, "lhs")
     rhs = _float_operand(rhs, "rhs")
-    nsp = lhs.ndim - 2
-    if nsp < 0 or rhs.ndim != lhs.ndim:
-        raise ValueError(f"conv_general_dilated: lhs and rhs need the same rank >= 2, got {lhs.shape} and {rhs.shape}")
-    strides = tuple(int(s) for s in window_strides)
-    lhs_dil = (1,) * nsp if lhs_dilation is None else tuple(int(d) for d in lhs_dilation)
-    rhs_dil = (1,) * nsp if rhs_dilation is None else tuple(int(d) for d in rhs_dilation)
-    dn = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
-    if isinstance(padding, str):
-        if any(d != 1 for d in lhs_dil):
-            raise ValueError("padding: string padding with lhs_dilation is not supported (as lax); give (lo, hi) pairs")
-        kshape = [rhs.shape[d] for d in dn.rhs_spec[2:]]
-        eff = [(k - 1) * r + 1 for k, r in zip(kshape, rhs_dil)]
-        pads = lax.padtype_to_pads([lhs.shape[d] for d in dn.lhs_spec[2:]], eff, strides, padding)
-    else:
-        pads = padding
-    pads = tuple((int(lo), int(hi)) for lo, hi in pads)
-    out = jax.eval_shape(
-        lambda a, b: lax.conv_general_dilated(a, b, strides, pads, lhs_dil, rhs_dil, dn, feature_group_count,
-                                              batch_group_count),
-        jax.ShapeDtypeStruct(lhs.shape, _F32), jax.ShapeDtypeStruct(rhs.shape, _F32))
-    kind = _Conv(tuple(lhs.shape), tuple(rhs.shape), tuple(out.shape), strides, pads, lhs_dil, rhs_dil,
-                 tuple(dn.lhs_spec), tuple(dn.rhs_spec), tuple(dn.out_spec), int(feature_group_count),
-                 int(batch_group_count))
+    kind = _conv_kind(lhs.shape, rhs.shape, window_strides, padding, lhs_dilation, rhs_dilation,
+                      dimension_numbers, feature_group_count, batch_group_count)
     return _call(kind, cfg, lhs, rhs, key, preferred_element_type, out_sharding)

@@ -11,7 +11,11 @@ What is shown here:
   the forward equals ``emul.conv2d`` bit for bit;
 - the 8-bit SR output gradient and MVUE gradients are unbiased: over many keys their mean falls
   within 6 standard errors of the float32 gradient at every element; top-n gradients do not;
-- the STE variants of the accumulator on a hand-worked example (swamping, saturation);
+- the STE variants of the accumulator on a hand-worked example (swamping, saturation); the
+  pairwise order's STE against a NumPy replay of the tree; a convolution's STE equals the
+  dot_general STE of its explicit im2col GEMM bit for bit;
+- batch groups with emulated accumulators: the lax geometry, and the forward equals emul.conv2d
+  per group bit for bit;
 - one jit compilation across steps; keys checked with ``jax_debug_key_reuse``;
 - a replay: forward and backward of a small dense layer (SR, absmax scaling, MVUE, e4m7 chunked and
   sequential accumulators with SR) reproduced in NumPy with ``emul`` from the same keys, bit for bit;
@@ -183,7 +187,7 @@ WIDE = DotConfig(fwd=GemmSpec(accumulator=Accumulator(format="fp32")),
                  drhs=GemmSpec(accumulator=Accumulator(format="fp32")))
 
 
-@pytest.mark.parametrize("case", [0, 1, pytest.param(2, marks=pytest.mark.slow),
+@pytest.mark.parametrize("case", [0, 1, 3, pytest.param(2, marks=pytest.mark.slow),
                                   pytest.param(4, marks=pytest.mark.slow)])
 def test_emulated_conv_has_the_lax_geometry(case):
     ls, rs, st, pad, ld, rd, dn, fgc, bgc = CONVS[case]
@@ -213,6 +217,59 @@ def test_emulated_conv_forward_equals_core_conv2d():
                        key=kd)
     assert_bits(y, want)
 
+
+
+@pytest.mark.parametrize("backward", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_emulated_conv_batch_groups_equal_core(backward):
+    """batch_group_count=2 with e4m7 chunked SR accumulators: output features 3g … 3g+2 are
+    emul.conv2d of samples 2g, 2g+1 with those filters, each output element with its own words of
+    the call's stream; (slow) dW of group g is emul.matmul of G[:, 3g:3g+3] with those samples'
+    im2col columns over (sample, position), sample outermost."""
+    x = emul.quantize(normal(75, (4, 2, 5, 5)), "e4m3fn")
+    w = emul.quantize(normal(76, (6, 2, 3, 3)), "e4m3fn")
+    ct = emul.quantize(normal(77, (2, 6, 5, 3)), "e4m3fn")
+    acc = Accumulator(format="e4m7", order="chunked", chunk=5, rounding="stochastic", sr_bits=12)
+    cfg = DotConfig(fwd=GemmSpec(accumulator=acc), drhs=GemmSpec(accumulator=acc if backward else None))
+    f = lambda a, b: emul_jax.conv_general_dilated(a, b, (1, 2), ((1, 1), (1, 1)), batch_group_count=2,  # noqa: E731
+                                                   cfg=cfg, key=jax.random.key(12))
+    y, _, dw = _vjp_jit(f, x, w, ct) if backward else (jax.jit(f)(x, w), None, None)
+    kd = np.asarray(jax.random.key_data(jax.random.key(12)))
+    sk = lambda g: emul.random.fold_in(emul.random.fold_in(kd, g), ops.ACC)  # noqa: E731
+    kw = dict(order="chunked", chunk=5, rounding="stochastic", sr_bits=12)
+    u = emul.random.bits(sk(ops.FWD), (2, 6, 5, 3, emul.accumulate.sr_steps(18, "chunked", 5))) >> np.uint32(20)
+    want = [emul.conv2d(x[2 * g:2 * g + 2], w[3 * g:3 * g + 3], "e4m7", stride=(1, 2), padding=1,
+                        random_bits=u[:, 3 * g:3 * g + 3], **kw) for g in range(2)]
+    assert_bits(y, np.concatenate(want, axis=1))
+    if not backward:
+        return
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    cols = np.stack([xp[:, :, i:i + 5, j:j + 5:2] for i in range(3) for j in range(3)], axis=2).reshape(4, 18, 15)
+    t = emul.accumulate.sr_steps(30, "chunked", 5)
+    u = emul.random.bits(sk(ops.DRHS), (6, 18, t)) >> np.uint32(20)
+    for g in range(2):
+        a = ct[:, 3 * g:3 * g + 3].reshape(2, 3, 15).transpose(1, 0, 2).reshape(3, 30)
+        b = cols[2 * g:2 * g + 2].transpose(0, 2, 1).reshape(30, 18)
+        got = np.asarray(dw)[3 * g:3 * g + 3].reshape(3, 18)
+        assert_bits(got, emul.matmul(a, b, "e4m7", random_bits=u[3 * g:3 * g + 3], **kw))
+
+
+@pytest.mark.slow
+def test_batch_group_ste_is_the_feature_group_ste():
+    """batch_group_count=2 (NHWC) with a recursive-STE pairwise accumulator: forward and VJP equal
+    bit for bit those of the convolution of the batch reshaped into 2 feature groups (x')."""
+    x, w = normal(78, (4, 5, 5, 2), 4.0), normal(79, (3, 3, 2, 6))
+    dn, st, pad = ("NHWC", "HWIO", "NHWC"), (1, 2), ((1, 1), (0, 1))
+    cfg = DotConfig(fwd=GemmSpec(accumulator=Accumulator(format="e4m3", overflow="saturate", order="pairwise",
+                                                         ste="recursive")))
+    kind = ops._conv_kind(x.shape, w.shape, st, pad, None, None, dn, 1, 2)
+    f = lambda a, b: emul_jax.conv_general_dilated(a, b, st, pad, dimension_numbers=dn,  # noqa: E731
+                                                   batch_group_count=2, cfg=cfg)
+    g = lambda a, b: emul_jax.conv_general_dilated(kind.to_features(a), b, st, pad,  # noqa: E731
+                                                   dimension_numbers=("NCHW", "HWIO", "NHWC"), feature_group_count=2,
+                                                   cfg=cfg)
+    ct = normal(80, (2, 5, 2, 6))
+    for a, b in zip(_vjp_jit(f, x, w, ct), _vjp_jit(g, x, w, ct)):
+        assert_bits(a, b)
 
 # -- unbiasedness: SR and MVUE gradients over many keys ----------------------------------------------
 
@@ -322,6 +379,101 @@ def test_recursive_ste_chunked_and_sr_runs():
     # e4m7 holds these sums without overflow or swamping of whole products: close to identity STE
     np.testing.assert_allclose(dx, np.ones((4, 3)) @ w.T, rtol=0.05, atol=0.05)
     assert np.isfinite(dw).all()
+
+
+def _np_tree_weights(x, w, fmt, ste, words, **kw):
+    """The pairwise STE replayed in NumPy for one output x · w (x, w: (K,)): d S / d p_k (K,).
+    The tree as docs/accumulators.md defines it (pairs (2i, 2i+1) level by level, an odd last node
+    passing up, then the step adding the root to +0), step t rounding with words[t]; e4m3fn
+    operands keep every exact sum exact in float64."""
+    big = float(emul.format(fmt).max)
+    q = lambda v, t: float(emul.quantize(np.float64(v), fmt, random_bits=words[t], **kw))  # noqa: E731
+    wt = np.ones(len(x))
+    nodes = [(float(a) * float(b), [k], True) for k, (a, b) in enumerate(zip(x, w))]
+    t = 0
+    while len(nodes) > 1:
+        pairs = []
+        for i in range(0, len(nodes) - 1, 2):
+            pairs.append(_np_tree_step(nodes[i], nodes[i + 1], t, q, big, wt, ste))
+            t += 1
+        nodes = pairs + nodes[len(nodes) - len(nodes) % 2:]
+    _np_tree_step((0.0, [], False), nodes[0], t, q, big, wt, ste)
+    return wt
+
+
+def _np_tree_step(a, b, t, q, big, wt, ste):
+    """One step n = Q(a + b) with word t; multiplies the weights of a's and b's products by their
+    factors (immediate: only for an operand that is a product itself). Returns the node."""
+    s = a[0] + b[0]
+    new = q(s, t)
+    over = not np.isfinite(new) or abs(float(np.float32(s))) > big
+    for (v, ks, leaf), other in ((a, b), (b, a)):
+        f = 0.0 if over or (v != 0 and new == q(other[0], t)) else 1.0
+        if ste == "recursive" or leaf:
+            wt[ks] *= f
+    return (new, a[1] + b[1], False)
+
+
+def _vjp_jit(f, x, w, ct):
+    """(y, dx, dw) of f at (x, w) with cotangent ct, in one jax.jit (one compilation)."""
+    return jax.jit(lambda a, b, c: (lambda y, v: (y,) + v(c))(*jax.vjp(f, a, b)))(x, w, ct)
+
+
+@pytest.mark.parametrize("ste", ["recursive", pytest.param("immediate", marks=pytest.mark.slow)])
+def test_pairwise_ste_replays_in_numpy(ste):
+    """Pairwise order (K = 5: an odd node passing up), e4m3 saturating SR accumulator: the STE
+    weights equal a NumPy replay of the tree bit for bit, and so do the gradients (exact sums)."""
+    x = emul.quantize(normal(120, (2, 5), 6.0), "e4m3fn")
+    w = emul.quantize(normal(121, (5, 3), 4.0), "e4m3fn")
+    acc = Accumulator(format="e4m3", overflow="saturate", rounding="stochastic", sr_bits=5, order="pairwise", ste=ste)
+    cfg = DotConfig(fwd=GemmSpec(accumulator=acc))
+    f = lambda a, b: emul_jax.dot_general(a, b, DN, cfg, key=jax.random.key(8))  # noqa: E731
+    y, dx, dw = _vjp_jit(f, x, w, np.ones((2, 3), F32))
+    kd = emul.random.fold_in(emul.random.fold_in(np.asarray(jax.random.key_data(jax.random.key(8))), ops.FWD),
+                             ops.ACC)
+    words = emul.random.bits(kd, (2, 3, 5)) >> np.uint32(27)
+    kw = dict(rounding="stochastic", sr_bits=5, overflow="saturate")
+    want = np.stack([[_np_tree_weights(x[m], w[:, n], "e4m3", ste, words[m, n], **kw) for n in range(3)]
+                     for m in range(2)])
+    assert 0 < want.sum() < want.size  # some products cut, some not
+    assert_bits(dx, np.einsum("mnk,kn->mk", want.astype(np.float64), w).astype(F32))
+    assert_bits(dw, np.einsum("mnk,mk->kn", want.astype(np.float64), x).astype(F32))
+    assert np.isfinite(np.asarray(y)).all()
+
+
+CONV_STE = {  # the accumulator of the conv-vs-im2col test, by order
+    "pairwise": dict(order="pairwise", ste="recursive"),
+    "chunked": dict(order="chunked", chunk=5, rounding="stochastic", sr_bits=6, ste="recursive"),
+    "sequential": dict(order="sequential", ste="immediate"),
+}
+
+
+@pytest.mark.parametrize("order", ["pairwise", pytest.param("chunked", marks=pytest.mark.slow),
+                                   pytest.param("sequential", marks=pytest.mark.slow)])
+def test_conv_ste_equals_dot_ste_on_im2col(order):
+    """conv_general_dilated (strides, asymmetric padding, kernel dilation, 2 feature groups) with a
+    non-identity STE e4m3 saturating accumulator: forward and VJP equal, bit for bit, those of
+    dot_general on the explicit im2col GEMM (weights broadcast over the samples, batched over
+    (sample, group)), whose columns are lax.conv_general_dilated_patches'."""
+    x, w = normal(130, (2, 4, 6, 5), 4.0), normal(131, (4, 2, 3, 2))
+    st, pad, rd, fgc = (2, 1), ((1, 0), (1, 1)), (1, 2), 2
+    acc = Accumulator(format="e4m3", overflow="saturate", **CONV_STE[order])
+    cfg = DotConfig(fwd=GemmSpec(accumulator=acc))
+    key = (lambda: jax.random.key(9)) if acc.stochastic else (lambda: None)  # noqa: E731
+    conv = lambda a, b: emul_jax.conv_general_dilated(a, b, st, pad, rhs_dilation=rd,  # noqa: E731
+                                                      feature_group_count=fgc, cfg=cfg, key=key())
+    dot, wf, xf, yf, y_from = ops._conv_kind(x.shape, w.shape, st, pad, None, rd, None, fgc, 1).im2col_gemm()
+    ref = lambda a, b: y_from(emul_jax.dot_general(wf(b), xf(a), dot.dn, cfg, key=key()))  # noqa: E731
+    patches = lax.conv_general_dilated_patches(x, (3, 2), st, pad, rhs_dilation=rd, precision=lax.Precision.HIGHEST)
+    assert_bits(xf(x).reshape(2, 24, -1), patches.reshape(2, 24, -1))
+    ct = normal(132, (2, 4, 3, 5))
+    got, want = jax.jit(lambda a, b, c: (_vjp_jit(conv, a, b, c), _vjp_jit(ref, a, b, c)))(x, w, ct)
+    for g, r in zip(got, want):
+        assert_bits(g, r)
+    # the estimator is not the identity here: saturation and swamping cut some products
+    _, vjp_id = jax.vjp(lambda a, b: lax.conv_general_dilated(a, b, st, pad, rhs_dilation=rd, feature_group_count=fgc,
+                                                              precision=lax.Precision.HIGHEST), x, w)
+    assert not np.allclose(vjp_id(ct)[1], got[2], rtol=1e-3, atol=1e-3)
 
 
 # -- transposable weights and bifurcation -------------------------------------------------------------
