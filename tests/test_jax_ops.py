@@ -384,10 +384,14 @@ def test_recursive_ste_chunked_and_sr_runs():
 def _np_tree_weights(x, w, fmt, ste, words, **kw):
     """The pairwise STE replayed in NumPy for one output x · w (x, w: (K,)): d S / d p_k (K,).
     The tree as docs/accumulators.md defines it (pairs (2i, 2i+1) level by level, an odd last node
-    passing up, then the step adding the root to +0), step t rounding with words[t]; e4m3fn
-    operands keep every exact sum exact in float64."""
-    big = float(emul.format(fmt).max)
-    q = lambda v, t: float(emul.quantize(np.float64(v), fmt, random_bits=words[t], **kw))  # noqa: E731
+    passing up, then the step adding the root to +0), step t rounding with words[t] by the golden
+    model (``reference``; no compiled kernel); e4m3fn operands keep every exact sum exact in
+    float64."""
+    import reference
+
+    fmt = emul.format(fmt)
+    big = float(fmt.max)
+    q = lambda v, t: float(reference.quantize(float(v), fmt, u=int(words[t]), **kw))  # noqa: E731
     wt = np.ones(len(x))
     nodes = [(float(a) * float(b), [k], True) for k, (a, b) in enumerate(zip(x, w))]
     t = 0
