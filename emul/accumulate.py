@@ -785,8 +785,8 @@ def _rowwise(a, b, acc, axis, product, product_rounding, rounding, overflow, ord
     (or when a product is not exact in binary64) as a batched matmul of 1 x K by K x 1."""
     if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
         raise TypeError(f"axis={axis!r}: must be an int (or None for matmul's shape rules)")
-    a = numeric_array(a, "a")
-    b = numeric_array(b, "b")
+    a = _operand_array(a, "a")
+    b = _operand_array(b, "b")
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"dot(axis={axis}): operands must have at least one dimension (got shapes {a.shape} and "
                          f"{b.shape})")
@@ -797,8 +797,9 @@ def _rowwise(a, b, acc, axis, product, product_rounding, rounding, overflow, ord
     if not -len(shape) <= axis < len(shape):
         raise ValueError(f"axis={axis}: out of range for operands of {len(shape)} dimension(s) (shape {shape})")
     out_dtype_f32 = a.dtype == np.float32 and b.dtype == np.float32
-    a = np.moveaxis(np.broadcast_to(a, shape), axis, -1)
-    b = np.moveaxis(np.broadcast_to(b, shape), axis, -1)
+    # broadcast only where needed: a broadcast view is read-only, and the kernels take writeable arrays
+    a = np.moveaxis(a if a.shape == shape else np.broadcast_to(a, shape), axis, -1)
+    b = np.moveaxis(b if b.shape == shape else np.broadcast_to(b, shape), axis, -1)
     out_shape, k = a.shape[:-1], a.shape[-1]
     rows = int(np.prod(out_shape, dtype=np.int64))
     cfg = _Config(acc, product, product_rounding, rounding, overflow, order, chunk, outer, sr_bits, sr_method)
@@ -827,6 +828,8 @@ def _rowwise(a, b, acc, axis, product, product_rounding, rounding, overflow, ord
 
     r = _rowwise_float(a, b, cfg, init, out_shape, rows, k, T, seed, key, random_bits, (
         acc, product, product_rounding, rounding, overflow, order, chunk, outer, sr_bits, sr_method)) if rows and k else None
+    if r is None and rows and k:
+        r = _rowwise_fixed(a, b, cfg, init, out_shape, rows, k, T, seed, key, random_bits)
     if r is None:  # the batched general path: 1 x K by K x 1 per row
         r = _matmul(a[..., None, :], b[..., :, None], acc, product, product_rounding, rounding, overflow, order,
                     chunk, outer, inits(out_shape + (1, 1)), seed, key, words(out_shape + (1, 1)), sr_bits,
@@ -837,14 +840,21 @@ def _rowwise(a, b, acc, axis, product, product_rounding, rounding, overflow, ord
     return r if r.ndim else r[()]
 
 
+def _operand_array(x, name) -> np.ndarray:
+    """numeric_array, but integer arrays of up to 32 bits kept as they are (no int64 copy)."""
+    if isinstance(x, np.ndarray) and _small_int(x):
+        return x.astype(x.dtype.newbyteorder("="), copy=False)
+    return numeric_array(x, name)
+
+
 def _rows_f64(x, rows, k):
     """A (..., K) operand as a row-major (rows, K) float64 array, exactly; None for integers
     beyond 2**53."""
     if x.dtype.kind == "f":
         x = exact_float64(np.ascontiguousarray(x))
-    elif x.size and not (-(1 << 53) <= int(x.min()) and int(x.max()) <= 1 << 53):
+    elif x.dtype.itemsize == 8 and x.size and not (-(1 << 53) <= int(x.min()) and int(x.max()) <= 1 << 53):
         return None
-    return np.ascontiguousarray(x, np.float64).reshape(rows, k)
+    return _kernel_arg(np.ascontiguousarray(x, np.float64).reshape(rows, k))
 
 
 def _rowwise_float(a, b, cfg, init, out_shape, rows, k, T, seed, key, random_bits, args):
@@ -888,6 +898,69 @@ def _rowwise_float(a, b, cfg, init, out_shape, rows, k, T, seed, key, random_bit
                                        rounding, overflow, order, chunk, outer, sub_init, None, None, sub_words,
                                        sr_bits, sr_method)).reshape(-1)
     return out
+
+
+def _rows_fixed(x, rows, k):
+    """A (..., K) operand as a row-major (rows, K) array for RW.rowwise_fixed: integers within
+    2**53 as they are (the kernel converts them), the rest as float64 (exactly); None beyond."""
+    if x.dtype.kind in "iu" and x.dtype.itemsize <= 8:
+        if x.dtype.itemsize == 8 and x.size and not (-(1 << 53) <= int(x.min()) and int(x.max()) <= 1 << 53):
+            return None
+        return _kernel_arg(np.ascontiguousarray(x).reshape(rows, k))
+    if x.dtype.kind == "b":
+        return _kernel_arg(np.ascontiguousarray(x, np.int8).reshape(rows, k))
+    return _rows_f64(x, rows, k)
+
+
+def _rowwise_fixed(a, b, cfg, init, out_shape, rows, k, T, seed, key, random_bits):
+    """Row-wise dot products with fixed-point accumulators on RW.rowwise_fixed: the conditions and
+    the lanes (float32, float64, int16) of the matmul's fixed-point path (:func:`_plan` on the
+    rows as a batch of 1 x K by K x 1), rows side by side; a wrapping accumulator as the exact sum
+    wrapped once where that sum fits the lanes. None when that path does not apply."""
+    fmts = [cfg.acc] + ([cfg.outer] if cfg.order == "chunked" else [])
+    if not all(isinstance(f, FixedFormat) for f in fmts):
+        return None
+    A, B = _rows_fixed(a, rows, k), _rows_fixed(b, rows, k)
+    if A is None or B is None:
+        return None
+    _Words.of(cfg, out_shape + (T,), seed, key, random_bits)  # validates the SR arguments (steps are exact)
+    init_codes = _kernel_arg(_init_codes(init, cfg, out_shape))
+    ints = (A.dtype.kind in "iu", B.dtype.kind in "iu")
+    A3, B3 = A.reshape(rows, 1, k), B.reshape(rows, k, 1)
+    idx = np.arange(rows, dtype=np.int64)
+    job = _Job(cfg, A3, B3, idx, idx, 1, 1, k, init_codes, None, T)
+    # integer operands: their scan is max |x| alone (_Scan of integers), for any integer dtype
+    job.scans = tuple(_Scan(np.zeros(0, np.int32), True, max(-int(x.min()), int(x.max()))) if i
+                      else _Scan(x.reshape(-1)) for i, x in zip(ints, (A, B)))
+    plan = _plan(job)
+    if not isinstance(plan, _FixedPlan):
+        return None
+    dt, fu = plan.dtype, plan.fu
+    qa = 0 if plan.sa.zero else plan.sa.low
+    ra, ro = plan._range(cfg.acc, cfg.ovf), plan._range(cfg.outer, cfg.outer_ovf)
+    init_units = np.ldexp(_values(init_codes, cfg.final), fu)
+    wrap = cfg.ovf == Overflow.WRAP and (cfg.order != "chunked" or (cfg.outer == cfg.acc and cfg.outer_ovf == cfg.ovf))
+    sum_only = False
+    if wrap:  # the exact total in the narrowest lanes that hold it (else the per-step wrap)
+        total = k * float(plan.amax) * float(plan.bmax) + float(np.abs(init_units).max())
+        for lanes, limit in _LANES:
+            if total < limit:
+                dt, sum_only = lanes, True
+                break
+    if ints[0] and qa == 0:
+        Al = A
+    else:
+        Al = _kernel_arg(np.ldexp(A.astype(np.float64), -qa).astype(dt))
+    limit = {np.int16: 2**15, np.float32: 2**24, np.float64: 2**53}[dt]
+    if ints[1] and 0 <= fu + qa and 2**(fu + qa) < limit:
+        Bl, scale = B, dt(2 ** (fu + qa))  # B * 2**(fu + qa) formed in the kernel, exactly
+    else:
+        Bl, scale = _kernel_arg(np.ldexp(B.astype(np.float64), fu + qa).astype(dt)), dt(1)
+    out = np.empty(rows, np.float64)
+    with _threads_for(rows * k, "fixed"):
+        RW.rowwise_fixed(Al, Bl, scale, _kernel_arg(init_units.astype(dt)), ORDERS.index(cfg.order), cfg.chunk,
+                         np.array(ra, np.float64), np.array(ro, np.float64), sum_only, out)
+    return np.ldexp(out, -fu) if fu else out
 
 
 def _pair(v, name):

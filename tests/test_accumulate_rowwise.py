@@ -136,3 +136,109 @@ def test_rowwise_kernel_equals_per_row_dot(acc, kw, k):
     got = emul.dot(a, b, acc, axis=-1, **kw)
     want = _per_row(a, b, acc, kw)
     assert np.array_equal(got.view(np.uint64), np.asarray(want, np.float64).view(np.uint64))
+
+
+@pytest.mark.parametrize("k", [1, 3, 700])
+def test_rowwise_kernel_crosses_the_row_major_passes(k):
+    """K beyond one row-major pass of the float kernel (TB = 512 products), chunks that straddle
+    it, SR words across it: the same bits as the 1-D dot of each row."""
+    r = np.random.default_rng(k)
+    a = emul.quantize(r.standard_normal((40, k)) * 4, "e4m3fn")
+    b = emul.quantize(r.standard_normal((40, k)), "e4m3fn")
+    for acc, kw in (("e4m7", {}), ("fp16", {"order": "chunked", "chunk": 100}),
+                    ("bf16", {"rounding": "stochastic", "sr_bits": 8, "seed": 7})):
+        got = emul.dot(a, b, acc, axis=-1, **kw)
+        want = _per_row(a, b, acc, kw)
+        assert np.array_equal(got.view(np.uint64), np.asarray(want, np.float64).view(np.uint64)), (acc, kw)
+
+
+def _batched(a, b, acc, kw):
+    """The batched matmul path (1 x K by K x 1 per row) that fixed-point row-wise dots used before."""
+    kw = dict(kw)
+    if "init" in kw:
+        kw["init"] = np.broadcast_to(kw["init"], a.shape[:1]).reshape(-1, 1, 1)
+    return np.asarray(emul.matmul(a[:, None, :], b[:, :, None], acc, **kw), np.float64).reshape(-1)
+
+
+FIXED_CASES = [  # the default run shares its kernel specialisations with CASES above
+    (I8, I8B, "fx<12,0>", {"overflow": "saturate"}),  # int16 lanes
+    (I8, I8B, "int12", {"overflow": "wrap"}),  # the exact sum, wrapped once
+    (I8, I8B, "int12", {"overflow": "wrap", "order": "pairwise"}),
+    (I8, I8B, "int16", {"overflow": "saturate_zero", "order": "pairwise"}),
+    (I8, I8B, "int12", {"overflow": "wrap_sign_magnitude"}),
+    (I8, I8B, "fx<20,8>", {"overflow": "saturate_symmetric", "order": "chunked", "chunk": 7}),
+    (I8, I8B, "fx<16,6>", {"overflow": "wrap", "order": "chunked", "chunk": 7, "outer": "fx<24,8>"}),
+]
+SLOW_FIXED_CASES = [
+    (I8.astype(np.int8), I8B.astype(np.int8), "fx<20,8>", {"overflow": "saturate", "init": np.arange(45) - 20.5}),
+    (I8.astype(np.int16), I8B.astype(np.int8), "int12", {"overflow": "saturate", "init": -2048}),
+    (E4 * 2.0**16, E4B * 2.0**16, "fx<50,4>", {"overflow": "saturate"}),  # float64 lanes
+    (E4 * 2.0**16, E4B * 2.0**16, "int48", {"overflow": "wrap"}),  # the exact sum in float64
+    (I8, E4B, "fx<24,12>", {"overflow": "saturate_zero", "order": "chunked", "chunk": 600, "outer": "fx<24,12>"}),
+    (E4 * 32, E4B * 32, "ufx<14,8>", {"overflow": "wrap"}),  # float operands, scaled (products on the lsb grid)
+    (E4 * 32, E4B * 32, "fx<20,8>", {"overflow": "saturate_symmetric", "order": "chunked", "chunk": 7}),
+    (E4 * 64, E4B * 64, "fx<16,6>", {"overflow": "wrap", "order": "chunked", "chunk": 7, "outer": "fx<24,8>"}),
+    (I8, I8B, "fx<12,0>", {"overflow": "saturate", "rounding": "stochastic", "sr_bits": 4, "seed": 1}),
+]
+
+
+def _fixed_rows(a, b, k, rows=45):
+    reps = -(-k // a.shape[1])
+    a, b = np.tile(a, (5, reps))[:rows, :k], np.tile(b, (5, reps))[:rows, :k]
+    a, b = a.copy(), b.copy()
+    a[3] = a[3].max()  # a row of max·max: saturates and stays there
+    b[3] = b[3].max()
+    b[4] = -b[4]
+    return a, b
+
+
+def _check_fixed(a, b, acc, kw, k):
+    a, b = _fixed_rows(a, b, k)
+    if "init" in kw and np.ndim(kw["init"]):
+        kw = {**kw, "init": kw["init"][: a.shape[0]]}
+    got = emul.dot(a, b, acc, axis=-1, **kw)
+    want = _batched(a, b, acc, kw)
+    assert np.array_equal(np.asarray(got, np.float64).view(np.uint64), want.view(np.uint64)), (acc, kw, k)
+
+
+@pytest.mark.parametrize("a, b, acc, kw", FIXED_CASES, ids=[f"{c[2]}-{i}" for i, c in enumerate(FIXED_CASES)])
+@pytest.mark.parametrize("k", [1, 3, 700])
+def test_fixed_rowwise_kernel_equals_batched_path(a, b, acc, kw, k):
+    """Fixed-point accumulators on emul/_kernels/rowwise.py's rowwise_fixed against the batched
+    matmul path, bit for bit: saturating (int16 and float32 lanes), wrapping (the exact sum
+    wrapped once, or per step), every order, 45 rows (two lane blocks), K across a row-major pass."""
+    _check_fixed(a, b, acc, kw, k)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("a, b, acc, kw", SLOW_FIXED_CASES, ids=[f"{c[2]}-{i}" for i, c in enumerate(SLOW_FIXED_CASES)])
+@pytest.mark.parametrize("k", [1, 2, 33, 700])
+def test_fixed_rowwise_kernel_sweep(a, b, acc, kw, k):
+    """More dtypes (int8/int16 operands passed as they are), float64 lanes, init per row, mixed
+    operands, SR (exact steps: the words do not matter)."""
+    _check_fixed(a, b, acc, kw, k)
+
+
+def test_fixed_rowwise_uses_the_kernel_and_any_thread_count(monkeypatch):
+    """The fixed path runs rowwise_fixed (not the batched fallback) and gives the same bits on one
+    thread and on two."""
+    import numba
+
+    import emul.accumulate as ac
+
+    calls = []
+    real = ac._rowwise_fixed
+    monkeypatch.setattr(ac, "_rowwise_fixed", lambda *args: calls.append(1) or real(*args))
+    monkeypatch.setitem(ac._PARALLEL_WORK, "fixed", 0)
+    monkeypatch.setattr(ac, "_busy", lambda: False)
+    a, b = _fixed_rows(I8, I8B, 700, rows=100)
+    got = {}
+    for threads in (1, 2):
+        with_threads = min(threads, numba.config.NUMBA_NUM_THREADS)
+        numba.set_num_threads(with_threads)
+        try:
+            got[threads] = emul.dot(a, b, "fx<12,0>", axis=-1, overflow="saturate")
+        finally:
+            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    assert calls and np.array_equal(got[1], got[2])
+    assert np.array_equal(got[1], _batched(a, b, "fx<12,0>", {"overflow": "saturate"}))

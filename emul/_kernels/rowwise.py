@@ -5,13 +5,15 @@ conditions and proofs; only the data layout differs from the matmul kernels. Row
 (R x K, float64, row-major) is output element r and uses SR words ``r * T + t`` in the order of
 its steps (emul/accumulate.py's layout; words as in emul/_kernels/sr_accumulate.py).
 
-* sequential and chunked: LANES rows side by side; each tile of TK products of those rows is
-  formed into a (TK, LANES) block (the transposition happens in L1) and the steps run over the
-  lanes, as the matmul kernels run over an output row.
+* sequential and chunked: LANES rows side by side. Their products are formed row by row, TB at a
+  time, into a (LANES, TB) block (contiguous reads, in L2), which is transposed tile by tile into
+  (TK, LANES) (in L1, 8 x 8 blocks); the steps run over the lanes, as the matmul kernels run over
+  an output row. Indices are unsigned so that Numba emits no negative-index wraparound (which
+  keeps LLVM from vectorising the loops).
 * pairwise: one row at a time, each tree level vectorised over its pairs (ping-pong buffers);
   a level's SR words are consecutive, so they are read (or generated) contiguously.
 
-Products are formed here and checked exact, from bits: both operands 0 or with exponent fields
+Products are formed here and checked exact, from bits, in the same pass: both operands 0 or with exponent fields
 in [2**-400, 2**500) (so every product is 0 or normal, and its rounding error, a multiple of
 2**-904, is 0 or normal) and the FMA residual x*y - fl(x*y) zero. The kernels return False when
 some product fails (the caller then takes the exact general path); results of non-finite rows
@@ -21,13 +23,15 @@ are flagged in ``bad`` for the caller to recompute with the general kernel. TwoS
 import numpy as np
 from numba import njit, prange
 
-from .fast_accumulate import (_ABS, _ROW_EHI, _ROW_ELO, _U0, F_DOWN, F_SR, F_SRBITS, F_SRCMP, _f2u, _fma, _step,
-                              _unpack, _unpack_rne, fround)
+from .fast_accumulate import (_ABS, _ROW_EHI, _ROW_ELO, _U0, F_DOWN, F_SR, F_SRBITS, F_SRCMP, RULE_SAT, _f2u, _fma,
+                              _step, _unpack, _unpack_rne, fround, xstep)
 from .threefry import threefry2x32
 
 LANES = 32  # rows side by side (sequential, chunked)
-TK = 128  # products per row and tile
+TK = 128  # products per row and tile of steps (a (TK, LANES) tile in L1)
+TB = 512  # products per row formed in one row-major pass (a (LANES, TB) block in L2)
 _U32 = np.uint32
+_UI = np.uint64
 
 
 @njit(inline="always")
@@ -47,6 +51,61 @@ def _word(w, k0, k1, shift, gen, u):
         y0, y1 = threefry2x32(k0, k1, _U32(w >> 32), _U32(w & 0xFFFFFFFF))
         return _U32(y0 ^ y1) >> shift
     return _U32(u[w])
+
+
+@njit(inline="always")
+def _products_f64(A, B, r0, n, T0, nq, P):
+    """P[j, q] = A[r0 + j, T0 + q] * B[r0 + j, T0 + q] for j < n, q < nq, row by row (contiguous
+    reads); returns how many of those products are not exact (:func:`_exact`). Unsigned indices
+    throughout: a signed index makes Numba emit a negative-index wraparound per access, which
+    keeps LLVM from vectorising these loops."""
+    unfit = 0
+    for j in range(n):
+        rr = _UI(r0 + j)
+        for q in range(nq):
+            kk = _UI(T0 + q)
+            x = A[rr, kk]
+            y = B[rr, kk]
+            unfit += 0 if _exact(x, y) else 1
+            P[_UI(j), _UI(q)] = x * y
+    return unfit
+
+
+@njit(inline="always")
+def _products_lanes(A, B, scale, r0, n, T0, nq, P):
+    """_products_f64 for rowwise_fixed: products as exact integers in the lanes' dtype (P's)."""
+    dt = P.dtype.type
+    for j in range(n):
+        rr = _UI(r0 + j)
+        for q in range(nq):
+            kk = _UI(T0 + q)
+            P[_UI(j), _UI(q)] = dt(dt(A[rr, kk]) * dt(B[rr, kk]) * scale)
+
+
+@njit(inline="always")
+def _transpose(P, q0, nt, stage):
+    """stage[tt, j] = P[j, q0 + tt] for tt < nt and every lane: whole 8 x 8 blocks with constant
+    trip counts (LLVM turns them into shuffles), then the remaining columns one by one. P is
+    L2-resident (LANES x TB), stage L1-resident (TK x LANES)."""
+    full = nt - nt % 8
+    for tb in range(0, full, 8):
+        for jb in range(0, LANES, 8):
+            for j in range(jb, jb + 8):
+                for tt in range(tb, tb + 8):
+                    stage[_UI(tt), _UI(j)] = P[_UI(j), _UI(q0 + tt)]
+    for tt in range(full, nt):
+        for j in range(LANES):
+            stage[_UI(tt), _UI(j)] = P[_UI(j), _UI(q0 + tt)]
+
+
+@njit(inline="always")
+def _tile_end(t, T1, order, step_len):
+    """End of the tile of steps that starts at product t: at most TK products, within the
+    current row-major pass (ending at T1) and, for chunked order, within the chunk."""
+    te = min(t + TK, T1)
+    if order == 2:
+        te = min(te, (t // step_len + 1) * step_len)
+    return te
 
 
 @njit(cache=True, parallel=True)
@@ -76,8 +135,8 @@ def rowwise_float(A, B, init, order, chunk, Fa, Fo, Fp, Ra, Ro, has_prod, rne, k
             w = np.zeros(max(K // 2, 1), np.uint32)
             unfit = 0
             for k in range(K):
-                a = A[row, k]
-                b = B[row, k]
+                a = A[_UI(row), _UI(k)]
+                b = B[_UI(row), _UI(k)]
                 unfit += 0 if _exact(a, b) else 1
                 p = a * b
                 if has_prod:
@@ -121,34 +180,32 @@ def rowwise_float(A, B, init, order, chunk, Fa, Fo, Fp, Ra, Ro, has_prod, rne, k
         s = np.zeros(LANES, np.float64)
         for j in range(n):
             s[j] = init[(r0 + j) % init.size]
-        sc = np.zeros(LANES, np.float64)
+        sc = np.zeros(LANES, np.float64)  # the running sum (sequential) or the chunk's sum (chunked)
+        if order != 2:
+            for j in range(LANES):
+                sc[j] = s[j]
+        P = np.zeros((LANES, TB), np.float64)
         stage = np.zeros((TK, LANES), np.float64)
         W = np.zeros((TK, LANES), np.uint32)
-        unfit = 0  # first the check, over the block's rows in memory order (a loop LLVM vectorises)
-        for j in range(n):
-            for k in range(K):
-                unfit += 0 if _exact(A[r0 + j, k], B[r0 + j, k]) else 1
-        if unfit:
-            okb[c] = False
-            continue
-        for c0 in range(0, K, step_len):
-            c1 = min(c0 + step_len, K)
-            for j in range(LANES):
-                sc[j] = 0.0 if order == 2 else s[j]
-            for t0 in range(c0, c1, TK):
-                nt = min(TK, c1 - t0)
+        for T0 in range(0, K, TB):
+            nq = min(TB, K - T0)
+            if _products_f64(A, B, r0, n, T0, nq, P):
+                okb[c] = False
+                break
+            if has_prod:
                 for j in range(n):
-                    for tt in range(nt):
-                        stage[tt, j] = A[r0 + j, t0 + tt] * B[r0 + j, t0 + tt]
-                if has_prod:
-                    for tt in range(nt):
-                        for j in range(LANES):
-                            stage[tt, j] = fround(stage[tt, j], p_m, p_emin, p_qb, p_pq, p_max, p_ovp, p_ovn, p_near,
-                                                  p_k0, p_ks, p_kl, p_nz)
+                    for q in range(nq):
+                        P[_UI(j), _UI(q)] = fround(P[_UI(j), _UI(q)], p_m, p_emin, p_qb, p_pq, p_max, p_ovp, p_ovn,
+                                                   p_near, p_k0, p_ks, p_kl, p_nz)
+            t = T0
+            while t < T0 + nq:
+                te = _tile_end(t, T0 + nq, order, step_len)
+                nt = te - t
+                _transpose(P, t - T0, nt, stage)
                 if sr:
                     for tt in range(nt):
                         for j in range(n):
-                            W[tt, j] = _word((r0 + j) * T + t0 + tt, k0, k1, shift, gen, u)
+                            W[tt, j] = _word((r0 + j) * T + t + tt, k0, k1, shift, gen, u)
                     for tt in range(nt):
                         for j in range(LANES):
                             sc[j] = _step(sc[j], stage[tt, j], W[tt, j], False, True, down, True, r, cmp, Pa, Qa)
@@ -160,16 +217,105 @@ def rowwise_float(A, B, init, order, chunk, Fa, Fo, Fp, Ra, Ro, has_prod, rne, k
                     for tt in range(nt):
                         for j in range(LANES):
                             sc[j] = _step(sc[j], stage[tt, j], 0, False, True, down, False, r, cmp, Pa, Qa)
-            if order == 2:  # words: the K chunk steps first, then the outer steps
-                t_outer = K + c0 // step_len
-                for j in range(n):
-                    W[0, j] = _word((r0 + j) * T + t_outer, k0, k1, shift, gen, u) if sr else _U32(0)
-                for j in range(LANES):
-                    s[j] = _step(s[j], sc[j], W[0, j], rne, True, down, sr, r, cmp, Po, Qo)
-            else:
-                for j in range(LANES):
-                    s[j] = sc[j]
+                if order == 2 and (te % step_len == 0 or te == K):  # the chunk ends: one outer step
+                    t_outer = K + (te - 1) // step_len  # words: the K chunk steps first, then the outer steps
+                    for j in range(n):
+                        W[0, j] = _word((r0 + j) * T + t_outer, k0, k1, shift, gen, u) if sr else _U32(0)
+                    for j in range(LANES):
+                        s[j] = _step(s[j], sc[j], W[0, j], rne, True, down, sr, r, cmp, Po, Qo)
+                        sc[j] = 0.0
+                t = te
+        if not okb[c]:
+            continue
+        if order != 2:
+            for j in range(LANES):
+                s[j] = sc[j]
         for j in range(n):
             out[r0 + j] = s[j]
             bad[r0 + j] = 0 if np.isfinite(s[j]) else 1
     return okb.all()
+
+
+@njit(cache=True, parallel=True)
+def rowwise_fixed(A, B, scale, init, order, chunk, Xa, Xo, sum_only, out):
+    """Row-wise dot products with a fixed-point accumulator, as exact integers in the lanes' dtype
+    (float32, float64 or int16: the dtype of ``init``), in units of the finest lsb: fast_accumulate's
+    ``fixed_rows`` (``xstep``; sat_rows_i16 for int16) under the same conditions, with rows as lanes.
+
+    Product k of row r is ``lane(A[r, k]) * lane(B[r, k]) * scale`` (the caller passes integer
+    operands raw and ``scale`` a power of two, or scaled operands and ``scale`` 1: either way an
+    exact integer below the lanes' limit). Xa/Xo: (lo, hi, rule, signed, modulus, unit) of acc and
+    outer, float64 (lo and hi are taken into the lanes; int16 lanes only for saturating sequential
+    sums that never leave (-2**15, 2**15)). ``sum_only`` (wrapping accumulators, the caller checks
+    that the exact total fits the lanes): the exact sum, wrapped once at the end — the same value,
+    as wrapping is reduction modulo 2**bits. out[r] (float64) is row r's result in units of the finest lsb."""
+    R, K = A.shape
+    dt = init.dtype.type
+    a_lo, a_hi, a_rule, a_signed, a_mw, a_unit = dt(Xa[0]), dt(Xa[1]), np.int64(Xa[2]), Xa[3] != 0, Xa[4], Xa[5]
+    o_lo, o_hi, o_rule, o_signed, o_mw, o_unit = dt(Xo[0]), dt(Xo[1]), np.int64(Xo[2]), Xo[3] != 0, Xo[4], Xo[5]
+    sat = a_rule == RULE_SAT
+    if order == 1 and not sum_only:
+        for row in prange(R):
+            x = np.empty(max(K, 1), init.dtype)
+            y = np.empty(max(K, 1), init.dtype)
+            for k in range(K):
+                x[k] = dt(dt(A[_UI(row), _UI(k)]) * dt(B[_UI(row), _UI(k)]) * scale)
+            n = K
+            while n > 1:
+                half = n // 2
+                for q in range(half):
+                    y[q] = dt(xstep(x[2 * q], x[2 * q + 1], a_lo, a_hi, a_rule, a_signed, a_mw, a_unit))
+                if n % 2:  # an odd last element passes up unchanged
+                    y[half] = x[n - 1]
+                n = half + n % 2
+                x, y = y, x
+            out[row] = xstep(init[row % init.size], x[0], a_lo, a_hi, a_rule, a_signed, a_mw, a_unit)
+        return
+    nblk = (R + LANES - 1) // LANES
+    chunked = order == 2 and not sum_only
+    step_len = chunk if chunked else K
+    for c in prange(nblk):
+        r0 = c * LANES
+        n = min(LANES, R - r0)
+        s = np.zeros(LANES, init.dtype)
+        for j in range(n):
+            s[j] = init[(r0 + j) % init.size]
+        sc = np.zeros(LANES, init.dtype)
+        if not chunked:
+            for j in range(LANES):
+                sc[j] = s[j]
+        P = np.zeros((LANES, TB), init.dtype)
+        stage = np.zeros((TK, LANES), init.dtype)
+        for T0 in range(0, K, TB):
+            nq = min(TB, K - T0)
+            _products_lanes(A, B, scale, r0, n, T0, nq, P)
+            t = T0
+            while t < T0 + nq:
+                te = _tile_end(t, T0 + nq, 2 if chunked else 0, step_len)
+                nt = te - t
+                _transpose(P, t - T0, nt, stage)
+                if sum_only:
+                    for tt in range(nt):
+                        for j in range(LANES):
+                            sc[j] = dt(sc[j] + stage[tt, j])
+                elif sat:  # the common case, spelled out so that it vectorises tightly
+                    for tt in range(nt):
+                        for j in range(LANES):
+                            sc[j] = min(max(dt(sc[j] + stage[tt, j]), a_lo), a_hi)
+                else:
+                    for tt in range(nt):
+                        for j in range(LANES):
+                            sc[j] = dt(xstep(sc[j], stage[tt, j], a_lo, a_hi, a_rule, a_signed, a_mw, a_unit))
+                if chunked and (te % step_len == 0 or te == K):
+                    for j in range(LANES):
+                        s[j] = dt(xstep(s[j], sc[j], o_lo, o_hi, o_rule, o_signed, o_mw, o_unit))
+                        sc[j] = dt(0)
+                t = te
+        if not chunked:
+            for j in range(LANES):
+                s[j] = sc[j]
+        for j in range(n):
+            v = np.float64(s[j])
+            if sum_only:  # the exact sum modulo 2**bits into [lo, lo + modulus), in float64 (exact)
+                v = v - np.floor((v - Xa[0]) / a_mw) * a_mw
+            out[r0 + j] = v
