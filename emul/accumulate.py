@@ -397,26 +397,6 @@ def _product_exact_in(fmt, sa: _Scan, sb: _Scan) -> bool:
     return sig <= fmt.man_bits + 1 and q >= floor and bound <= Fraction(fmt.max)
 
 
-def _overflow_value(code: int, fmt) -> np.float64:
-    """The value of an overflow result code of a float format — its largest value, inf or NaN, with
-    the code's sign (a NaN's sign kept as the general kernel keeps it) — without compiling the
-    decoder; other codes through :func:`_values`."""
-    code &= (1 << fmt.bits) - 1
-    signbit = 1 << (fmt.bits - 1)
-    mag = code & (signbit - 1)
-    neg = bool(code & signbit)
-    inf_code = ((1 << fmt.exp_bits) - 1) << fmt.man_bits
-    if fmt.specials == "fnuz" and code == signbit:
-        return np.uint64(0x7FF8000000000000).view(np.float64)
-    if fmt.specials == "fn" and mag == signbit - 1:
-        return np.uint64(0xFFF8000000000000 if neg else 0x7FF8000000000000).view(np.float64)
-    if fmt.has_inf and mag == inf_code:
-        return np.float64(-np.inf if neg else np.inf)
-    if mag == fmt.max_code_magnitude:
-        return np.float64(-float(fmt.max) if neg else float(fmt.max))
-    return _values(np.uint64(code), fmt)[0]
-
-
 @functools.lru_cache(maxsize=256)
 def _float_params_cached(fmt, mode, ovf, r, compare) -> np.ndarray:
     return _float_params(fmt, kernel_params(fmt, mode, ovf, r, compare), mode, r, compare)
@@ -429,7 +409,7 @@ def _float_params(fmt, P, mode, r, compare) -> np.ndarray:
     F[FK.F_M], F[FK.F_EMIN], F[FK.F_SUB], F[FK.F_QBELOW] = fmt.man_bits, fmt.emin, int(fmt.subnormals), qbelow
     F[FK.F_MAXBITS] = np.float64(fmt.max).view(np.int64)
     for slot, code in ((FK.F_OVP, P[KR.OVF_POS]), (FK.F_OVN, P[KR.OVF_NEG])):
-        F[slot] = _overflow_value(int(code), fmt).view(np.int64)
+        F[slot] = np.float64(fmt._value(int(code))).view(np.int64)
     if mode == Rounding.STOCHASTIC:
         F[FK.F_SR], F[FK.F_SRBITS], F[FK.F_SRCMP] = 1, r, int(compare)
     else:
@@ -456,7 +436,7 @@ def _rne_params(fmt, P) -> np.ndarray:
     R[FK.R_CNOSUB] = ((fmt.emin + 1023 + 52) << 52) | (1 << 51)
     R[FK.R_EMINBITS] = (fmt.emin + 1023) << 52
     R[FK.R_MAXF] = np.float64(fmt.max).view(np.int64)
-    ov = _overflow_value(int(P[KR.OVF_POS]), fmt)
+    ov = fmt._value(int(P[KR.OVF_POS]))
     R[FK.R_OVMAG] = np.abs(np.float64(ov)).view(np.int64)
     R[FK.R_ZADD] = np.float64(-0.0 if fmt.has_negative_zero else 0.0).view(np.int64)
     return R

@@ -14,6 +14,7 @@ overflow are chosen per call (see :mod:`emul.rounding`).
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from fractions import Fraction
 
@@ -132,6 +133,21 @@ class FloatFormat:
         if e == 0:
             return Fraction(f, 1 << self.man_bits) * Fraction(2) ** self.emin
         return (1 + Fraction(f, 1 << self.man_bits)) * Fraction(2) ** (e - self.bias)
+
+    def _value(self, code: int) -> float:
+        """The float64 value of one valid code, as ``emul.decode`` gives it (NaN codes give a quiet
+        NaN with the code's sign, except fnuz's NaN ``0x80..``, which is +NaN), without compiling the
+        decoder: plans need the values of a few special codes before a kernel runs. The value must fit
+        float64 (as ``decode`` requires)."""
+        code &= (1 << self.bits) - 1
+        negative, mag = bool(code >> (self.bits - 1)), code & ((1 << (self.bits - 1)) - 1)
+        if mag > self.max_code_magnitude:
+            special = math.inf if self.has_inf and mag == ((1 << self.exp_bits) - 1) << self.man_bits else math.nan
+            return math.copysign(special, -1.0 if negative else 1.0)
+        if self.specials == "fnuz" and negative and mag == 0:
+            return math.nan
+        v = float(self._magnitude_value(mag))  # exact: the value fits float64
+        return -v if negative else v
 
     # -- public properties -----------------------------------------------------------------------
     @property

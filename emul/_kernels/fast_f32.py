@@ -113,10 +113,7 @@ def constants(P: tuple, fmt) -> np.ndarray:
              int(P[K.INF_NEG]) & mask, nan, nan if P[K.FNUZ] or not has_nan else nan | C[SB]]
     C[OVF_POS:NAN_NEG + 1] = codes
     # Their values exactly as the general kernel stores them (float64, then float32).
-    from .round import decode_parallel
-
-    values = np.empty(len(codes), np.float64)
-    decode_parallel(np.array(codes, np.uint64), P, values)
+    values = np.array([fmt._value(c) for c in codes], np.float64)
     with np.errstate(over="ignore"):  # formats beyond float32's range: quantize never comes here
         C[VOVF_POS:VNAN_NEG + 1] = values.astype(np.float32).view(np.uint32)
     if not has_nan:  # NaN inputs raise; their outputs are never seen
