@@ -695,24 +695,284 @@ def _sigbits(v):
     return np.where(nz, 53 - tz, 0)
 
 
+_TINY = 2.0 ** -1022
+
 
 def _block_terms(Pb, Qb, XaB):
-    """Exact block sums S = sum_i Pb[..., i] * Qb[..., i] (element values, blocks on the last axis)
-    and terms S * XaB, in float64: ``(S, terms, inexact, not_float)``, the masks marking the blocks
-    whose sum needs more than 53 bits (checked with error-free sums) or whose term is not a float64."""
+    """Block sums S = sum_i Pb[..., i] * Qb[..., i] (element values, blocks on the last axis) and
+    terms S * XaB in float64: ``(S, terms, wide)``. ``wide`` marks the blocks float64 does not carry
+    exactly — a product or partial sum that rounds (checked with error-free sums), over- or
+    underflows, or a term S * X_a that is not a float64 — which :func:`matmul` computes with
+    integers instead."""
     with np.errstate(all="ignore"):
         s = np.zeros(np.broadcast_shapes(Pb.shape[:-1], Qb.shape[:-1]))
-        inexact = np.zeros(s.shape, bool)
+        wide = np.zeros(s.shape, bool)
         for i in range(Pb.shape[-1]):
-            p = Pb[..., i] * Qb[..., i]
+            a, b = Pb[..., i], Qb[..., i]
+            p = a * b
+            fin = np.isfinite(a) & np.isfinite(b)
+            # element products have few enough bits (matmul checks); only the range can spoil them
+            wide |= fin & ((np.abs(p) < _TINY) & (a != 0) & (b != 0) | ~np.isfinite(p))
             t = s + p
             bp = t - s
             err = (s - (t - bp)) + (p - bp)
-            inexact |= (err != 0) & np.isfinite(err)
+            wide |= (err != 0) & np.isfinite(err)
             s = t
         term_a = s * XaB
-    ok = ~np.isfinite(s) | ~np.isfinite(XaB) | (s == 0) | (_sigbits(s) + _sigbits(np.broadcast_to(XaB, s.shape)) <= 53)
-    return s, term_a, inexact, ~ok
+    X = np.broadcast_to(XaB, s.shape)
+    plain = ~np.isfinite(s) | ~np.isfinite(X) | (s == 0) | (X == 0)
+    fits = (_sigbits(s) + _sigbits(X) <= 53) & np.isfinite(term_a) & (np.abs(term_a) >= _TINY)
+    return s, term_a, wide | ~(plain | fits)
+
+
+# -- the exact path: block terms as integers, accumulated step by step ---------------------------
+
+_FINITE, _INF, _NAN = 0, 1, 2
+
+
+def _parts(v) -> tuple:
+    """(kind, sign, N, E) of a float64 read from its bits: value (-1)**sign * N * 2**E."""
+    b = int(np.float64(v).view(np.uint64))
+    sign, ef, f = b >> 63, (b >> 52) & 0x7FF, b & ((1 << 52) - 1)
+    if ef == 0x7FF:
+        return (_NAN if f else _INF), sign, 0, 0
+    if ef == 0:
+        return _FINITE, sign, f, -1074
+    return _FINITE, sign, f | (1 << 52), ef - 1075
+
+
+def _mul(x, y) -> tuple:
+    """The exact product of two parts, special values as the core's products (a NaN of x wins,
+    then y's; 0 * inf is +NaN; signs multiply)."""
+    kx, sx, nx, ex = x
+    ky, sy, ny, ey = y
+    if kx == _NAN:
+        return x
+    if ky == _NAN:
+        return y
+    s = sx ^ sy
+    if (kx == _INF and ky == _FINITE and ny == 0) or (ky == _INF and kx == _FINITE and nx == 0):
+        return _NAN, 0, 0, 0
+    if kx == _INF or ky == _INF:
+        return _INF, s, 0, 0
+    return _FINITE, s, nx * ny, ex + ey
+
+
+def _exact_sum(P, Q) -> tuple:
+    """The exact sum of the products of two blocks of finite element values (+0 when it is 0, as
+    the float64 sum from +0 gives)."""
+    terms = [(_parts(a), _parts(b)) for a, b in zip(P.tolist(), Q.tolist())]
+    nz = [(x[1] ^ y[1], x[2] * y[2], x[3] + y[3]) for x, y in terms if x[2] and y[2]]
+    if not nz:
+        return _FINITE, 0, 0, 0
+    e0 = min(e for _, _, e in nz)
+    total = sum((-n if s else n) << (e - e0) for s, n, e in nz)
+    return _FINITE, int(total < 0), abs(total), e0
+
+
+def _fma_operands(sign, N, E, P) -> tuple:
+    """Float64 (a, b, c) with a * b + c rounding to the format of P exactly as the nonzero exact
+    value (-1)**sign * N * 2**E does, in every mode and word (the core's FMA, ``emul/_kernels/
+    arith.py``, forms a * b + c exactly and rounds it once with the accumulation steps' ``finish``):
+
+    - the value is first reduced to what the rounding reads: far above a float format's range, to
+      2**(emax+1) (every such value overflows alike); a saturating fixed-point format, to 2**70 lsb
+      (saturates alike); a wrapping one, modulo 2**64 lsb (the wrap keeps fewer bits; the rounding
+      reads none above the lsb); below the quantum at the value, to round-to-odd at r + 2 bits below
+      it (r: the SR bits, else 0), which keeps the kept bits, the r bits under them and a sticky bit;
+    - what is left has at most 53 + 32 + 3 bits: its top 53 (at or above 2**-1074) are c, the rest
+      a * b with b a power of two."""
+    from ._kernels import round as KR
+
+    r = int(P[KR.SR_BITS]) if P[KR.SR] else 0
+    if P[KR.KIND] == 1:  # fixed point
+        qe = -int(P[KR.FRAC])
+        if P[KR.RULE] in (KR.RULE_WRAP, KR.RULE_WRAP_SM):
+            N = 0 if E >= qe + 64 else N & ((1 << (qe + 64 - E)) - 1)
+            if N == 0:
+                return 0.0, 1.0, 0.0  # a multiple of the modulus: wraps to 0
+        elif E + N.bit_length() - 1 >= qe + 70:
+            N, E = 1, qe + 70
+        g = qe - r - 2
+    else:
+        top = E + N.bit_length() - 1
+        emax, emin, m = int(P[KR.EMAX]), int(P[KR.EMIN]), int(P[KR.M])
+        if top > emax:
+            h = emax + 1
+            return math.ldexp(-1.0 if sign else 1.0, h // 2), math.ldexp(1.0, h - h // 2), 0.0
+        g = max(top, emin) - m - r - 2
+    if E < g:  # round to odd at 2**g
+        low = N & ((1 << (g - E)) - 1)
+        N = (N >> (g - E)) | int(low != 0)
+        E = g
+    cut = max(E + max(N.bit_length() - 53, 0), -1074)
+    hi = (N >> (cut - E)) if cut > E else N << (E - cut)
+    lo = N & ((1 << (cut - E)) - 1) if cut > E else 0
+    sg = -1.0 if sign else 1.0
+    c = sg * math.ldexp(float(hi), cut)
+    K = 0 if E >= -900 else 200
+    return sg * math.ldexp(float(lo), E + K), math.ldexp(1.0, -K), c
+
+
+def _round_step(x, y, u, P):
+    """Q_P(x + y) of two exact parts (kind, sign, N, E) with the word u (``y`` None: x alone, as
+    the core rounds a product): ``(flag, value)`` (flag a wide.BAD_* flag, or 0), special values
+    and signed zeros as the core's accumulation steps treat them (IEEE 754; a NaN x wins)."""
+    from ._kernels import arith as KA, round as KR
+    from ._threads import single_thread_below
+
+    kx, sx, nx, ex = x
+    if y is None:
+        y = (_FINITE, sx, 0, 0)
+    ky, sy, ny, ey = y
+    if kx != _FINITE or ky != _FINITE:  # x (then y) through a * 1 + y: the same special rules
+        a = _special(kx, sx) if kx != _FINITE else (-0.0 if sx else 0.0)
+        c = _special(ky, sy) if ky != _FINITE else (-0.0 if sy else 0.0)
+        if kx == _FINITE and nx:  # a finite x only matters beside an infinite y: keep its sign
+            a = -1.0 if sx else 1.0
+        if ky == _FINITE and ny:
+            c = -1.0 if sy else 1.0
+        ops = (a, 1.0, c)
+    elif nx == 0 and ny == 0:
+        ops = (-0.0 if sx else 0.0, 1.0, -0.0 if sy else 0.0)  # the signed zero sum
+    else:
+        e = min(ex if nx else ey, ey if ny else ex)
+        z = ((-nx if sx else nx) << (ex - e) if nx else 0) + ((-ny if sy else ny) << (ey - e) if ny else 0)
+        ops = (-0.0 if sx else 0.0, 1.0, -0.0 if sy else 0.0) if z == 0 else _fma_operands(int(z < 0), abs(z), e, P)
+    a, b, c = (np.array([v], np.float64) for v in ops)
+    out = np.empty(1, np.float64)
+    flags = np.empty(1, np.int8)
+    words = np.array([u if P[KR.SR] else 0], np.uint32)
+    with single_thread_below(1, 2):
+        KA.arith_parallel(KA.FMA, a, b, c, words, P, out, flags)
+    return int(flags[0]), float(out[0])
+
+
+def _special(kind, sign) -> float:
+    v = math.nan if kind == _NAN else math.inf
+    return -v if sign else v
+
+
+def _exact_output(terms, cfg, init_code, init_value, words):
+    """One output element from its exact block terms, step by step as emul.accumulate's general
+    kernel computes it (the same orders, word order, product rounding and error flags):
+    ``(value, flag)`` with flag one of emul/_kernels/accumulate.py's error flags (0: none)."""
+    from .accumulate import K as KA
+    from ._kernels import wide as W
+
+    Pa, Po = cfg.P_acc, cfg.P_out
+    t = [0]
+
+    def word():
+        w = 0 if words is None else int(words[t[0]])
+        t[0] += 1
+        return w
+
+    def product(x):
+        if cfg.product is None:
+            return x, 0
+        flag, v = _round_step(x, None, 0, cfg.P_prod)
+        if flag:
+            return x, KA.PROD_NAN if flag == W.BAD_NAN else KA.PROD_INF
+        return _parts(v), 0
+
+    def step(x, y, P):
+        flag, v = _round_step(x, y, word(), P)
+        return _parts(v), v, (KA.ACC_NAN if flag == W.BAD_NAN else KA.ACC_INF) if flag else 0
+
+    def sequential(lo, hi, start):
+        s, v = start, None
+        for j in range(lo, hi):
+            p, flag = product(terms[j])
+            if flag:
+                return s, v, flag
+            s, v, flag = step(s, p, Pa)
+            if flag:
+                return s, v, flag
+        return s, v, 0
+
+    K = len(terms)
+    start = _parts(init_value)
+    if cfg.order == "sequential":
+        _, v, flag = sequential(0, K, start)
+        return (init_value if v is None else v), flag
+    if cfg.order == "chunked":
+        so, vo = start, init_value
+        outer_t = t[0] + K
+        for c0 in range(0, K, cfg.chunk):
+            sc, _, flag = sequential(c0, min(c0 + cfg.chunk, K), (_FINITE, 0, 0, 0))
+            if flag:
+                return vo, flag
+            inner_t, t[0] = t[0], outer_t
+            so, vo, flag = step(so, sc, Po)
+            outer_t, t[0] = t[0], inner_t
+            if flag:
+                return vo, flag
+        return vo, 0
+    leaves = []
+    for j in range(K):
+        p, flag = product(terms[j])
+        if flag:
+            return init_value, flag
+        leaves.append(p)
+    while len(leaves) > 1:
+        nxt = []
+        for i in range(len(leaves) // 2):
+            p, _, flag = step(leaves[2 * i], leaves[2 * i + 1], Pa)
+            if flag:
+                return init_value, flag
+            nxt.append(p)
+        if len(leaves) % 2:
+            nxt.append(leaves[-1])
+        leaves = nxt
+    _, v, flag = step(start, leaves[0], Pa)
+    return v, flag
+
+
+def _block_term(P, Q, s, term_a, wide, Xa, Xb) -> tuple:
+    """The exact term S * X_a * X_b of one pair of blocks as parts (kind, sign, N, E): special
+    values as the float path forms them (the float64 sum, then s * X_a, then the core's product
+    with X_b); a wide block's finite sum exactly."""
+    if wide and np.isfinite(P).all() and np.isfinite(Q).all():
+        S = _exact_sum(P, Q)
+        if np.isfinite(Xa):
+            ta = _mul(S, _parts(Xa))
+        else:  # a NaN or infinite scale: as s * X_a in float64, with the exact sum's sign and zero
+            with np.errstate(all="ignore"):
+                ta = _parts(np.float64(0.0 if S[2] == 0 else (-1.0 if S[1] else 1.0)) * np.float64(Xa))
+    else:
+        ta = _parts(term_a)
+    return _mul(ta, _parts(Xb))
+
+
+def _exact_outputs(rare, Pb, Qb, s, term_a, wide, XaB, XbB, out, rb, kwargs):
+    """Fill ``out`` (the flat float64 results over the output shape) at the flat indices ``rare`` by
+    the exact path. Raises the core's errors for outputs the accumulator cannot take."""
+    from .accumulate import _Config, _init_codes, _raise_flags, _values
+
+    cfg = _Config(kwargs.get("acc"), kwargs.get("product"), kwargs.get("product_rounding", "nearest_even"),
+                  kwargs.get("rounding", "nearest_even"), kwargs.get("overflow"), kwargs.get("order", "sequential"),
+                  kwargs.get("chunk"), kwargs.get("outer"), kwargs.get("sr_bits"), kwargs.get("sr_method", "add"))
+    full = s.shape[:-1]
+    init = _init_codes(kwargs.get("init"), cfg, full)
+    init_vals = _values(init, cfg.final)
+    shape = full + s.shape[-1:]
+    P = np.broadcast_to(Pb, shape + Pb.shape[-1:])
+    Q = np.broadcast_to(Qb, shape + Qb.shape[-1:])
+    Xa, Xb = np.broadcast_to(XaB, shape), np.broadcast_to(XbB, shape)
+    words = None if rb is None else np.asarray(rb).reshape(-1, np.asarray(rb).shape[-1])
+    flags = np.zeros(rare.size, np.int64)
+    for n, e in enumerate(rare.tolist()):
+        ix = np.unravel_index(e, full)
+        terms = [_block_term(P[ix + (j,)], Q[ix + (j,)], s[ix + (j,)], term_a[ix + (j,)], wide[ix + (j,)],
+                             Xa[ix + (j,)], Xb[ix + (j,)]) for j in range(shape[-1])]
+        iv = init_vals[e] if init_vals.size > 1 else init_vals[0]
+        out[e], flags[n] = _exact_output(terms, cfg, None, iv, None if words is None else words[e])
+    _raise_flags(flags, cfg)
+
+
+# Tests set this to send every output through the exact path (which must agree with the float one).
+_ALL_EXACT = False
 
 
 def matmul(a, b, bfmt_a, bfmt_b=None, *, acc="fp32", **kwargs):
@@ -726,9 +986,10 @@ def matmul(a, b, bfmt_a, bfmt_b=None, *, acc="fp32", **kwargs):
     SR arguments — one rounding step per block). A NaN scale (or element) makes the result NaN.
     a: (..., M, K), b: (..., K, N) (1-D operands as np.matmul). Both block sizes must be equal.
 
-    The exact block sums and terms are carried in float64: a block whose exact sum (or term)
-    needs more than 53 bits raises ValueError (possible only for wide elements such as e5m2 with
-    values 2**53 apart in one block).
+    Blocks whose exact sums or terms float64 carries (every preset's usual data) take a float64
+    path; an output with a block it does not carry (e.g. e5m2 products 2**53 apart in one block, or
+    a term S * X_a of more than 53 bits) is computed with integers instead: the exact terms, each
+    step rounded once exactly as the core rounds (same results; slower, per output in Python).
 
     >>> a = [[1.0] * 32]
     >>> b = [[1.0]] * 32
@@ -741,8 +1002,6 @@ def matmul(a, b, bfmt_a, bfmt_b=None, *, acc="fp32", **kwargs):
     bb = ba if bfmt_b is None else format(bfmt_b)
     if ba.block != bb.block:
         raise ValueError(f"block sizes differ: {ba.name} has {ba.block}, {bb.name} has {bb.block}")
-    if _element_precision(ba.element) + _element_precision(bb.element) + 2 > 53:
-        raise ValueError(f"{ba.element.name} x {bb.element.name} element products are not float64 values exactly")
     araw = a if isinstance(a, tuple) else _input(a)
     braw = b if isinstance(b, tuple) else _input(b)
     a_nd = (np.asarray(araw[1]) if isinstance(araw, tuple) else araw).ndim
@@ -771,25 +1030,37 @@ def matmul(a, b, bfmt_a, bfmt_b=None, *, acc="fp32", **kwargs):
     Qb = Qb[..., None, :, :, :]                              # (..., 1, N, nb, k)
     XaB = Xa[..., :, None, :]     # (..., M, 1, nb)
     XbB = np.swapaxes(Xb, -1, -2)[..., None, :, :]  # (..., 1, N, nb)
-    s, term_a, inexact, not_float = _block_terms(Pb, Qb, XaB)
-    if inexact.any():
-        raise ValueError("matmul: a block's exact sum of element products needs more than float64's 53 bits; "
-                         "emul.blocks carries it in float64 (see docs/blocks.md)")
-    if not_float.any():
-        raise ValueError("matmul: a block term S * X_a is not a float64 exactly (see docs/blocks.md)")
+    s, term_a, wide = _block_terms(Pb, Qb, XaB)
+    if _element_precision(ba.element) + _element_precision(bb.element) + 2 > 53 or _ALL_EXACT:
+        wide = np.ones(wide.shape, bool)  # element products wider than float64: every block exactly
+    full = s.shape[:-1]
+    rare = np.flatnonzero(wide.any(axis=-1)) if s.shape[-1] else np.zeros(0, np.intp)
     # one dot of length nb per output element: term_a[m, n, :] . X_b[n, :]
     A4 = term_a[..., None, :]                         # (..., M, N, 1, nb)
+    if rare.size:  # the exact path computes these outputs; the float path gets zero terms there
+        A4 = A4.copy()
+        A4.reshape((-1,) + A4.shape[-2:])[rare] = 0.0
     B4 = np.broadcast_to(XbB, s.shape)[..., :, None]  # (..., M, N, nb, 1)
     rb = kwargs.pop("random_bits", None)
+    T = sr_steps(nb, kwargs.get("order", "sequential"), kwargs.get("chunk"))
     if rb is not None:  # shape: the result's + (T,), as emul.matmul; T = steps over nb block terms
-        T = sr_steps(nb, kwargs.get("order", "sequential"), kwargs.get("chunk"))
-        full = s.shape[:-1]
         user = full[:-2] + full[-2:-1] * (not squeeze_m) + full[-1:] * (not squeeze_n)
         try:
             rb = np.broadcast_to(np.asarray(rb), user + (T,)).reshape(full + (1, 1, T))
         except ValueError:
             raise ValueError(f"random_bits: shape {np.shape(rb)} does not broadcast to {user + (T,)}") from None
+    elif rare.size and as_rounding(kwargs.get("rounding", "nearest_even")) == Rounding.STOCHASTIC:
+        from .accumulate import _Config, _Words  # the words the core draws from seed / key, drawn here
+
+        c = _Config(acc, kwargs.get("product"), kwargs.get("product_rounding", "nearest_even"), kwargs["rounding"],
+                    kwargs.get("overflow"), kwargs.get("order", "sequential"), kwargs.get("chunk"),
+                    kwargs.get("outer"), kwargs.get("sr_bits"), kwargs.get("sr_method", "add"))
+        rb = _Words.of(c, full + (1, 1, T), kwargs.pop("seed", None), kwargs.pop("key", None), None).array()
+        rb = rb.reshape(full + (1, 1, T))
     out = core_matmul(A4, B4, acc, random_bits=rb, **kwargs)[..., 0, 0]
+    if rare.size:
+        out = np.array(out, np.float64)
+        _exact_outputs(rare, Pb, Qb, s, term_a, wide, XaB, XbB, out.reshape(-1), rb, dict(kwargs, acc=acc))
     if squeeze_n:
         out = out[..., 0]
     if squeeze_m:

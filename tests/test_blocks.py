@@ -320,3 +320,88 @@ def test_quantize_float32_nvfp4_as_float64():
                                                     B.quantize(x, "mxfp8_e4m3").view(np.uint32))
     with pytest.raises(ValueError, match="dtype="):
         B.quantize(x, "mxfp4", dtype=np.float16)
+
+
+# -- dot / matmul: blocks whose exact sums float64 cannot carry -----------------------------------
+
+WIDE_A = [57344.0, 2.0 ** -16, -3.0 * 2.0 ** -16, 1.0] + [0.0] * 28   # e5m2: products 2**63 apart
+WIDE_B = [57344.0, 2.0 ** -16, 2.0 ** -15, -1.0] + [0.0] * 28
+
+
+WIDE_CASES = [
+    ("fp32", {}),
+    ("fx<12,4>", {"overflow": "wrap"}),
+    ("e5m6", {"rounding": "stochastic", "sr_bits": 32, "random_bits": [[1 << 31, 5, 3]]}),
+]
+WIDE_CASES_SLOW = [
+    ("fp64", {"order": "pairwise"}),
+    ("bf16", {"order": "chunked", "chunk": 1, "outer": "fp32"}),
+    ("fx<40,10>", {}),                                   # saturates
+    ("fp64", {"rounding": "up"}),
+    ("fp16", {"rounding": "stochastic", "sr_bits": 3, "random_bits": [[7, 0, 4]], "order": "pairwise"}),
+]
+
+
+@pytest.mark.parametrize("acc, kw", WIDE_CASES + [pytest.param(*c, marks=pytest.mark.slow) for c in WIDE_CASES_SLOW])
+def test_dot_wide_block_sums_are_exact(acc, kw):
+    """A block whose exact sum needs ~90 bits (e5m2 max * max + 2**-32 - ...) is computed exactly
+    (no ValueError), equal to reference/blocks.py, whose sums are Fractions."""
+    import reference.blocks as R
+
+    a = np.array(WIDE_A * 3)
+    b = np.array(WIDE_B * 3)
+    a[40], b[70] = 2.0 ** -14, -2.0 ** 14
+    bf = B.format("mxfp8_e5m2")
+    got = B.dot(a, b, bf, acc=acc, **{k: np.asarray(v, np.uint32)[0] if k == "random_bits" else v
+                                      for k, v in kw.items()})
+    rkw = {k: v for k, v in kw.items() if k not in ("random_bits", "outer")}
+    if "random_bits" in kw:
+        rkw["u"] = list(kw["random_bits"][0])
+    if "outer" in kw:
+        rkw["outer"] = emul.format(kw["outer"])
+    want = R.dot(list(a), list(b), bf, acc=emul.format(acc), **rkw)
+    assert float(got) == float(want) and got.view(np.uint64) == np.float64(float(want)).view(np.uint64)
+
+
+def test_dot_wide_generic_formats_match_reference():
+    """Element formats whose products span hundreds of bits (bf16, e6m2 elements) and a float
+    scale with a tensor scale (terms of ~120 bits), against the reference."""
+    import reference.blocks as R
+
+    rng = np.random.default_rng(5)
+    for name, acc in [("bf16/e8m0/8", "fp32"), ("e6m2/e8m0/4", "bf16"), ("e5m2/e4m3fn/8/tensor", "fp64")]:
+        bf = B.format(name)
+        for _ in range(3):
+            a = rng.choice([-1, 1], 24) * 2.0 ** rng.integers(-60, 60, 24) * rng.choice([1, 1.25, 1.75], 24)
+            b = rng.choice([-1, 1], 24) * 2.0 ** rng.integers(-60, 60, 24)
+            got = B.dot(a, b, bf, acc=acc)
+            want = R.dot(list(a), list(b), bf, acc=emul.format(acc))
+            assert float(got) == float(want), (name, got, want)
+
+
+@pytest.mark.parametrize("acc, kw", [
+    ("fp32", {"order": "pairwise"}),
+    ("e4m3fn", {"overflow": "saturate", "rounding": "stochastic", "sr_bits": 5, "seed": 3}),
+    pytest.param("fx<16,4>", {"order": "chunked", "chunk": 2}, marks=pytest.mark.slow),
+    pytest.param("fx<10,4>", {"overflow": "wrap", "order": "pairwise"}, marks=pytest.mark.slow),
+    pytest.param("fp16", {"product": "bf16", "init": 3.0}, marks=pytest.mark.slow),
+    pytest.param("bf16", {"order": "chunked", "chunk": 3, "outer": "fp32", "rounding": "down"},
+                 marks=pytest.mark.slow),
+])
+def test_exact_path_equals_float_path(monkeypatch, acc, kw):
+    """The exact (integer) path, forced on every output, gives the float path's bits — NaN signs,
+    zero signs, init, product rounding, SR words from a seed, saturation included."""
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((3, 70)) * 2.0 ** rng.integers(-20, 20, (3, 70))
+    b = rng.standard_normal((70, 2)) * 2.0 ** rng.integers(-20, 20, (70, 2))
+    a[rng.random(a.shape) < 0.1] = 0.0
+    if acc.startswith("e") or acc.startswith("fp"):
+        a[0, 3], a[1, 40], b[50, 1] = np.nan, np.inf, -np.inf
+    for name in ("mxfp8_e5m2", "mxfp4", "nvfp4"):
+        if name == "nvfp4":
+            a, b = np.nan_to_num(a, nan=0.0, posinf=1.0, neginf=-1.0), np.nan_to_num(b, posinf=1.0, neginf=-1.0)
+        want = B.matmul(a, b, name, acc=acc, **kw)
+        monkeypatch.setattr(B, "_ALL_EXACT", True)
+        got = B.matmul(a, b, name, acc=acc, **kw)
+        monkeypatch.setattr(B, "_ALL_EXACT", False)
+        assert np.array_equal(np.asarray(got).view(np.uint64), np.asarray(want).view(np.uint64)), name

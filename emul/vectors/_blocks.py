@@ -184,7 +184,7 @@ def _trial(s):
             u = np.zeros((1, _sr_steps(s)), np.uint64)
         one_a, one_b = _one_scale(A.scale), _one_scale(B.scale)
         expected_block_dot(s, np.full((1, nb), one_a, np.uint64), np.zeros((1, k), np.uint64),
-                           np.full((1, nb), one_b, np.uint64), np.zeros((1, k), np.uint64), u, strict=True)
+                           np.full((1, nb), one_b, np.uint64), np.zeros((1, k), np.uint64), u)
 
 
 # ============================================================================== expected values
@@ -249,12 +249,10 @@ def _final(s):
     return as_format(s["outer"] if s["order"] == "chunked" and s["outer"] else s["acc"])
 
 
-def expected_block_dot(s, sa, a, sb, b, u=None, *, strict=False):
-    """Expected result codes of block_dot vectors: ``emul.blocks.matmul`` of each line's encoded
+def expected_block_dot(s, sa, a, sb, b, u=None):
+    """Expected result codes [n] of block_dot vectors: ``emul.blocks.matmul`` of each line's encoded
     operands (a: scales ``sa`` [n, nb], elements ``a`` [n, k]; b likewise) into the table's
-    accumulator, with SR words ``u`` [n, T]. Returns ``(y, ok)``: lines whose exact block sums
-    emul.blocks cannot carry in float64 (it raises ValueError on them) have ``ok`` False and y 0
-    (``strict``: the error is raised)."""
+    accumulator, with SR words ``u`` [n, T]."""
     A, B = _blocks.format(s["fmt"]), _blocks.format(s["b_fmt"])
     n, k = a.shape
     final = _final(s)
@@ -263,39 +261,13 @@ def expected_block_dot(s, sa, a, sb, b, u=None, *, strict=False):
         kw.update(chunk=s["chunk"], outer=s["outer"])
     if u is not None:
         kw.update(sr_bits=s["sr_bits"], sr_method=s["sr_method"])
-
-    def run(rows):
-        m = rows.size
-        opa = (sa[rows].astype(code_dtype(A.scale))[:, None, :],
-               a[rows].astype(code_dtype(A.element))[:, None, :])
-        opb = (sb[rows].astype(code_dtype(B.scale))[:, :, None],
-               b[rows].astype(code_dtype(B.element))[:, :, None])
-        rb = None if u is None else u[rows].astype(np.uint32)[:, None, None, :]
-        r = _blocks.matmul(opa, opb, A, B, random_bits=rb, **kw)
-        return encode(np.asarray(r, np.float64).reshape(m), final, overflow=s["overflow"]).astype(np.uint64)
-
-    y = np.zeros(n, np.uint64)
-    ok = _exact_lines(A, B, sa, a, sb, b)
-    if strict and not ok.all():
-        run(np.arange(n))  # raises emul.blocks' error
-    rows = np.flatnonzero(ok)
-    if rows.size:
-        y[rows] = run(rows)
-    return y, ok
-
-
-def _exact_lines(A, B, sa, a, sb, b) -> np.ndarray:
-    """Whether emul.blocks carries each line's block sums and terms exactly in float64 (it raises
-    ValueError on a line where it does not: such lines are left out of block_dot tables)."""
-    n, k = a.shape
-    nb = sa.shape[1]
-    kb = k if A.block is None else A.block
-    P, Q = np.zeros((n, nb * kb)), np.zeros((n, nb * kb))
-    P[:, :k] = decode(a, A.element)
-    Q[:, :k] = decode(b, B.element)
-    Xa = np.asarray(decode(sa, A.scale), np.float64)
-    _, _, inexact, not_float = _blocks._block_terms(P.reshape(n, nb, kb), Q.reshape(n, nb, kb), Xa)
-    return ~(inexact | not_float).any(axis=1)
+    if n == 0:
+        return np.zeros(0, np.uint64)
+    opa = (sa.astype(code_dtype(A.scale))[:, None, :], a.astype(code_dtype(A.element))[:, None, :])
+    opb = (sb.astype(code_dtype(B.scale))[:, :, None], b.astype(code_dtype(B.element))[:, :, None])
+    rb = None if u is None else u.astype(np.uint32)[:, None, None, :]
+    r = _blocks.matmul(opa, opb, A, B, random_bits=rb, **kw)
+    return encode(np.asarray(r, np.float64).reshape(n), final, overflow=s["overflow"]).astype(np.uint64)
 
 
 # ============================================================================== operands
@@ -637,10 +609,7 @@ def _gen_block_dot(s):
 
         T = _sr_steps(s)
         u = _sr_words(s, sa.shape[0] * T).reshape(sa.shape[0], T)
-    y, ok = expected_block_dot(s, sa, a, sb, b, u)
-    if not ok.all():  # lines emul.blocks cannot compute exactly (docs/rtl.md); SR words stay in line order
-        sa, a, sb, b, y = sa[ok], a[ok], sb[ok], b[ok], y[ok]
-        u = None if u is None else u[ok]
+    y = expected_block_dot(s, sa, a, sb, b, u)
     final = _final(s)
     fa, fb = A.scale, B.scale
     fields = [Field(f"sa{j}", fa.bits, fa.name) for j in range(nb)] + \
