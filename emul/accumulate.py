@@ -742,8 +742,10 @@ def dot(a, b, acc, *, product=None, product_rounding="nearest_even", rounding="n
     order and mode, SR included, products optionally rounded) and exact products (operands 0 or
     within [2**-400, 2**500), every product exact in binary64), one vectorised kernel
     (emul/_kernels/rowwise.py): sequential and chunked orders run 32 rows side by side, pairwise
-    vectorises each tree level; the rest (fixed-point accumulators, NaN/inf or wide operands) runs
-    as a batched matmul of 1 x K by K x 1. The results never depend on the path.
+    vectorises each tree level; fixed-point accumulators under the matmul's fixed-point conditions
+    (products on the accumulator's grid, sums exact in the lanes) on its integer twin, a wrapping
+    one as the exact sum wrapped once; the rest (NaN/inf or wide operands, products off the grid)
+    runs as a batched matmul of 1 x K by K x 1. The results never depend on the path.
     {args}
     >>> dot([1.0] * 1000, [1.0] * 1000, "bf16")   # 256 + 1 rounds back to 256 in bf16 (8 bits)
     np.float64(256.0)
@@ -761,8 +763,9 @@ def dot(a, b, acc, *, product=None, product_rounding="nearest_even", rounding="n
 
 def _rowwise(a, b, acc, axis, product, product_rounding, rounding, overflow, order, chunk, outer, init, seed, key,
              random_bits, sr_bits, sr_method):
-    """dot(..., axis=): float accumulators on the row-wise kernel (:func:`_rowwise_float`), the rest
-    (or when a product is not exact in binary64) as a batched matmul of 1 x K by K x 1."""
+    """dot(..., axis=): float accumulators on the row-wise kernel (:func:`_rowwise_float`),
+    fixed-point ones on its integer twin (:func:`_rowwise_fixed`), the rest (or when a product is
+    not exact in binary64) as a batched matmul of 1 x K by K x 1."""
     if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
         raise TypeError(f"axis={axis!r}: must be an int (or None for matmul's shape rules)")
     a = _operand_array(a, "a")
@@ -827,6 +830,11 @@ def _operand_array(x, name) -> np.ndarray:
     return numeric_array(x, name)
 
 
+# A row-wise MAC reads its own two operands (16 bytes) where a matmul MAC mostly reuses them:
+# it costs about this many matmul MACs when choosing the thread count (_threads_for).
+_ROWWISE_COST = 4
+
+
 def _rows_f64(x, rows, k):
     """A (..., K) operand as a row-major (rows, K) float64 array, exactly; None for integers
     beyond 2**53."""
@@ -864,7 +872,7 @@ def _rowwise_float(a, b, cfg, init, out_shape, rows, k, T, seed, key, random_bit
         f.man_bits <= 50 and (f.emin - f.man_bits if f.subnormals else f.emin) >= -1021 for f in fmts)
     out = np.empty(rows, np.float64)
     bad = np.zeros(rows, np.int8)
-    with _threads_for(rows * k, "float"):
+    with _threads_for(_ROWWISE_COST * rows * k, "float"):
         ok = RW.rowwise_float(A, B, init_values, ORDERS.index(cfg.order), cfg.chunk, Fa, Fo, Fp, Ra, Ro, pf is not None,
                               rne, *words.kernel_args(), T, out, bad)
     if not ok:
@@ -881,15 +889,15 @@ def _rowwise_float(a, b, cfg, init, out_shape, rows, k, T, seed, key, random_bit
 
 
 def _rows_fixed(x, rows, k):
-    """A (..., K) operand as a row-major (rows, K) array for RW.rowwise_fixed: integers within
-    2**53 as they are (the kernel converts them), the rest as float64 (exactly); None beyond."""
-    if x.dtype.kind in "iu" and x.dtype.itemsize <= 8:
-        if x.dtype.itemsize == 8 and x.size and not (-(1 << 53) <= int(x.min()) and int(x.max()) <= 1 << 53):
-            return None
-        return _kernel_arg(np.ascontiguousarray(x).reshape(rows, k))
-    if x.dtype.kind == "b":
-        return _kernel_arg(np.ascontiguousarray(x, np.int8).reshape(rows, k))
-    return _rows_f64(x, rows, k)
+    """A (..., K) operand as a row-major (rows, K) array for RW.rowwise_fixed, and max |x| for
+    integers: integers within 2**53 as they are (the kernel converts them), the rest as float64
+    (exactly, max None); (None, None) for integers beyond 2**53."""
+    if x.dtype.kind in "iu":
+        lo, hi = (int(x.min()), int(x.max())) if x.size else (0, 0)
+        if not (-(1 << 53) <= lo and hi <= 1 << 53):
+            return None, None
+        return _kernel_arg(np.ascontiguousarray(x).reshape(rows, k)), max(-lo, hi)
+    return _rows_f64(x, rows, k), None
 
 
 def _rowwise_fixed(a, b, cfg, init, out_shape, rows, k, T, seed, key, random_bits):
@@ -900,7 +908,7 @@ def _rowwise_fixed(a, b, cfg, init, out_shape, rows, k, T, seed, key, random_bit
     fmts = [cfg.acc] + ([cfg.outer] if cfg.order == "chunked" else [])
     if not all(isinstance(f, FixedFormat) for f in fmts):
         return None
-    A, B = _rows_fixed(a, rows, k), _rows_fixed(b, rows, k)
+    (A, amax), (B, bmax) = _rows_fixed(a, rows, k), _rows_fixed(b, rows, k)
     if A is None or B is None:
         return None
     _Words.of(cfg, out_shape + (T,), seed, key, random_bits)  # validates the SR arguments (steps are exact)
@@ -910,8 +918,8 @@ def _rowwise_fixed(a, b, cfg, init, out_shape, rows, k, T, seed, key, random_bit
     idx = np.arange(rows, dtype=np.int64)
     job = _Job(cfg, A3, B3, idx, idx, 1, 1, k, init_codes, None, T)
     # integer operands: their scan is max |x| alone (_Scan of integers), for any integer dtype
-    job.scans = tuple(_Scan(np.zeros(0, np.int32), True, max(-int(x.min()), int(x.max()))) if i
-                      else _Scan(x.reshape(-1)) for i, x in zip(ints, (A, B)))
+    job.scans = tuple(_Scan(np.zeros(0, np.int32), True, m) if m is not None else _Scan(x.reshape(-1))
+                      for x, m in ((A, amax), (B, bmax)))
     plan = _plan(job)
     if not isinstance(plan, _FixedPlan):
         return None
@@ -937,7 +945,7 @@ def _rowwise_fixed(a, b, cfg, init, out_shape, rows, k, T, seed, key, random_bit
     else:
         Bl, scale = _kernel_arg(np.ldexp(B.astype(np.float64), fu + qa).astype(dt)), dt(1)
     out = np.empty(rows, np.float64)
-    with _threads_for(rows * k, "fixed"):
+    with _threads_for(_ROWWISE_COST * rows * k, "fixed"):
         RW.rowwise_fixed(Al, Bl, scale, _kernel_arg(init_units.astype(dt)), ORDERS.index(cfg.order), cfg.chunk,
                          np.array(ra, np.float64), np.array(ro, np.float64), sum_only, out)
     return np.ldexp(out, -fu) if fu else out
