@@ -110,7 +110,8 @@ def _check_fits_float64(fmt, what):
 
 
 # Inputs used as they are (no numeric_array conversion) when they arrive as ndarrays of these.
-_DIRECT = frozenset(np.dtype(t) for t in (np.float16, np.float32, np.float64, np.int64, np.uint64))
+_NARROW_INTS = frozenset(np.dtype(t) for t in (np.int8, np.int16, np.int32, np.uint8, np.uint16, np.uint32))
+_DIRECT = frozenset(np.dtype(t) for t in (np.float16, np.float32, np.float64, np.int64, np.uint64)) | _NARROW_INTS
 _PLANS: dict = {}  # resolved calls, keyed by the caller's arguments (see _plan)
 
 
@@ -118,9 +119,12 @@ def _make_plan(fmt, rounding, overflow, sr_bits, sr_method, dtype, codes):
     """Validate the arguments once and choose the kernels: a tuple
     (route, fmt, mode, ovf, r, sr, out_dtype, P, C, kernel, parallel_kernel, in_view, out_view).
 
-    route: "f32" (fast_f32; float16 widened to float32 first), "f64" (fast_f64; float16 widened),
-    "fixed" (fast_fixed, float32/float16 in, codes out) or "general" (emul/_kernels/round.py).
-    The kernels read the input as ``in_view`` and write the output as ``out_view``."""
+    route: "f32" (fast_f32), "f64" (fast_f64), "fixed" (fast_fixed from float32, codes out),
+    "fixed64" (fast_fixed from float64, codes out) or "general" (emul/_kernels/round.py). The
+    vectorised routes read float32 (float16 and integers of at most 16 bits are widened to it
+    exactly first) or float64 (float16, integers of at most 32 bits, and float32 for the float64
+    fixed route, widened exactly). The kernels read the input as ``in_view`` and write the output as
+    ``out_view``."""
     fmt, mode, ovf, r, compare = resolve(fmt, rounding, overflow, sr_bits, sr_method, exp_ok=True)
     sr = mode == Rounding.STOCHASTIC
     if codes:
@@ -130,9 +134,12 @@ def _make_plan(fmt, rounding, overflow, sr_bits, sr_method, dtype, codes):
         out_dtype = np.dtype(np.float32 if dtype == np.float32 and _fits_float32(fmt) else np.float64)
     P = kernel_params(fmt, mode, ovf, r, compare)
     general = ("general", fmt, mode, ovf, r, sr, out_dtype, P, None, None, None, None, None)
-    as32 = np.dtype(np.float32) if dtype == np.float16 else dtype  # float16 widens to float32 exactly
-    if isinstance(fmt, FloatFormat) and (dtype == np.float32 or (dtype == np.float16 and codes)) \
-            and _fast_f32(fmt, mode, as32, out_dtype):
+    ints = dtype.kind in "iu" and dtype.itemsize <= 4  # exact in float64 (in float32 up to 16 bits)
+    as32 = codes and (dtype == np.float16 or (ints and dtype.itemsize <= 2))
+    as32 = as32 or dtype == np.float32
+    as64 = ints or dtype in (np.float64, np.float16)
+    u32 = np.dtype(np.uint32)
+    if isinstance(fmt, FloatFormat) and as32 and _fast_f32(fmt, mode, np.dtype(np.float32), out_dtype):
         from ._kernels import fast_f32 as F
 
         C = _fast_constants(fmt, mode, ovf, r, compare)
@@ -142,9 +149,8 @@ def _make_plan(fmt, rounding, overflow, sr_bits, sr_method, dtype, codes):
         else:
             kernel = F.quantize_f32 if values else F.encode_f32
         par = F.quantize_f32_par if values else F.encode_f32_par
-        return ("f32", fmt, mode, ovf, r, sr, out_dtype, P, C, kernel, par, np.dtype(np.uint32),
-                np.dtype(np.uint32) if values else out_dtype)
-    if isinstance(fmt, FloatFormat) and dtype in (np.float64, np.float16) and out_dtype != np.float32:
+        return ("f32", fmt, mode, ovf, r, sr, out_dtype, P, C, kernel, par, u32, u32 if values else out_dtype)
+    if isinstance(fmt, FloatFormat) and as64 and out_dtype != np.float32:
         from ._kernels import fast_f64 as F
 
         if not F.in_domain(fmt):
@@ -153,13 +159,16 @@ def _make_plan(fmt, rounding, overflow, sr_bits, sr_method, dtype, codes):
         return ("f64", fmt, mode, ovf, r, sr, out_dtype, P, F.constants(P, fmt),
                 F.quantize_f64 if values else F.encode_f64, F.quantize_f64_par if values else F.encode_f64_par,
                 np.dtype(np.uint64), np.dtype(np.uint64) if values else out_dtype)
-    if isinstance(fmt, FixedFormat) and codes and dtype in (np.float32, np.float16) and not sr:
+    if isinstance(fmt, FixedFormat) and codes:
         from ._kernels import fast_fixed as F
 
-        if not F.in_domain(fmt):
-            return general
-        return ("fixed", fmt, mode, ovf, r, sr, out_dtype, P, F.constants(P, fmt), F.encode_fixed_f32,
-                F.encode_fixed_f32_par, np.dtype(np.uint32), out_dtype)
+        if as32 and F.in_domain(fmt):
+            return ("fixed", fmt, mode, ovf, r, sr, out_dtype, P, F.constants(P, fmt),
+                    F.encode_fixed_sr_f32 if sr else F.encode_fixed_f32, F.encode_fixed_f32_par, u32, out_dtype)
+        if (as64 or dtype == np.float32) and F.in_domain64(fmt):
+            return ("fixed64", fmt, mode, ovf, r, sr, out_dtype, P, F.constants(P, fmt, wide=True),
+                    F.encode_fixed_sr_f64 if sr else F.encode_fixed_f64, F.encode_fixed_f64_par,
+                    np.dtype(np.uint64), out_dtype)
     return general
 
 
@@ -183,12 +192,17 @@ def _plan(fmt, rounding, overflow, sr_bits, sr_method, dtype, codes):
 
 def _round(x, fmt, rounding, overflow, seed, key, sr_bits, sr_method, random_bits, *, codes):
     a = x if type(x) is np.ndarray and x.dtype in _DIRECT else numeric_array(x)
-    route, fmt, mode, ovf, r, sr, out_dtype, P, C, kernel, par, in_view, out_view = _plan(
-        fmt, rounding, overflow, sr_bits, sr_method, a.dtype, codes)
+    plan = _plan(fmt, rounding, overflow, sr_bits, sr_method, a.dtype, codes)
+    if plan[0] == "general" and a.dtype in _NARROW_INTS:  # the general kernel reads int64
+        a = a.astype(np.int64)
+        plan = _plan(fmt, rounding, overflow, sr_bits, sr_method, a.dtype, codes)
+    route, fmt, mode, ovf, r, sr, out_dtype, P, C, kernel, par, in_view, out_view = plan
     seeded = sr and random_bits is None
     if sr or seed is not None or key is not None or random_bits is not None:
         # seeded SR makes its words inside the kernel; sr_words still checks the arguments
         u = sr_words(mode, (0,) if seeded else a.shape, r, seed=seed, key=key, random_bits=random_bits)
+        if not u.flags.writeable:  # (random_bits of x's shape come back as a read-only view) a read-only
+            u = u.copy()           # array is another type to Numba: one more compile of every kernel
     else:
         u = _NO_WORDS
     flat = a.reshape(-1) if a.flags.c_contiguous else np.ascontiguousarray(a).reshape(-1)
@@ -198,8 +212,13 @@ def _round(x, fmt, rounding, overflow, seed, key, sr_bits, sr_method, random_bit
     if route == "general":
         nan_bad, inf_bad, out = _general(flat, u, P, seeded, seed, key, out_dtype, out)
     else:
+        wide = in_view.itemsize == 8
         if flat.dtype == np.float16:
-            flat = _widen_f16(flat, to64=route == "f64")
+            flat = _widen_f16(flat, to64=wide)
+        elif flat.dtype.kind in "iu":  # exact: at most 16 bits into float32, 32 bits into float64
+            flat = flat.astype(np.float64 if wide else np.float32)
+        elif wide and flat.dtype == np.float32:
+            flat = exact_float64(flat)
         src, dst = flat.view(in_view), out.view(out_view)
         if sr or route == "f64" or n >= FAST_PARALLEL_MIN:
             if seeded:
@@ -213,13 +232,13 @@ def _round(x, fmt, rounding, overflow, seed, key, sr_bits, sr_method, random_bit
                 kernel = par
             if route == "f64":
                 nan_bad = kernel(src, C, P, u, k0, k1, seeded, dst)
-            elif route == "f32" and (sr or kernel is par):
+            elif sr or kernel is par:  # f32, fixed, fixed64
                 nan_bad = kernel(src, C, u, k0, k1, seeded, dst)
             else:
                 nan_bad = kernel(src, C, dst)
         else:  # the hot small case: deterministic float32 in
             nan_bad = kernel(src, C, dst)
-        if route == "fixed":
+        if route in ("fixed", "fixed64"):
             nan_bad, inf_bad = nan_bad
     if nan_bad:
         raise ValueError(f"x: {nan_bad} NaN value(s), but {fmt.name} has no NaN, and no overflow rule maps NaN "

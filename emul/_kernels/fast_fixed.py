@@ -1,46 +1,66 @@
-"""Fast path: float32 inputs to fixed-point formats of at most 31 bits with ``frac <= 126``, every
-deterministic rounding mode and every overflow rule.
+"""Fast paths to fixed-point formats: float32 inputs (formats of at most 31 bits, ``frac <= 126``)
+and float64 inputs (at most 63 bits, ``frac <= 1022``), every rounding mode (stochastic included)
+and every overflow rule.
 
 The same rounding as :func:`emul._kernels.round.fixed_code` (the oracle; ``tests/test_fast_path.py``
-checks every bit against it), written with 32-bit integer operations and selects only (see
-:mod:`emul._kernels.intrinsics`), so the loop vectorises in 32-bit lanes. Per element, with
-``a = |bits|``, ``eff = max(exponent field, 1)`` and ``mant`` the 24-bit significand (hidden bit
-included for normals), the value in units of the format's lsb is ``mant * 2**(eff - FS)`` with
-``FS = 150 - frac``:
+and ``tests/test_fast_fixed.py`` check every bit against it), written with integer operations and
+selects only, so the loops vectorise: float32 inputs in 32-bit lanes (see
+:mod:`emul._kernels.intrinsics`), float64 inputs in 64-bit lanes. Per element, with ``a = |bits|``,
+``eff = max(exponent field, 1)`` and ``mant`` the significand (hidden bit included for normals;
+``W`` = 24 or 53 bits), the value in units of the format's lsb is ``mant * 2**(eff - FS)`` with
+``FS = 150 - frac`` (float32) or ``1075 - frac`` (float64):
 
-- ``eff < FS`` (something may be discarded): the shift ``s = min(FS - eff, 25)``; ``q = (mant +
-  inc) >> s`` with the mode's increment (``inc = (mask + r) >> 1`` for nearest modes, ``r ? mask :
-  0`` for directed ones, ``mask = 2**s - 1``, ``r = k0 ^ (ks & sign) ^ (kl & lsb)``, ``lsb`` bit
-  ``s`` of ``mant``: the magnitude's last bit, which is also the two's complement code's). A shift
-  capped at 25 changes nothing: the kept part is 0 and the discarded fraction below 1/2. With
-  ``frac <= 126`` every float32 subnormal lands here.
-- ``eff >= FS`` (exact): ``q = mant << (eff - FS)``; a normal ``mant >= 2**23`` shifted by 9 or
-  more exceeds every 31-bit format, so ``q`` is only formed for shifts up to 8 and the magnitude
-  is "big" beyond.
-- in range (``q`` at most ``MAXRAW``, or ``-MINRAW`` for negative inputs): the code is ``±q`` mod
+- ``eff < FS`` (something may be discarded): the true shift ``sf = FS - eff``, applied as
+  ``s = min(sf, W + 1)`` (a shift capped there changes nothing: the kept part is 0 and the
+  discarded fraction below 1/2).
+
+  - deterministic modes: ``q = (mant + inc) >> s`` with the mode's increment (``inc = (mask + r)
+    >> 1`` for nearest modes, ``r ? mask : 0`` for directed ones, ``mask = 2**s - 1``, ``r = k0 ^
+    (ks & sign) ^ (kl & lsb)``, ``lsb`` bit ``s`` of ``mant``: the magnitude's last bit, which is
+    also the two's complement code's).
+  - stochastic rounding with the word ``u`` (``r`` bits) acts on the signed value: with
+    ``t = floor(f * 2**r)`` for the fraction ``f`` of the magnitude below the lsb (``(mant >> (sf
+    - r)) & (2**r - 1)`` when ``sf >= r``, else ``(mant & mask) << (r - sf)``) and ``st`` whether
+    ``f * 2**r`` is not an integer (bits of ``mant`` below ``sf - r``), a positive value's
+    magnitude rounds up iff ``t + u >= 2**r`` ("add") or ``u < t`` ("compare"); a negative value's
+    fraction measured from below is ``1 - f``, with ``floor((1 - f) * 2**r) = 2**r - t - st``, so
+    its magnitude rounds up (the value down) iff ``u < t + st`` ("add") or ``u + t + st >= 2**r``
+    ("compare"). All four are ``v < t or (v == t and st and negative)`` with ``v = u`` or
+    ``2**r - 1 - u`` (a constant per sign); ``f = 0`` never rounds up (``t = st = 0``).
+    ``q = (mant >> s) + up``.
+- ``eff >= FS`` (exact): ``q = mant << (eff - FS)``; a normal ``mant`` shifted by more than ``B``
+  (8 for float32, 10 for float64) exceeds every format of the path, so ``q`` is only formed up to
+  that shift and the magnitude is "big" beyond.
+- in range (``q`` at most ``MAXRAW``, or ``NEGMAG`` for negative inputs): the code is ``±q`` mod
   ``2**bits`` (``saturate_symmetric`` maps ``-2**(bits-1)`` to ``-MAXRAW``);
 - out of range: the saturate rules give per-sign constants; ``wrap`` keeps the low ``bits`` bits
-  of ``±Q`` (``Q`` the exact rounded magnitude; its low 32 bits are ``mant << (eff - FS)`` mod
-  ``2**32``), ``wrap_sign_magnitude`` then inverts them when their top bit differs from bit
-  ``bits`` of ``±Q``;
+  of ``±Q`` (``Q`` the exact rounded magnitude; its low 32 / 64 bits are ``q``, or ``mant << (eff
+  - FS)`` mod ``2**32`` / ``2**64``), ``wrap_sign_magnitude`` then inverts them when their top bit
+  differs from bit ``bits`` of ``±Q``;
 - ±inf: the rule's per-sign constants (``wrap`` rejects them: counted, the caller raises); NaN is
   rejected (counted) as fixed point has no NaN.
 
-Kernels return ``(#NaN, #inf rejected)``; each element depends only on itself, so chunking and
-thread count never change a result.
+SR words: ``random_bits`` arrive as a flat uint32 array; for ``seed``/``key`` element ``i`` uses
+``bits(key, (n,))[i] >> (32 - r)`` (Threefry-2x32 of the counter ``(i >> 32, i mod 2**32)``, drawn
+in 32-bit lanes: :func:`emul._kernels.intrinsics.threefry_word`), as
+:func:`emul._kernels.round.round_seeded` does. Inputs are processed in ``CHUNK``-element spans (a
+span never crosses a multiple of 2**32, so the counter's high word is one per span).
+
+Kernels return ``(#NaN, #inf rejected)``; each element depends only on itself and its word, so
+chunking and thread count never change a result.
 """
 
 import numpy as np
 from numba import njit, prange
 
 from . import slots as K
-from .intrinsics import add, and_, eq, or_, select, shl, shr, sub, ult, xor
+from .intrinsics import add, and_, eq, or_, select, shl, shr, sub, threefry_word, ult, xor
 
 (FS, MAXRAW, NEGMAG, BMASK, NEAR, K0, KS, KL, SYM, SYMC, SAT_POS, SAT_NEG, WRAP, WRAP_SM, TOPB,
- INF_POS, INF_NEG) = range(17)
-NCONST = 17
+ INF_POS, INF_NEG, SR_R, SR_MASK, SR_XP, SR_XN, SR_SHIFT) = range(22)
+NCONST = 22
 
-CHUNK = 1 << 16  # elements per parallel task
+CHUNK = 1 << 16  # elements per span (and per parallel task); divides 2**32
 
 _EXP = np.uint32(0x7F800000)
 _ABS = np.uint32(0x7FFFFFFF)
@@ -56,21 +76,27 @@ _32 = np.uint32(32)
 
 
 def in_domain(fmt) -> bool:
-    """Whether this path covers the fixed format (from float32, deterministic modes)."""
+    """Whether the float32 path covers the fixed format."""
     return fmt.bits <= 31 and fmt.frac <= 126
 
 
-def constants(P: tuple, fmt) -> np.ndarray:
-    """The uint32 constant vector for P (:func:`emul._params.kernel_params` of a fixed format in
-    this path's domain, a deterministic mode)."""
+def in_domain64(fmt) -> bool:
+    """Whether the float64 path covers the fixed format."""
+    return fmt.bits <= 63 and fmt.frac <= 1022
+
+
+def constants(P: tuple, fmt, wide=False) -> np.ndarray:
+    """The constant vector for P (:func:`emul._params.kernel_params` of a fixed format in the
+    path's domain, any mode): uint32 for the float32 path, uint64 for the float64 one (``wide``)."""
     from .round import saturated
 
     bits = fmt.bits
     mask = (1 << bits) - 1
     rule = int(P[K.RULE])
     C = [0] * NCONST
-    C[FS] = 150 - fmt.frac  # >= 24 (frac <= 126); may exceed 2**31 for very negative frac: capped
-    C[FS] = min(C[FS], 1 << 20)
+    # FS >= 24 (float32, frac <= 126) or >= 53 (float64, frac <= 1022); capped for very negative
+    # frac (every input is then lossy and shifted out, as with the exact FS)
+    C[FS] = min((1075 if wide else 150) - fmt.frac, 1 << 20)
     C[MAXRAW], C[NEGMAG], C[BMASK] = int(P[K.MAXRAW]), int(P[K.NEGMAG]), mask
     C[NEAR], C[K0], C[KS], C[KL] = int(P[K.NEAREST]), int(P[K.K0]), int(P[K.KS]), int(P[K.KL])
     C[SYM] = int(rule == K.RULE_SAT_SYM and fmt.signed)
@@ -80,33 +106,28 @@ def constants(P: tuple, fmt) -> np.ndarray:
     C[WRAP_SM] = int(rule == K.RULE_WRAP_SM)
     C[TOPB] = bits - 1
     C[INF_POS], C[INF_NEG] = int(P[K.INF_POS]) & mask, int(P[K.INF_NEG]) & mask
-    return np.array(C, np.uint32)
+    if P[K.SR]:
+        r, compare = int(P[K.SR_BITS]), bool(P[K.SR_CMP])
+        mask_r = (1 << r) - 1
+        C[SR_R], C[SR_MASK], C[SR_SHIFT] = r, mask_r, 32 - r
+        # v = u ^ X: positive "add" and negative "compare" use 2**r - 1 - u, the others u
+        C[SR_XP], C[SR_XN] = (0, mask_r) if compare else (mask_r, 0)
+    return np.array(C, np.uint64 if wide else np.uint32)
 
 
 @njit(inline="always")
 def _unpack(C):
     return (C[0], C[1], C[2], C[3], C[4], C[5], C[6], C[7], C[8], C[9], C[10], C[11], C[12], C[13],
-            C[14], C[15], C[16])
+            C[14], C[15], C[16], C[17], C[18], C[19], C[20], C[21])
 
+
+# -- float32 inputs: 32-bit lanes ---------------------------------------------------------------------
 
 @njit(inline="always")
-def code_of(b, k):
-    """The fixed-point code of the float32 pattern b (any value; NaN gives 0)."""
-    a = and_(b, _ABS)
-    neg = ult(_ABS, b)
-    sign = shr(b, _31)
-    e = shr(a, _23)
-    eff = select(eq(e, _0), _1, e)
-    mant = select(eq(e, _0), a, or_(and_(a, _FRAC), _HIDDEN))
-    lossy = ult(eff, k[FS])
-    sd = sub(k[FS], eff)             # lossy: the shift
-    s = select(ult(sd, _25), sd, _25)
-    s = select(lossy, s, _0)
-    mask = sub(shl(_1, s), _1)
-    r = xor(xor(k[K0], and_(k[KS], sign)), and_(k[KL], and_(shr(mant, s), _1)))
-    inc = select(k[NEAR] != _0, shr(add(mask, r), _1), and_(mask, sub(_0, r)))  # nearest : directed
+def _finish(b, a, neg, mant, eff, lossy, q, k):
+    """The code from the rounded magnitude q (lossy) or the exact one (see the module docstring)."""
     up = sub(eff, k[FS])             # not lossy: the left shift
-    q = select(lossy, shr(add(mant, inc), s), shl(mant, select(ult(up, _8), up, _8)))
+    q = select(lossy, q, shl(mant, select(ult(up, _8), up, _8)))
     big = (not lossy) & ult(_8, up)
     limit = select(neg, k[NEGMAG], k[MAXRAW])
     over = big | ult(limit, q)
@@ -124,37 +145,281 @@ def code_of(b, k):
 
 
 @njit(inline="always")
-def _span(x, k, out, lo, hi):
-    """out[lo:hi] = codes of x[lo:hi]; return (#NaN, #inf)."""
-    for j in range(hi - lo):
-        i = np.uintp(lo + j)  # an unsigned index: no negative-index wraparound, so no gathers
-        out[i] = code_of(x[i], k)
+def code_of(b, k, sr, u):
+    """The fixed-point code of the float32 pattern b (any value; NaN gives 0); u: its SR word."""
+    a = and_(b, _ABS)
+    neg = ult(_ABS, b)
+    e = shr(a, _23)
+    eff = select(eq(e, _0), _1, e)
+    mant = select(eq(e, _0), a, or_(and_(a, _FRAC), _HIDDEN))
+    lossy = ult(eff, k[FS])
+    sd = sub(k[FS], eff)             # lossy: the true shift (>= 1)
+    s = select(ult(sd, _25), sd, _25)
+    s = select(lossy, s, _0)
+    if sr:
+        d1 = sub(sd, k[SR_R])        # sf >= r: t = (mant >> (sf - r)) & (2**r - 1); 0 past 23
+        d1 = select(ult(d1, _31), d1, _31)
+        d2 = sub(k[SR_R], sd)        # sf < r: t = (mant & mask) << (r - sf), r - sf <= 31
+        d2 = select(ult(d2, _31), d2, _31)
+        ge = not ult(sd, k[SR_R])
+        t = select(ge, and_(shr(mant, d1), k[SR_MASK]), shl(and_(mant, sub(shl(_1, s), _1)), d2))
+        st = ge & (not eq(and_(mant, sub(shl(_1, d1), _1)), _0))
+        v = xor(u, select(neg, k[SR_XN], k[SR_XP]))
+        inc = select(ult(v, t) | (neg & st & eq(v, t)), _1, _0)
+        q = add(shr(mant, s), inc)
+    else:
+        sign = shr(b, _31)
+        mask = sub(shl(_1, s), _1)
+        r = xor(xor(k[K0], and_(k[KS], sign)), and_(k[KL], and_(shr(mant, s), _1)))
+        inc = select(k[NEAR] != _0, shr(add(mask, r), _1), and_(mask, sub(_0, r)))  # nearest : directed
+        q = shr(add(mant, inc), s)
+    return _finish(b, a, neg, mant, eff, lossy, q, k)
+
+
+@njit(inline="always")
+def _counts(x, k):
+    """(#NaN, #inf rejected) of the float32 patterns x."""
     nan = 0
     inf = 0
-    for j in range(hi - lo):
-        a = and_(x[np.uintp(lo + j)], _ABS)
+    for j in range(x.size):
+        a = and_(x[np.uintp(j)], _ABS)
         nan += ult(_EXP, a)
         inf += eq(a, _EXP)
     return nan, (inf if k[WRAP] != _0 else 0)
 
 
+@njit(inline="always")
+def _span(x, k, out):
+    """out[:] = codes of x[:] (deterministic modes)."""
+    for j in range(x.size):
+        i = np.uintp(j)  # an unsigned index: no negative-index wraparound, so no gathers
+        out[i] = code_of(x[i], k, False, _0)
+
+
+@njit(inline="always")
+def _span_sr(x, k, out, u, key0, key1, seeded, base):
+    """out[:] = codes of x[:] under SR: words u[j], or the threefry words of elements base + j
+    (seeded; base + x.size never crosses a multiple of 2**32)."""
+    if seeded:
+        hi = np.uint32(base >> 32)
+        lo = np.uint32(base & 0xFFFFFFFF)
+        for j in range(x.size):
+            i = np.uintp(j)
+            w = shr(threefry_word(key0, key1, hi, add(lo, i)), k[SR_SHIFT])
+            out[i] = code_of(x[i], k, True, w)
+    else:
+        for j in range(x.size):
+            i = np.uintp(j)
+            out[i] = code_of(x[i], k, True, u[i])
+
+
+@njit(inline="always")
+def _chunk_f32(x, k, out, u, key0, key1, seeded, base):
+    """Codes of the span x (element base + j of the whole input), SR by the constants."""
+    if k[SR_R] != _0:
+        if seeded:
+            _span_sr(x, k, out, u, key0, key1, True, base)
+        else:
+            _span_sr(x, k, out, u, key0, key1, False, base)
+    else:
+        _span(x, k, out)
+    return _counts(x, k)
+
+
 @njit(cache=True)
 def encode_fixed_f32(x, C, out):
-    """out[i] = the fixed-point code of the float32 pattern x[i] (out: uint8, uint16 or uint32);
-    returns (#NaN, #inf rejected)."""
-    return _span(x, _unpack(C), out, 0, x.size)
+    """out[i] = the fixed-point code of the float32 pattern x[i] (out: uint8, uint16 or uint32;
+    deterministic modes); returns (#NaN, #inf rejected)."""
+    k = _unpack(C)
+    _span(x, k, out)
+    return _counts(x, k)
+
+
+@njit(cache=True)
+def encode_fixed_sr_f32(x, C, u, key0, key1, seeded, out):
+    """encode_fixed_f32 for stochastic rounding (C built with SR): element i uses the word u[i]
+    (``random_bits``), or when ``seeded`` ``bits((key0, key1), (n,))[i] >> (32 - sr_bits)``."""
+    k = _unpack(C)
+    n = x.size
+    for lo in range(0, n, CHUNK):
+        hi = min(lo + CHUNK, n)
+        if seeded:
+            _span_sr(x[lo:hi], k, out[lo:hi], u, key0, key1, True, lo)
+        else:
+            _span_sr(x[lo:hi], k, out[lo:hi], u[lo:hi], key0, key1, False, lo)
+    return _counts(x, k)
 
 
 @njit(cache=True, parallel=True)
-def encode_fixed_f32_par(x, C, out):
-    """encode_fixed_f32 over CHUNK-element tasks on Numba's threads."""
+def encode_fixed_f32_par(x, C, u, key0, key1, seeded, out):
+    """encode_fixed_f32 / encode_fixed_sr_f32 (by C's mode) over CHUNK-element tasks on Numba's
+    threads."""
     k = _unpack(C)
     n = x.size
+    sr = k[SR_R] != _0
     counts = np.zeros(((n + CHUNK - 1) // CHUNK, 2), np.int64)  # per task: no parfor reduction
     for c in prange(counts.shape[0]):
         lo = c * CHUNK
         hi = min(lo + CHUNK, n)
-        a, b = _span(x[lo:hi], k, out[lo:hi], 0, hi - lo)
+        w = u[lo:hi] if sr and not seeded else u[0:0]
+        a, b = _chunk_f32(x[lo:hi], k, out[lo:hi], w, key0, key1, seeded, lo)
+        counts[c, 0] = a
+        counts[c, 1] = b
+    return counts[:, 0].sum(), counts[:, 1].sum()
+
+
+# -- float64 inputs: 64-bit lanes ---------------------------------------------------------------------
+
+_EXP64 = np.uint64(0x7FF0000000000000)
+_ABS64 = np.uint64(0x7FFFFFFFFFFFFFFF)
+_FRAC64 = np.uint64((1 << 52) - 1)
+_HID64 = np.uint64(1 << 52)
+_Z = np.uint64(0)
+_O = np.uint64(1)
+_10 = np.uint64(10)
+_52 = np.uint64(52)
+_54 = np.uint64(54)
+_63 = np.uint64(63)
+_64 = np.uint64(64)
+
+
+@njit(inline="always")
+def _sel(c, a, b):
+    """``a if c else b`` for uint64 a, b and a boolean c, without a branch."""
+    m = _Z - np.uint64(c)
+    return b ^ ((a ^ b) & m)
+
+
+@njit(inline="always")
+def _cap(v, n):
+    """min(v, n) for uint64."""
+    return _sel(v < n, v, n)
+
+
+@njit(inline="always")
+def code_of64(b, k, sr, u):
+    """The fixed-point code of the float64 pattern b (any value; NaN gives 0); u: its SR word."""
+    a = b & _ABS64
+    neg = a != b
+    e = a >> _52
+    eff = _sel(e == _Z, _O, e)
+    mant = _sel(e == _Z, a, (a & _FRAC64) | _HID64)
+    lossy = eff < k[FS]
+    sd = k[FS] - eff                 # lossy: the true shift (>= 1)
+    s = _sel(lossy, _cap(sd, _54), _Z)
+    if sr:
+        r = k[SR_R]
+        ge = sd >= r
+        d1 = _cap(sd - r, _63)       # sf >= r: t = (mant >> (sf - r)) & (2**r - 1)
+        d2 = _cap(r - sd, _63)       # sf < r: t = (mant & mask) << (r - sf), r - sf <= 31
+        t = _sel(ge, (mant >> d1) & k[SR_MASK], (mant & ((_O << s) - _O)) << d2)
+        st = ge & ((mant & ((_O << d1) - _O)) != _Z)
+        v = np.uint64(u) ^ _sel(neg, k[SR_XN], k[SR_XP])
+        q = (mant >> s) + np.uint64((v < t) | (neg & st & (v == t)))
+    else:
+        mask = (_O << s) - _O
+        r = k[K0] ^ (k[KS] & np.uint64(neg)) ^ (k[KL] & ((mant >> s) & _O))
+        inc = _sel(k[NEAR] != _Z, (mask + r) >> _O, mask & (_Z - r))  # nearest : directed
+        q = (mant + inc) >> s
+    up = eff - k[FS]                 # not lossy: the left shift
+    q = _sel(lossy, q, mant << _cap(up, _10))
+    big = (not lossy) & (up > _10)
+    limit = _sel(neg, k[NEGMAG], k[MAXRAW])
+    over = big | (q > limit)
+    code = _sel(neg, _Z - q, q) & k[BMASK]
+    code = _sel(neg & (k[SYM] != _Z) & (q == k[NEGMAG]), k[SYMC], code)
+    # wrap: the low 64 bits of the exact rounded magnitude, signed
+    qw = _sel(lossy, q, _sel(up < _64, mant << _cap(up, _63), _Z))
+    sw = _sel(neg, _Z - qw, qw)
+    raw = sw & k[BMASK]
+    flip = ((raw >> k[TOPB]) & _O) ^ ((sw >> (k[TOPB] + _O)) & _O)
+    raw = _sel((k[WRAP_SM] != _Z) & (flip != _Z), (raw ^ k[BMASK]) & k[BMASK], raw)
+    ovf = _sel(k[WRAP] != _Z, raw, _sel(neg, k[SAT_NEG], k[SAT_POS]))
+    res = _sel(over, ovf, code)
+    return _sel(a < _EXP64, res, _sel(a == _EXP64, _sel(neg, k[INF_NEG], k[INF_POS]), _Z))
+
+
+@njit(inline="always")
+def _counts64(x, k):
+    nan = 0
+    inf = 0
+    for j in range(x.size):
+        a = x[np.uintp(j)] & _ABS64
+        nan += a > _EXP64
+        inf += a == _EXP64
+    return nan, (inf if k[WRAP] != _Z else 0)
+
+
+@njit(inline="always")
+def _draw(buf, k, key0, key1, base, n):
+    """buf[j] = the SR word of element base + j (j < n; base + n never crosses 2**32 multiples)."""
+    hi = np.uint32(base >> 32)
+    lo = np.uint32(base & 0xFFFFFFFF)
+    shift = np.uint32(k[SR_SHIFT])
+    for j in range(n):
+        buf[j] = shr(threefry_word(key0, key1, hi, add(lo, j)), shift)  # 32-bit lanes
+
+
+@njit(inline="always")
+def _chunk_f64(x, k, out, u, key0, key1, seeded, base):
+    """Codes of the span x (element base + j of the whole input; at most CHUNK elements), SR by
+    the constants (seeded words drawn into a buffer first, in 32-bit lanes)."""
+    n = x.size
+    if k[SR_R] != _Z:
+        if seeded:
+            buf = np.empty(n, np.uint32)
+            _draw(buf, k, key0, key1, base, n)
+        else:
+            buf = u
+        for j in range(n):
+            i = np.uintp(j)
+            out[i] = code_of64(x[i], k, True, buf[i])
+    else:
+        for j in range(n):
+            i = np.uintp(j)
+            out[i] = code_of64(x[i], k, False, _0)
+    return _counts64(x, k)
+
+
+@njit(cache=True)
+def encode_fixed_f64(x, C, out):
+    """out[i] = the fixed-point code of the float64 pattern x[i] (uint64 view; out uint8 …
+    uint64; deterministic modes); returns (#NaN, #inf rejected)."""
+    k = _unpack(C)
+    for j in range(x.size):
+        i = np.uintp(j)
+        out[i] = code_of64(x[i], k, False, _0)
+    return _counts64(x, k)
+
+
+@njit(cache=True)
+def encode_fixed_sr_f64(x, C, u, key0, key1, seeded, out):
+    """encode_fixed_f64 for stochastic rounding; words as in encode_fixed_sr_f32."""
+    k = _unpack(C)
+    n = x.size
+    nan = 0
+    inf = 0
+    for lo in range(0, n, CHUNK):
+        hi = min(lo + CHUNK, n)
+        w = u[lo:hi] if not seeded else u[0:0]
+        a, b = _chunk_f64(x[lo:hi], k, out[lo:hi], w, key0, key1, seeded, lo)
+        nan += a
+        inf += b
+    return nan, inf
+
+
+@njit(cache=True, parallel=True)
+def encode_fixed_f64_par(x, C, u, key0, key1, seeded, out):
+    """encode_fixed_f64 / encode_fixed_sr_f64 (by C's mode) over CHUNK-element tasks."""
+    k = _unpack(C)
+    n = x.size
+    sr = k[SR_R] != _Z
+    counts = np.zeros(((n + CHUNK - 1) // CHUNK, 2), np.int64)
+    for c in prange(counts.shape[0]):
+        lo = c * CHUNK
+        hi = min(lo + CHUNK, n)
+        w = u[lo:hi] if sr and not seeded else u[0:0]
+        a, b = _chunk_f64(x[lo:hi], k, out[lo:hi], w, key0, key1, seeded, lo)
         counts[c, 0] = a
         counts[c, 1] = b
     return counts[:, 0].sum(), counts[:, 1].sum()
