@@ -206,6 +206,8 @@ def _fast(op, arrays, shape, u, P, k, fmt, ovf, out_dtype):
     out = np.empty(n, np.uint32 if out_dtype == np.float32 else np.uint64)
     fl = _scratch(n)
     kernel = (fast_arith.SR_KERNELS if P[_slots.SR] else fast_arith.KERNELS)[op]
+    if op == fast_arith.SQRT and not P[_slots.SR] and P[_slots.M] <= 23:
+        kernel = fast_arith.sqrt_narrow_k  # no residual needed (fast_arith's docstring)
     marked = _chunked(kernel, (*flat, k, u, out, fl), n) if n else 0
     n_nan = n_gen_nan = n_gen_inf = 0
     if marked:

@@ -315,3 +315,55 @@ def test_results_do_not_depend_on_thread_count(monkeypatch):
                 _same(c(), want, f"{threads} threads")
     finally:
         numba.set_num_threads(before)
+
+
+# -- sqrt into formats of man_bits <= 23 without the residual (fast_arith.sqrt_narrow_k) -------------
+
+def _sqrt_hard_operands(man_bits, rng):
+    """float32 operands whose roots lie on, or as close as float32 allows to, the points where
+    rounding to man_bits + 1 bits changes (values and midpoints: M = Mi * 2**m, Mi of man_bits + 2
+    bits), at both exponent parities: M**2 itself where it is a float32, a = Mi**2 - d (|d| <= 8)
+    for the Mi = j * 2**t ± 1 that make it one (Mi**2 - 1 divisible by a large power of 2: the
+    roots closest to M), their float32 neighbours, and random float32 patterns (subnormals too)."""
+    p2 = man_bits + 2
+    ints = []
+    for t in range(1, p2):
+        for j in range(1, 64):
+            for mi in (j * 2**t - 1, j * 2**t + 1):
+                if mi.bit_length() != p2:
+                    continue
+                for d in range(-8, 9):
+                    v = mi * mi - d
+                    tz = (v & -v).bit_length() - 1
+                    if v > 0 and v >> tz < 2**24:
+                        ints.append((v >> tz, tz))
+    mi = rng.integers(1 << (p2 - 1), 1 << p2, 2000, dtype=np.int64)
+    ints += [(int(v), 0) for v in mi * mi if v < 2**24]
+    A = np.array([a for a, _ in ints], np.float64)
+    e = np.array([z for _, z in ints], np.int64)
+    scale = 2 * rng.integers(-40, 30, A.size) - 2 * p2  # even: the root's grid stays M's
+    a = np.ldexp(A, e + scale).astype(np.float32).view(np.uint32).astype(np.int64)
+    near = (a[:, None] + np.arange(-2, 3)).reshape(-1)
+    rand = rng.integers(0, 0x7F800000, 20000, dtype=np.int64)
+    return np.r_[near, rand, 0, 1, 0x7F7FFFFF].astype(np.uint32).view(np.float32)
+
+
+def test_sqrt_narrow_equals_general_kernel():
+    """emul.sqrt of float32 operands into bf16, fp16, e4m3fn, e5m2 and fp32 (man_bits 23: the
+    proof's limit), every deterministic mode, both overflow rules: the no-residual kernel equals
+    the general kernel bit for bit."""
+    import emul.arith as A
+
+    rng = np.random.default_rng(43)
+    for name in ("bf16", "fp16", "e4m3fn", "e5m2", "fp32"):
+        fmt = emul.format(name)
+        x = _sqrt_hard_operands(fmt.man_bits, rng)
+        for i, mode in enumerate(MODES):
+            ovf = "saturate" if i % 2 else "ieee"
+            got = A.sqrt(x, fmt, mode, ovf)
+            A._FAST = False
+            try:
+                want = A.sqrt(x, fmt, mode, ovf)
+            finally:
+                A._FAST = True
+            _same(got.view(np.uint32), want.view(np.uint32), f"sqrt {name} {mode.value} {ovf}")

@@ -23,6 +23,19 @@ flush-to-zero and denormals-are-zero cannot change any step.
 
 So each exact result ``x`` is known as a binary64 ``h = RN(x)`` and the sign of ``x - h``.
 
+**Roots into narrow formats** (``man_bits <= 23``, deterministic modes: ``sqrt_narrow_k``) skip the
+residual: ``q = fl(sqrt(a))`` rounded to the format as if it were exact gives the right result.
+The points where a deterministic rounding to ``P = man_bits + 1 <= 24`` bits changes (the format's
+values and the midpoints between them) have at most ``P + 1`` significant bits: ``M = Mi * 2**m``
+with ``Mi < 2**(P+1)``. With ``a = A * 2**ea`` (``A < 2**24``), an irrational ``sqrt(a)`` (or a
+rational one other than ``M``) has ``a != M**2``, so ``|a - M**2| >= 2**min(ea, 2m)`` and
+``|sqrt(a) - M| / M >= |a - M**2| / (2 * M**2 * (1 + 2**-24))`` when the two are close (else
+the distance is larger still): at least ``2**-(2P+3) / (1 + 2**-24)`` when ``ea >= 2m`` and
+``1 / (4A) > 2**-26`` otherwise, so more than ``2**-52`` relative for ``P <= 24``. ``q`` is
+within ``2**-53`` relative of ``sqrt(a)``, so it lies strictly on the same side of every such
+point as ``sqrt(a)`` and equals one only when ``sqrt(a)`` does. (Stochastic rounding reads bits
+far below ``P`` and keeps the residual.)
+
 **Rounding to odd.** From ``h`` and that sign the 53-bit round-to-odd value ``z`` of ``x`` follows
 with integer operations: ``z = h`` when ``x == h`` or ``h``'s last bit is 1, else the binary64
 neighbour of ``h`` on the side of ``x`` (its pattern ± 1; it is odd). ``z`` keeps the truncation of
@@ -69,6 +82,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 ADD, SUB, MUL, DIV, FMA, SQRT = range(6)
+SQRT_NARROW = 6  # sqrt into man_bits <= 23 in a deterministic mode: no residual (sqrt_narrow_k)
 
 # Slots of the constant tuple built by constants().
 (S, MASK, THR, K2, MAXB, NEAR, K0, K0_N, KS, KL, QE52, ZF, OVFP, OVFN, INFP, INFN, NANP, NANN, HASNAN,
@@ -308,10 +322,13 @@ def _zero_sum(hb, sx, sy, k):
 def _element(op, ba, bb, bc, u, k, na, nb, nc, sr):
     """(float64 pattern of the rounded result, 1 if the element needs the second pass else 0)."""
     a, fa, oka = _load(np.uint64(ba), na)
-    if op == SQRT:
+    if op == SQRT or op == SQRT_NARROW:
         q = np.sqrt(a)
-        rr = fma64(-q, q, a)
-        zb = _to_odd(_bits(q), rr != 0.0, _sign(rr) == _0)
+        if op == SQRT_NARROW:  # q rounds as the exact root would (see the module docstring)
+            zb = _bits(q)
+        else:
+            rr = fma64(-q, q, a)
+            zb = _to_odd(_bits(q), rr != 0.0, _sign(rr) == _0)
         bad = ((fa & oka) ^ True) | ((_sign(a) != _0) & (a != 0.0))
         return _round(zb, u, k, sr), np.uint8(bad)
     b, fb, okb = _load(np.uint64(bb), nb)
@@ -450,6 +467,13 @@ def fma_sr_k(a, b, c, k, u, out, fl, lo, hi):
 def sqrt_k(a, k, u, out, fl, lo, hi):
     """sqrt(a)."""
     return _loop(SQRT, a, a, a, k, u, out, fl, lo, hi, False)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def sqrt_narrow_k(a, k, u, out, fl, lo, hi):
+    """sqrt(a) for formats with man_bits <= 23, deterministic modes: ``fl(sqrt(a))`` rounded as if
+    exact (the module docstring says why that is right), without the residual."""
+    return _loop(SQRT_NARROW, a, a, a, k, u, out, fl, lo, hi, False)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
