@@ -667,21 +667,42 @@ def quantize(x, bfmt, axis=-1, *, dtype=None, **kwargs):
 # -- dot / matmul ---------------------------------------------------------------------------------
 
 def _operand(v, bfmt, axis, name):
-    """(element values, scale values, k) of an operand: raw values (encoded with the defaults) or an
-    encoded (scales, codes) pair; a tensor scale is folded into the scale values."""
+    """(element values, scale values) of an operand: raw values (encoded with the defaults) or an
+    encoded (scales, codes) pair — (scales, codes, tensor_scale) for formats with a tensor scale;
+    the tensor scale is folded into the scale values (exact: element × scale × s_t is a float64)."""
     if isinstance(v, tuple):
-        if len(v) != 2:
-            raise ValueError(f"{name}: an encoded operand is a (scales, codes) pair")
-        scales, codes = v
-        st = None
+        want = 3 if bfmt.tensor_scale else 2
+        if len(v) != want:
+            raise ValueError(f"{name}: an encoded {bfmt.name} operand is a " +
+                             ("(scales, codes, tensor_scale) triple" if want == 3 else "(scales, codes) pair"))
+        scales, codes = v[:2]
         if bfmt.tensor_scale:
-            raise ValueError(f"{name}: pass raw values for {bfmt.name} (its tensor scale is computed from them)")
+            P, X, _, _ = _decoded(scales, codes, bfmt, axis, 1.0)
+            return P, X * _tensor_scales(v[2], np.shape(X), name)
+        st = None
     else:
         a = _input(v)
         scales, codes = encode(a, bfmt, axis)
         st = tensor_scale(a, bfmt) if bfmt.tensor_scale else None
     P, X, _, _ = _decoded(scales, codes, bfmt, axis, st)
     return P, X
+
+
+def _tensor_scales(t, shape, name):
+    """Tensor scales as float64, broadcast to the scales' shape: one positive finite float32 value, or
+    an array of them (one per matrix of a batch, or per row)."""
+    v = np.asarray(t)
+    if v.dtype.kind not in "fiu" or v.size == 0:
+        raise ValueError(f"{name}: tensor_scale {t!r} must be positive finite float32 values")
+    f = v.astype(np.float64)
+    with np.errstate(all="ignore"):
+        ok = np.isfinite(f) & (f > 0) & (f.astype(np.float32).astype(np.float64) == f)
+    if not ok.all():
+        raise ValueError(f"{name}: tensor_scale {float(f[~ok].reshape(-1)[0])!r} is not a positive finite float32 value")
+    try:
+        return np.broadcast_to(f, shape)
+    except ValueError:
+        raise ValueError(f"{name}: tensor_scale of shape {v.shape} does not broadcast to the scales' {shape}") from None
 
 
 def _sigbits(v):
@@ -979,9 +1000,11 @@ def matmul(a, b, bfmt_a, bfmt_b=None, *, acc="fp32", **kwargs):
     """``a @ b`` of block-scaled operands (blocks along the reduction axis: a's last, b's first of
     its last two), accumulated over blocks.
 
-    Each operand is raw values (encoded with :func:`encode`'s defaults) or an encoded
-    ``(scales, codes)`` pair. For each pair of blocks the exact sum of element products times
-    both scales is one term; the terms are accumulated in ``acc`` exactly as :func:`emul.matmul`
+    Each operand is raw values (encoded with :func:`encode`'s defaults; a tensor scale from
+    :func:`tensor_scale`) or an encoded ``(scales, codes)`` pair — ``(scales, codes, tensor_scale)``
+    for formats with a tensor scale (NVFP4), s_t one float32 value or an array of them that
+    broadcasts to ``scales``. For each pair of blocks the exact sum of element products times
+    both scales (each block scale times its tensor scale: X_a s_ta X_b s_tb) is one term; the terms are accumulated in ``acc`` exactly as :func:`emul.matmul`
     accumulates its products (``order``, ``chunk``, ``outer``, ``init``, ``rounding``, ``overflow``,
     SR arguments — one rounding step per block). A NaN scale (or element) makes the result NaN.
     a: (..., M, K), b: (..., K, N) (1-D operands as np.matmul). Both block sizes must be equal.

@@ -405,3 +405,38 @@ def test_exact_path_equals_float_path(monkeypatch, acc, kw):
         got = B.matmul(a, b, name, acc=acc, **kw)
         monkeypatch.setattr(B, "_ALL_EXACT", False)
         assert np.array_equal(np.asarray(got).view(np.uint64), np.asarray(want).view(np.uint64)), name
+
+
+def test_dot_of_encoded_nvfp4_operands_with_tensor_scales():
+    """Encoded NVFP4 operands are (scales, codes, tensor_scale) triples: each block term is
+    S * s_b,a * s_t,a * s_b,b * s_t,b exactly (reference/blocks.py), raw values give the same as
+    their encoding with tensor_scale(x); per-batch tensor scales broadcast; bad triples raise."""
+    import reference.arith as RA
+    import reference.blocks as R
+
+    rng = np.random.default_rng(1)
+    bf = B.format("nvfp4")
+    for t in range(6):
+        x, y = rng.standard_normal(40) * 2.0 ** rng.integers(-10, 10), rng.standard_normal(40)
+        sta, stb = np.float32(rng.uniform(1e-3, 10)), B.tensor_scale(y, bf)
+        pa, pb = B.encode(x, bf, tensor_scale=sta), B.encode(y, bf, tensor_scale=stb)
+        got = B.dot((*pa, sta), (*pb, stb), bf, acc="bf16")
+        terms = R.block_terms(([int(c) for c in pa[0]], [int(c) for c in pa[1]]),
+                              ([int(c) for c in pb[0]], [int(c) for c in pb[1]]), bf, bf, float(sta), float(stb))
+        assert float(got) == float(RA.dot(terms, [1] * len(terms), emul.format("bf16")))
+        assert B.dot(x, y, bf) == B.dot((*B.encode(x, bf), B.tensor_scale(x, bf)), (*pb, stb), bf)
+    # a batch of two matrices with their own tensor scales = two separate products
+    xs = rng.standard_normal((2, 3, 32))
+    ws = rng.standard_normal((32, 2))
+    ts = np.array([B.tensor_scale(m, bf) for m in xs], np.float32)
+    s, c = B.encode(xs, bf, tensor_scale=1.0)  # any codes: the tensor scales are the operand's
+    both = B.matmul((s, c, ts[:, None, None]), ws, bf)
+    for i in range(2):
+        one = B.matmul((s[i], c[i], ts[i]), ws, bf)
+        assert np.array_equal(both[i].view(np.uint64), one.view(np.uint64))
+    with pytest.raises(ValueError, match="triple"):
+        B.dot(pa, pb, bf)
+    with pytest.raises(ValueError, match="positive finite float32"):
+        B.dot((*pa, 0.1), (*pb, stb), bf)
+    with pytest.raises(ValueError, match="pair"):
+        B.dot((*B.encode(x[:32], "mxfp4"), 1.0), x[:32], "mxfp4")

@@ -131,11 +131,15 @@ DOT_CASES = [
     dict(fmt="mxint8", acc="fx<24,8>", count=10),
     dict(fmt="e2m1fn/e4m3fn/16", acc="fp16", rounding="stochastic", sr_bits=8, k=48, order="chunked", chunk=2,
          outer="fp32", count=10),
+    dict(fmt="nvfp4", k=40, count=10),
 ]
 SLOW_DOT_CASES = [
     dict(fmt="mxfp4", k=64, acc="bf16", order="pairwise", count=10),
     dict(fmt="mxfp8_e5m2", b_fmt="mxfp8_e4m3", k=40, count=10),
     dict(fmt="mxfp6_e2m3", k=100, acc="fp16", rounding="stochastic", sr_bits=6, random_source="lfsr", count=30),
+    dict(fmt="nvfp4", b_fmt="e2m1fn/e4m3fn/16", acc="bf16", order="pairwise", rounding="stochastic", sr_bits=7,
+         count=30),
+    dict(fmt="nvfp4", acc="fx<24,8>", k=20, count=30),
 ]
 
 
@@ -166,10 +170,15 @@ def _check_block_dot(kw):
         T = sum(n.startswith("u") for n in v.names)
         us = _rows(v, "u", T)
     sa, a, sb, b = _rows(v, "sa", nb), _rows(v, "a", k), _rows(v, "sb", nb), _rows(v, "b", k)
+    ta = v["ta"].astype(np.uint32).view(np.float32) if A.tensor_scale else None
+    tb = v["tb"].astype(np.uint32).view(np.float32) if Bf.tensor_scale else None
+    assert ("ta" in v.names) == A.tensor_scale and ("tb" in v.names) == Bf.tensor_scale
     lines = np.unique(np.r_[np.arange(min(len(v), 25)), np.linspace(0, len(v) - 1, 15).astype(int)])
     for i in lines:
         opa = (sa[i].astype(code_dtype(A.scale)), a[i].astype(code_dtype(A.element)))
         opb = (sb[i].astype(code_dtype(Bf.scale)), b[i].astype(code_dtype(Bf.element)))
+        opa += (ta[i],) if ta is not None else ()
+        opb += (tb[i],) if tb is not None else ()
         extra = {"random_bits": us[i].astype(np.uint32)} if sr else {}
         r = B.dot(opa, opb, A, Bf, **kw_line, **extra)
         want = int(emul.encode(np.float64(r), final, overflow=s["overflow"]))
@@ -179,7 +188,8 @@ def _check_block_dot(kw):
         if not (np.isfinite(emul.decode(a[i], A.element)).all() and np.isfinite(emul.decode(b[i], Bf.element)).all()):
             continue
         terms = R.block_terms(([int(c) for c in sa[i]], [int(c) for c in a[i]]),
-                              ([int(c) for c in sb[i]], [int(c) for c in b[i]]), A, Bf)
+                              ([int(c) for c in sb[i]], [int(c) for c in b[i]]), A, Bf,
+                              None if ta is None else float(ta[i]), None if tb is None else float(tb[i]))
         rkw = {key: val for key, val in kw_line.items() if key not in ("acc", "outer")}
         rkw["outer"] = emul.format(s["outer"]) if s.get("outer") else None
         if sr:
@@ -201,6 +211,23 @@ def test_block_dot_keeps_lines_wider_than_float64():
     _check_block_dot(dict(fmt="mxfp8_e5m2", sets="random", count=24))
 
 
+def test_block_dot_nvfp4_lines_carry_tensor_scales():
+    """NVFP4 block_dot: fields ta and tb (fp32) after each operand; every corner line appears with
+    (ta, tb) = (1, 1), odd 24-bit significands and (2**-149, float32 max); the product of the two
+    tensor scales scales the block terms exactly (a hand-checked line)."""
+    v = V.generate("block_dot", fmt="nvfp4", sets="corners")
+    assert v.names[17] == "ta" and v.names[-2] == "tb" and v.names[-1] == "y"
+    ta, tb = (v[n].astype(np.uint32).view(np.float32) for n in ("ta", "tb"))
+    pairs = set(zip(ta.tolist(), tb.tolist()))
+    assert pairs == {(1.0, 1.0), (float(np.float32(1 / 3)), float(np.float32(5 / 2688))),
+                     (2.0 ** -149, float(np.finfo(np.float32).max))}
+    # 16 x (6 * 448 * ta) * (6 * 448 * tb) with ta = fp32(1/3), tb = fp32(5/2688): exact product, then fp32
+    top = (v["sa0"] == 0x7E) & (v["sb0"] == 0x7E) & (v["a0"] == 7) & (v["b0"] == 7) & (ta < 0.5) & (ta > 0.3)
+    assert top.sum() == 1
+    want = np.float32(16 * (6 * 448) ** 2 * float(np.float32(1 / 3)) * float(np.float32(5 / 2688)))
+    assert int(v["y"][top][0]) == int(want.view(np.uint32))
+
+
 def test_block_dot_corners_hold_nan_scales_and_overflow():
     v = V.generate("block_dot", fmt="mxfp8_e4m3", sets="corners")
     y = v.values("y")
@@ -210,7 +237,8 @@ def test_block_dot_corners_hold_nan_scales_and_overflow():
 
 
 @pytest.mark.parametrize("op,kw", [("block_encode", dict(fmt="nvfp4", count=8, rounding="stochastic", sr_bits=5)),
-                                   ("block_dot", dict(fmt="mxint8", acc="fx<24,8>", k=40, count=8))])
+                                   ("block_dot", dict(fmt="mxint8", acc="fx<24,8>", k=40, count=8)),
+                                   ("block_dot", dict(fmt="nvfp4", sets="random", count=8))])
 def test_files_regenerate_read_and_compare(op, kw, tmp_path):
     v = V.generate(op, **kw)
     hexf, csvf = v.to_hex(tmp_path / "v.hex"), v.to_csv(tmp_path / "v.csv", values=True)
@@ -240,8 +268,8 @@ def test_cli_writes_and_checks(tmp_path, capsys):
     assert any("block_encode fp32 -> mxfp4" in h and "scale_rule rceil" in h for h in head)
     assert main(["vectors", "block_dot", "--fmt", "mxfp8_e4m3", "--k", "40", "--count", "3",
                  "-o", str(tmp_path / "d.hex")]) == 0
-    assert main(["vectors", "block_dot", "--fmt", "nvfp4", "-o", str(tmp_path / "n.hex")]) == 2
-    assert "per-tensor scale" in capsys.readouterr().err
+    assert main(["vectors", "block_dot", "--fmt", "nvfp4", "--count", "3", "-o", str(tmp_path / "n.hex")]) == 0
+    assert main(["vectors", "--check", str(tmp_path / "n.hex")]) == 0
 
 
 @pytest.mark.parametrize("op,kw,msg", [
@@ -264,7 +292,7 @@ def test_cli_writes_and_checks(tmp_path, capsys):
     ("block_encode", dict(fmt="mxfp4", sets="exhaustive"), "exhaustive"),
     ("block_encode", dict(fmt="mxfp4", overflow="saturate"), "not a setting"),
     ("block_encode", dict(fmt="mxfp4", rounding="stochastic", random_source="all"), "random_source='all'"),
-    ("block_dot", dict(fmt="nvfp4"), "per-tensor scale"),
+    ("block_dot", dict(fmt="nvfp4", b_fmt="mxfp4"), "block sizes differ"),
     ("block_dot", dict(fmt="mxfp4", b_fmt="e2m1fn/e8m0/16"), "block sizes differ"),
     ("block_dot", dict(fmt="mxfp4", order="chunked"), "chunk"),
     ("block_dot", dict(fmt="mxfp4", k=5000), "between 1 and 4096"),

@@ -146,11 +146,6 @@ def _dot_settings(s):
 
     A = _block_format(s["fmt"])
     B = _block_format(s["b_fmt"] or s["fmt"], "b_fmt")
-    for name, F in (("fmt", A), ("b_fmt", B)):
-        if F.tensor_scale:
-            raise ValueError(f"{name}={F.name}: has a per-tensor scale, which emul.blocks.dot does not take with "
-                             f"encoded operands; use '{F.element.name}/{F.scale.name}/{F.block}' (the tensor "
-                             "scales multiply the dot product outside the block unit)")
     if A.block != B.block:
         raise ValueError(f"block sizes differ: {A.name} has {A.block}, {B.name} has {B.block}")
     s["fmt"], s["b_fmt"] = A.name, B.name
@@ -183,8 +178,10 @@ def _trial(s):
         if s["rounding"] == "stochastic":
             u = np.zeros((1, _sr_steps(s)), np.uint64)
         one_a, one_b = _one_scale(A.scale), _one_scale(B.scale)
+        one_t = np.full(1, _FP32_ONE, np.uint64)
         expected_block_dot(s, np.full((1, nb), one_a, np.uint64), np.zeros((1, k), np.uint64),
-                           np.full((1, nb), one_b, np.uint64), np.zeros((1, k), np.uint64), u)
+                           np.full((1, nb), one_b, np.uint64), np.zeros((1, k), np.uint64), u,
+                           one_t if A.tensor_scale else None, one_t if B.tensor_scale else None)
 
 
 # ============================================================================== expected values
@@ -249,10 +246,18 @@ def _final(s):
     return as_format(s["outer"] if s["order"] == "chunked" and s["outer"] else s["acc"])
 
 
-def expected_block_dot(s, sa, a, sb, b, u=None):
+_FP32_ONE = int(np.float32(1.0).view(np.uint32))
+
+
+def _tensor_values(t):
+    """fp32 codes [n] as float32 tensor scales [n, 1, 1] (one per line)."""
+    return t.astype(np.uint32).view(np.float32)[:, None, None]
+
+
+def expected_block_dot(s, sa, a, sb, b, u=None, ta=None, tb=None):
     """Expected result codes [n] of block_dot vectors: ``emul.blocks.matmul`` of each line's encoded
-    operands (a: scales ``sa`` [n, nb], elements ``a`` [n, k]; b likewise) into the table's
-    accumulator, with SR words ``u`` [n, T]."""
+    operands (a: scales ``sa`` [n, nb], elements ``a`` [n, k], for formats with a tensor scale its
+    fp32 code ``ta`` [n]; b likewise) into the table's accumulator, with SR words ``u`` [n, T]."""
     A, B = _blocks.format(s["fmt"]), _blocks.format(s["b_fmt"])
     n, k = a.shape
     final = _final(s)
@@ -265,6 +270,10 @@ def expected_block_dot(s, sa, a, sb, b, u=None):
         return np.zeros(0, np.uint64)
     opa = (sa.astype(code_dtype(A.scale))[:, None, :], a.astype(code_dtype(A.element))[:, None, :])
     opb = (sb.astype(code_dtype(B.scale))[:, :, None], b.astype(code_dtype(B.element))[:, :, None])
+    if A.tensor_scale:
+        opa += (_tensor_values(ta),)
+    if B.tensor_scale:
+        opb += (_tensor_values(tb),)
     rb = None if u is None else u.astype(np.uint32)[:, None, None, :]
     r = _blocks.matmul(opa, opb, A, B, random_bits=rb, **kw)
     return encode(np.asarray(r, np.float64).reshape(n), final, overflow=s["overflow"]).astype(np.uint64)
@@ -571,6 +580,37 @@ def _scale_width(acc) -> int:
     return int(min(20, max(2, acc.emax // 3)))
 
 
+# tensor-scale pairs (ta, tb) of the corner lines: 1 and 1; odd 24-bit significands; the extremes
+_T_CORNERS = [(1.0, 1.0), (float(np.float32(1 / 3)), float(np.float32(5 / 2688))),
+              (2.0 ** -149, float(np.finfo(np.float32).max))]
+
+
+def _dot_tensor_scales(s, sa, a, sb, b, n_random):
+    """fp32 tensor-scale codes (ta, tb) per line for formats with a tensor scale (None for an operand
+    without one): every corner line once per pair of ``_T_CORNERS``; the last ``n_random`` lines
+    (the random ones, after the corners) get random scales — a random 24-bit significand at 2**e, e within ±20 of 1
+    (7 in 8) or anywhere in float32's range, subnormals included. Returns the lines, repeated."""
+    A, B = _blocks.format(s["fmt"]), _blocks.format(s["b_fmt"])
+    n = sa.shape[0]
+    n_corner = n - n_random
+    reps = len(_T_CORNERS)
+    idx = np.r_[np.tile(np.arange(n_corner), reps), np.arange(n_corner, n)]
+    tc = np.array(_T_CORNERS, np.float32).view(np.uint32).astype(np.uint64)  # (reps, 2)
+    t = np.zeros((idx.size, 2), np.uint64)
+    t[: reps * n_corner] = np.repeat(tc, n_corner, axis=0)
+    if n_random:
+        w = _words64(_keys(s["seed"])["extra"], 2 * n_random).reshape(n_random, 2)
+        sig = (w & np.uint64((1 << 23) - 1)).astype(np.float64) * 2.0 ** -23 + 1.0
+        wide = ((w >> np.uint64(23)) & np.uint64(7)) == 0
+        e = np.where(wide, -149 + ((w >> np.uint64(26)) % np.uint64(277)).astype(np.int64),
+                     -20 + ((w >> np.uint64(26)) % np.uint64(41)).astype(np.int64))
+        v = np.clip(np.ldexp(sig, e), 2.0 ** -149, float(np.finfo(np.float32).max))
+        t[reps * n_corner:] = _fit(v, as_format("fp32"))
+    ta = t[:, 0] if A.tensor_scale else None
+    tb = t[:, 1] if B.tensor_scale else None
+    return sa[idx], a[idx], sb[idx], b[idx], ta, tb
+
+
 def _gen_block_dot(s):
     from ._generate import _finite_only, _mac_random
 
@@ -595,29 +635,43 @@ def _gen_block_dot(s):
     else:
         sa, sb = np.zeros((0, nb), np.uint64), np.zeros((0, nb), np.uint64)
         a, b = np.zeros((0, k), np.uint64), np.zeros((0, k), np.uint64)
+    n_corner = parts[0][0].shape[0] if "corners" in s["sets"] else 0
     ab = _unique_keep_order(np.concatenate([sa, a, sb, b], axis=1), axis=0) if sa.shape[0] else \
         np.zeros((0, 2 * (nb + k)), np.uint64)
+    # the first occurrences are kept in order: the unique corner lines come first
+    n_corner = _unique_keep_order(ab[:0] if not n_corner else
+                                  np.concatenate([sa, a, sb, b], axis=1)[:n_corner], axis=0).shape[0]
     sa, a, sb, b = ab[:, :nb], ab[:, nb: nb + k], ab[:, nb + k: 2 * nb + k], ab[:, 2 * nb + k:]
+    is_random = np.arange(sa.shape[0]) >= n_corner
     if _finite_only(dict(s, product=None)):
         bad = np.zeros(sa.shape[0], bool)
         for codes, F in ((sa, A.scale), (sb, B.scale), (a, A.element), (b, B.element)):
             bad |= (_isnan(codes, F) | _isinf(codes, F)).any(axis=1)
-        sa, a, sb, b = sa[~bad], a[~bad], sb[~bad], b[~bad]
+        sa, a, sb, b, is_random = sa[~bad], a[~bad], sb[~bad], b[~bad], is_random[~bad]
+    ta = tb = None
+    if A.tensor_scale or B.tensor_scale:
+        sa, a, sb, b, ta, tb = _dot_tensor_scales(s, sa, a, sb, b, int(is_random.sum()))
     u = None
     if s["rounding"] == "stochastic":
         from ._generate import _sr_words
 
         T = _sr_steps(s)
         u = _sr_words(s, sa.shape[0] * T).reshape(sa.shape[0], T)
-    y = expected_block_dot(s, sa, a, sb, b, u)
+    y = expected_block_dot(s, sa, a, sb, b, u, ta, tb)
     final = _final(s)
     fa, fb = A.scale, B.scale
     fields = [Field(f"sa{j}", fa.bits, fa.name) for j in range(nb)] + \
-        [Field(f"a{i}", A.element.bits, A.element.name) for i in range(k)] + \
-        [Field(f"sb{j}", fb.bits, fb.name) for j in range(nb)] + \
+        [Field(f"a{i}", A.element.bits, A.element.name) for i in range(k)]
+    cols = [sa[:, j] for j in range(nb)] + [a[:, i] for i in range(k)]
+    if ta is not None:
+        fields.append(Field("ta", 32, "fp32"))
+        cols.append(ta)
+    fields += [Field(f"sb{j}", fb.bits, fb.name) for j in range(nb)] + \
         [Field(f"b{i}", B.element.bits, B.element.name) for i in range(k)]
-    cols = [sa[:, j] for j in range(nb)] + [a[:, i] for i in range(k)] + [sb[:, j] for j in range(nb)] + \
-        [b[:, i] for i in range(k)]
+    cols += [sb[:, j] for j in range(nb)] + [b[:, i] for i in range(k)]
+    if tb is not None:
+        fields.append(Field("tb", 32, "fp32"))
+        cols.append(tb)
     if u is not None:
         fields += [Field(f"u{j}", s["sr_bits"]) for j in range(u.shape[1])]
         cols += [u[:, j] for j in range(u.shape[1])]

@@ -777,11 +777,11 @@ def generate(op, **settings) -> Vectors:
       (e8m0 scales), ``scale_min`` [0], ``arithmetic`` ["exact"; ``"float32"``, ``"float32_div"``]
       and ``tensor_scale`` [a t per line] (float scales), ``tail`` ["partial"]. One line per block:
       fields ``x0 … x{k-1} [t] [u0 … u{k-1}] s y0 … y{k-1}`` (``emul.blocks.encode``).
-    - ``block_dot``: ``fmt``, ``b_fmt`` [fmt] (block formats without a tensor scale, equal block
-      sizes), ``k`` [the block size], ``acc`` ["fp32"], ``order``/``chunk``/``outer``,
-      ``rounding``, ``overflow`` and the SR settings (one word per block term). One line per dot
-      product: ``sa0 … a0 … sb0 … b0 … [u0 …] y`` (``emul.blocks.dot`` of the encoded operands);
-      lines emul.blocks cannot compute exactly in float64 are left out.
+    - ``block_dot``: ``fmt``, ``b_fmt`` [fmt] (block formats of equal block sizes), ``k`` [the
+      block size], ``acc`` ["fp32"], ``order``/``chunk``/``outer``, ``rounding``, ``overflow`` and
+      the SR settings (one word per block term). One line per dot product:
+      ``sa0 … a0 … [ta] sb0 … b0 … [tb] [u0 …] y`` (``emul.blocks.dot`` of the encoded operands;
+      ``ta``/``tb``: the fp32 tensor scales of formats that have one, NVFP4).
 
     >>> v = generate("mul", fmt="e4m3fn", out_fmt="fp16", sets="exhaustive")
     >>> len(v), v.names
