@@ -370,6 +370,13 @@ def _te_global_encode_scale(a, bfmt) -> np.float32:
     return np.float32(1) if g == 0 else g
 
 
+def _check_global_scale(g) -> np.float32:
+    try:
+        return np.float32(_check_tensor_scale(g))
+    except ValueError:
+        raise ValueError(f"global_scale={g!r}: must be a positive finite float32 value (TransformerEngine's G)") from None
+
+
 def _check_tensor_scale(t):
     v = np.asarray(t)
     if v.shape != () or v.dtype.kind not in "fiu":
@@ -383,8 +390,8 @@ def _check_tensor_scale(t):
 # -- encode / decode / quantize ------------------------------------------------------------------
 
 def encode(x, bfmt, axis=-1, *, rounding="nearest_even", scale_rule=None, scale_overflow=None, tail="partial",
-           tensor_scale=None, scale_min=None, arithmetic="exact", seed=None, key=None, sr_bits=None,
-           sr_method="add", random_bits=None):
+           tensor_scale=None, scale_min=None, arithmetic="exact", global_scale=None, seed=None, key=None,
+           sr_bits=None, sr_method="add", random_bits=None):
     """Encode x into a block format: ``(scales, codes)``.
 
     Args:
@@ -409,6 +416,9 @@ def encode(x, bfmt, axis=-1, *, rounding="nearest_even", scale_rule=None, scale_
         are zeros, as for s = 0. ``"float32_te"``: TransformerEngine's NVFP4 reference in full: from
         the tensor amax, G = fp32(2688 / amax) and s_t = fp32(1 / G) (:func:`tensor_scale` with the
         same ``arithmetic``), s = e4m3(fp32(fp32(amax_b / 6) * G)), elements as ``"float32"``.
+      global_scale: with ``arithmetic="float32_te"`` only: TransformerEngine's G (a positive finite
+        float32 value) instead of the one computed from x — what a part of a tensor (one block of an
+        RTL vector) needs; s_t is then fp32(1 / G).
       seed, key, random_bits, sr_bits, sr_method: stochastic element rounding as in
         :func:`emul.quantize`; word i belongs to element i of x in C order.
 
@@ -440,6 +450,8 @@ def encode(x, bfmt, axis=-1, *, rounding="nearest_even", scale_rule=None, scale_
                                  "element max once (nearest_even, saturating)")
         if tensor_scale is not None and not bfmt.tensor_scale:
             raise ValueError(f"tensor_scale=: {bfmt.name} has no tensor scale")
+    if global_scale is not None and arithmetic != "float32_te":
+        raise ValueError("global_scale=: only with arithmetic='float32_te' (TransformerEngine's G)")
     a = _input(x)
     ax = _axis(axis, a.ndim)
     PE, mode, r = _elem_params(el, mode, sr_bits, sr_method)
@@ -477,8 +489,9 @@ def encode(x, bfmt, axis=-1, *, rounding="nearest_even", scale_rule=None, scale_
             if arithmetic == "float32_te":
                 if not bfmt.tensor_scale or tensor_scale is not None:
                     raise ValueError("arithmetic='float32_te': TransformerEngine's two-level scaling computes the "
-                                     "tensor scale from x; a format with a tensor scale and no tensor_scale= needed")
-                G = _te_global_encode_scale(a, bfmt)
+                                     "tensor scale from x; a format with a tensor scale and no tensor_scale= needed "
+                                     "(global_scale= gives its G)")
+                G = _te_global_encode_scale(a, bfmt) if global_scale is None else _check_global_scale(global_scale)
                 st = float(np.float32(1) / G)
             elif bfmt.tensor_scale:
                 st = float(_tensor_scale_of(a, bfmt)) if tensor_scale is None else _check_tensor_scale(tensor_scale)

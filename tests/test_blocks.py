@@ -301,6 +301,13 @@ def test_nvfp4_transformer_engine_arithmetic_matches_reference():
         assert [int(v) for v in s] == ws and [int(v) for v in c] == wc
         if t == 0:  # an all-zero tensor: G = float32's max, zero elements
             assert not B.quantize(x, bfmt, arithmetic="float32_te").any()
+        # global_scale=G: the same codes for a part of the tensor (one block) given the tensor's G
+        s1, c1 = B.encode(x[16:32], bfmt, arithmetic="float32_te", global_scale=np.float32(G))
+        assert np.array_equal(s1, s[1:2]) and np.array_equal(c1, c[16:32])
+    with pytest.raises(ValueError, match="only with arithmetic='float32_te'"):
+        B.encode(x, bfmt, global_scale=1.0)
+    with pytest.raises(ValueError, match="global_scale"):
+        B.encode(x, bfmt, arithmetic="float32_te", global_scale=0.1)
 
 
 def test_quantize_float32_nvfp4_as_float64():

@@ -23,6 +23,7 @@ ENCODE_CASES = [
     dict(fmt="mxfp6_e3m2", in_fmt="bf16", rounding="stochastic", sr_bits=8, count=20, k=8),
     dict(fmt="nvfp4", count=20),
     dict(fmt="nvfp4", arithmetic="float32", scale_min=2.0 ** -6, rounding="nearest_away", count=20),
+    dict(fmt="nvfp4", arithmetic="float32_te", sets="random", count=20),
     dict(fmt="e2m1fn/e8m0/axis", k=5, scale_rule="ceil", rounding="stochastic", sr_bits=4, random_source="lfsr",
          count=20),
 ]
@@ -47,6 +48,20 @@ def _encode_kwargs(s):
     return kw
 
 
+def _scale_kwargs(v, i, ref=False):
+    """The line's tensor scale (field t), or with arithmetic='float32_te' TransformerEngine's G (field
+    g; s_t = fp32(1/G)), as keyword arguments of emul.blocks.encode (``ref``: of reference.blocks)."""
+    if "g" in v.names:
+        G = np.uint32(v["g"][i]).view(np.float32)
+        if ref:
+            return dict(tensor_scale=float(np.float32(1) / G), te_encode_scale=float(G))
+        return dict(global_scale=G)
+    if "t" in v.names:
+        t = np.uint32(v["t"][i]).view(np.float32)
+        return dict(tensor_scale=float(t) if ref else t)
+    return {}
+
+
 def _line_inputs(x, s):
     """A line's inputs as emul.blocks takes them: float32 when in_fmt fits it, else float64."""
     return exact_float32(x) if s["in_fmt"] in ("fp32", "bf16", "fp16") else x
@@ -66,9 +81,7 @@ def test_block_encode_lines_equal_emul_blocks(kw):
     step = max(1, len(v) // 150)  # every line of small tables; a spread of 150 otherwise
     for i in range(0, len(v), step):
         x = _line_inputs(xs[i], s)
-        extra = {}
-        if bfmt.tensor_scale:
-            extra["tensor_scale"] = np.uint32(v["t"][i]).view(np.float32)
+        extra = _scale_kwargs(v, i)
         if sr:
             extra["random_bits"] = us[i].astype(np.uint32)
         sc, c = B.encode(x, bfmt, **kw_line, **extra)
@@ -78,8 +91,7 @@ def test_block_encode_lines_equal_emul_blocks(kw):
     for i in range(0, len(v), max(1, len(v) // 12)):
         rkw = dict(_encode_kwargs(s))
         rkw.pop("tail")
-        if bfmt.tensor_scale:
-            rkw["tensor_scale"] = float(np.uint32(v["t"][i]).view(np.float32))
+        rkw.update(_scale_kwargs(v, i, ref=True))
         if sr:
             rkw.update(u=[int(w) for w in us[i]])
             rkw.pop("random_bits", None)
@@ -282,7 +294,8 @@ def test_cli_writes_and_checks(tmp_path, capsys):
     ("block_encode", dict(fmt="mxfp4", scale_min=0.5), "only for float scale"),
     ("block_encode", dict(fmt="mxfp4", arithmetic="float32"), "always exact"),
     ("block_encode", dict(fmt="nvfp4", scale_rule="ceil"), "only for power-of-two"),
-    ("block_encode", dict(fmt="nvfp4", arithmetic="float32_te"), "tensor scale from the"),
+    ("block_encode", dict(fmt="nvfp4", arithmetic="float32_te", tensor_scale=1.0), "global scale G"),
+    ("block_encode", dict(fmt="e2m1fn/e4m3fn/16", arithmetic="float32_te"), "needs a format with a tensor"),
     ("block_encode", dict(fmt="nvfp4", arithmetic="float32", in_fmt="fp64"), "float32 inputs"),
     ("block_encode", dict(fmt="nvfp4", scale_min=0.3), "not a value"),
     ("block_encode", dict(fmt="nvfp4", tensor_scale=-1.0), "positive"),
@@ -309,6 +322,7 @@ SLOW_ENCODE += [dict(fmt="nvfp4", scale_min=m, arithmetic=a, count=50) for m in 
                 for a in ("exact", "float32", "float32_div")]
 SLOW_ENCODE += [dict(fmt="mxfp4", rounding=m, count=50) for m in ("nearest_away", "toward_zero", "up", "down", "odd")]
 SLOW_ENCODE += [dict(fmt="nvfp4", rounding="stochastic", sr_bits=8, sr_method="compare", count=50)]
+SLOW_ENCODE += [dict(fmt="nvfp4", arithmetic="float32_te", scale_min=m, count=50) for m in (0, 2.0 ** -6)]
 
 
 @pytest.mark.slow
@@ -323,8 +337,7 @@ def test_block_encode_every_line_equals_the_reference_slow(kw):
     for i in range(len(v)):
         rkw = dict(_encode_kwargs(s))
         rkw.pop("tail")
-        if bfmt.tensor_scale:
-            rkw["tensor_scale"] = float(np.uint32(v["t"][i]).view(np.float32))
+        rkw.update(_scale_kwargs(v, i, ref=True))
         if us is not None:
             rkw["u"] = [int(w) for w in us[i]]
         want_s, want_c = R.encode([float(x) for x in xs[i]], bfmt, **rkw)

@@ -19,7 +19,7 @@ from ._codes import (_check_lines, _from_ord, _isinf, _isnan, _ord_range, _rando
 from ._table import Field
 
 MAX_K = 4096
-ARITHMETIC = ("exact", "float32", "float32_div")
+ARITHMETIC = ("exact", "float32", "float32_div", "float32_te")
 _SR = ("sr_bits", "sr_method", "random_source", "lfsr")
 
 
@@ -121,8 +121,12 @@ def _encode_settings(s):
                              "round amax / element max once")
         s.pop(key)
     if s["arithmetic"] == "float32_te":
-        raise ValueError("arithmetic='float32_te': TransformerEngine's reference computes the tensor scale from the "
-                         "whole tensor, which a one-block line does not have; use 'float32' with the t field")
+        if not B.tensor_scale:
+            raise ValueError(f"arithmetic='float32_te': TransformerEngine's two-level scaling needs a format with a "
+                             f"tensor scale (nvfp4), not {B.name}")
+        if s["tensor_scale"] is not None:
+            raise ValueError("tensor_scale=: arithmetic='float32_te' lines carry TransformerEngine's global scale G "
+                             "(field g; s_t = fp32(1/G)) instead")
     if s["arithmetic"] not in ARITHMETIC:
         raise ValueError(f"arithmetic={s['arithmetic']!r}: must be one of {', '.join(ARITHMETIC)}")
     if s["arithmetic"] != "exact" and not _fits_float32(I):
@@ -208,7 +212,8 @@ def _input_values(x, I):
 def expected_block_encode(s, x, t=None, u=None):
     """Expected ``(scale codes [n], element codes [n, k])`` of block_encode vectors: ``emul.blocks.encode``
     of each line's inputs (codes ``x`` [n, k] of ``in_fmt``), with the tensor scale codes ``t`` [n]
-    (fp32; formats with a tensor scale) and the SR words ``u`` [n, k] (word i for element i)."""
+    (fp32; formats with a tensor scale; with ``arithmetic="float32_te"`` TransformerEngine's global
+    scale G instead) and the SR words ``u`` [n, k] (word i for element i)."""
     B = _blocks.format(s["fmt"])
     I = as_format(s["in_fmt"])
     n, k = x.shape
@@ -219,10 +224,11 @@ def expected_block_encode(s, x, t=None, u=None):
     if n == 0:
         return scales, codes
     groups = [np.arange(n)] if t is None else [np.flatnonzero(t == v) for v in np.unique(t)]
+    te = s.get("arithmetic") == "float32_te"
     for rows in groups:
         extra = {}
         if t is not None:
-            extra["tensor_scale"] = np.uint32(t[rows[0]]).view(np.float32)
+            extra["global_scale" if te else "tensor_scale"] = np.uint32(t[rows[0]]).view(np.float32)
         if u is not None:
             extra["random_bits"] = u[rows].astype(np.uint32)
         sc, c = _blocks.encode(xv[rows], B, -1, **kw, **extra)
@@ -461,7 +467,12 @@ def _gen_block_encode(s):
         if B.tensor_scale and s.get("tensor_scale") is None:
             xv = _values(x, I)
             one = np.full(x.shape[0], np.float32(1.0).view(np.uint32), np.uint64)
-            nominal = np.array([np.float32(_blocks.tensor_scale(row, B)).view(np.uint32) for row in xv], np.uint64)
+            if s.get("arithmetic") == "float32_te":  # G = fp32(2688 / amax) of the line, as TE computes it
+                nominal = np.array([_blocks._te_global_encode_scale(exact_float32(row), B).view(np.uint32)
+                                    for row in xv], np.uint64)
+            else:
+                nominal = np.array([np.float32(_blocks.tensor_scale(row, B)).view(np.uint32) for row in xv],
+                                   np.uint64)
             xs[-1] = np.concatenate([x, x])
             ts.append(np.concatenate([one, nominal]))
         elif B.tensor_scale:
@@ -475,7 +486,12 @@ def _gen_block_encode(s):
         xs.append(x)
         if B.tensor_scale:
             tw = _words64(keys["extra"], n)
-            ts.append(_random_t(B, _values(x, I), tw) if s.get("tensor_scale") is None else _t_column(s, x, I, None))
+            t = _random_t(B, _values(x, I), tw) if s.get("tensor_scale") is None else _t_column(s, x, I, None)
+            if s.get("arithmetic") == "float32_te":  # G = fp32(1 / t), at most float32's max
+                with np.errstate(over="ignore"):
+                    g = np.float32(1) / t.astype(np.uint32).view(np.float32)
+                t = np.minimum(g, np.finfo(np.float32).max).view(np.uint32).astype(np.uint64)
+            ts.append(t)
     x = np.concatenate(xs) if xs else np.zeros((0, k), np.uint64)
     _check_lines(x.size, "block_encode vectors")
     t = np.concatenate(ts) if B.tensor_scale and ts else (np.zeros(0, np.uint64) if B.tensor_scale else None)
@@ -488,7 +504,7 @@ def _gen_block_encode(s):
     fields = [Field(f"x{i}", I.bits, I.name) for i in range(k)]
     cols = [x[:, i] for i in range(k)]
     if t is not None:
-        fields.append(Field("t", 32, "fp32"))
+        fields.append(Field("g" if s.get("arithmetic") == "float32_te" else "t", 32, "fp32"))
         cols.append(t)
     if u is not None:
         fields += [Field(f"u{i}", s["sr_bits"]) for i in range(k)]
@@ -689,7 +705,9 @@ def describe_block(s) -> str:
             what += f", scale_rule {s['scale_rule']}, scale_overflow {s['scale_overflow']}"
         else:
             what += f", scale_min {s['scale_min']!r}, arithmetic {s['arithmetic']}"
-            if B.tensor_scale:
+            if B.tensor_scale and s["arithmetic"] == "float32_te":
+                what += ", TransformerEngine's global scale G per line (field g)"
+            elif B.tensor_scale:
                 what += ", tensor scale " + ("per line" if s.get("tensor_scale") is None else repr(s["tensor_scale"]))
         return what + f", element rounding {s['rounding']}"
     order = s["order"] + (f" by {s['chunk']}" + (f", outer {s['outer']}" if s.get("outer") else "")

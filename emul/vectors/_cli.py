@@ -38,7 +38,8 @@ _VECTOR_OPTIONS = [  # (flag, settings key, type, help)
     ("--scale-min", "scale_min", float, "block_encode, float scales: the least block scale (default 0; torchao 2**-6)"),
     ("--tensor-scale", "tensor_scale", float, "block_encode, nvfp4: one tensor scale for every line "
                                               "(default: a t per line)"),
-    ("--arithmetic", "arithmetic", str, "block_encode, float scales: exact, float32 or float32_div (default exact)"),
+    ("--arithmetic", "arithmetic", str, "block_encode, float scales: exact, float32, float32_div or float32_te "
+                                        "(default exact)"),
     ("--n", "n", _integer, "nm: kept per block (default 2)"),
     ("--m", "m", _integer, "nm: block size (default 4)"),
     ("--ties", "ties", str, "nm: low_index or high_index (default low_index)"),
