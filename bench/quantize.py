@@ -8,6 +8,14 @@ Rows (emul speed / peer speed, higher is better; targets from issue 13):
 - float32 -> fx<8,4>, int8, fx<16,8> encode in nearest_even and down, saturate and wrap, against
   APyTypes' ``APyFixedArray.cast`` with the same quantization and overflow modes, from an
   ``APyFixedArray`` that holds the input (>= 10);
+- fixed-point paths beyond float32 in deterministic modes, against the same APyTypes cast (the
+  issue gives no figure of their own: the targets are carried over from the nearest row, 10 for
+  deterministic casts, 5 for stochastic rounding): float32 -> fx<8,4> stochastic rounding (8 bits,
+  ``seed=``, threefry words included) against ``cast(..., STOCH_WEIGHTED)``; float64 -> fx<8,4> /
+  fx<16,8> (nearest_even, down; saturate, wrap) and float64 SR, on float64 arrays holding the
+  float32 inputs (so that the same ``APyFixedArray`` holds them exactly); int16 -> fx<8,4> and
+  int32 -> fx<16,8> against ``cast`` from an ``APyFixedArray`` of the integers; int16 -> e4m3fn and
+  int32 -> bf16 against ml_dtypes' ``astype`` (no target: informational);
 - a 1 K-element encode float32 -> e4m3fn against ml_dtypes' ``astype`` (>= 1: per-call cost);
 - thread scaling: 16 M-element encodes with Numba's default thread count over one thread (>= 1.6),
   the parallel kernels forced (emul itself uses them only when a core is free).
@@ -15,7 +23,7 @@ Rows (emul speed / peer speed, higher is better; targets from issue 13):
 APyTypes runs on ``min(n, 4 M)`` elements (its time per element is what is compared). Writes
 bench/results/quantize.json (rows, ratios, machine record).
 
-    .venv/bin/python bench/quantize.py [--n 16777216] [--repeats 7]
+    .venv/bin/python bench/quantize.py [--n 16777216] [--repeats 7] [--rows SUBSTRING ...]
 """
 
 from __future__ import annotations
@@ -47,6 +55,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1 << 24)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--rows", nargs="*", default=None,
+                        help="run only the rows whose name contains one of these substrings")
     args = parser.parse_args(argv)
     load_before = os.getloadavg()
 
@@ -60,6 +70,9 @@ def main(argv=None):
     x32 = (rng.standard_normal(n) * 10).astype(np.float32)
     x64 = rng.standard_normal(n) * 10
     rows, ratios = [], []
+
+    def wanted(work):
+        return args.rows is None or any(r in work for r in args.rows)
 
     def record(work, te, peer, tp, target, elements=n, peer_elements=None):
         peer_elements = peer_elements or elements
@@ -75,6 +88,8 @@ def main(argv=None):
 
     # float64 -> float formats against ml_dtypes
     for fmt, dt in (("e4m3fn", ml_dtypes.float8_e4m3fn), ("bf16", ml_dtypes.bfloat16), ("fp16", np.float16)):
+        if not wanted(f"encode f64->{fmt} nearest_even"):
+            continue
         te = median_time(lambda: emul.encode(x64, fmt), reps)
         tp = median_time(lambda: x64.astype(dt), reps)
         record(f"encode f64->{fmt} nearest_even", te, "ml_dtypes astype", tp, 10)
@@ -83,10 +98,11 @@ def main(argv=None):
 
     m = min(n, 1 << 22)
     # stochastic rounding from float64: 8 bits, threefry words included
-    te = median_time(lambda: emul.encode(x64, "e4m3fn", "stochastic", seed=1, sr_bits=8), reps)
-    af = apy.APyFloatArray.from_float(x64[:m], exp_bits=11, man_bits=52)
-    tp = median_time(lambda: af.cast(exp_bits=4, man_bits=3, quantization=apy.QuantizationMode.STOCH_WEIGHTED), 3)
-    record("encode f64->e4m3fn stochastic 8 bits", te, "APyTypes cast STOCH_WEIGHTED", tp, 5, peer_elements=m)
+    if wanted("encode f64->e4m3fn stochastic 8 bits"):
+        te = median_time(lambda: emul.encode(x64, "e4m3fn", "stochastic", seed=1, sr_bits=8), reps)
+        af = apy.APyFloatArray.from_float(x64[:m], exp_bits=11, man_bits=52)
+        tp = median_time(lambda: af.cast(exp_bits=4, man_bits=3, quantization=apy.QuantizationMode.STOCH_WEIGHTED), 3)
+        record("encode f64->e4m3fn stochastic 8 bits", te, "APyTypes cast STOCH_WEIGHTED", tp, 5, peer_elements=m)
 
     # float32 -> fixed point
     wide = apy.APyFixedArray.from_float(x32[:m], int_bits=12, frac_bits=24)  # holds x32[:m] exactly (|x| < 2048)
@@ -95,16 +111,56 @@ def main(argv=None):
     for fmt, ib, fb in (("fx<8,4>", 4, 4), ("int8", 8, 0), ("fx<16,8>", 8, 8)):
         for mode in quant:
             for rule in over:
+                if not wanted(f"encode f32->{fmt} {mode} {rule}"):
+                    continue
                 te = median_time(lambda: emul.encode(x32, fmt, mode, rule), reps)
                 tp = median_time(lambda: wide.cast(int_bits=ib, frac_bits=fb, quantization=quant[mode],
                                                    overflow=over[rule]), 3)
                 record(f"encode f32->{fmt} {mode} {rule}", te, "APyTypes fixed cast", tp, 10, peer_elements=m)
 
+    # fixed point: stochastic rounding, float64 inputs (holding the float32 values), integer inputs
+    x64f = x32.astype(np.float64)
+    stoch = apy.QuantizationMode.STOCH_WEIGHTED
+    for src, xs in (("f32", x32), ("f64", x64f)):
+        work = f"encode {src}->fx<8,4> stochastic 8 bits saturate"
+        if wanted(work):
+            te = median_time(lambda: emul.encode(xs, "fx<8,4>", "stochastic", seed=1, sr_bits=8), reps)
+            tp = median_time(lambda: wide.cast(int_bits=4, frac_bits=4, quantization=stoch,
+                                               overflow=apy.OverflowMode.SAT), 3)
+            record(work, te, "APyTypes fixed cast STOCH_WEIGHTED", tp, 5, peer_elements=m)
+    for fmt, ib, fb, mode, rule in (("fx<8,4>", 4, 4, "nearest_even", "saturate"), ("fx<8,4>", 4, 4, "down", "wrap"),
+                                    ("fx<16,8>", 8, 8, "nearest_even", "saturate")):
+        work = f"encode f64->{fmt} {mode} {rule}"
+        if wanted(work):
+            te = median_time(lambda: emul.encode(x64f, fmt, mode, rule), reps)
+            tp = median_time(lambda: wide.cast(int_bits=ib, frac_bits=fb, quantization=quant[mode],
+                                               overflow=over[rule]), 3)
+            record(work, te, "APyTypes fixed cast", tp, 10, peer_elements=m)
+    xint = {"int16": np.clip(x32 * 16, -30000, 30000).astype(np.int16),
+            "int32": (x64 * 2**12).astype(np.int32)}
+    for src, fmt, ib, fb in (("int16", "fx<8,4>", 4, 4), ("int32", "fx<16,8>", 8, 8)):
+        work = f"encode {src}->{fmt} nearest_even saturate"
+        if wanted(work):
+            xi = xint[src]
+            held = apy.APyFixedArray.from_float(xi[:m].astype(np.float64), int_bits=32, frac_bits=0)
+            te = median_time(lambda: emul.encode(xi, fmt), reps)
+            tp = median_time(lambda: held.cast(int_bits=ib, frac_bits=fb, quantization=quant["nearest_even"],
+                                               overflow=over["saturate"]), 3)
+            record(work, te, "APyTypes fixed cast", tp, 10, peer_elements=m)
+    for src, fmt, dt in (("int16", "e4m3fn", ml_dtypes.float8_e4m3fn), ("int32", "bf16", ml_dtypes.bfloat16)):
+        work = f"encode {src}->{fmt} nearest_even"
+        if wanted(work):
+            xi = xint[src]
+            te = median_time(lambda: emul.encode(xi, fmt), reps)
+            tp = median_time(lambda: xi.astype(dt), reps)
+            record(work, te, "ml_dtypes astype (double-rounds > 2**24)" if src == "int32" else "ml_dtypes astype", tp, None)
+
     # per-call cost: 1 K elements
-    small = x32[:1024].copy()
-    te = per_call_time(lambda: emul.encode(small, "e4m3fn"), 200, 15)
-    tp = per_call_time(lambda: small.astype(ml_dtypes.float8_e4m3fn), 200, 15)
-    record("encode f32->e4m3fn, 1 K elements", te, "ml_dtypes astype", tp, 1, elements=1024)
+    if wanted("encode f32->e4m3fn, 1 K elements"):
+        small = x32[:1024].copy()
+        te = per_call_time(lambda: emul.encode(small, "e4m3fn"), 200, 15)
+        tp = per_call_time(lambda: small.astype(ml_dtypes.float8_e4m3fn), 200, 15)
+        record("encode f32->e4m3fn, 1 K elements", te, "ml_dtypes astype", tp, 1, elements=1024)
 
     # thread scaling of the parallel kernels: default thread count over one thread, same call.
     # emul uses threads only when a core is free (load average <= cores - 1); here they are forced,
@@ -115,6 +171,8 @@ def main(argv=None):
     for work, fn in (("encode f32->e4m3fn", lambda: emul.encode(x32, "e4m3fn")),
                      ("encode f64->e4m3fn", lambda: emul.encode(x64, "e4m3fn")),
                      ("encode f32->fx<8,4>", lambda: emul.encode(x32, "fx<8,4>"))):
+        if not wanted(f"{work} {threads} threads"):
+            continue
         numba.set_num_threads(1)
         try:
             t1 = median_time(fn, reps)
@@ -124,6 +182,9 @@ def main(argv=None):
         record(f"{work} {threads} threads", tn, "same, 1 thread", t1, 1.6)
     Q._threads_pay = threads_pay
 
+    if args.rows is not None:  # a partial run does not replace the record
+        print(f"\n--rows given: bench/results/quantize.json not written (load now {os.getloadavg()[0]:.2f})")
+        return
     path = write("quantize", {"n": n, "repeats": reps, "apytypes_elements": m, "rows": rows, "ratios": ratios},
                  load_before)
     print(f"\nwrote {os.path.relpath(path)}")
