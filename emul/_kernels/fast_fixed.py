@@ -54,6 +54,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import slots as K
+from .fast_arith import sel
 from .intrinsics import add, and_, eq, or_, select, shl, shr, sub, threefry_word, ult, xor
 
 (FS, MAXRAW, NEGMAG, BMASK, NEAR, K0, KS, KL, SYM, SYMC, SAT_POS, SAT_NEG, WRAP, WRAP_SM, TOPB,
@@ -285,9 +286,8 @@ _64 = np.uint64(64)
 
 @njit(inline="always")
 def _sel(c, a, b):
-    """``a if c else b`` for uint64 a, b and a boolean c, without a branch."""
-    m = _Z - np.uint64(c)
-    return b ^ ((a ^ b) & m)
+    """``a if c else b`` for uint64 a, b and a boolean c: one LLVM select, no branch."""
+    return sel(c, a, b)
 
 
 @njit(inline="always")
