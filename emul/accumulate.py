@@ -945,9 +945,12 @@ def _rowwise_fixed(a, b, cfg, init, out_shape, rows, k, T, seed, key, random_bit
     else:
         Bl, scale = _kernel_arg(np.ldexp(B.astype(np.float64), fu + qa).astype(dt)), dt(1)
     out = np.empty(rows, np.float64)
-    with _threads_for(_ROWWISE_COST * rows * k, "fixed"):
-        RW.rowwise_fixed(Al, Bl, scale, _kernel_arg(init_units.astype(dt)), ORDERS.index(cfg.order), cfg.chunk,
-                         np.array(ra, np.float64), np.array(ro, np.float64), sum_only, out)
+    work = _ROWWISE_COST * rows * k
+    # below the threshold the serial twin runs: it compiles without a parallel region (several times faster)
+    kernel = RW.rowwise_fixed if work >= _threshold("fixed") else RW.rowwise_fixed_serial
+    with _threads_for(work, "fixed"):
+        kernel(Al, Bl, scale, _kernel_arg(init_units.astype(dt)), ORDERS.index(cfg.order), cfg.chunk,
+               np.array(ra, np.float64), np.array(ro, np.float64), sum_only, out)
     return np.ldexp(out, -fu) if fu else out
 
 

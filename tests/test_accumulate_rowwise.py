@@ -2,6 +2,7 @@
 1-D ``emul.dot`` of its row (same accumulator, order, SR words, init), on the vectorised path (exact
 binary64 products) and on the batched fallback (NaN/inf, wide or subnormal operands)."""
 
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -9,8 +10,10 @@ import emul
 from emul.accumulate import sr_steps
 
 rng = np.random.default_rng(15)
-E4 = emul.quantize(rng.standard_normal((9, 37)), "e4m3fn")
-E4B = emul.quantize(rng.standard_normal((9, 37)), "e4m3fn")
+# e4m3fn operands made by ml_dtypes: nothing here runs an emul kernel while pytest collects (every
+# xdist worker collects every module; a kernel compiled here is compiled once per worker)
+E4 = rng.standard_normal((9, 37)).astype(ml_dtypes.float8_e4m3fn).astype(np.float64)
+E4B = rng.standard_normal((9, 37)).astype(ml_dtypes.float8_e4m3fn).astype(np.float64)
 I8 = rng.integers(-128, 128, (9, 37))
 I8B = rng.integers(-128, 128, (9, 37))
 
@@ -219,9 +222,11 @@ def test_fixed_rowwise_kernel_sweep(a, b, acc, kw, k):
     _check_fixed(a, b, acc, kw, k)
 
 
+@pytest.mark.slow
 def test_fixed_rowwise_uses_the_kernel_and_any_thread_count(monkeypatch):
-    """The fixed path runs rowwise_fixed (not the batched fallback) and gives the same bits on one
-    thread and on two."""
+    """The fixed path runs rowwise_fixed (not the batched fallback), its parallel driver included
+    (the thresholds forced to 0), and gives the same bits on one thread and on two. Slow: it
+    compiles the parallel driver (about 10 s of a cold cache; the default tests run the serial twin)."""
     import numba
 
     import emul.accumulate as ac

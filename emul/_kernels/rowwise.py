@@ -248,74 +248,93 @@ def rowwise_fixed(A, B, scale, init, order, chunk, Xa, Xo, sum_only, out):
     outer, float64 (lo and hi are taken into the lanes; int16 lanes only for saturating sequential
     sums that never leave (-2**15, 2**15)). ``sum_only`` (wrapping accumulators, the caller checks
     that the exact total fits the lanes): the exact sum, wrapped once at the end — the same value,
-    as wrapping is reduction modulo 2**bits. out[r] (float64) is row r's result in units of the finest lsb."""
+    as wrapping is reduction modulo 2**bits. out[r] (float64) is row r's result in units of the
+    finest lsb. The work is done by :func:`_fixed_part` (a serial function: a parallel region
+    compiles several times slower, so it holds only this loop)."""
+    R = A.shape[0]
+    parts = R if order == 1 and not sum_only else (R + LANES - 1) // LANES
+    for c in prange(parts):
+        _fixed_part(A, B, scale, init, order, chunk, Xa, Xo, sum_only, out, c)
+
+
+@njit(cache=True)
+def rowwise_fixed_serial(A, B, scale, init, order, chunk, Xa, Xo, sum_only, out):
+    """rowwise_fixed on one thread (the same parts in order): no parallel region to compile when
+    the work is too small for a second thread."""
+    R = A.shape[0]
+    parts = R if order == 1 and not sum_only else (R + LANES - 1) // LANES
+    for c in range(parts):
+        _fixed_part(A, B, scale, init, order, chunk, Xa, Xo, sum_only, out, c)
+
+
+@njit(cache=True)
+def _fixed_part(A, B, scale, init, order, chunk, Xa, Xo, sum_only, out, c):
+    """Part c of rowwise_fixed: row c (pairwise order), else the block of rows c*LANES … (c+1)*LANES-1."""
     R, K = A.shape
     dt = init.dtype.type
     a_lo, a_hi, a_rule, a_signed, a_mw, a_unit = dt(Xa[0]), dt(Xa[1]), np.int64(Xa[2]), Xa[3] != 0, Xa[4], Xa[5]
     o_lo, o_hi, o_rule, o_signed, o_mw, o_unit = dt(Xo[0]), dt(Xo[1]), np.int64(Xo[2]), Xo[3] != 0, Xo[4], Xo[5]
     sat = a_rule == RULE_SAT
     if order == 1 and not sum_only:
-        for row in prange(R):
-            x = np.empty(max(K, 1), init.dtype)
-            y = np.empty(max(K, 1), init.dtype)
-            for k in range(K):
-                x[k] = dt(dt(A[_UI(row), _UI(k)]) * dt(B[_UI(row), _UI(k)]) * scale)
-            n = K
-            while n > 1:
-                half = n // 2
-                for q in range(half):
-                    y[q] = dt(xstep(x[2 * q], x[2 * q + 1], a_lo, a_hi, a_rule, a_signed, a_mw, a_unit))
-                if n % 2:  # an odd last element passes up unchanged
-                    y[half] = x[n - 1]
-                n = half + n % 2
-                x, y = y, x
-            out[row] = xstep(init[row % init.size], x[0], a_lo, a_hi, a_rule, a_signed, a_mw, a_unit)
+        row = c
+        x = np.empty(max(K, 1), init.dtype)
+        y = np.empty(max(K, 1), init.dtype)
+        for k in range(K):
+            x[k] = dt(dt(A[_UI(row), _UI(k)]) * dt(B[_UI(row), _UI(k)]) * scale)
+        n = K
+        while n > 1:
+            half = n // 2
+            for q in range(half):
+                y[q] = dt(xstep(x[2 * q], x[2 * q + 1], a_lo, a_hi, a_rule, a_signed, a_mw, a_unit))
+            if n % 2:  # an odd last element passes up unchanged
+                y[half] = x[n - 1]
+            n = half + n % 2
+            x, y = y, x
+        out[row] = xstep(init[row % init.size], x[0], a_lo, a_hi, a_rule, a_signed, a_mw, a_unit)
         return
-    nblk = (R + LANES - 1) // LANES
     chunked = order == 2 and not sum_only
     step_len = chunk if chunked else K
-    for c in prange(nblk):
-        r0 = c * LANES
-        n = min(LANES, R - r0)
-        s = np.zeros(LANES, init.dtype)
-        for j in range(n):
-            s[j] = init[(r0 + j) % init.size]
-        sc = np.zeros(LANES, init.dtype)
-        if not chunked:
-            for j in range(LANES):
-                sc[j] = s[j]
-        P = np.zeros((LANES, TB), init.dtype)
-        stage = np.zeros((TK, LANES), init.dtype)
-        for T0 in range(0, K, TB):
-            nq = min(TB, K - T0)
-            _products_lanes(A, B, scale, r0, n, T0, nq, P)
-            t = T0
-            while t < T0 + nq:
-                te = _tile_end(t, T0 + nq, 2 if chunked else 0, step_len)
-                nt = te - t
-                _transpose(P, t - T0, nt, stage)
-                if sum_only:
-                    for tt in range(nt):
-                        for j in range(LANES):
-                            sc[j] = dt(sc[j] + stage[tt, j])
-                elif sat:  # the common case, spelled out so that it vectorises tightly
-                    for tt in range(nt):
-                        for j in range(LANES):
-                            sc[j] = min(max(dt(sc[j] + stage[tt, j]), a_lo), a_hi)
-                else:
-                    for tt in range(nt):
-                        for j in range(LANES):
-                            sc[j] = dt(xstep(sc[j], stage[tt, j], a_lo, a_hi, a_rule, a_signed, a_mw, a_unit))
-                if chunked and (te % step_len == 0 or te == K):
+    r0 = c * LANES
+    n = min(LANES, R - r0)
+    s = np.zeros(LANES, init.dtype)
+    for j in range(n):
+        s[j] = init[(r0 + j) % init.size]
+    sc = np.zeros(LANES, init.dtype)
+    if not chunked:
+        for j in range(LANES):
+            sc[j] = s[j]
+    P = np.zeros((LANES, TB), init.dtype)
+    stage = np.zeros((TK, LANES), init.dtype)
+    for T0 in range(0, K, TB):
+        nq = min(TB, K - T0)
+        _products_lanes(A, B, scale, r0, n, T0, nq, P)
+        t = T0
+        while t < T0 + nq:
+            te = _tile_end(t, T0 + nq, 2 if chunked else 0, step_len)
+            nt = te - t
+            _transpose(P, t - T0, nt, stage)
+            if sum_only:
+                for tt in range(nt):
                     for j in range(LANES):
-                        s[j] = dt(xstep(s[j], sc[j], o_lo, o_hi, o_rule, o_signed, o_mw, o_unit))
-                        sc[j] = dt(0)
-                t = te
-        if not chunked:
-            for j in range(LANES):
-                s[j] = sc[j]
-        for j in range(n):
-            v = np.float64(s[j])
-            if sum_only:  # the exact sum modulo 2**bits into [lo, lo + modulus), in float64 (exact)
-                v = v - np.floor((v - Xa[0]) / a_mw) * a_mw
-            out[r0 + j] = v
+                        sc[j] = dt(sc[j] + stage[tt, j])
+            elif sat:  # the common case, spelled out so that it vectorises tightly
+                for tt in range(nt):
+                    for j in range(LANES):
+                        sc[j] = min(max(dt(sc[j] + stage[tt, j]), a_lo), a_hi)
+            else:
+                for tt in range(nt):
+                    for j in range(LANES):
+                        sc[j] = dt(xstep(sc[j], stage[tt, j], a_lo, a_hi, a_rule, a_signed, a_mw, a_unit))
+            if chunked and (te % step_len == 0 or te == K):
+                for j in range(LANES):
+                    s[j] = dt(xstep(s[j], sc[j], o_lo, o_hi, o_rule, o_signed, o_mw, o_unit))
+                    sc[j] = dt(0)
+            t = te
+    if not chunked:
+        for j in range(LANES):
+            s[j] = sc[j]
+    for j in range(n):
+        v = np.float64(s[j])
+        if sum_only:  # the exact sum modulo 2**bits into [lo, lo + modulus), in float64 (exact)
+            v = v - np.floor((v - Xa[0]) / a_mw) * a_mw
+        out[r0 + j] = v
