@@ -19,6 +19,10 @@ rounded the same way, in every element mode (SR included), with ``scale_min`` an
 computed s_t. The peers' float32 arithmetic options stay in emul.blocks. ``decode`` and
 ``quantize`` of float-scale formats raise ValueError: element times scale times s_t needs up to
 ~30 significant bits, more than a float32 holds.
+
+Exponent-only formats (e8m0) as plain formats: :func:`exp_encode`, :func:`exp_decode`,
+:func:`exp_quantize` behind ``emul_jax.encode/decode/quantize(x, "e8m0")``, bit for bit as
+``emul.encode(x, "e8m0")`` (every mode and overflow rule, SR, float and 32-bit integer inputs).
 """
 
 from __future__ import annotations
@@ -461,3 +465,144 @@ def quantize(x, bfmt, axis=-1, **kwargs):
     _check_format(bfmt)  # float scales: ValueError before any work (decode takes e8m0 scales only)
     scales, codes = encode(x, bfmt, axis, **kwargs)
     return decode(scales, codes, bfmt, axis)
+
+
+# -- exponent-only formats (e8m0) as plain formats: emul_jax.encode / decode / quantize -------------
+
+def exp_spec(fmt, rounding="nearest_even", overflow=None, sr_bits=None, sr_method="add"):
+    """The RoundSpec of an exponent-only format (validated as the core validates it), or None when
+    ``fmt`` is not one. Its values 2**(c - bias) must be float32 values (e8m0: 2**-127 … 2**127)."""
+    from emul._params import resolve
+    from emul.formats import format as as_format
+
+    try:
+        f = as_format(fmt)
+    except (TypeError, ValueError):
+        return None
+    if not isinstance(f, ExpFormat):
+        return None
+    f, mode, ovf, r, compare = resolve(f, rounding, overflow, sr_bits, sr_method, exp_ok=True)
+    if -f.bias < -149 or (1 << f.exp_bits) - 2 - f.bias > 127:
+        raise ValueError(f"{f.name}: values 2**{-f.bias} … 2**{(1 << f.exp_bits) - 2 - f.bias} are not all float32 "
+                         "values; use emul (the NumPy core)")
+    return R.RoundSpec(f, mode, ovf, r, compare)
+
+
+def _exp_overflow_nan(sp) -> bool:
+    """Whether a value rounding above the largest code gives NaN (IEEE 754 §7.4 for a format without
+    inf: the modes that do not round toward zero in magnitude), else the largest code."""
+    from emul.rounding import Overflow, Rounding
+
+    if sp.overflow != Overflow.IEEE:
+        return False
+    return sp.rounding.value.startswith("nearest") or sp.rounding in (
+        Rounding.STOCHASTIC, Rounding.AWAY_FROM_ZERO, Rounding.UP)
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _exp_codes(sp, x, u, ubad):
+    """Codes (uint32) of x in the exponent-only format of sp: x <= 0 and NaN -> the NaN code; +inf
+    -> NaN (the max under overflow='saturate'); x below 2**-bias -> code 0; else 2**e <= x <
+    2**(e+1) rounds to code e + bias or e + bias + 1 by the mode (the fraction x / 2**e - 1 in F;
+    ties and 'odd' read the code's last bit), then the overflow rule."""
+    from .quantize import _parts
+
+    f = sp.fmt
+    nan_code, max_code = (1 << f.exp_bits) - 1, (1 << f.exp_bits) - 2
+    b, kind = _parts(x)
+    if kind == "f":
+        a = b & u32(ABS)
+        neg = (b >> u32(31)) == u32(1)
+        ef = a >> u32(23)
+        mag = jnp.where(ef == u32(0), a, (a & u32(0x7FFFFF)) | u32(0x800000))
+        e0 = lax.convert_element_type(jnp.maximum(ef, u32(1)), I32) - np.int32(150)
+        nan = a > u32(EXP)
+        inf = a == u32(EXP)
+    else:
+        v = lax.convert_element_type(x, I32) if kind == "i" else None
+        neg = (v < 0) if kind == "i" else jnp.zeros(b.shape, bool)
+        mag = jnp.where(neg, u32(0), b if kind == "u" else lax.convert_element_type(v, U32))
+        e0 = jnp.zeros(b.shape, I32)
+        nan = inf = jnp.zeros(b.shape, bool)
+    lead = np.int32(31) - lax.convert_element_type(clz(mag), I32)  # the leading one's position
+    e = lead + e0
+    F = shl(shl(mag, np.int32(31) - lead), np.int32(1))  # the bits below the leading one, at the top
+    c0 = e + np.int32(f.bias)
+    lsb = lax.convert_element_type(c0 & np.int32(1), U32)
+    inc = R.increment(sp, lsb, F, None, jnp.zeros(b.shape, U32), u)
+    code = c0 + lax.convert_element_type(inc, I32)
+    over = code > np.int32(max_code)
+    code = jnp.where(over, np.int32(nan_code if _exp_overflow_nan(sp) else max_code), code)
+    code = jnp.where(c0 < 0, np.int32(0), code)  # below 2**-bias: the smallest code (there is no zero)
+    code = lax.convert_element_type(code, U32)
+    bad = neg | (mag == u32(0)) | nan
+    if ubad is not None:
+        bad = bad | ubad
+    code = jnp.where(inf & ~neg, u32(max_code if sp.overflow.value == "saturate" else nan_code), code)
+    return jnp.where(bad & ~(inf & ~neg), u32(nan_code), code)
+
+
+def _exp_value_bits(sp, c):
+    """float32 patterns of codes c (uint32; valid ones): 2**(c - bias), the NaN code -> NaN."""
+    k = lax.convert_element_type(c, I32) - np.int32(sp.fmt.bias)
+    normal = shl(lax.convert_element_type(k + np.int32(127), U32), np.int32(23))
+    sub = shl(u32(1), k + np.int32(149))
+    bits = jnp.where(k >= np.int32(-126), normal, sub)
+    return jnp.where(c == u32((1 << sp.fmt.exp_bits) - 1), u32(R.F32_NAN), bits)
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _exp_decode_jit(sp, codes):
+    c = lax.convert_element_type(codes, U32)
+    ok = c < u32(1 << sp.fmt.exp_bits)
+    if np.dtype(codes.dtype).kind == "i":
+        ok = ok & (codes >= 0)
+    return f32_from_bits(jnp.where(ok, _exp_value_bits(sp, c), u32(R.F32_NAN))), ok
+
+
+def exp_encode(x, sp, key=None, random_bits=None):
+    """``emul_jax.encode`` of an exponent-only format (uint8 codes for e8m0)."""
+    xa = _input(x)
+    u, ubad = _sr_words(sp, xa.shape, key, random_bits)
+    out = _exp_codes(sp, xa, u, ubad)
+    return lax.convert_element_type(out, jnp.uint8 if sp.fmt.bits <= 8 else jnp.uint16)
+
+
+def exp_decode(codes, sp):
+    """``emul_jax.decode`` of an exponent-only format: float32 values 2**(c - bias), NaN for the NaN
+    code; a code outside [0, 2**exp_bits) raises ValueError eagerly (NaN under jit)."""
+    from .quantize import _is_traced
+
+    c = _input(codes, "codes", kinds=("i",))
+    if np.dtype(c.dtype).kind not in "iub":
+        raise TypeError(f"codes: dtype {c.dtype} is not an integer dtype")
+    out, ok = _exp_decode_jit(sp, c)
+    if not _is_traced(c) and c.size and not bool(jnp.all(ok)):
+        bad = int(np.asarray(c)[~np.asarray(ok)].flat[0])
+        raise ValueError(f"codes: {bad:#x} is not a code of {sp.fmt.name} (codes are 0 … {(1 << sp.fmt.bits) - 1:#x})")
+    return out
+
+
+def exp_quantize(x, sp, key=None, random_bits=None, ste="identity"):
+    """``emul_jax.quantize`` of an exponent-only format: the float32 values of :func:`exp_encode`;
+    gradient ``"identity"`` or ``"none"`` (``"clipped"`` has no range to clip to here)."""
+    if ste not in ("identity", "none"):
+        raise ValueError(f"ste={ste!r}: {sp.fmt.name} (exponent-only) takes 'identity' or 'none'")
+    xa = _input(x)
+    u, ubad = _sr_words(sp, xa.shape, key, random_bits)
+    return _exp_quantize_ste(sp, ste, xa, u, ubad)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def _exp_quantize_ste(sp, ste, x, u, ubad):
+    return f32_from_bits(_exp_value_bits(sp, _exp_codes(sp, x, u, ubad)))
+
+
+@_exp_quantize_ste.defjvp
+def _exp_quantize_ste_jvp(sp, ste, primals, tangents):
+    x, u, ubad = primals
+    out = _exp_quantize_ste(sp, ste, x, u, ubad)
+    dx = tangents[0]
+    if ste == "none" or not jnp.issubdtype(x.dtype, jnp.floating):
+        return out, jnp.zeros_like(out)
+    return out, lax.convert_element_type(dx, jnp.float32)

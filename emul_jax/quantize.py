@@ -43,6 +43,17 @@ def _spec(fmt, rounding, overflow, sr_bits, sr_method, what):
     return sp
 
 
+def _exp_spec(fmt, rounding="nearest_even", overflow=None, sr_bits=None, sr_method="add"):
+    """The spec of an exponent-only format (e8m0: emul_jax/blocks.py rounds it), else None."""
+    from emul.formats import ExpFormat
+
+    if isinstance(fmt, ExpFormat) or (isinstance(fmt, str) and "m0" in fmt.lower()):
+        from .blocks import exp_spec
+
+        return exp_spec(fmt, rounding, overflow, sr_bits, sr_method)
+    return None
+
+
 def _check_fits_float32(fmt, what):
     if _fits_float32(fmt):
         return
@@ -381,6 +392,10 @@ def quantize(x, fmt, rounding="nearest_even", overflow=None, *, key=None, random
     >>> quantize(jnp.array([1.1, 464.0, 465.0]), "e4m3fn")
     Array([  1.125, 448.   ,     nan], dtype=float32)
     """
+    if (esp := _exp_spec(fmt, rounding, overflow, sr_bits, sr_method)) is not None:
+        from .blocks import exp_quantize
+
+        return exp_quantize(x, esp, key, random_bits, ste)
     sp = _spec(fmt, rounding, overflow, sr_bits, sr_method, "quantize")
     if ste not in STE:
         raise ValueError(f"ste={ste!r}: must be one of {', '.join(map(repr, STE))}")
@@ -414,6 +429,10 @@ def encode(x, fmt, rounding="nearest_even", overflow=None, *, key=None, random_b
     >>> encode(jnp.array([448.0, -0.0, jnp.nan]), "e4m3fn")
     Array([126, 128, 127], dtype=uint8)
     """
+    if (esp := _exp_spec(fmt, rounding, overflow, sr_bits, sr_method)) is not None:  # e8m0
+        from .blocks import exp_encode
+
+        return exp_encode(x, esp, key, random_bits)
     sp = _spec(fmt, rounding, overflow, sr_bits, sr_method, "encode")
     xa = _input(x)
     u, ubad = _sr_words(sp, xa.shape, key, random_bits)
@@ -441,6 +460,10 @@ def decode(codes, fmt):
     >>> decode(jnp.array([0x7e, 0x80, 0x7f], jnp.uint8), "e4m3fn")
     Array([448.,  -0.,  nan], dtype=float32)
     """
+    if (esp := _exp_spec(fmt)) is not None:
+        from .blocks import exp_decode
+
+        return exp_decode(codes, esp)
     sp = _spec(fmt, "nearest_even", None, None, "add", "decode")
     c = _input(codes, "codes", kinds=("i",))
     if np.dtype(c.dtype).kind not in "iub":

@@ -162,3 +162,70 @@ def test_jax_blocks_empty():
         s, c = B.encode(np.zeros(shape, np.float32), "mxfp4", axis)
         js, jc = JB.encode(jnp.zeros(shape), "mxfp4", axis)
         assert js.shape == s.shape and jc.shape == c.shape and jc.dtype == c.dtype
+
+
+# -- e8m0 as a plain format: emul_jax.encode / decode / quantize -----------------------------------
+
+def _e8m0_inputs():
+    rng = np.random.default_rng(8)
+    edge = [0.0, -0.0, 1.0, 1.5, 3.0, 2.0 ** -127, 1.5 * 2.0 ** -127, 1.25 * 2.0 ** -127, 2.0 ** -128, 2.0 ** -149,
+            1.5 * 2.0 ** -126, 2.0 ** 127, 1.5 * 2.0 ** 127, 1.75 * 2.0 ** 127, float(np.finfo(np.float32).max),
+            np.inf, -np.inf, np.nan, -1.0, -(2.0 ** -149)]
+    r = rng.integers(0, 2 ** 32, 2000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    return np.concatenate([np.array(edge, np.float32), r, np.abs(r)])
+
+
+def _check_e8m0(x, mode, ovf, jit, **sr):
+    import emul_jax as EJ
+
+    kw = dict(sr)
+    u = None
+    if mode == "stochastic":
+        u = np.random.default_rng(9).integers(0, 2 ** kw["sr_bits"], x.size, dtype=np.uint64).astype(np.uint32)
+    want = emul.encode(x, "e8m0", mode, ovf, random_bits=u, **kw)
+    f = (lambda a, w: EJ.encode(a, "e8m0", mode, ovf, random_bits=w, **kw))
+    got = (jax.jit(f) if jit else f)(jnp.asarray(x), None if u is None else jnp.asarray(u))
+    assert got.dtype == jnp.uint8 and np.array_equal(_bits(got), want.astype(np.uint32)), (mode, ovf, jit)
+
+
+@pytest.mark.parametrize("mode, ovf, jit, sr", [
+    ("nearest_even", None, False, {}), ("nearest_away", "saturate", True, {}), ("toward_zero", None, False, {}),
+    ("stochastic", None, True, {"sr_bits": 5, "sr_method": "compare"}),
+])
+def test_e8m0_encode_matches_core(mode, ovf, jit, sr):
+    """emul_jax.encode(x, "e8m0") = emul.encode bit for bit: ties by code parity, x <= 0 / NaN -> 0xFF,
+    below 2**-127 -> 0, overflow at 2**127 by the mode and rule, subnormal and random float32s."""
+    _check_e8m0(_e8m0_inputs(), mode, ovf, jit, **sr)
+
+
+@pytest.mark.slow
+def test_e8m0_encode_every_mode_slow():
+    x = _e8m0_inputs()
+    for mode in MODES:
+        for ovf in (None, "saturate"):
+            for jit in (False, True):
+                if mode == "stochastic":
+                    for sr in ({"sr_bits": 32}, {"sr_bits": 7, "sr_method": "compare"}):
+                        _check_e8m0(x, mode, ovf, jit, **sr)
+                else:
+                    _check_e8m0(x, mode, ovf, jit)
+
+
+def test_e8m0_decode_quantize_key_and_ints():
+    import emul_jax as EJ
+
+    c = np.arange(256, dtype=np.uint8)
+    assert np.array_equal(_bits(EJ.decode(jnp.asarray(c), "e8m0")),
+                          emul.decode(c, "e8m0").astype(np.float32).view(np.uint32))
+    x = _e8m0_inputs()
+    assert np.array_equal(_bits(EJ.quantize(jnp.asarray(x), "e8m0")), emul.quantize(x, "e8m0").view(np.uint32))
+    got = EJ.encode(jnp.asarray(x), "e8m0", "stochastic", sr_bits=8, key=jax.random.key(3))
+    assert np.array_equal(_bits(got), emul.encode(x, "e8m0", "stochastic", sr_bits=8, seed=3).astype(np.uint32))
+    xi = np.array([0, 1, 3, -5, 2 ** 31 - 1, 2 ** 24 + 1], np.int32)
+    assert np.array_equal(_bits(EJ.encode(jnp.asarray(xi), "e8m0")), emul.encode(xi, "e8m0").astype(np.uint32))
+    g = jax.grad(lambda v: EJ.quantize(v, "e8m0").sum())(jnp.array([3.0, 0.7]))
+    assert np.array_equal(np.asarray(g), [1.0, 1.0])
+    with pytest.raises(ValueError, match="not a code of e8m0"):
+        EJ.decode(jnp.array([256]), "e8m0")
+    with pytest.raises(ValueError, match="overflow='wrap'"):
+        EJ.encode(jnp.array([1.0]), "e8m0", overflow="wrap")
