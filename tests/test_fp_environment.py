@@ -422,6 +422,7 @@ def test_under_ftz_daz_on_the_calling_thread(name, small_cases, expected_small, 
         pytest.skip("Numba's parallel regions ran on worker threads; the child-process test covers them")
 
 
+@pytest.mark.slow  # compiles every parallel kernel in a fresh process (~160 s cold on 2 cores); the serial kernels share their code and are checked above
 def test_under_ftz_daz_on_every_thread_in_a_child_process(tmp_path):
     """FTZ|DAZ set before any thread exists (Numba's workers inherit it), arrays above the
     parallel threshold: every case, compared with this process's default-environment results."""

@@ -47,7 +47,7 @@ eager = jax.disable_jit
 
 # -- operands ---------------------------------------------------------------------------------------
 
-E4M3 = emul.decode(np.arange(256), "e4m3fn")
+E4M3 = np.arange(256, dtype=np.uint8).view(ml_dtypes.float8_e4m3fn).astype(np.float64)  # (no kernel at collection)
 E4M3 = E4M3[np.isfinite(E4M3)].astype(np.float32)           # all 254 finite values, ±0 included
 
 
