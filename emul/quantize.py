@@ -207,11 +207,11 @@ def _round(x, fmt, rounding, overflow, seed, key, sr_bits, sr_method, random_bit
         u = _NO_WORDS
     flat = a.reshape(-1) if a.flags.c_contiguous else np.ascontiguousarray(a).reshape(-1)
     n = flat.size
-    out = np.empty(n, out_dtype)
     inf_bad = 0
     if route == "general":
-        nan_bad, inf_bad, out = _general(flat, u, P, seeded, seed, key, out_dtype, out)
+        nan_bad, inf_bad, out = _general(flat, u, P, seeded, seed, key, out_dtype)
     else:
+        out = np.empty(n, out_dtype)
         wide = in_view.itemsize == 8
         if flat.dtype == np.float16:
             flat = _widen_f16(flat, to64=wide)
@@ -286,23 +286,20 @@ def _widen_f16(flat, to64):
         return wide.view(np.float32).astype(np.float64)
 
 
-def _general(flat, u, P, seeded, seed, key, out_dtype, out):
-    """The general kernel (float64 / int64 / uint64 in, float64 / uint64 out: few compilations);
-    returns (#NaN, #inf rejected, result)."""
+def _general(flat, u, P, seeded, seed, key, out_dtype):
+    """The general kernel (float64 / int64 / uint64 in, float64 / uint64 out: few compilations;
+    each one of these kernels costs tens of seconds to compile); returns (#NaN, #inf rejected,
+    result)."""
     from ._kernels import round as K  # Numba loads on first use, not at import
 
-    src = flat
-    if seeded:  # threefry words made in the kernel; float32 read directly (the hot SR case)
+    src = exact_float64(flat)  # float16/32 as float64, exactly (whatever the MXCSR)
+    dst = np.empty(flat.size, np.float64 if out_dtype.kind == "f" else np.uint64)
+    if seeded:  # threefry words made in the kernel
         from . import random as _random
 
         k = _random._as_key(key=key, seed=seed)
-        if src.dtype == np.float16:  # float32 and float64 are read directly (from their bits)
-            src = exact_float64(src)
-        dst = out  # (round.store writes float32 from bits)
         nan_bad, inf_bad = K.round_seeded(src, np.uint32(k[0]), np.uint32(k[1]), P, dst)
     else:
-        src = exact_float64(src)  # float16/32 as float64, exactly (whatever the MXCSR)
-        dst = np.empty(flat.size, np.float64 if out_dtype.kind == "f" else np.uint64)
         kernel = K.round_parallel if flat.size >= PARALLEL_MIN else K.round_serial
         nan_bad, inf_bad = kernel(src, u, P, dst)
     if dst.dtype != out_dtype:

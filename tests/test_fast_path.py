@@ -271,7 +271,7 @@ def test_sr_seeded_equals_general_kernel(name):
                 k = emul.random.key(seed)
                 for call, dt in _sr_calls(fmt):
                     out = np.empty(x.size, np.float64 if dt.kind == "f" else np.uint64)
-                    K.round_seeded(x, np.uint32(k[0]), np.uint32(k[1]), P, out)
+                    K.round_seeded(exact_float64(x), np.uint32(k[0]), np.uint32(k[1]), P, out)
                     want = out.astype(dt)
                     what = f"{call.__name__} {fmt.name} {method} r={r} n={x.size}"
                     got = call(x, fmt, "stochastic", seed=seed, sr_bits=r, sr_method=method)
