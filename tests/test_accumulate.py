@@ -7,11 +7,14 @@ import math
 import zlib
 from fractions import Fraction
 
+import numba
 import numpy as np
 import pytest
 
 import emul
 import emul.accumulate as A
+import emul._kernels.fast_accumulate as FK
+import emul._kernels.sr_accumulate as SR
 import reference
 
 ml_dtypes = pytest.importorskip("ml_dtypes")
@@ -104,6 +107,7 @@ FLOAT_CASES = [
     dict(acc="e4m7", rounding="stochastic", seed=3, sr_bits=32), dict(acc="bf16", rounding="stochastic", seed=4,
                                                                           sr_bits=8, order="pairwise"),
     dict(acc="fp16", rounding="stochastic", seed=5, sr_bits=11, sr_method="compare", order="chunked", chunk=8),
+    dict(acc="e4m7-nosub", rounding="stochastic", seed=6, sr_bits=8),
     dict(acc="e4m7", product="e4m3fn"), dict(acc="fp16", product="e5m2", product_rounding="toward_zero",
                                              order="pairwise"),
 ]
@@ -405,6 +409,97 @@ def test_sr_rows_that_overflow_use_the_same_words():
     x = run(a, b, "fp16", True, rounding="stochastic", seed=4, sr_bits=8)
     assert np.isinf(x[1, 2])
     assert identical(x, run(a, b, "fp16", False, rounding="stochastic", seed=4, sr_bits=8))
+
+
+# --- the SR kernel's pieces against the general step and emul.random (issue 13) -----------------
+
+@numba.njit(cache=True)
+def _sr_add_and_fstep(s, p, uw, F):
+    """(sr_add, fstep with twosum/down/compare off) of every triple, for one format vector F."""
+    m, emin, qb, pq, mx, ovp, ovn, near, k0, ks, kl, nz, sub = FK._unpack(F)
+    r = F[FK.F_SRBITS]
+    out = np.empty((s.size, 2), np.float64)
+    for i in range(s.size):
+        out[i, 0] = SR.sr_add(s[i], p[i], uw[i], r, m, emin, qb, pq, mx, ovp, ovn, nz)
+        out[i, 1] = FK.fstep(s[i], p[i], uw[i], False, False, m, emin, qb, pq, mx, ovp, ovn, near, k0, ks, kl, nz,
+                             True, r, False)
+    return out
+
+
+def _sr_edge_triples(fmt, r):
+    """(s, p, uw) with s + p exact in binary64: grid points of fmt plus fractions of their ulp
+    (0, 2**-r, 1/2, 1 - 2**-r, and offsets below 2**-r of an ulp), in the subnormals, below the
+    quantum, at binade ends, at max finite and one ulp above it; zeros, infinities, NaN."""
+    m, qb = fmt.man_bits, (fmt.emin - fmt.man_bits if fmt.subnormals else fmt.emin)
+    grid = [(0.0, qb)]  # (grid value, log2 of its ulp: the spacing above it)
+    if fmt.subnormals:
+        grid += [(math.ldexp(k, qb), qb) for k in (1, 2, 3, 2**m - 1)]
+    for e in (fmt.emin, 0, fmt.emax):
+        grid += [(math.ldexp(1, e), e - m), (math.ldexp(2**m + 1, e - m), e - m),
+                 (math.ldexp(2**(m + 1) - 1, e - m), e - m)]  # the last: a binade end
+    grid += [(float(fmt.max), fmt.emax - m), (float(fmt.max) + math.ldexp(1, fmt.emax - m), fmt.emax - m)]
+    fracs = [0.0, 2.0**-r, 0.5, 1 - 2.0**-r, 2.0**-(r + 3), 1 - 2.0**-(r + 3), 2.0**-40]
+    xs = [g + math.ldexp(f, q) for g, q in grid for f in fracs]
+    xs += [math.ldexp(f, qb) for f in (0.75, 2.0**-r, 2.0**-(r + 1), 1 - 2.0**-(r + 2))]  # below the quantum
+    words = [0, 1, 2**(r - 1), 2**r - 1]
+    rng = np.random.default_rng(r)
+    s, p, u = [], [], []
+    for x in xs:
+        for sign in (1.0, -1.0):
+            split = math.ldexp(1, math.frexp(x)[1] - 1) if x > 0 else 0.0  # s + p = x, both exact
+            for a, b in ((x, 0.0), (split, x - split), (2 * x, -x)):
+                for w in words + [int(rng.integers(0, 2**r))]:
+                    s.append(sign * a), p.append(sign * b), u.append(w)
+    special = [(0.0, 0.0), (-0.0, -0.0), (0.0, -0.0), (-0.0, 0.0), (1.0, -1.0), (-1.0, 1.0),
+               (math.inf, 1.0), (-math.inf, 1.0), (math.inf, -math.inf), (math.nan, 0.0), (1e308, 1e308)]
+    for a, b in special:
+        for w in words:
+            s.append(a), p.append(b), u.append(w)
+    return np.array(s), np.array(p), np.array(u, np.uint32)
+
+
+@pytest.mark.parametrize("acc,ovf", [("e4m7", None), ("fp16", None), ("e4m3fn", None), ("e4m7-nosub", None),
+                                     ("e5m2fnuz", None), ("bf16", "saturate")])
+def test_sr_add_is_fstep_on_edge_sums(acc, ovf):
+    """sr_accumulate.sr_add (the sequential SR step without TwoSum) equals fast_accumulate.fstep,
+    bit for bit, on every edge triple, for sr_bits 1, 8 and the most the kernel takes."""
+    from emul._params import resolve
+
+    fmt = emul.formats.format(acc)
+    for r in (1, 8, min(32, 52 - fmt.man_bits)):
+        fmt, mode, ovf_, r_, cmp = resolve(acc, "stochastic", ovf, r, "add")
+        F = A._float_params_cached(fmt, mode, ovf_, r_, cmp)
+        s, p, u = _sr_edge_triples(fmt, r)
+        got = _sr_add_and_fstep(s, p, u, F)
+        bad = np.flatnonzero(got[:, 0].view(np.uint64) != got[:, 1].view(np.uint64))
+        assert bad.size == 0, (r, [(s[i], p[i], u[i], got[i, 0], got[i, 1]) for i in bad[:5]])
+
+
+@numba.njit(cache=True)
+def _filled(nt, base, t0, N, T, k0, k1, shift):
+    W = np.zeros((SR.TW, N), np.uint32)
+    SR.fill_words(W, nt, base, t0, N, T, np.uint32(k0), np.uint32(k1), np.uint32(shift), True,
+                  np.empty(0, np.uint32))
+    return W
+
+
+@pytest.mark.parametrize("nt,base,t0,N,T", [
+    (32, 0, 0, 5, 40), (7, 3 * 40, 32, 5, 40), (32, 2**32 - 200, 0, 3, 40),
+    (32, 2**32 - 100, 0, 3, 64),  # this tile's counters cross 2**32
+    (9, 3 * 2**32 + 17, 5, 4, 2**16), (1, 2**32, 3, 7, 4)])
+def test_sr_word_tiles_are_the_documented_words(nt, base, t0, N, T):
+    """sr_accumulate.fill_words (intrinsics.threefry_rows in 32-bit lanes; the per-word path where
+    a tile's counters cross a multiple of 2**32): W[tt, j] is word c = base + j*T + t0 + tt of
+    emul.random.bits(key, n) (y0 ^ y1 of Threefry-2x32 at counter c, emul.random's definition;
+    tests/test_random.py checks that against JAX), shifted right by 32 - sr_bits."""
+    k = emul.random.key(2026)
+    for shift in (0, 24):
+        W = _filled(nt, base, t0, N, T, k[0], k[1], shift)
+        idx = base + t0 + np.arange(nt)[:, None] + T * np.arange(N)[None, :]
+        first = base + t0
+        pairs = emul.random._pairs(k, first, int(idx.max()) + 1 - first)  # threefry2x32(k, c) for c >= first
+        want = (pairs[:, 0] ^ pairs[:, 1])[idx - first]  # bits(k, n).flat[c] for any n > c
+        assert np.array_equal(W[:nt], want >> np.uint32(shift))
 
 
 INT16_CASES = [("int12", {}), ("int12", dict(overflow="saturate_symmetric")), ("fx<12,4>", {}), ("uint10", {}),

@@ -58,6 +58,7 @@ def _binary(name, emit, doc):
 
 add = _binary("add", lambda bld, x, y: bld.add(x, y), "a + b mod 2**32.")
 sub = _binary("sub", lambda bld, x, y: bld.sub(x, y), "a - b mod 2**32.")
+mul = _binary("mul", lambda bld, x, y: bld.mul(x, y), "a * b mod 2**32.")
 and_ = _binary("and_", lambda bld, x, y: bld.and_(x, y), "a & b.")
 or_ = _binary("or_", lambda bld, x, y: bld.or_(x, y), "a | b.")
 xor = _binary("xor", lambda bld, x, y: bld.xor(x, y), "a ^ b.")
@@ -157,5 +158,32 @@ def threefry_word(k0, k1, hi, lo):
     return xor(y0, y1)
 
 
-__all__ = ["add", "sub", "and_", "or_", "xor", "shl", "shr", "rotl", "smin", "ult", "eq", "select",
-           "f32_bits_of", "threefry2x32", "threefry_word"]
+@njit(inline="always")
+def threefry_rows(W, nt, lo0, step, N, hi, k0, k1, shift):
+    """Fill a tile of Threefry words: for tt < nt and j < N,
+    ``W[tt, j] = threefry_word(k0, k1, hi, (lo0 + tt + j * step) mod 2**32) >> shift``.
+
+    That is word ``hi * 2**32 + lo`` of ``emul.random.bits(k, n)`` (shifted) when no counter of the
+    tile crosses a multiple of 2**32 (the caller checks that; ``hi`` is the same for all of them).
+    Each row ``tt`` is one loop over j in 32-bit lanes, and rows are done two at a time, so that
+    two independent Threefry chains are in flight per vector. ``shift`` < 32; W is uint32 with at
+    least nt rows and N columns."""
+    tt = 0
+    while tt + 2 <= nt:
+        r0 = W[tt]
+        r1 = W[tt + 1]
+        c = add(lo0, tt)
+        for j in range(N):
+            lo = add(c, mul(j, step))
+            r0[j] = shr(threefry_word(k0, k1, hi, lo), shift)
+            r1[j] = shr(threefry_word(k0, k1, hi, add(lo, 1)), shift)
+        tt += 2
+    if tt < nt:
+        r0 = W[tt]
+        c = add(lo0, tt)
+        for j in range(N):
+            r0[j] = shr(threefry_word(k0, k1, hi, add(c, mul(j, step))), shift)
+
+
+__all__ = ["add", "sub", "mul", "and_", "or_", "xor", "shl", "shr", "rotl", "smin", "ult", "eq", "select",
+           "f32_bits_of", "threefry2x32", "threefry_word", "threefry_rows"]

@@ -21,22 +21,74 @@ steps'), as in emul/_kernels/accumulate.py. Conditions: those of fast_accumulate
 import numpy as np
 from numba import njit, prange
 
-from .fast_accumulate import F_DOWN, F_SRBITS, F_SRCMP, _step, _unpack, fround
+from .fast_accumulate import F_DOWN, F_SRBITS, F_SRCMP, _f2u, _step, _u2f, _unpack, fround
+from .intrinsics import threefry_rows
 from .threefry import threefry2x32
 
 TW = 32  # steps per word tile
 _U32 = np.uint32
+_SIGN = np.uint64(1 << 63)
+_ABS = np.uint64((1 << 63) - 1)
+_FRAC = np.uint64((1 << 52) - 1)
+_HID = np.uint64(1 << 52)
+_EXPM = np.uint64(0x7FF << 52)
+
+
+@njit(inline="always")
+def sr_add(s, p, uw, r, m, emin, qbelow, pow_qbelow, maxbits, ovp, ovn, negzero):
+    """Q(s + p) with stochastic rounding, add method (sr_bits = r, word uw < 2**r), when s + p is
+    exact in binary64 (no TwoSum residual) and the mode is not ``down``: bit for bit
+    fast_accumulate.fstep(s, p, uw, twosum=False, down=False, ..., sr=True, r, cmp=False).
+
+    With |s + p| = ab (binary64 bits, exponent field E) and d = the number of its bits below the
+    format's quantum there (52 - m in the normal range, qbelow + 1075 - E below it): rnd's
+    decision is inc = (t + uw >= 2**r) with t the top r of the d discarded bits, and its result
+    ((ab >> d) + inc) << d. Both come from one integer sum: ((ab >> (d - r)) + uw) >> r equals
+    (ab >> d) + inc, since the low r bits of ab >> (d - r) are t. Adding 1 << d to the bits carries
+    into the exponent field exactly at the binade's end, where the next power of two is on the
+    grid. When d > 52 (|s + p| below the quantum 2**qbelow) the result is 0 or 2**qbelow, decided
+    from the significand as in rnd. Overflow, zero sign and non-finite sums as in fstep."""
+    hi = s + p
+    hb = _f2u(hi)
+    ab = hb & _ABS
+    E = np.int64(ab >> np.uint64(52))
+    Ee = max(E, np.int64(1))
+    d = qbelow + 1075 - Ee if Ee - 1023 < emin else 52 - m
+    ur = np.uint64(r)
+    ud = np.uint64(min(d, np.int64(52)))
+    u = np.uint64(uw)
+    rab_n = (((ab >> (ud - ur)) + u) >> ur) << ud
+    mant = (ab & _FRAC) | (_HID if E != 0 else np.uint64(0))
+    t = mant >> np.uint64(min(d - r, np.int64(63)))
+    rab_t = _f2u(pow_qbelow) if t + u >= (np.uint64(1) << ur) else np.uint64(0)
+    rab = rab_t if d > 52 else rab_n
+    res = (ovn if (hb >> np.uint64(63)) != 0 else ovp) if rab > maxbits else (rab | (hb & _SIGN))
+    if rab == 0 and not negzero:
+        res = np.uint64(0)
+    if (hb & _EXPM) == _EXPM:
+        res = hb
+    return _u2f(res)
 
 
 @njit(inline="always")
 def fill_words(W, nt, base, t0, N, T, k0, k1, shift, gen, u):
-    """W[tt, j] = word (base + j * T + t0 + tt) for tt < nt, j < N."""
+    """W[tt, j] = word (base + j * T + t0 + tt) for tt < nt, j < N.
+
+    Generated words: when the tile's counters share their high 32 bits (every call unless the
+    output has more than 2**32 / T elements per row boundary), intrinsics.threefry_rows makes
+    them in 32-bit vector lanes; otherwise one at a time, with the 64-bit counter split per word."""
     if gen:
-        for tt in range(nt):
-            for j in range(N):
-                w = base + j * T + t0 + tt
-                y0, y1 = threefry2x32(k0, k1, _U32(w >> 32), _U32(w & 0xFFFFFFFF))
-                W[tt, j] = _U32(y0 ^ y1) >> shift
+        first = base + t0
+        last = first + (N - 1) * T + nt - 1
+        if (first >> 32) == (last >> 32):
+            threefry_rows(W, nt, _U32(first & 0xFFFFFFFF), _U32(T & 0xFFFFFFFF), N, _U32(first >> 32),
+                          k0, k1, shift)
+        else:
+            for tt in range(nt):
+                for j in range(N):
+                    w = base + j * T + t0 + tt
+                    y0, y1 = threefry2x32(k0, k1, _U32(w >> 32), _U32(w & 0xFFFFFFFF))
+                    W[tt, j] = _U32(y0 ^ y1) >> shift
     else:
         for j in range(N):
             for tt in range(nt):
@@ -57,6 +109,8 @@ def sr_rows(A3, B3, ia, ib, M, N, K, order, chunk, init, Fa, Fo, Fp, has_prod, t
     r = Fa[F_SRBITS]
     cmp = Fa[F_SRCMP] != 0
     down = Fa[F_DOWN] != 0
+    fast = not (twosum or cmp or down)  # sr_add's conditions
+    a_m, a_emin, a_qb, a_pq, a_max, a_ovp, a_ovn, _, _, _, _, a_nz, _ = Pa
     k0 = _U32(k0)
     k1 = _U32(k1)
     shift = _U32(shift)
@@ -125,6 +179,10 @@ def sr_rows(A3, B3, ia, ib, M, N, K, order, chunk, init, Fa, Fo, Fp, has_prod, t
                                 p = fround(a * Bk[j], p_m, p_emin, p_qb, p_pq, p_max, p_ovp, p_ovn, p_near, p_k0,
                                            p_ks, p_kl, p_nz)
                                 sc[j] = _step(sc[j], p, wr[j], False, twosum, down, True, r, cmp, Pa, Qa)
+                        elif fast:
+                            for j in range(N):
+                                sc[j] = sr_add(sc[j], a * Bk[j], wr[j], r, a_m, a_emin, a_qb, a_pq, a_max, a_ovp,
+                                               a_ovn, a_nz)
                         else:
                             for j in range(N):
                                 sc[j] = _step(sc[j], a * Bk[j], wr[j], False, twosum, down, True, r, cmp, Pa, Qa)
