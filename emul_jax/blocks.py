@@ -17,8 +17,9 @@ s_t) and every element x_i / (s_b * s_t) are integer long divisions (64 quotient
 bit, 32-bit words), each rounded once by emul_jax's rounding primitives — the core's quotients,
 rounded the same way, in every element mode (SR included), with ``scale_min`` and a given or
 computed s_t. The peers' float32 arithmetic options stay in emul.blocks. ``decode`` and
-``quantize`` of float-scale formats raise ValueError: element times scale times s_t needs up to
-~30 significant bits, more than a float32 holds.
+``quantize`` of float-scale formats return float64 values (element times scale times s_t needs up to
+2 + 4 + 24 = 30 significant bits for NVFP4, more than a float32 holds) and so need
+``jax_enable_x64`` (ValueError without it); see :func:`decode`.
 
 Exponent-only formats (e8m0) as plain formats: :func:`exp_encode`, :func:`exp_decode`,
 :func:`exp_quantize` behind ``emul_jax.encode/decode/quantize(x, "e8m0")``, bit for bit as
@@ -398,16 +399,56 @@ def tensor_scale(x, bfmt):
     return f32_from_bits(_tensor_scale_bits(f32_bits(_f32_input(x)), bfmt))
 
 
-def decode(scales, codes, bfmt, axis=-1):
-    """float32 values X * P_i, built from bits (exact); see the module docstring.
+def decode(scales, codes, bfmt, axis=-1, *, tensor_scale=None):
+    """The values X * P_i (* s_t) of encoded blocks, bit for bit as :func:`emul.blocks.decode`.
+
+    Power-of-two (e8m0) scales: float32 values built from bits (exact); a value float32 cannot hold
+    raises ValueError eagerly (use emul, which returns float64) and is NaN under ``jit``.
+
+    Float scales (NVFP4 and other FloatFormat scales): float64 values, so ``jax_enable_x64`` must be
+    on (``jax.config.update("jax_enable_x64", True)`` or ``with jax.enable_x64(True):``; ValueError
+    otherwise). ``tensor_scale`` (s_t, a positive finite float32 value) is required for formats with
+    a tensor scale and refused otherwise, as in the core. Each value is computed exactly in integers:
+    the odd significands of P, X and s_t (at most p_el, p_sc and 24 bits) are multiplied in uint64
+    and the float64 pattern is built from the product and the summed exponents. That product is
+    exact in binary64, and so are the core's two float64 products X * s_t and P * (X * s_t):
+    :class:`emul.blocks.BlockFormat` admits only formats with p_el + p_sc + p_t <= 53 whose values
+    lie in float64's normal range (NVFP4: 2 + 4 + 24 = 30 bits, magnitudes 2**-159 … 6 * 448 *
+    float32 max < 2**139), so neither product rounds, overflows or is subnormal, and both give the
+    exact value. Zeros keep the sign P's sign xor X's (s_t > 0). NaN and inf follow the core's
+    float64 products: a NaN element gives its own NaN, else a NaN scale its NaN (signed as its
+    code), inf times a nonzero finite value a signed inf, inf times 0 the NaN that float64 0 * inf
+    gives on this machine. (Where an element NaN meets a scale NaN of the other sign — generic
+    formats; NVFP4's e2m1 has no NaN — NumPy's multiply returns either operand's NaN by the
+    element's position in its loop, so the core's NaN sign is not fixed there.) Codes or scales outside their format raise ValueError eagerly and decode
+    to NaN under ``jit``, as does a traced s_t that is not positive and finite. Element and scale
+    formats of at most 16 bits (NVFP4: 4 and 8).
 
     >>> import jax.numpy as jnp
     >>> decode(jnp.array([128], jnp.uint8), jnp.array([126, 48], jnp.uint8), "mxfp8_e4m3")
     Array([896.,   1.], dtype=float32)
     """
+    bfmt = block_format(bfmt)
+    if isinstance(bfmt.scale, FloatFormat):
+        return _decode_float_scales(scales, codes, bfmt, axis, tensor_scale)
     bfmt = _check_format(bfmt)
+    if tensor_scale is not None:
+        raise ValueError(f"tensor_scale=: {bfmt.name} has no tensor scale")
     c = jnp.asarray(codes)
     s = jnp.asarray(scales)
+    c, s, ax, k, L = _check_shapes(c, s, bfmt, axis)
+    P = _core_decode(c, bfmt.element)
+    if not isinstance(s, jax.core.Tracer) and s.size and (int(jnp.min(s)) < 0 or int(jnp.max(s)) > 255):
+        raise ValueError(f"scales: codes must be in [0, 256) for e8m0 (got {int(jnp.min(s))} … {int(jnp.max(s))})")
+    out, exact = _decode_jit(P, s, ax, k, L)
+    if not isinstance(out, jax.core.Tracer) and out.size and not bool(jnp.all(exact)):
+        raise ValueError(f"decode: some values of {bfmt.name} here are not float32 values; use emul.blocks "
+                         "(float64)")
+    return out
+
+
+def _check_shapes(c, s, bfmt, axis):
+    """(codes, scales, axis, k, L) validated as the core validates them."""
     if c.ndim == 0:
         raise ValueError("codes: a 0-d array has no axis to block")
     if not -c.ndim <= axis < c.ndim:
@@ -420,16 +461,118 @@ def decode(scales, codes, bfmt, axis=-1):
     if s.shape != want:
         raise ValueError(f"scales: shape {s.shape}, but codes of shape {c.shape} in blocks of {k} along axis {ax} "
                          f"need scales of shape {want}")
-    P = _core_decode(c, bfmt.element)
-    if np.dtype(s.dtype).kind not in "iu":
-        raise TypeError(f"scales: dtype {s.dtype} is not an integer dtype")
-    if not isinstance(s, jax.core.Tracer) and s.size and (int(jnp.min(s)) < 0 or int(jnp.max(s)) > 255):
-        raise ValueError(f"scales: codes must be in [0, 256) for e8m0 (got {int(jnp.min(s))} … {int(jnp.max(s))})")
-    out, exact = _decode_jit(P, s, ax, k, L)
-    if not isinstance(out, jax.core.Tracer) and out.size and not bool(jnp.all(exact)):
-        raise ValueError(f"decode: some values of {bfmt.name} here are not float32 values; use emul.blocks "
-                         "(float64)")
-    return out
+    for name, arr in (("codes", c), ("scales", s)):
+        if np.dtype(arr.dtype).kind not in "iu":
+            raise TypeError(f"{name}: dtype {arr.dtype} is not an integer dtype")
+    return c, s, ax, k, L
+
+
+_X64_FIX = ('turn it on with jax.config.update("jax_enable_x64", True) or inside `with jax.enable_x64(True):` '
+            '(jax.experimental.enable_x64() in older JAX)')
+
+
+def _require_x64(bfmt):
+    if not jax.config.jax_enable_x64:
+        raise ValueError(f"{bfmt.name}: float-scale decode/quantize return float64 values (element x scale x "
+                         f"tensor scale needs up to ~30 significant bits, more than float32 holds), which needs "
+                         f"jax_enable_x64: {_X64_FIX}; or use emul.blocks")
+
+
+@functools.lru_cache(maxsize=None)
+def _f64_tables(fmt):
+    """Per code of a format of at most 16 bits, as the core decodes it: (float64 patterns, odd
+    significands m, exponents e, invalid mask); v = ±m * 2**e for finite nonzero v, m = 0 else."""
+    from emul.blocks import _decode_table
+
+    vals, bad = _decode_table(fmt)
+    bits = vals.view(np.uint64).copy()
+    use = np.isfinite(vals) & (vals != 0) & ~bad
+    fr, ex = np.frexp(np.where(use, np.abs(vals), 1.0))   # |v| = fr * 2**ex, fr in [0.5, 1)
+    sig = (fr * 2.0 ** 53).astype(np.uint64)               # exact: 53 bits
+    low = sig & (~sig + np.uint64(1))                      # the lowest set bit (a power of two)
+    tz = np.frexp(low.astype(np.float64))[1] - 1
+    m = np.where(use, sig >> tz.astype(np.uint64), 0).astype(np.uint64)
+    e = np.where(use, ex - 53 + tz, 0).astype(np.int32)
+    return bits, m, e, bad
+
+
+def _default_nan64() -> int:
+    """The float64 pattern of 0 * inf in NumPy's multiply on this machine (x86-64: 0xFFF8…)."""
+    with np.errstate(invalid="ignore"):
+        return int((np.array([np.inf]) * np.array([0.0])).view(np.uint64)[0])
+
+
+def _decode_float_scales(scales, codes, bfmt, axis, tensor_scale):
+    from emul.blocks import _check_tensor_scale
+
+    _require_x64(bfmt)
+    el, sc = bfmt.element, bfmt.scale
+    if el.bits > 16 or sc.bits > 16:
+        raise ValueError(f"{bfmt.name}: emul_jax.blocks decodes float-scale formats with element and scale codes of "
+                         "at most 16 bits; use emul.blocks")
+    if bfmt.tensor_scale:
+        if tensor_scale is None:
+            raise ValueError(f"tensor_scale=: {bfmt.name} needs the tensor scale s_t the data was encoded with")
+        if not isinstance(tensor_scale, jax.core.Tracer):
+            tensor_scale = np.float32(_check_tensor_scale(np.asarray(tensor_scale)))
+        tb = f32_bits(jnp.asarray(tensor_scale, jnp.float32))
+    elif tensor_scale is not None:
+        raise ValueError(f"tensor_scale=: {bfmt.name} has no tensor scale")
+    else:
+        tb = u32(0x3F800000)
+    c, s, ax, k, L = _check_shapes(jnp.asarray(codes), jnp.asarray(scales), bfmt, axis)
+    if not isinstance(c, jax.core.Tracer) and not isinstance(s, jax.core.Tracer):
+        for name, arr, fmt in (("codes", c, el), ("scales", s, sc)):
+            a = np.asarray(arr).reshape(-1).astype(np.int64)
+            bad = (a < 0) | (a >= 1 << fmt.bits)
+            bad[~bad] = _f64_tables(fmt)[3][a[~bad]]
+            if bad.any():
+                raise ValueError(f"{name}: {int(a[bad][0]):#x} is not a code of {fmt.name} "
+                                 f"(codes are {fmt.bits}-bit patterns)")
+    return _float_decode_jit(c, s, jnp.asarray(tb, U32), bfmt, ax, k, L)
+
+
+def _u64(c: int):
+    return np.uint64(c)
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6))
+def _float_decode_jit(c, s, tb, bfmt, ax, k, L):
+    """float64 values (exact, built from integer products) of float-scale blocks; see :func:`decode`."""
+    el, sc = bfmt.element, bfmt.scale
+    sc_e = jnp.repeat(s.astype(I32), k, axis=ax)
+    sc_e = lax.slice_in_dim(sc_e, 0, L, axis=ax)
+    ci = c.astype(I32)
+    ok = (ci >= 0) & (ci < (1 << el.bits)) & (sc_e >= 0) & (sc_e < (1 << sc.bits))
+    ci = jnp.clip(ci, 0, (1 << el.bits) - 1)
+    si = jnp.clip(sc_e, 0, (1 << sc.bits) - 1)
+    pb, pm, pe, pbad = (jnp.asarray(t)[ci] for t in _f64_tables(el))
+    xb, xm, xe, xbad = (jnp.asarray(t)[si] for t in _f64_tables(sc))
+    ok = ok & ~pbad & ~xbad
+    mag, inf_bits = _u64((1 << 63) - 1), _u64(0x7FF0000000000000)
+    sign = (pb ^ xb) & _u64(1 << 63)
+    fin_p, fin_x = (pb & mag) < inf_bits, (xb & mag) < inf_bits
+    nan_p, nan_x = (pb & mag) > inf_bits, (xb & mag) > inf_bits
+    zero_p, zero_x = (pb & mag) == _u64(0), (xb & mag) == _u64(0)
+    # the exact product m * 2**E (m < 2**53: BlockFormat's precision bound; E in float64's normal range)
+    m = pm * xm
+    E = pe + xe
+    if bfmt.tensor_scale:  # s_t: a positive finite float32 (24-bit significand); anything else -> NaN
+        t_ok = (tb >= u32(1)) & (tb < u32(EXP))
+        te, tsig = _sig24(jnp.where(t_ok, tb, u32(0x3F800000)))
+        m = m * tsig.astype(jnp.uint64)
+        E = E + (te - 23)
+        ok = ok & t_ok
+    lead = 63 - lax.clz(jnp.where(m == _u64(0), _u64(1), m)).astype(I32)
+    frac = lax.shift_left(m, (52 - lead).astype(jnp.uint64)) & _u64((1 << 52) - 1)
+    out = sign | lax.shift_left((E + lead + 1023).astype(jnp.uint64), _u64(52)) | frac
+    out = jnp.where(zero_p | zero_x, sign, out)
+    out = jnp.where(~fin_p | ~fin_x, sign | inf_bits, out)  # inf times a nonzero value
+    out = jnp.where((~fin_p & zero_x) | (zero_p & ~fin_x), _u64(_default_nan64()), out)
+    out = jnp.where(nan_x, xb, out)
+    out = jnp.where(nan_p, pb, out)
+    out = jnp.where(ok, out, _u64(0x7FF8000000000000))
+    return lax.bitcast_convert_type(out, jnp.float64)
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3, 4))
@@ -456,15 +599,27 @@ def _decode_jit(P, s, ax, k, L):
 
 
 def quantize(x, bfmt, axis=-1, **kwargs):
-    """``decode(*encode(x, ...))`` as float32 (see :func:`emul.blocks.quantize`).
+    """``decode(*encode(x, ...))`` (see :func:`emul.blocks.quantize`): float32 values for
+    power-of-two scales; float64 values for float scales (as ``emul.blocks.quantize(x, ...,
+    dtype=np.float64)``; ``jax_enable_x64`` needed), decoded with the ``tensor_scale=`` given or
+    the one :func:`tensor_scale` computes from x, as :func:`encode` uses.
 
     >>> import jax.numpy as jnp
     >>> quantize(jnp.array([960.0, 1.0]), "mxfp8_e4m3")
     Array([896.,   1.], dtype=float32)
     """
-    _check_format(bfmt)  # float scales: ValueError before any work (decode takes e8m0 scales only)
-    scales, codes = encode(x, bfmt, axis, **kwargs)
-    return decode(scales, codes, bfmt, axis)
+    bfmt = _check_format(bfmt, float_scales=True)
+    if not isinstance(bfmt.scale, FloatFormat):
+        scales, codes = encode(x, bfmt, axis, **kwargs)
+        return decode(scales, codes, bfmt, axis)
+    _require_x64(bfmt)
+    st = None
+    if bfmt.tensor_scale:
+        st = kwargs.pop("tensor_scale", None)
+        if st is None and kwargs.get("arithmetic", "exact") == "exact":
+            st = tensor_scale(x, bfmt)
+    scales, codes = encode(x, bfmt, axis, tensor_scale=st, **kwargs)
+    return decode(scales, codes, bfmt, axis, tensor_scale=st)
 
 
 # -- exponent-only formats (e8m0) as plain formats: emul_jax.encode / decode / quantize -------------

@@ -137,9 +137,9 @@ def test_jax_nvfp4_hand_vectors_tensor_scale_and_key():
 def test_jax_blocks_refuses_what_it_does_not_mirror():
     with pytest.raises(ValueError, match="float32 variants"):
         JB.encode(jnp.ones(16), "nvfp4", arithmetic="float32")
-    with pytest.raises(ValueError, match="e8m0"):
-        JB.decode(jnp.zeros(1, jnp.uint8), jnp.zeros(16, jnp.uint8), "nvfp4")
-    with pytest.raises(ValueError, match="e8m0"):
+    with pytest.raises(ValueError, match=r'jax_enable_x64.*jax.config.update\("jax_enable_x64", True\)'):
+        JB.decode(jnp.zeros(1, jnp.uint8), jnp.zeros(16, jnp.uint8), "nvfp4", tensor_scale=1.0)
+    with pytest.raises(ValueError, match=r"jax_enable_x64.*jax.enable_x64\(True\)"):
         JB.quantize(jnp.ones(16), "nvfp4")
     with pytest.raises(ValueError, match="scale_rule"):
         JB.encode(jnp.ones(16), "nvfp4", scale_rule="ceil")
@@ -229,3 +229,129 @@ def test_e8m0_decode_quantize_key_and_ints():
         EJ.decode(jnp.array([256]), "e8m0")
     with pytest.raises(ValueError, match="overflow='wrap'"):
         EJ.encode(jnp.array([1.0]), "e8m0", overflow="wrap")
+
+
+# -- float-scale decode / quantize: float64 values under jax_enable_x64 ------------------------------
+
+def _b64(a):
+    return np.asarray(a).view(np.uint64)
+
+
+def _every_pair(name):
+    """(scales, codes): row r holds every element code once (blocks of k), each scale of row r = r."""
+    b = B.format(name)
+    n_el, n_sc = 1 << b.element.bits, 1 << b.scale.bits
+    codes = np.tile(np.arange(n_el, dtype=np.uint8), (n_sc, 1))
+    scales = np.repeat(np.arange(n_sc, dtype=np.uint8)[:, None], n_el // b.block, axis=1)
+    return scales, codes
+
+
+def test_jax_float_decode_every_code_pair_x64():
+    """decode: every (scale code, element code) pair of NVFP4 under three tensor scales (1/3, the
+    smallest subnormal, float32 max) and of e5m2 elements on e4m3fn scales (NaN x NaN, inf x 0,
+    inf x NaN, -0) equals emul.blocks.decode's float64 patterns, eagerly and under jit; a traced
+    invalid tensor scale gives NaN under jit."""
+    with jax.enable_x64(True):
+        s, c = _every_pair("nvfp4")
+        f = jax.jit(lambda s_, c_, t: JB.decode(s_, c_, "nvfp4", tensor_scale=t))
+        for st in (np.float32(1 / 3), np.float32(2.0 ** -149), np.finfo(np.float32).max):
+            want = _b64(B.decode(s, c, "nvfp4", tensor_scale=st))
+            got = JB.decode(jnp.asarray(s), jnp.asarray(c), "nvfp4", tensor_scale=st)
+            assert got.dtype == jnp.float64 and np.array_equal(_b64(got), want)
+            assert np.array_equal(_b64(f(jnp.asarray(s), jnp.asarray(c), jnp.float32(st))), want)
+        assert np.isnan(np.asarray(f(jnp.asarray(s), jnp.asarray(c), jnp.float32(-1.0)))).all()
+        s, c = _every_pair("e5m2/e4m3fn/4")
+        _check_generic_decode(s, c, "e5m2/e4m3fn/4", -1, None, JB.decode(jnp.asarray(s), jnp.asarray(c), "e5m2/e4m3fn/4"))
+
+
+def _check_generic_decode(s, c, name, axis, st, got):
+    """got = emul.blocks.decode's float64 patterns, except where a NaN element meets a NaN scale of
+    the other sign: NumPy's multiply returns either NaN there (the first operand's in its vector
+    body, the second's in its remainder loop), so only NaN is required."""
+    with np.errstate(invalid="ignore"):
+        want = _b64(B.decode(s, c, name, axis, tensor_scale=st))
+    b = B.format(name)
+    p = emul.decode(c, b.element)
+    x = B._expand(emul.decode(s, b.scale), b.block or c.shape[axis], c.shape[axis], axis % c.ndim)
+    both = np.isnan(p) & np.isnan(x) & (np.signbit(p) != np.signbit(x))
+    g = _b64(got)
+    assert np.array_equal(g[~both], want[~both]) and np.isnan(np.asarray(got)[both]).all(), (name, axis)
+
+
+def _nvfp4_data():
+    x = _data(np.random.default_rng(12), (3, 37))   # tails: 37 = 2 * 16 + 5
+    x[0, :16] = np.float32(2.0 ** -140)              # s_b below e4m3's grid: 0, or scale_min
+    x[1, 16:20] = [0.0, -0.0, -0.0, 0.0]
+    x[2, 3] = -np.inf
+    return x
+
+
+def test_jax_float_quantize_matches_core_x64():
+    """quantize (NVFP4, float64 values) = emul.blocks.quantize(..., dtype=float64) bit for bit: zeros,
+    -0, NaN and inf blocks, tails, tiny blocks under both clamp settings (scale_min 0 and 2**-6), a
+    given and a computed tensor scale, SR by random_bits and by key, both axes, eager and jit."""
+    x = _nvfp4_data()
+    u = np.random.default_rng(13).integers(0, 2 ** 32, x.shape, dtype=np.uint32)
+    cases = [(-1, {}, True), (-1, dict(scale_min=2.0 ** -6), False),
+             (0, dict(tensor_scale=np.float32(2.0 ** -10 / 3), rounding="toward_zero"), False),
+             (-1, dict(rounding="stochastic", random_bits=u), False)]
+    with jax.enable_x64(True):
+        for axis, kw, jit in cases:
+            want = _b64(B.quantize(x, "nvfp4", axis, dtype=np.float64, **kw))
+            got = JB.quantize(jnp.asarray(x), "nvfp4", axis, **kw)
+            assert got.dtype == jnp.float64 and np.array_equal(_b64(got), want), (axis, kw)
+            if jit:
+                g = jax.jit(lambda v: JB.quantize(v, "nvfp4", axis, **kw))(jnp.asarray(x))
+                assert np.array_equal(_b64(g), want)
+        want = _b64(B.quantize(x, "nvfp4", rounding="stochastic", seed=3, dtype=np.float64))
+        got = JB.quantize(jnp.asarray(x), "nvfp4", rounding="stochastic", key=jax.random.key(3))
+        assert np.array_equal(_b64(got), want)
+
+
+def test_jax_float_decode_quantize_errors_x64():
+    s, c = jnp.zeros(1, jnp.uint8), jnp.zeros(16, jnp.uint8)
+    with jax.enable_x64(True):
+        with pytest.raises(ValueError, match="needs the tensor scale"):
+            JB.decode(s, c, "nvfp4")
+        with pytest.raises(ValueError, match="has no tensor scale"):
+            JB.decode(s, c, "e2m1fn/e4m3fn/16", tensor_scale=1.0)
+        with pytest.raises(ValueError, match="tensor_scale"):
+            JB.decode(s, c, "nvfp4", tensor_scale=0.1)   # not a float32 value
+        with pytest.raises(ValueError, match="0x10 is not a code of e2m1fn"):
+            JB.decode(s, c.at[3].set(16), "nvfp4", tensor_scale=1.0)
+        with pytest.raises(ValueError, match="scales: shape"):
+            JB.decode(jnp.zeros(2, jnp.uint8), c, "nvfp4", tensor_scale=1.0)
+        with pytest.raises(ValueError, match="float32 variants"):
+            JB.quantize(jnp.ones(16), "nvfp4", arithmetic="float32_te")
+
+
+@pytest.mark.slow
+def test_jax_float_decode_quantize_sweep_slow():
+    """Random codes and scales of every float-scale test format (tails, both axes) and quantize over
+    every mode, eager and jit, against emul.blocks (float64 patterns)."""
+    rng = np.random.default_rng(14)
+    with jax.enable_x64(True):
+        for t, name in enumerate(FLOAT_NAMES * 2):
+            b = B.format(name)
+            axis = [0, -1][t % 2]
+            c = rng.integers(0, 1 << b.element.bits, (5, 37)).astype(np.uint8)
+            k = b.block or c.shape[axis]
+            shape = list(c.shape)
+            shape[axis] = -(-shape[axis] // k)
+            s = rng.integers(0, 1 << b.scale.bits, shape).astype(np.uint8)
+            st = np.float32(rng.random() * 2.0 ** int(rng.integers(-149, 100)) + 2.0 ** -149) \
+                if b.tensor_scale else None
+            _check_generic_decode(s, c, name, axis, st, JB.decode(jnp.asarray(s), jnp.asarray(c), name, axis,
+                                                                  tensor_scale=st))
+            f = jax.jit(lambda s_, c_: JB.decode(s_, c_, name, axis, tensor_scale=st))
+            _check_generic_decode(s, c, name, axis, st, f(jnp.asarray(s), jnp.asarray(c)))
+        x = _nvfp4_data()
+        for t, mode in enumerate(MODES):
+            kw = dict(rounding=mode, scale_min=[None, 2.0 ** -6][t % 2])
+            if mode == "stochastic":
+                kw["random_bits"] = rng.integers(0, 2 ** 32, x.shape, dtype=np.uint32)
+            for name in ("nvfp4", "e2m1fn/e4m3fn/16"):
+                want = _b64(B.quantize(x, name, t % 2, dtype=np.float64, **kw))
+                assert np.array_equal(_b64(JB.quantize(jnp.asarray(x), name, t % 2, **kw)), want), (name, kw)
+                g = jax.jit(lambda v: JB.quantize(v, name, t % 2, **kw))(jnp.asarray(x))
+                assert np.array_equal(_b64(g), want), (name, kw)
