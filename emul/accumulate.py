@@ -742,10 +742,13 @@ def dot(a, b, acc, *, product=None, product_rounding="nearest_even", rounding="n
     order and mode, SR included, products optionally rounded) and exact products (operands 0 or
     within [2**-400, 2**500), every product exact in binary64), one vectorised kernel
     (emul/_kernels/rowwise.py): sequential and chunked orders run 32 rows side by side, pairwise
-    vectorises each tree level; fixed-point accumulators under the matmul's fixed-point conditions
-    (products on the accumulator's grid, sums exact in the lanes) on its integer twin, a wrapping
-    one as the exact sum wrapped once; the rest (NaN/inf or wide operands, products off the grid)
-    runs as a batched matmul of 1 x K by K x 1. The results never depend on the path.
+    vectorises each tree level; fixed-point accumulators with integer operands under the matmul's
+    fixed-point conditions (products on the accumulator's grid, sums exact in the lanes) on its
+    integer twin, a wrapping one as the exact sum wrapped once; with float operands (deterministic
+    modes, exact products below 2**49 lsb, formats of at most 49 bits) on a kernel whose steps
+    round the exact sum to the grid (TwoSum, then the mode) and apply the overflow rule; the rest
+    (NaN/inf or wide operands, SR onto off-grid products) runs as a batched matmul of 1 x K by
+    K x 1. The results never depend on the path.
     {args}
     >>> dot([1.0] * 1000, [1.0] * 1000, "bf16")   # 256 + 1 rounds back to 256 in bf16 (8 bits)
     np.float64(256.0)
@@ -811,6 +814,8 @@ def _rowwise(a, b, acc, axis, product, product_rounding, rounding, overflow, ord
 
     r = _rowwise_float(a, b, cfg, init, out_shape, rows, k, T, seed, key, random_bits, (
         acc, product, product_rounding, rounding, overflow, order, chunk, outer, sr_bits, sr_method)) if rows and k else None
+    if r is None and rows and k:
+        r = _rowwise_grid(a, b, cfg, init, out_shape, rows, k, T, seed, key, random_bits)
     if r is None and rows and k:
         r = _rowwise_fixed(a, b, cfg, init, out_shape, rows, k, T, seed, key, random_bits)
     if r is None:  # the batched general path: 1 x K by K x 1 per row
@@ -952,6 +957,57 @@ def _rowwise_fixed(a, b, cfg, init, out_shape, rows, k, T, seed, key, random_bit
         kernel(Al, Bl, scale, _kernel_arg(init_units.astype(dt)), ORDERS.index(cfg.order), cfg.chunk,
                np.array(ra, np.float64), np.array(ro, np.float64), sum_only, out)
     return np.ldexp(out, -fu) if fu else out
+
+
+# gstep's tie / direction decision per deterministic mode (emul/_kernels/rowwise.py):
+# (nearest, c1, cpos, cneg, codd, ceven); the increment from f to f + u is taken when
+# c1 | cpos & x > 0 | cneg & x < 0 | codd & (f/u odd) | ceven & (f/u even) (for nearest modes: on a tie)
+_GRID_MODES = {
+    Rounding.NEAREST_EVEN: (1, 0, 0, 0, 1, 0), Rounding.NEAREST_AWAY: (1, 0, 1, 0, 0, 0),
+    Rounding.NEAREST_ZERO: (1, 0, 0, 1, 0, 0), Rounding.NEAREST_UP: (1, 1, 0, 0, 0, 0),
+    Rounding.NEAREST_DOWN: (1, 0, 0, 0, 0, 0), Rounding.TOWARD_ZERO: (0, 0, 0, 1, 0, 0),
+    Rounding.AWAY_FROM_ZERO: (0, 0, 1, 0, 0, 0), Rounding.UP: (0, 1, 0, 0, 0, 0),
+    Rounding.DOWN: (0, 0, 0, 0, 0, 0), Rounding.ODD: (0, 0, 0, 0, 0, 1)}
+
+
+def _grid_params(fmt, mode, ovf):
+    """RW.gstep's parameters (grid, mode, overflow rule) of a fixed format, in values."""
+    unit = 2.0 ** -fmt.frac
+    lo, hi = fmt.min_raw * unit, fmt.max_raw * unit
+    rule = {Overflow.SATURATE: FK.RULE_SAT, Overflow.SATURATE_SYMMETRIC: FK.RULE_SAT,
+            Overflow.SATURATE_ZERO: FK.RULE_SAT_ZERO, Overflow.WRAP: FK.RULE_WRAP,
+            Overflow.WRAP_SIGN_MAGNITUDE: FK.RULE_WRAP_SM}[ovf]
+    if ovf == Overflow.SATURATE_SYMMETRIC and fmt.signed:
+        lo = -hi
+    return np.array((unit, *_GRID_MODES[mode], lo, hi, rule, int(fmt.signed), 2.0**fmt.bits * unit, unit), np.float64)
+
+
+def _rowwise_grid(a, b, cfg, init, out_shape, rows, k, T, seed, key, random_bits):
+    """Row-wise dot products of float operands into fixed-point accumulators (deterministic modes,
+    exact products) on RW.rowwise_grid: each step rounds the exact s + p to the accumulator's
+    grid (TwoSum, then the mode's decision) and applies the overflow rule, rows side by side, no
+    scan of the operands. None when it does not apply (integer operands take
+    :func:`_rowwise_fixed`) or when a product is not exact in binary64 or too large."""
+    fmts = [cfg.acc] + ([cfg.outer] if cfg.order == "chunked" else [])
+    if not (all(isinstance(f, FixedFormat) for f in fmts) and cfg.product is None and cfg.mode in _GRID_MODES):
+        return None
+    if a.dtype.kind in "iub" and b.dtype.kind in "iub":
+        return None
+    fine = max(f.frac for f in fmts)
+    if fine > -_NORMAL_GRID or any(max(-f.min_raw, f.max_raw) * 2.0 ** (fine - f.frac) >= 2**49 for f in fmts):
+        return None  # every value below 2**49 of the finest lsb, none subnormal: sums below 2**51 lsb
+    A, B = _rows_f64(a, rows, k), _rows_f64(b, rows, k)
+    if A is None or B is None:
+        return None
+    init_values = _values(_init_codes(init, cfg, out_shape), cfg.final)
+    Ga = _grid_params(cfg.acc, cfg.mode, cfg.ovf)
+    Go = _grid_params(cfg.outer, cfg.mode, cfg.outer_ovf)
+    out = np.empty(rows, np.float64)
+    work = _ROWWISE_COST * rows * k
+    kernel = RW.rowwise_grid if work >= _threshold("fixed") else RW.rowwise_grid_serial
+    with _threads_for(work, "fixed"):
+        ok = kernel(A, B, init_values, ORDERS.index(cfg.order), cfg.chunk, Ga, Go, 2.0 ** (49 - fine), out)
+    return out if ok else None
 
 
 def _pair(v, name):

@@ -247,3 +247,103 @@ def test_fixed_rowwise_uses_the_kernel_and_any_thread_count(monkeypatch):
             numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     assert calls and np.array_equal(got[1], got[2])
     assert np.array_equal(got[1], _batched(a, b, "fx<12,0>", {"overflow": "saturate"}))
+
+
+# float operands into fixed-point accumulators whose steps round (products off the lsb grid):
+# rowwise_grid, each step TwoSum + the mode's decision + the overflow rule
+MODES = ["nearest_even", "nearest_away", "nearest_zero", "nearest_up", "nearest_down", "toward_zero",
+         "away_from_zero", "up", "down", "odd"]
+RULES = ["saturate", "saturate_symmetric", "saturate_zero", "wrap", "wrap_sign_magnitude"]
+GRID_CASES = [  # (acc, kwargs): products of e4m3fn values are multiples of 2**-18, the lsb 2**-8 … 2**-3
+    ("fx<20,8>", {"overflow": "saturate"}),
+    ("fx<12,4>", {"overflow": "wrap", "rounding": "toward_zero", "order": "pairwise"}),
+    ("fx<14,6>", {"overflow": "saturate_zero", "rounding": "nearest_away", "order": "chunked", "chunk": 5,
+                  "outer": "fx<16,5>"}),
+    ("fx<10,3>", {"overflow": "wrap_sign_magnitude", "rounding": "odd", "init": -1.5}),
+]
+
+
+def _grid_rows(k, rows=45, seed=0):
+    """e4m3fn operands (products off every lsb grid below), a max·max row, a negated row, a row of
+    exact ties at the lsb 2**-8 (products ±2**-9 and 0), a row of -0 products."""
+    r = np.random.default_rng(seed)
+    a = r.standard_normal((rows, k)).astype(ml_dtypes.float8_e4m3fn).astype(np.float64)
+    b = r.standard_normal((rows, k)).astype(ml_dtypes.float8_e4m3fn).astype(np.float64)
+    a[3], b[3] = 448.0, 448.0
+    b[4] = -b[4]
+    a[5], b[5] = 2.0**-5, 2.0**-4 * (np.arange(k) % 3 - 1)
+    a[6], b[6] = -0.0, 1.0
+    return a, b
+
+
+def _check_grid(a, b, acc, kw, monkeypatch=None):
+    import emul.accumulate as ac
+
+    used = []
+    if monkeypatch is not None:
+        real = ac._rowwise_grid
+        monkeypatch.setattr(ac, "_rowwise_grid", lambda *args: used.append(1) or real(*args))
+    got = np.asarray(emul.dot(a, b, acc, axis=-1, **kw), np.float64)
+    want = _batched(a, b, acc, kw)
+    assert np.array_equal(got.view(np.uint64), want.view(np.uint64)), (acc, kw, np.flatnonzero(got != want)[:5])
+    return used
+
+
+@pytest.mark.parametrize("acc, kw", GRID_CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(GRID_CASES)])
+@pytest.mark.parametrize("k", [1, 3, 700])
+def test_fixed_accumulator_rounding_float_products(acc, kw, k, monkeypatch):
+    """Float operands into fixed-point accumulators whose steps round (rowwise_grid) equal the
+    batched general path bit for bit: ties at the lsb, saturation and wrapping, -0 products (no -0
+    comes out), every order, 45 rows (two lane blocks), K across a row-major pass."""
+    import emul.accumulate as ac
+
+    a, b = _grid_rows(k)
+    calls = []
+    real = ac._rowwise_grid
+    monkeypatch.setattr(ac, "_rowwise_grid", lambda *args: calls.append(real(*args)) or calls[-1])
+    _check_grid(a, b, acc, kw)
+    assert calls and calls[-1] is not None  # the kernel ran (no fallback)
+
+
+def test_fixed_grid_fallbacks():
+    """Products too large for the kernel's bound, NaN operands and subnormal operands take the
+    general path: the same values, the same errors."""
+    a, b = _grid_rows(33, rows=9)
+    big = a.copy()
+    big[1, 7] = 2.0**60  # beyond 2**49 lsb: the general path saturates it exactly
+    _check_grid(big, b, "fx<20,8>", {"overflow": "saturate"})
+    sub = a.copy()
+    sub[2, 0] = 2.0**-1060
+    _check_grid(sub, b, "fx<20,8>", {"overflow": "saturate", "rounding": "up"})
+    nan = a.copy()
+    nan[0, 0] = np.nan
+    with pytest.raises(ValueError) as want:
+        _batched(nan, b, "fx<20,8>", {"overflow": "saturate"})
+    with pytest.raises(ValueError) as got:
+        emul.dot(nan, b, "fx<20,8>", axis=-1, overflow="saturate")
+    assert str(got.value) == str(want.value)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rounding", MODES)
+@pytest.mark.parametrize("overflow", RULES)
+def test_fixed_grid_sweep(rounding, overflow):
+    """Every deterministic mode x overflow rule x order, signed and unsigned formats, init, K
+    from 1 to 700, bf16 operands (products with lsb down to 2**-30 and below) and e4m3fn ones."""
+    cases = [("fx<20,8>", {}), ("fx<12,4>", {"order": "pairwise"}), ("ufx<12,6>", {}),
+             ("fx<14,6>", {"order": "chunked", "chunk": 5, "outer": "fx<16,5>"}),
+             ("fx<16,9>", {"order": "chunked", "chunk": 300, "outer": "fx<24,6>", "init": 2.5}),
+             ("fx<10,3>", {"init": -1.5}), ("fx<40,30>", {"order": "pairwise"})]
+    for k in (1, 2, 37, 700):
+        for seed, fmt in ((1, None), (2, ml_dtypes.bfloat16)):
+            a, b = _grid_rows(k, rows=40, seed=seed)
+            if fmt is not None:
+                a = (a * 1.37).astype(fmt).astype(np.float64)
+                b = (b * 0.71).astype(fmt).astype(np.float64)
+            for acc, kw in cases:
+                kw = {**kw, "rounding": rounding, "overflow": overflow}
+                try:
+                    _batched(a, b, acc, kw)
+                except ValueError:
+                    continue  # e.g. init not representable
+                _check_grid(a, b, acc, kw)

@@ -1,4 +1,6 @@
-"""Row-wise dot products (``emul.dot(a, b, acc, axis=-1)``) with a float accumulator, vectorised.
+"""Row-wise dot products (``emul.dot(a, b, acc, axis=-1)``), vectorised: float accumulators
+(``rowwise_float``), fixed-point ones on exact integer lanes (``rowwise_fixed``), and fixed-point
+ones whose steps round off-grid float products (``rowwise_grid``, see :func:`gstep`).
 
 The steps are fast_accumulate's (``rne_step`` / ``fstep`` via ``_step``) under the same
 conditions and proofs; only the data layout differs from the matmul kernels. Row r of A and B
@@ -23,8 +25,8 @@ are flagged in ``bad`` for the caller to recompute with the general kernel. TwoS
 import numpy as np
 from numba import njit, prange
 
-from .fast_accumulate import (_ABS, _ROW_EHI, _ROW_ELO, _U0, F_DOWN, F_SR, F_SRBITS, F_SRCMP, RULE_SAT, _f2u, _fma,
-                              _step, _unpack, _unpack_rne, fround, xstep)
+from .fast_accumulate import (_ABS, _ROW_EHI, _ROW_ELO, _U0, F_DOWN, F_SR, F_SRBITS, F_SRCMP, RULE_SAT, RULE_WRAP,
+                              _f2u, _fma, _step, _unpack, _unpack_rne, fround, xstep)
 from .threefry import threefry2x32
 
 LANES = 32  # rows side by side (sequential, chunked)
@@ -338,3 +340,181 @@ def _fixed_part(A, B, scale, init, order, chunk, Xa, Xo, sum_only, out, c):
         if sum_only:  # the exact sum modulo 2**bits into [lo, lo + modulus), in float64 (exact)
             v = v - np.floor((v - Xa[0]) / a_mw) * a_mw
         out[r0 + j] = v
+
+
+# --- fixed-point accumulators with products off their grid (float operands) ------------------------
+# One step rounds the exact sum s + p (any two finite binary64 values below 2**51 lsb) to the
+# accumulator's grid by a deterministic mode, then applies its overflow rule. Parameter slots of the
+# float64 array G (accumulate.py fills one per format: acc, outer):
+(G_U, G_NEAR, G_C1, G_CPOS, G_CNEG, G_CODD, G_CEVEN, G_LO, G_HI, G_RULE, G_SIGNED, G_MW, G_UNIT) = range(13)
+NG = 13
+
+
+@njit(inline="always")
+def _unpack_grid(G):
+    return (G[G_U], 1.0 / G[G_U], 0.5 * G[G_U], G[G_NEAR] != 0, G[G_C1] != 0, G[G_CPOS] != 0, G[G_CNEG] != 0,
+            G[G_CODD] != 0, G[G_CEVEN] != 0, G[G_LO], G[G_HI], np.int64(G[G_RULE]), G[G_SIGNED] != 0, G[G_MW],
+            G[G_UNIT])
+
+
+@njit(inline="always")
+def gstep(s, p, u, uinv, half, near, c1, cpos, cneg, codd, ceven, lo, hi, rule, signed, mw, unit):
+    """Q(s + p) on the grid of multiples of u (a power of two), then the overflow rule (xstep).
+
+    TwoSum gives h = fl(s + p) and e with h + e = s + p exactly. With |h| < 2**51 u, ulp(h) <= u/2,
+    so f = floor(h/u) u and r = h - f are exact, r is a multiple of ulp(h) and |e| <= ulp(h)/2.
+    When r = 0 and e < 0 the sum lies just below f: take f - u and r = u. Then the exact sum is
+    f + r + e with 0 < r + e < u (inexact), or r = e = 0 (on the grid); r + e compares with u/2 as
+    r does, except r = u/2 where e's sign decides (both are multiples of ulp(h), e is below it).
+    The mode decides between f and f + u: nearest modes by that comparison, ties (and directed
+    modes always) by ``c1 | cpos & x > 0 | cneg & x < 0 | codd & (f/u odd) | ceven & (f/u even)``
+    (x > 0 exactly when f >= 0, the sum being strictly between f and f + u)."""
+    h = s + p
+    bp = h - s
+    e = (s - (h - bp)) + (p - bp)
+    f = np.floor(h * uinv) * u
+    r = h - f
+    below = (r == 0.0) & (e < 0.0)
+    f = f - u if below else f
+    r = u if below else r
+    inexact = (r != 0.0) | (e != 0.0)
+    k = f * uinv
+    odd = (k - 2.0 * np.floor(0.5 * k)) != 0.0
+    pos = f >= 0.0
+    dec = c1 | (cpos & pos) | (cneg & (not pos)) | (codd & odd) | (ceven & (not odd))
+    above = (r > half) | ((r == half) & (e > 0.0))
+    tie = (r == half) & (e == 0.0)
+    inc = (above | (tie & dec)) if near else dec
+    v = f + u if inexact & inc else f
+    return xstep(v, 0.0, lo, hi, rule, signed, mw, unit)
+
+
+@njit(inline="always")
+def _gstep(s, p, g, rc):
+    """gstep with Ga/Go's unpacked parameters g; ``rc`` (a constant at each call) is g's rule
+    (RULE_SAT or RULE_WRAP), or -1 to read it from g: with a constant the loop holds no branch on
+    the rule and vectorises."""
+    u, uinv, half, near, c1, cpos, cneg, codd, ceven, lo, hi, rule, signed, mw, unit = g
+    return gstep(s, p, u, uinv, half, near, c1, cpos, cneg, codd, ceven, lo, hi, rule if rc < 0 else rc, signed,
+                 mw, unit)
+
+
+@njit(inline="always")
+def _fits(x, y, pmax):
+    """_exact(x, y) and |x*y| < pmax."""
+    return _exact(x, y) & (abs(x * y) < pmax)
+
+
+@njit(cache=True)
+def _grid_part(A, B, init, order, chunk, Ga, Go, pmax, out, c):
+    """Part c of rowwise_grid: row c (pairwise order), else rows c*LANES … (c+1)*LANES-1. False when
+    a product is not exact or not below pmax (the caller then takes the general path)."""
+    R, K = A.shape
+    ga = _unpack_grid(Ga)
+    go = _unpack_grid(Go)
+    if order == 1:
+        row = c
+        x = np.empty(max(K, 1), np.float64)
+        y = np.empty(max(K, 1), np.float64)
+        unfit = 0
+        for k in range(K):
+            a = A[_UI(row), _UI(k)]
+            b = B[_UI(row), _UI(k)]
+            unfit += 0 if _fits(a, b, pmax) else 1
+            x[k] = a * b
+        if unfit:
+            return False
+        n = K
+        while n > 1:
+            half = n // 2
+            for q in range(half):
+                y[q] = _gstep(x[2 * q], x[2 * q + 1], ga, -1)
+            if n % 2:  # an odd last element passes up unchanged
+                y[half] = x[n - 1]
+            n = half + n % 2
+            x, y = y, x
+        out[row] = _gstep(init[row % init.size], x[0], ga, -1) + 0.0  # + 0.0: no -0 in fixed point
+        return True
+    chunked = order == 2
+    step_len = chunk if chunked else K
+    r0 = c * LANES
+    n = min(LANES, R - r0)
+    s = np.zeros(LANES, np.float64)
+    for j in range(n):
+        s[j] = init[(r0 + j) % init.size]
+    sc = np.zeros(LANES, np.float64)
+    if not chunked:
+        for j in range(LANES):
+            sc[j] = s[j]
+    P = np.zeros((LANES, TB), np.float64)
+    stage = np.zeros((TK, LANES), np.float64)
+    for T0 in range(0, K, TB):
+        nq = min(TB, K - T0)
+        unfit = 0
+        for j in range(n):
+            rr = _UI(r0 + j)
+            for q in range(nq):
+                kk = _UI(T0 + q)
+                x = A[rr, kk]
+                y = B[rr, kk]
+                unfit += 0 if _fits(x, y, pmax) else 1
+                P[_UI(j), _UI(q)] = x * y
+        if unfit:
+            return False
+        t = T0
+        while t < T0 + nq:
+            te = _tile_end(t, T0 + nq, order, step_len)
+            nt = te - t
+            _transpose(P, t - T0, nt, stage)
+            if ga[11] == RULE_SAT:  # the common rules with the rule constant in the loop
+                for tt in range(nt):
+                    for j in range(LANES):
+                        sc[j] = _gstep(sc[j], stage[tt, j], ga, RULE_SAT)
+            elif ga[11] == RULE_WRAP:
+                for tt in range(nt):
+                    for j in range(LANES):
+                        sc[j] = _gstep(sc[j], stage[tt, j], ga, RULE_WRAP)
+            else:
+                for tt in range(nt):
+                    for j in range(LANES):
+                        sc[j] = _gstep(sc[j], stage[tt, j], ga, -1)
+            if chunked and (te % step_len == 0 or te == K):
+                for j in range(LANES):
+                    s[j] = _gstep(s[j], sc[j], go, -1)
+                    sc[j] = 0.0
+            t = te
+    if not chunked:
+        for j in range(LANES):
+            s[j] = sc[j]
+    for j in range(n):
+        out[r0 + j] = s[j] + 0.0
+    return True
+
+
+@njit(cache=True, parallel=True)
+def rowwise_grid(A, B, init, order, chunk, Ga, Go, pmax, out):
+    """Row-wise dot products into a fixed-point accumulator whose steps round: out[r] (float64, the
+    value) = row r of A·B (R x K, float64) from init[r % init.size], orders 0 sequential / 1
+    pairwise / 2 chunked, each step :func:`gstep` with the grid, mode and overflow rule of Ga
+    (acc) or Go (outer; values, not units). Conditions (the caller's): every format's values are
+    multiples of its lsb below 2**49 lsb in magnitude, the finest lsb at least 2**-1022 (so that
+    every sum stays below 2**51 lsb of the step's grid and no value is subnormal); every product
+    is checked here: exact, 0 or normal (:func:`_exact`) and below pmax (at most 2**49 of the
+    finest lsb). Returns False when one is not."""
+    R = A.shape[0]
+    parts = R if order == 1 else (R + LANES - 1) // LANES
+    ok = np.ones(parts, np.bool_)
+    for c in prange(parts):
+        ok[c] = _grid_part(A, B, init, order, chunk, Ga, Go, pmax, out, c)
+    return ok.all()
+
+
+@njit(cache=True)
+def rowwise_grid_serial(A, B, init, order, chunk, Ga, Go, pmax, out):
+    """rowwise_grid on one thread (no parallel region to compile for small work)."""
+    R = A.shape[0]
+    parts = R if order == 1 else (R + LANES - 1) // LANES
+    for c in range(parts):
+        if not _grid_part(A, B, init, order, chunk, Ga, Go, pmax, out, c):
+            return False
+    return True
