@@ -41,7 +41,7 @@ word itself: ``t + u >= 2**r`` iff ``(a & mask) + inc >= 2**S`` with ``inc = u <
 that ``a``'s integer fraction needs); ``"compare"`` uses ``2**r - 1 - u``, as above.
 
 SR words: ``random_bits`` arrive as a flat uint32 array; ``seed``/``key`` words are drawn block by
-block into a ``BLOCK``-word buffer by :func:`emul._kernels.intrinsics.threefry_word` (element i uses
+block into a ``BLOCK``-word buffer by :func:`emul._kernels.draw.draw` (element i uses
 ``bits(key, (n,))[i] >> (32 - r)``, as :func:`emul._kernels.round.round_seeded`), so the rounding
 and its full-formula redo read the same words.
 
@@ -54,7 +54,8 @@ import numpy as np
 from numba import njit, prange
 
 from . import slots as K
-from .intrinsics import add, and_, eq, f32_bits_of, or_, select, shl, shr, smin, sub, threefry_word, ult, xor
+from .draw import draw
+from .intrinsics import add, and_, eq, f32_bits_of, or_, select, shl, shr, smin, sub, ult, xor
 
 # Slots of the constant vector built by constants().
 (S, MASK, KEEP, THR, K2, C0, QMAX, SHC, SB, ZF, NEAR, K0, KS, KL, K0_N, QE23,
@@ -300,15 +301,6 @@ def _run(x, k, out, nearest, values):
 
 
 @njit(inline="always")
-def _draw(buf, k, key0, key1, lo, n):
-    """buf[j] = the SR word of element lo + j (j < n): ``bits(key, .)[lo + j] >> (32 - r)``."""
-    hi = np.uint32(lo >> 32)  # lo is a multiple of BLOCK, so lo + j never carries into hi
-    base = np.uint32(lo & 0xFFFFFFFF)
-    for j in range(n):
-        buf[j] = shr(threefry_word(key0, key1, hi, add(base, j)), k[SR_SHIFT])
-
-
-@njit(inline="always")
 def _run_sr(x, k, out, u, key0, key1, seeded, values, base):
     """_run for stochastic rounding: words u[i] (random_bits), or threefry words of (key0, key1)
     drawn per block into a buffer (seeded); x[i] is element base + i of the whole input (base a
@@ -320,7 +312,7 @@ def _run_sr(x, k, out, u, key0, key1, seeded, values, base):
     for blk in range(nb):
         lo = blk * BLOCK
         if seeded:
-            _draw(buf, k, key0, key1, base + lo, BLOCK)
+            draw(buf, key0, key1, base + lo, BLOCK, k[SR_SHIFT])
             w, wo = buf, 0
         else:
             w, wo = u, lo
@@ -335,7 +327,7 @@ def _run_sr(x, k, out, u, key0, key1, seeded, values, base):
         prev = rare
     lo = nb * BLOCK
     if seeded:
-        _draw(buf, k, key0, key1, base + lo, x.size - lo)
+        draw(buf, key0, key1, base + lo, x.size - lo, k[SR_SHIFT])
         w, wo = buf, 0
     else:
         w, wo = u, lo

@@ -37,9 +37,7 @@ when the format has no NaN (the caller raises).
 import numpy as np
 from numba import njit, prange
 
-from .intrinsics import threefry_word
-from .intrinsics import add as add32
-from .intrinsics import shr as shr32
+from .draw import draw
 from .round import code_value, round_one
 
 (S, MASK, KEEP, C0, SB, NEARM, K0_N, KS, KL, FAST_LO, FAST_SPAN,
@@ -145,16 +143,6 @@ def _general_one(b, u, P, values):
 
 
 @njit(inline="always")
-def _draw(buf, k, key0, key1, lo, n):
-    """buf[j] = the SR word of element lo + j (j < n; lo a multiple of BLOCK)."""
-    hi = np.uint32(lo >> 32)
-    base = np.uint32(lo & 0xFFFFFFFF)
-    shift = np.uint32(k[SR_SHIFT])
-    for j in range(n):
-        buf[j] = shr32(threefry_word(key0, key1, hi, add32(base, j)), shift)  # 32-bit lanes
-
-
-@njit(inline="always")
 def _chunk(x, k, P, out, lo, hi, u, key0, key1, seeded, values, base):
     """Round x[lo:hi] block by block; return #NaN rejected. x[i] is element base + i of the whole
     input (base a multiple of BLOCK). The words: u[i] (random_bits), threefry words of element
@@ -165,7 +153,7 @@ def _chunk(x, k, P, out, lo, hi, u, key0, key1, seeded, values, base):
     for blo in range(lo, hi, BLOCK):
         n = min(BLOCK, hi - blo)
         if sr and seeded:
-            _draw(buf, k, key0, key1, base + blo, n)
+            draw(buf, key0, key1, base + blo, n, k[SR_SHIFT])
         elif sr:
             buf[:n] = u[blo:blo + n]
         if n == BLOCK:
