@@ -111,6 +111,7 @@ def _check_fits_float64(fmt, what):
 
 # Inputs used as they are (no numeric_array conversion) when they arrive as ndarrays of these.
 _NARROW_INTS = frozenset(np.dtype(t) for t in (np.int8, np.int16, np.int32, np.uint8, np.uint16, np.uint32))
+_WIDE_INTS = frozenset(np.dtype(t) for t in (np.int32, np.uint32, np.int64, np.uint64))
 _DIRECT = frozenset(np.dtype(t) for t in (np.float16, np.float32, np.float64, np.int64, np.uint64)) | _NARROW_INTS
 _PLANS: dict = {}  # resolved calls, keyed by the caller's arguments (see _plan)
 
@@ -120,7 +121,8 @@ def _make_plan(fmt, rounding, overflow, sr_bits, sr_method, dtype, codes):
     (route, fmt, mode, ovf, r, sr, out_dtype, P, C, kernel, parallel_kernel, in_view, out_view).
 
     route: "f32" (fast_f32), "f64" (fast_f64), "fixed" (fast_fixed from float32, codes out),
-    "fixed64" (fast_fixed from float64, codes out) or "general" (emul/_kernels/round.py). The
+    "fixed64" (fast_fixed from float64, codes out), "fixedint" (fast_fixed from int32, uint32, int64
+    or uint64 arrays as they are, codes out) or "general" (emul/_kernels/round.py). The other
     vectorised routes read float32 (float16 and integers of at most 16 bits are widened to it
     exactly first) or float64 (float16, integers of at most 32 bits, and float32 for the float64
     fixed route, widened exactly). The kernels read the input as ``in_view`` and write the output as
@@ -159,16 +161,21 @@ def _make_plan(fmt, rounding, overflow, sr_bits, sr_method, dtype, codes):
         return ("f64", fmt, mode, ovf, r, sr, out_dtype, P, F.constants(P, fmt),
                 F.quantize_f64 if values else F.encode_f64, F.quantize_f64_par if values else F.encode_f64_par,
                 np.dtype(np.uint64), np.dtype(np.uint64) if values else out_dtype)
-    if isinstance(fmt, FixedFormat) and codes:
+    if isinstance(fmt, FixedFormat) and (codes or fmt.frac <= (126 if out_dtype == np.float32 else 1022)):
         from ._kernels import fast_fixed as F
 
+        cd = code_dtype(fmt)  # quantize: codes first, then their values (fast_fixed.fixed_values)
+        as32 = as32 or dtype == np.float16 or (ints and dtype.itemsize <= 2)
+        if dtype in _WIDE_INTS and F.in_domain_int(fmt):  # read as they are: exact whatever the width
+            return ("fixedint", fmt, mode, ovf, r, sr, out_dtype, P, F.constants_int(P, fmt),
+                    F.encode_fixed_sr_int if sr else F.encode_fixed_int, F.encode_fixed_int_par, dtype, cd)
         if as32 and F.in_domain(fmt):
             return ("fixed", fmt, mode, ovf, r, sr, out_dtype, P, F.constants(P, fmt),
-                    F.encode_fixed_sr_f32 if sr else F.encode_fixed_f32, F.encode_fixed_f32_par, u32, out_dtype)
+                    F.encode_fixed_sr_f32 if sr else F.encode_fixed_f32, F.encode_fixed_f32_par, u32, cd)
         if (as64 or dtype == np.float32) and F.in_domain64(fmt):
             return ("fixed64", fmt, mode, ovf, r, sr, out_dtype, P, F.constants(P, fmt, wide=True),
                     F.encode_fixed_sr_f64 if sr else F.encode_fixed_f64, F.encode_fixed_f64_par,
-                    np.dtype(np.uint64), out_dtype)
+                    np.dtype(np.uint64), cd)
     return general
 
 
@@ -211,11 +218,13 @@ def _round(x, fmt, rounding, overflow, seed, key, sr_bits, sr_method, random_bit
     if route == "general":
         nan_bad, inf_bad, out = _general(flat, u, P, seeded, seed, key, out_dtype)
     else:
-        out = np.empty(n, out_dtype)
+        values = not codes and route in ("fixed", "fixed64", "fixedint")  # codes, then their values
+        out = np.empty(n, out_view if values else out_dtype)
         wide = in_view.itemsize == 8
         if flat.dtype == np.float16:
             flat = _widen_f16(flat, to64=wide)
-        elif flat.dtype.kind in "iu":  # exact: at most 16 bits into float32, 32 bits into float64
+        elif flat.dtype.kind in "iu" and route != "fixedint":  # exact: at most 16 bits into float32,
+            # 32 bits into float64
             flat = flat.astype(np.float64 if wide else np.float32)
         elif wide and flat.dtype == np.float32:
             flat = exact_float64(flat)
@@ -232,14 +241,16 @@ def _round(x, fmt, rounding, overflow, seed, key, sr_bits, sr_method, random_bit
                 kernel = par
             if route == "f64":
                 nan_bad = kernel(src, C, P, u, k0, k1, seeded, dst)
-            elif sr or kernel is par:  # f32, fixed, fixed64
+            elif sr or kernel is par:  # f32, fixed, fixed64, fixedint
                 nan_bad = kernel(src, C, u, k0, k1, seeded, dst)
             else:
                 nan_bad = kernel(src, C, dst)
         else:  # the hot small case: deterministic float32 in
             nan_bad = kernel(src, C, dst)
-        if route in ("fixed", "fixed64"):
+        if route in ("fixed", "fixed64", "fixedint"):
             nan_bad, inf_bad = nan_bad
+            if values and not (nan_bad or inf_bad):
+                out = _fixed_values(out, fmt, out_dtype)
     if nan_bad:
         raise ValueError(f"x: {nan_bad} NaN value(s), but {fmt.name} has no NaN, and no overflow rule maps NaN "
                          "(overflow= decides infinities and out-of-range values only: 'saturate' clamps ±inf); "
@@ -252,6 +263,15 @@ def _round(x, fmt, rounding, overflow, seed, key, sr_bits, sr_method, random_bit
 
 
 _U0 = np.uint32(0)
+
+
+def _fixed_values(codes, fmt, out_dtype):
+    """The values of fixed-point codes (the plan keeps them normal: see fast_fixed.fixed_values)."""
+    from ._kernels import fast_fixed as F
+
+    out = np.empty(codes.size, out_dtype)
+    F.fixed_values(codes, np.int64(1 << (fmt.bits - 1) if fmt.signed else 0), np.float64(2.0 ** -fmt.frac), out)
+    return out
 
 
 def _threads_pay() -> bool:

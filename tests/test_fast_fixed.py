@@ -13,13 +13,15 @@ one output dtype (uint8) per new kernel; sweeps over wider formats are slow-mark
 import numba
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import emul
 from emul import encode, quantize
 from emul._kernels import fast_fixed as FX
 from emul._kernels import round as K
 from emul._params import kernel_params
-from emul.quantize import _plan, code_dtype
+from emul.quantize import _plan, code_dtype, exact_float32, exact_float64
 from emul.rounding import MODE_BITS, Overflow, Rounding
 
 MODES = list(MODE_BITS)
@@ -38,7 +40,8 @@ def _edges(fmt, dtype, rng):
     lo, hi = fmt.min_raw, fmt.max_raw
     raws = np.arange(lo, hi + 1) if fmt.bits <= 10 else np.r_[lo:lo + 64, -64:64, hi - 64:hi + 1,
                                                               rng.integers(lo, hi, 300)]
-    raws = np.r_[raws, lo - 1, hi + 1, 2 * hi + 1, 4 * hi + 3, 1000 * hi + 7].astype(np.float64)
+    far = [float(v) for v in (lo - 1, hi + 1, 2 * hi + 1, 4 * hi + 3, 1000 * hi + 7)]  # beyond int64 at 63 bits
+    raws = np.r_[raws.astype(np.float64), far]
     vals = np.ldexp(np.r_[raws, raws + 0.5, raws - 0.5, raws + 0.25, raws + 0.75], -fmt.frac)
     u, fi, bits = (np.uint32, np.float32, 32) if dtype == np.float32 else (np.uint64, np.float64, 64)
     top = 0x7F800000 if bits == 32 else 0x7FF0000000000000
@@ -118,10 +121,17 @@ def test_domains():
     assert route("fx<40,4>", f16) == route("fx<8,1022>", f64) == "fixed64"
     assert route("int64", f64) == route("uint64", f32) == route("fx<8,1023>", f64) == "general"
     assert route("fx<8,4>", np.dtype(np.int16)) == "fixed" and route("e4m3fn", np.dtype(np.uint8)) == "f32"
-    assert route("fx<8,4>", np.dtype(np.int32)) == "fixed64" and route("e4m3fn", np.dtype(np.int32)) == "f64"
-    assert route("fx<8,4>", np.dtype(np.int64)) == "general"
-    # quantize (values) to fixed point is not vectorised
-    assert _plan(emul.format("fx<8,4>"), "nearest_even", None, None, "add", f64, False)[0] == "general"
+    assert route("e4m3fn", np.dtype(np.int32)) == "f64"
+    for dt in (np.int32, np.uint32, np.int64, np.uint64):  # integers read as they are
+        assert route("fx<8,4>", np.dtype(dt)) == route("fx<63,-63>", np.dtype(dt)) == "fixedint"
+    assert route("fx<8,64>", np.dtype(np.int64)) == route("int64", np.dtype(np.uint64)) == "general"
+    assert route("fx<8,64>", np.dtype(np.int32)) == "fixed64"
+    # quantize (values): the same kernels, then fixed_values, where every nonzero value is normal
+    qroute = lambda name, dt: _plan(emul.format(name), "nearest_even", None, None, "add", np.dtype(dt), False)[0]
+    assert qroute("fx<8,4>", f64) == qroute("fx<8,1022>", f32) == qroute("fx<40,4>", f16) == "fixed64"
+    assert qroute("fx<8,4>", f32) == qroute("fx<8,4>", f16) == qroute("fx<8,4>", np.int16) == "fixed"
+    assert qroute("fx<8,4>", np.int64) == "fixedint"
+    assert qroute("fx<8,1023>", f64) == qroute("fx<10,127>", f32) == "general"  # subnormal values
 
 
 # -- stochastic rounding ------------------------------------------------------------------------------
@@ -256,6 +266,162 @@ def test_integer_inputs_without_fast_route():
     x = np.array([-128, -1, 0, 5, 127], np.int8)
     assert _plan(emul.format("int64"), "nearest_even", None, None, "add", x.dtype, True)[0] == "general"
     _same(encode(x, "int64"), x.astype(np.int64).view(np.uint64), "int64 general")
+
+
+def _wide_int_inputs(dt, fmt, rng):
+    """int64/uint64 (or narrower) inputs: both sides of every power of two (values beyond 2**53,
+    where float64 would round), the dtype's ends, multiples of the rounding step 2**-frac and its
+    half (ties) ±1, the format's range ends ±3 in input units, random integers of every size."""
+    info = np.iinfo(dt)
+    s, L = max(-fmt.frac, 0), max(fmt.frac, 0)
+    vals = [int(info.min), int(info.max)]
+    vals += [sg * (1 << p) + d for p in range(64) for sg in (1, -1) for d in (-1, 0, 1)]
+    vals += [m * (1 << s) + h + d for m in range(-24, 25) for h in {0, (1 << s) >> 1} for d in (-1, 0, 1)]
+    vals += [(v >> L) + d for v in (fmt.max_raw, fmt.min_raw) for d in range(-3, 4)]
+    vals += [(v << s) + d for v in (fmt.max_raw, fmt.min_raw) for d in range(-3, 4)]
+    sizes = rng.integers(0, 64, 600)
+    vals += [int(v) for v in rng.integers(0, 2**62, 600, dtype=np.int64) >> (62 - sizes).clip(0)]
+    vals += [-v for v in vals[-300:]]
+    return np.array(sorted({v for v in vals if info.min <= v <= info.max}), dtype=dt)
+
+
+def _oracle_int(x, P, u=None):
+    """(codes,) of the general kernel, which reads int64/uint64 arrays exactly (no float64)."""
+    out = np.empty(x.size, np.uint64)
+    K.round_serial(x, np.zeros(1, np.uint32) if u is None else u, P, out)
+    return (out,)
+
+
+def _check_wide_ints(dt, name, modes, rules, rng):
+    """codes of the integer-input kernels (fast_fixed.code_of_int) against the general kernel, which
+    reads int64/uint64 exactly; SR with words and seeded."""
+    fmt = emul.format(name)
+    x = _wide_int_inputs(dt, fmt, rng)
+    assert _plan(fmt, "nearest_even", None, None, "add", x.dtype, True)[0] == "fixedint"
+    wide = x.astype(np.uint64 if np.dtype(dt).kind == "u" else np.int64)
+    _oracle = _oracle_int
+    cd = code_dtype(fmt)
+    for mode in modes:
+        for i, ovf in enumerate(r for r in rules if fmt.signed or r != Overflow.WRAP_SIGN_MAGNITUDE):
+            if mode != Rounding.STOCHASTIC:
+                want = _oracle(wide, kernel_params(fmt, mode, ovf, 0, False))[0]
+                _same(encode(x, fmt, mode, ovf), want.astype(cd), f"{dt.__name__} {name} {mode.value} {ovf.value}")
+                continue
+            r, method = [(1, "add"), (8, "compare"), (32, "add"), (5, "compare"), (13, "add")][i]
+            P = kernel_params(fmt, mode, ovf, r, method == "compare")
+            u = rng.integers(0, 1 << r, x.size, dtype=np.int64).astype(np.uint32)
+            got = encode(x, fmt, mode, ovf, random_bits=u, sr_bits=r, sr_method=method)
+            _same(got, _oracle(wide, P, u)[0].astype(cd), f"{dt.__name__} {name} SR {method} r={r} {ovf.value}")
+            want = _oracle(wide, P, _seeded_words(emul.random.key(r), x.size, r))[0].astype(cd)
+            got = encode(x, fmt, mode, ovf, seed=r, sr_bits=r, sr_method=method)
+            _same(got, want, f"{dt.__name__} {name} SR seeded r={r} {ovf.value}")
+
+
+@pytest.mark.parametrize("dt", [np.int64, np.uint64])
+def test_int64_inputs_equal_general_kernel(dt):
+    """int64/uint64 arrays (beyond 2**53: not exact in float64) into fx<8,4> (exact, shifted left)
+    and fx<6,-3> (rounded at 2**3), every mode and overflow rule, against the general kernel."""
+    rng = np.random.default_rng(np.dtype(dt).kind == "u")
+    for name in ("fx<8,4>", "fx<6,-3>"):
+        _check_wide_ints(dt, name, MODES, RULES, rng)
+
+
+@given(st.data())
+@settings(max_examples=25, deadline=None)
+def test_int64_inputs_against_reference(data):
+    """int64/uint64 arrays into fixed formats of at most 8 bits (uint8 codes: one compilation per
+    kernel), every mode incl. SR by words: 24 inputs in one call, each against reference/."""
+    _int_reference(data, 8)
+
+
+@pytest.mark.slow
+@given(st.data())
+@settings(max_examples=300, deadline=None)
+def test_int64_inputs_against_reference_wide(data):
+    _int_reference(data, 63)
+
+
+def _int_reference(data, max_bits):
+    from reference import encode as ref_encode
+
+    signed = data.draw(st.booleans())
+    bits = data.draw(st.integers(2 if signed else 1, max_bits))
+    fmt = emul.FixedFormat(bits, data.draw(st.integers(-63, 63)), signed=signed)
+    mode = data.draw(st.sampled_from(MODES))
+    ovf = data.draw(st.sampled_from(_rules(fmt)))
+    dt = np.dtype(data.draw(st.sampled_from(["int64", "uint64"])))
+    info = np.iinfo(dt)
+    ints = st.one_of(st.integers(int(info.min), int(info.max)), st.integers(-(1 << 20), 1 << 20).map(
+        lambda v: max(int(info.min), min(int(info.max), v << max(-fmt.frac, 0)))), st.sampled_from(
+        [int(info.min), int(info.max), 0, 1]))
+    x = np.array(data.draw(st.lists(ints, min_size=24, max_size=24)), dt)
+    r = data.draw(st.integers(1, 32))
+    method = data.draw(st.sampled_from(["add", "compare"]))
+    u = np.array(data.draw(st.lists(st.integers(0, 2**r - 1), min_size=x.size, max_size=x.size)), np.uint32)
+    sr = mode == Rounding.STOCHASTIC
+    got = encode(x, fmt, mode, ovf, **(dict(random_bits=u, sr_bits=r, sr_method=method) if sr else {}))
+    for i, v in enumerate(x):
+        kw = dict(u=int(u[i]), sr_bits=r, sr_method=method) if sr else {}
+        assert int(got[i]) == ref_encode(int(v), fmt, mode.value, ovf.value, **kw), (fmt, int(v), mode, ovf)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dt", [np.int32, np.uint32, np.int64, np.uint64])
+def test_wide_integer_inputs_sweep(dt):
+    rng = np.random.default_rng(np.dtype(dt).itemsize)
+    for name in ("fx<8,4>", "uint8", "fx<4,-3>", "int1", "fx<16,8>", "fx<63,0>", "ufx<63,3>", "fx<63,-10>",
+                 "fx<8,-63>", "fx<8,63>", "fx<40,20>", "uint63", "fx<12,-1>"):
+        _check_wide_ints(dt, name, MODES, RULES, rng)
+
+
+# -- quantize (values) ------------------------------------------------------------------------------
+
+def _oracle_values(x, P, u, dtype):
+    """The general kernel's values (float64 out; float32 narrowed from the bits)."""
+    out = np.empty(x.size, np.float64)
+    src = exact_float64(x) if x.dtype.kind == "f" else x
+    K.round_serial(src, np.zeros(1, np.uint32) if u is None else u, P, out)
+    return exact_float32(out) if dtype == np.float32 else out
+
+
+def _check_values(dt, name, modes, rng):
+    fmt = emul.format(name)
+    if np.dtype(dt).kind == "f":
+        with np.errstate(over="ignore", invalid="ignore"):
+            x = _edges(fmt, np.float64, rng).astype(dt)
+        x = x[np.isfinite(x)]
+    else:
+        x = _wide_int_inputs(dt, fmt, rng)
+    assert _plan(fmt, modes[0], None, None, "add", x.dtype, False)[0] != "general"
+    for i, mode in enumerate(modes):
+        ovf = RULES[i % len(RULES)]
+        kw, u = {}, None
+        if mode == Rounding.STOCHASTIC:
+            u = rng.integers(0, 256, x.size).astype(np.uint32)
+            kw = dict(random_bits=u, sr_bits=8)
+        got = quantize(x, fmt, mode, ovf, **kw)
+        want = _oracle_values(x, kernel_params(fmt, mode, ovf, 8 if u is not None else 0, False), u, got.dtype)
+        assert got.dtype == want.dtype
+        bits = np.uint32 if got.dtype == np.float32 else np.uint64
+        _same(got.view(bits), want.view(bits), f"quantize {x.dtype} {name} {mode.value} {ovf.value}")
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64, np.int64])
+def test_quantize_fixed_equals_general_kernel(dt):
+    """quantize (values) to fx<8,4> from float32 (float32 values out), float64 and int64: the fast
+    kernels' codes, then their values, equal the general kernel bit for bit in every mode."""
+    _check_values(dt, "fx<8,4>", MODES, np.random.default_rng(5))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dt", [np.float16, np.float32, np.float64, np.int8, np.int32, np.int64, np.uint64])
+def test_quantize_fixed_sweep(dt):
+    rng = np.random.default_rng(6)
+    for name in ("ufx<6,3>", "fx<4,-3>", "fx<16,8>", "fx<24,20>", "fx<40,20>", "fx<53,0>", "fx<10,126>",
+                 "fx<8,1022>"):
+        if np.dtype(dt).kind in "iu" and emul.format(name).frac > 63:
+            continue
+        _check_values(dt, name, MODES, rng)
 
 
 @pytest.mark.slow

@@ -1,6 +1,8 @@
-"""Fast paths to fixed-point formats: float32 inputs (formats of at most 31 bits, ``frac <= 126``)
-and float64 inputs (at most 63 bits, ``frac <= 1022``), every rounding mode (stochastic included)
-and every overflow rule.
+"""Fast paths to fixed-point formats: float32 inputs (formats of at most 31 bits, ``frac <= 126``),
+float64 inputs (at most 63 bits, ``frac <= 1022``) and int32/uint32/int64/uint64 inputs read as
+integers (at most 63 bits, ``|frac| <= 63``; see the block comment before :func:`code_of_int`),
+every rounding mode (stochastic included) and every overflow rule; :func:`fixed_values` turns codes
+into values for ``quantize``.
 
 The same rounding as :func:`emul._kernels.round.fixed_code` (the oracle; ``tests/test_fast_path.py``
 and ``tests/test_fast_fixed.py`` check every bit against it), written with integer operations and
@@ -47,14 +49,18 @@ in 32-bit lanes: :func:`emul._kernels.intrinsics.threefry_word`), as
 span never crosses a multiple of 2**32, so the counter's high word is one per span).
 
 Kernels return ``(#NaN, #inf rejected)``; each element depends only on itself and its word, so
-chunking and thread count never change a result.
+chunking and thread count never change a result. The float64 loops round finite inputs only
+(:func:`_finite64`) and count inf/NaN patterns on the way; only when there are some does a second
+pass write their codes and count them.
 """
 
 import numpy as np
 from numba import njit, prange
+from numba.extending import overload
 
 from . import slots as K
 from .fast_arith import sel
+from .draw import draw
 from .intrinsics import add, and_, eq, or_, select, shl, shr, sub, threefry_word, ult, xor
 
 (FS, MAXRAW, NEGMAG, BMASK, NEAR, K0, KS, KL, SYM, SYMC, SAT_POS, SAT_NEG, WRAP, WRAP_SM, TOPB,
@@ -297,8 +303,9 @@ def _cap(v, n):
 
 
 @njit(inline="always")
-def code_of64(b, k, sr, u):
-    """The fixed-point code of the float64 pattern b (any value; NaN gives 0); u: its SR word."""
+def _finite64(b, k, sr, u):
+    """The fixed-point code of the finite float64 pattern b (inf and NaN give some value: see
+    code_of64); u: its SR word."""
     a = b & _ABS64
     neg = a != b
     e = a >> _52
@@ -318,25 +325,34 @@ def code_of64(b, k, sr, u):
         q = (mant >> s) + np.uint64((v < t) | (neg & st & (v == t)))
     else:
         mask = (_O << s) - _O
-        r = k[K0] ^ (k[KS] & np.uint64(neg)) ^ (k[KL] & ((mant >> s) & _O))
+        r = _sel(neg, k[K0] ^ k[KS], k[K0]) ^ (k[KL] & ((mant >> s) & _O))
         inc = _sel(k[NEAR] != _Z, (mask + r) >> _O, mask & (_Z - r))  # nearest : directed
         q = (mant + inc) >> s
-    up = eff - k[FS]                 # not lossy: the left shift
-    q = _sel(lossy, q, mant << _cap(up, _10))
+    # not lossy: the exact magnitude's low 64 bits (what wrap keeps; in range only when up <= 10)
+    up = eff - k[FS]
+    q = _sel(lossy, q, _sel(up < _64, mant << _cap(up, _63), _Z))
     big = (not lossy) & (up > _10)
-    limit = _sel(neg, k[NEGMAG], k[MAXRAW])
-    over = big | (q > limit)
-    code = _sel(neg, _Z - q, q) & k[BMASK]
-    code = _sel(neg & (k[SYM] != _Z) & (q == k[NEGMAG]), k[SYMC], code)
-    # wrap: the low 64 bits of the exact rounded magnitude, signed
-    qw = _sel(lossy, q, _sel(up < _64, mant << _cap(up, _63), _Z))
-    sw = _sel(neg, _Z - qw, qw)
-    raw = sw & k[BMASK]
-    flip = ((raw >> k[TOPB]) & _O) ^ ((sw >> (k[TOPB] + _O)) & _O)
-    raw = _sel((k[WRAP_SM] != _Z) & (flip != _Z), (raw ^ k[BMASK]) & k[BMASK], raw)
+    over = big | (q > _sel(neg, k[NEGMAG], k[MAXRAW]))
+    sw = _sel(neg, _Z - q, q)        # ±Q mod 2**64
+    code = sw & k[BMASK]             # in range, and wrap
+    flip = ((code >> k[TOPB]) & _O) ^ ((sw >> (k[TOPB] + _O)) & _O)
+    raw = _sel((k[WRAP_SM] != _Z) & (flip != _Z), code ^ k[BMASK], code)
     ovf = _sel(k[WRAP] != _Z, raw, _sel(neg, k[SAT_NEG], k[SAT_POS]))
-    res = _sel(over, ovf, code)
-    return _sel(a < _EXP64, res, _sel(a == _EXP64, _sel(neg, k[INF_NEG], k[INF_POS]), _Z))
+    code = _sel(neg & (k[SYM] != _Z) & (q == k[NEGMAG]), k[SYMC], code)
+    return _sel(over, ovf, code)
+
+
+@njit(inline="always")
+def _special64(b, k):
+    """The code of the inf or NaN pattern b (NaN gives 0)."""
+    a = b & _ABS64
+    return _sel(a == _EXP64, _sel(a != b, k[INF_NEG], k[INF_POS]), _Z)
+
+
+@njit(inline="always")
+def code_of64(b, k, sr, u):
+    """The fixed-point code of the float64 pattern b (any value; NaN gives 0); u: its SR word."""
+    return _sel((b & _ABS64) < _EXP64, _finite64(b, k, sr, u), _special64(b, k))
 
 
 @njit(inline="always")
@@ -351,13 +367,16 @@ def _counts64(x, k):
 
 
 @njit(inline="always")
-def _draw(buf, k, key0, key1, base, n):
-    """buf[j] = the SR word of element base + j (j < n; base + n never crosses 2**32 multiples)."""
-    hi = np.uint32(base >> 32)
-    lo = np.uint32(base & 0xFFFFFFFF)
-    shift = np.uint32(k[SR_SHIFT])
-    for j in range(n):
-        buf[j] = shr(threefry_word(key0, key1, hi, add(lo, j)), shift)  # 32-bit lanes
+def _counts64_if(x, k, out, spec):
+    """After a loop of _finite64: when it met an inf or NaN (spec), their codes written and
+    _counts64; else (0, 0) without a second pass over x."""
+    if spec == 0:
+        return 0, 0
+    for j in range(x.size):
+        b = x[j]
+        if (b & _ABS64) >= _EXP64:
+            out[j] = _special64(b, k)
+    return _counts64(x, k)
 
 
 @njit(inline="always")
@@ -365,20 +384,25 @@ def _chunk_f64(x, k, out, u, key0, key1, seeded, base):
     """Codes of the span x (element base + j of the whole input; at most CHUNK elements), SR by
     the constants (seeded words drawn into a buffer first, in 32-bit lanes)."""
     n = x.size
+    spec = 0
     if k[SR_R] != _Z:
         if seeded:
             buf = np.empty(n, np.uint32)
-            _draw(buf, k, key0, key1, base, n)
+            draw(buf, key0, key1, base, n, k[SR_SHIFT])
         else:
             buf = u
         for j in range(n):
             i = np.uintp(j)
-            out[i] = code_of64(x[i], k, True, buf[i])
+            b = x[i]
+            out[i] = _finite64(b, k, True, buf[i])
+            spec += (b & _ABS64) >= _EXP64
     else:
         for j in range(n):
             i = np.uintp(j)
-            out[i] = code_of64(x[i], k, False, _0)
-    return _counts64(x, k)
+            b = x[i]
+            out[i] = _finite64(b, k, False, _0)
+            spec += (b & _ABS64) >= _EXP64
+    return _counts64_if(x, k, out, spec)
 
 
 @njit(cache=True)
@@ -386,10 +410,13 @@ def encode_fixed_f64(x, C, out):
     """out[i] = the fixed-point code of the float64 pattern x[i] (uint64 view; out uint8 …
     uint64; deterministic modes); returns (#NaN, #inf rejected)."""
     k = _unpack(C)
+    spec = 0
     for j in range(x.size):
         i = np.uintp(j)
-        out[i] = code_of64(x[i], k, False, _0)
-    return _counts64(x, k)
+        b = x[i]
+        out[i] = _finite64(b, k, False, _0)
+        spec += (b & _ABS64) >= _EXP64
+    return _counts64_if(x, k, out, spec)
 
 
 @njit(cache=True)
@@ -423,3 +450,162 @@ def encode_fixed_f64_par(x, C, u, key0, key1, seeded, out):
         counts[c, 0] = a
         counts[c, 1] = b
     return counts[:, 0].sum(), counts[:, 1].sum()
+
+
+# -- integer inputs: 64-bit lanes ---------------------------------------------------------------------
+# An integer x (int32, uint32, int64 or uint64 array, read as it is: no float conversion) has the
+# value |x| * 2**frac in units of the format's lsb. With frac >= 0 it is exact: q = |x| and the
+# magnitude Q = q << L (L = frac); with frac < 0 it is rounded at the shift s = -frac (at most 63)
+# as code_of64 rounds a significand: q = (|x| >> s) + carry, the carry computed on the discarded
+# bits only (``((|x| & mask) + inc) >> s``: no overflow even for |x| near 2**64), SR by the same
+# t / st rule; L = 0. Q is in range iff q <= LIMP = MAXRAW >> L (LIMN = NEGMAG >> L for negative
+# inputs): floor division, as Q's low L bits are zero. The code is ``±Q`` mod ``2**bits`` (``±Q`` mod
+# 2**64 is ``±(q << L)`` in uint64 arithmetic), which is also what ``wrap`` keeps;
+# ``wrap_sign_magnitude`` flips it by bit ``bits`` of ``±Q`` (bits <= 63: within the low 64 bits).
+
+LSH, RSH, RMASK, LIMP, LIMN = range(NCONST, NCONST + 5)
+NCONST_INT = NCONST + 5
+
+
+def in_domain_int(fmt) -> bool:
+    """Whether the integer-input path covers the fixed format."""
+    return fmt.bits <= 63 and -63 <= fmt.frac <= 63
+
+
+def constants_int(P: tuple, fmt) -> np.ndarray:
+    """The uint64 constant vector of the integer-input kernels: :func:`constants` (wide) plus the
+    shifts and per-sign limits of q."""
+    C = [int(c) for c in constants(P, fmt, wide=True)] + [0] * 5
+    L, s = max(fmt.frac, 0), max(-fmt.frac, 0)
+    C[LSH], C[RSH], C[RMASK] = L, s, (1 << s) - 1
+    C[LIMP], C[LIMN] = C[MAXRAW] >> L, C[NEGMAG] >> L
+    return np.array(C, np.uint64)
+
+
+@njit(inline="always")
+def _unpack_int(C):
+    return (C[0], C[1], C[2], C[3], C[4], C[5], C[6], C[7], C[8], C[9], C[10], C[11], C[12], C[13],
+            C[14], C[15], C[16], C[17], C[18], C[19], C[20], C[21], C[22], C[23], C[24], C[25], C[26])
+
+
+def _neg_mag(v):
+    """(v < 0, |v| as uint64) of an integer v of any width (no branch)."""
+
+
+@overload(_neg_mag, inline="always")
+def _neg_mag_impl(v):
+    if v.signed:
+        def impl(v):
+            w = np.int64(v)
+            m = np.uint64(w)
+            return w < 0, _sel(w < 0, _Z - m, m)
+    else:
+        def impl(v):
+            return False, np.uint64(v)
+    return impl
+
+
+@njit(inline="always")
+def code_of_int(v, k, sr, u):
+    """The fixed-point code of the integer v (see the block comment above); u: its SR word."""
+    neg, mag = _neg_mag(v)
+    s = k[RSH]
+    mask = k[RMASK]
+    low = mag & mask
+    if sr:
+        r = k[SR_R]
+        ge = s >= r
+        d1 = _cap(s - r, _63)        # s >= r: t = (mag >> (s - r)) & (2**r - 1)
+        d2 = _cap(r - s, _63)        # s < r: t = low << (r - s)
+        t = _sel(ge, (mag >> d1) & k[SR_MASK], low << d2)
+        st = ge & ((mag & ((_O << d1) - _O)) != _Z)
+        v = np.uint64(u) ^ _sel(neg, k[SR_XN], k[SR_XP])
+        q = (mag >> s) + np.uint64((v < t) | (neg & st & (v == t)))
+    else:
+        r = k[K0] ^ (k[KS] & np.uint64(neg)) ^ (k[KL] & ((mag >> s) & _O))
+        inc = _sel(k[NEAR] != _Z, (mask + r) >> _O, mask & (_Z - r))  # nearest : directed
+        q = (mag >> s) + ((low + inc) >> s)
+    sw = q << k[LSH]
+    sw = _sel(neg, _Z - sw, sw)
+    code = sw & k[BMASK]
+    over = q > _sel(neg, k[LIMN], k[LIMP])
+    sym = neg & (k[SYM] != _Z) & (q == k[LIMN]) & ((k[LIMN] << k[LSH]) == k[NEGMAG])
+    flip = ((code >> k[TOPB]) & _O) ^ ((sw >> (k[TOPB] + _O)) & _O)
+    raw = _sel((k[WRAP_SM] != _Z) & (flip != _Z), code ^ k[BMASK], code)
+    ovf = _sel(k[WRAP] != _Z, raw, _sel(neg, k[SAT_NEG], k[SAT_POS]))
+    return _sel(over, ovf, _sel(sym, k[SYMC], code))
+
+
+@njit(inline="always")
+def _chunk_int(x, k, out, u, key0, key1, seeded, base):
+    """Codes of the span x (element base + j of the whole input; at most CHUNK elements); SR when
+    the constants say so and something is discarded (frac < 0: else every input is exact and its
+    word unread)."""
+    n = x.size
+    if k[SR_R] != _Z and k[RSH] != _Z:
+        if seeded:
+            buf = np.empty(n, np.uint32)
+            draw(buf, key0, key1, base, n, k[SR_SHIFT])
+        else:
+            buf = u
+        for j in range(n):
+            i = np.uintp(j)
+            out[i] = code_of_int(x[i], k, True, buf[i])
+    else:
+        for j in range(n):
+            i = np.uintp(j)
+            out[i] = code_of_int(x[i], k, False, _0)
+
+
+@njit(cache=True)
+def encode_fixed_int(x, C, out):
+    """out[i] = the fixed-point code of the integer x[i] (int32, uint32, int64, uint64; out uint8
+    … uint64; deterministic modes); returns (0, 0): integers are never NaN or infinite."""
+    k = _unpack_int(C)
+    for j in range(x.size):
+        i = np.uintp(j)
+        out[i] = code_of_int(x[i], k, False, _0)
+    return 0, 0
+
+
+@njit(cache=True)
+def encode_fixed_sr_int(x, C, u, key0, key1, seeded, out):
+    """encode_fixed_int for stochastic rounding (C built with SR); words as in encode_fixed_sr_f32."""
+    k = _unpack_int(C)
+    n = x.size
+    for lo in range(0, n, CHUNK):
+        hi = min(lo + CHUNK, n)
+        w = u[lo:hi] if not seeded else u[0:0]
+        _chunk_int(x[lo:hi], k, out[lo:hi], w, key0, key1, seeded, lo)
+    return 0, 0
+
+
+@njit(cache=True, parallel=True)
+def encode_fixed_int_par(x, C, u, key0, key1, seeded, out):
+    """encode_fixed_int / encode_fixed_sr_int (by C's mode) over CHUNK-element tasks."""
+    k = _unpack_int(C)
+    n = x.size
+    sr = k[SR_R] != _Z
+    for c in prange((n + CHUNK - 1) // CHUNK):
+        lo = c * CHUNK
+        hi = min(lo + CHUNK, n)
+        w = u[lo:hi] if sr and not seeded else u[0:0]
+        _chunk_int(x[lo:hi], k, out[lo:hi], w, key0, key1, seeded, lo)
+    return 0, 0
+
+
+# -- values of codes (quantize to fixed point) -----------------------------------------------------
+
+@njit(cache=True)
+def fixed_values(codes, sb, scale, out):
+    """out[i] = the value of the fixed-point code codes[i]: ``c * scale`` with ``c`` the code read
+    as a signed ``bits``-bit integer (``sb = 2**(bits - 1)`` for signed formats, 0 for unsigned
+    ones; ``bits <= 53``) and ``scale = 2**-frac`` (float64). Exact: ``c`` is exact in float64, and
+    the caller keeps every nonzero result normal (``frac <= 1022``; ``frac <= 126`` when out is
+    float32), so neither a product nor the narrowing to float32 meets a subnormal (flush-to-zero
+    and denormals-are-zero cannot change a result); code 0 gives +0."""
+    for j in range(codes.size):
+        i = np.uintp(j)
+        c = np.int64(codes[i])
+        c = c - ((c & sb) << 1)
+        out[i] = np.float64(c) * scale
