@@ -29,45 +29,55 @@ TW = 32  # steps per word tile
 _U32 = np.uint32
 _SIGN = np.uint64(1 << 63)
 _ABS = np.uint64((1 << 63) - 1)
-_FRAC = np.uint64((1 << 52) - 1)
-_HID = np.uint64(1 << 52)
-_EXPM = np.uint64(0x7FF << 52)
 
 
 @njit(inline="always")
-def sr_add(s, p, uw, r, m, emin, qbelow, pow_qbelow, maxbits, ovp, ovn, negzero):
-    """Q(s + p) with stochastic rounding, add method (sr_bits = r, word uw < 2**r), when s + p is
-    exact in binary64 (no TwoSum residual) and the mode is not ``down``: bit for bit
-    fast_accumulate.fstep(s, p, uw, twosum=False, down=False, ..., sr=True, r, cmp=False).
+def sr_add_params(m, emin, qbelow, maxbits, negzero):
+    """(ok, D, emin_bits, bias, zadd) of sr_add for a format (fast_accumulate._unpack's fields).
+    ok: the format meets sr_add's condition qbelow + m <= emax + 1 (the bias is at most 2**(emax+1))."""
+    ok = qbelow + m + 1023 <= np.int64(maxbits >> np.uint64(52)) + 1
+    bias = _u2f(np.uint64(max(qbelow + m + 1023, 1)) << np.uint64(52))
+    return ok, np.uint64(52 - m), np.uint64(emin + 1023) << np.uint64(52), bias, 0.0 if not negzero else -0.0
 
-    With |s + p| = ab (binary64 bits, exponent field E) and d = the number of its bits below the
-    format's quantum there (52 - m in the normal range, qbelow + 1075 - E below it): rnd's
-    decision is inc = (t + uw >= 2**r) with t the top r of the d discarded bits, and its result
-    ((ab >> d) + inc) << d. Both come from one integer sum: ((ab >> (d - r)) + uw) >> r equals
-    (ab >> d) + inc, since the low r bits of ab >> (d - r) are t. Adding 1 << d to the bits carries
-    into the exponent field exactly at the binade's end, where the next power of two is on the
-    grid. When d > 52 (|s + p| below the quantum 2**qbelow) the result is 0 or 2**qbelow, decided
-    from the significand as in rnd. Overflow, zero sign and non-finite sums as in fstep."""
+
+@njit(inline="always")
+def sr_add(s, p, uw, r, D, emin_bits, bias, maxbits, ovp, ovn, zadd):
+    """Q(s + p) with stochastic rounding, add method (r = sr_bits, word uw < 2**r), for the
+    sequential steps without TwoSum: bit for bit fast_accumulate.fstep(s, p, uw, twosum=False,
+    down=False, ..., sr=True, r, cmp=False) when
+
+    * s + p is exact in binary64, and if |s + p| < 2**emin a multiple of 2**(qbelow + m - 52);
+    * r <= D = 52 - m, and B = 2**(qbelow + m) <= 2**(emax + 1) (sr_add_params' ``ok``);
+    * the format's quantum 2**qbelow is at least 2**-1022 (every value formed is 0 or normal).
+
+    (emul/accumulate.py's single-grid condition gives the first: every operand is a multiple of
+    2**q with max(top) + 1 - q <= 53 and 2**(qbelow + m) <= 2**(emax + 1) <= 2**max(top).) A
+    non-finite s + p gives a non-finite result (±inf as fstep; a NaN's bits may differ): the
+    caller recomputes such rows.
+
+    x = |s + p|. In the binade [2**e, 2**(e+1)) with e >= emin the format's quantum is 2**(e - m),
+    i.e. the binary64 bits of x below bit D. Below 2**emin the quantum is 2**qbelow everywhere
+    (subnormals: qbelow = emin - m; without: qbelow = emin, the grid 0, 2**emin): there
+    x' = x + B is exact (x < 2**emin <= B and x is a multiple of 2**(qbelow + m - 52)), lies in
+    [B, 2B) whose quantum at m bits is 2**qbelow, and the grid points q of [0, 2**emin] map to
+    q + B. So in both cases SR is on the bits of x' (x' = x when x >= 2**emin) with the fixed
+    cut D: rnd's decision is inc = (t + uw >= 2**r), t the top r of the D discarded bits, and the
+    result ((x' >> D) + inc) << D; both come from one integer sum, ((x' >> (D - r)) + uw) >> r =
+    (x' >> D) + inc, since the low r bits of x' >> (D - r) are t. A carry out of the significand
+    lands on the next power of two (on the grid). The result minus B (below 2**emin) is exact:
+    a multiple of 2**qbelow in [0, 2**emin]. Then overflow (> max: ovp or ovn by the sign of
+    s + p), the sign, and zadd (+0.0 without -0 in the format, else -0.0) turns -0 into +0 only
+    where the format has no -0, as fstep's zero rule (s + p = ±0 gives ±0)."""
     hi = s + p
     hb = _f2u(hi)
     ab = hb & _ABS
-    E = np.int64(ab >> np.uint64(52))
-    Ee = max(E, np.int64(1))
-    d = qbelow + 1075 - Ee if Ee - 1023 < emin else 52 - m
-    ur = np.uint64(r)
-    ud = np.uint64(min(d, np.int64(52)))
-    u = np.uint64(uw)
-    rab_n = (((ab >> (ud - ur)) + u) >> ur) << ud
-    mant = (ab & _FRAC) | (_HID if E != 0 else np.uint64(0))
-    t = mant >> np.uint64(min(d - r, np.int64(63)))
-    rab_t = _f2u(pow_qbelow) if t + u >= (np.uint64(1) << ur) else np.uint64(0)
-    rab = rab_t if d > 52 else rab_n
-    res = (ovn if (hb >> np.uint64(63)) != 0 else ovp) if rab > maxbits else (rab | (hb & _SIGN))
-    if rab == 0 and not negzero:
-        res = np.uint64(0)
-    if (hb & _EXPM) == _EXPM:
-        res = hb
-    return _u2f(res)
+    small = ab < emin_bits
+    bs = bias if small else 0.0
+    xb = _f2u(_u2f(ab) + bs)
+    rb = _f2u(_u2f((((xb >> (D - r)) + np.uint64(uw)) >> r) << D) - bs)
+    neg = np.int64(hb) < 0
+    res = (ovn if neg else ovp) if rb > maxbits else (rb | (hb & _SIGN))
+    return _u2f(res) + zadd
 
 
 @njit(inline="always")
@@ -109,8 +119,10 @@ def sr_rows(A3, B3, ia, ib, M, N, K, order, chunk, init, Fa, Fo, Fp, has_prod, t
     r = Fa[F_SRBITS]
     cmp = Fa[F_SRCMP] != 0
     down = Fa[F_DOWN] != 0
-    fast = not (twosum or cmp or down)  # sr_add's conditions
     a_m, a_emin, a_qb, a_pq, a_max, a_ovp, a_ovn, _, _, _, _, a_nz, _ = Pa
+    a_ok, a_D, a_eb, a_bias, a_zadd = sr_add_params(a_m, a_emin, a_qb, a_max, a_nz)
+    fast = a_ok and not (twosum or cmp or down)  # sr_add's conditions
+    ur = np.uint64(r)
     k0 = _U32(k0)
     k1 = _U32(k1)
     shift = _U32(shift)
@@ -181,8 +193,8 @@ def sr_rows(A3, B3, ia, ib, M, N, K, order, chunk, init, Fa, Fo, Fp, has_prod, t
                                 sc[j] = _step(sc[j], p, wr[j], False, twosum, down, True, r, cmp, Pa, Qa)
                         elif fast:
                             for j in range(N):
-                                sc[j] = sr_add(sc[j], a * Bk[j], wr[j], r, a_m, a_emin, a_qb, a_pq, a_max, a_ovp,
-                                               a_ovn, a_nz)
+                                sc[j] = sr_add(sc[j], a * Bk[j], wr[j], ur, a_D, a_eb, a_bias, a_max, a_ovp, a_ovn,
+                                               a_zadd)
                         else:
                             for j in range(N):
                                 sc[j] = _step(sc[j], a * Bk[j], wr[j], False, twosum, down, True, r, cmp, Pa, Qa)
