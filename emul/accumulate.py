@@ -189,7 +189,8 @@ class _Words:
     def of(cls, cfg, shape, seed, key, random_bits):
         if cfg.mode != Rounding.STOCHASTIC or random_bits is not None:
             return cls(_kernel_arg(sr_words(cfg.mode, shape, cfg.r, seed=seed, key=key, random_bits=random_bits)))
-        sr_words(cfg.mode, (0,), cfg.r, seed=seed, key=key)  # validates: exactly one of seed / key
+        if (seed is None) == (key is None):
+            sr_words(cfg.mode, (0,), cfg.r, seed=seed, key=key)  # raises: exactly one of seed / key
         from . import random as _random
         return cls(None, _random._as_key(key=key, seed=seed), 32 - cfg.r, int(np.prod(shape, dtype=np.int64)))
 
