@@ -120,7 +120,7 @@ def _make_plan(fmt, rounding, overflow, sr_bits, sr_method, dtype, codes):
     """Validate the arguments once and choose the kernels: a tuple
     (route, fmt, mode, ovf, r, sr, out_dtype, P, C, kernel, parallel_kernel, in_view, out_view).
 
-    route: "f32" (fast_f32), "f64" (fast_f64), "fixed" (fast_fixed from float32, codes out),
+    route: "f32" (fast_f32), "f64" (fast_f64; int64/uint64 rounded to odd first), "fixed" (fast_fixed from float32, codes out),
     "fixed64" (fast_fixed from float64, codes out), "fixedint" (fast_fixed from int32, uint32, int64
     or uint64 arrays as they are, codes out) or "general" (emul/_kernels/round.py). The other
     vectorised routes read float32 (float16 and integers of at most 16 bits are widened to it
@@ -152,7 +152,11 @@ def _make_plan(fmt, rounding, overflow, sr_bits, sr_method, dtype, codes):
             kernel = F.quantize_f32 if values else F.encode_f32
         par = F.quantize_f32_par if values else F.encode_f32_par
         return ("f32", fmt, mode, ovf, r, sr, out_dtype, P, C, kernel, par, u32, u32 if values else out_dtype)
-    if isinstance(fmt, FloatFormat) and as64 and out_dtype != np.float32:
+    # int64/uint64 into float formats: rounded to odd at 53 bits first (fast_f64.int_to_odd), exact
+    # for a second rounding to at most 51 bits (SR: man_bits + sr_bits <= 51)
+    odd = (dtype.kind in "iu" and dtype.itemsize == 8 and isinstance(fmt, FloatFormat)
+           and fmt.man_bits <= (51 - r if sr else 50))
+    if isinstance(fmt, FloatFormat) and (as64 or odd) and out_dtype != np.float32:
         from ._kernels import fast_f64 as F
 
         if not F.in_domain(fmt):
@@ -223,6 +227,8 @@ def _round(x, fmt, rounding, overflow, seed, key, sr_bits, sr_method, random_bit
         wide = in_view.itemsize == 8
         if flat.dtype == np.float16:
             flat = _widen_f16(flat, to64=wide)
+        elif flat.dtype.kind in "iu" and flat.dtype.itemsize == 8 and route == "f64":
+            flat = _int_to_odd(flat)  # rounded to odd at 53 bits (the plan checked the format's width)
         elif flat.dtype.kind in "iu" and route != "fixedint":  # exact: at most 16 bits into float32,
             # 32 bits into float64
             flat = flat.astype(np.float64 if wide else np.float32)
@@ -263,6 +269,15 @@ def _round(x, fmt, rounding, overflow, seed, key, sr_bits, sr_method, random_bit
 
 
 _U0 = np.uint32(0)
+
+
+def _int_to_odd(flat):
+    """int64/uint64 elements as float64 patterns rounded to odd at 53 bits (fast_f64.int_to_odd)."""
+    from ._kernels import fast_f64 as F
+
+    out = np.empty(flat.size, np.uint64)
+    F.int_to_odd(flat, out)
+    return out
 
 
 def _fixed_values(codes, fmt, out_dtype):

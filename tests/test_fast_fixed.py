@@ -365,6 +365,45 @@ def _int_reference(data, max_bits):
         assert int(got[i]) == ref_encode(int(v), fmt, mode.value, ovf.value, **kw), (fmt, int(v), mode, ovf)
 
 
+def _check_ints_to_float(dt, names, modes, rng):
+    """int64/uint64 into float formats (fast_f64 after fast_f64.int_to_odd) against the general
+    kernel, codes and values; SR by words at sr_bits 8 and the widest the route takes."""
+    fmt_x = {}
+    for name in names:
+        fmt = emul.format(name)
+        x = fmt_x.setdefault(0, _wide_int_inputs(dt, emul.format("fx<8,-11>"), rng))
+        x = np.r_[x, _wide_int_inputs(dt, emul.format(f"fx<8,{-(63 - fmt.man_bits)}>"), rng)]
+        wide = x.astype(np.uint64 if np.dtype(dt).kind == "u" else np.int64)
+        for mode in modes:
+            ovf = Overflow.SATURATE if mode == Rounding.DOWN else Overflow.IEEE
+            sr = mode == Rounding.STOCHASTIC
+            for r in ([8, 51 - fmt.man_bits] if sr else [0]):
+                assert _plan(fmt, mode, ovf, r or None, "add", x.dtype, True)[0] == "f64"
+                P = kernel_params(fmt, mode, ovf, r, False)
+                u = rng.integers(0, 1 << r, x.size, dtype=np.int64).astype(np.uint32) if sr else None
+                kw = dict(random_bits=u, sr_bits=r) if sr else {}
+                want = _oracle_int(wide, P, u)[0]
+                _same(encode(x, fmt, mode, ovf, **kw), want.astype(code_dtype(fmt)), f"{dt.__name__} {name} {mode.value} r={r}")
+                vals = np.empty(x.size, np.float64)
+                K.round_serial(wide, np.zeros(1, np.uint32) if u is None else u, P, vals)
+                _same(quantize(x, fmt, mode, ovf, **kw).view(np.uint64), vals.view(np.uint64), f"quantize {name}")
+    assert _plan(emul.format("fp32"), "stochastic", None, 29, "add", np.dtype(dt), True)[0] == "general"
+    assert _plan(emul.format("e11m51"), "nearest_even", None, None, "add", np.dtype(dt), True)[0] == "general"
+
+
+@pytest.mark.parametrize("dt", [np.int64, np.uint64])
+def test_int64_into_float_formats(dt):
+    """Beyond 2**53 (ties and near-ties at every precision): rounded to odd at 53 bits, then once
+    to e4m3fn, the same codes and values as the general kernel."""
+    _check_ints_to_float(dt, ["e4m3fn"], MODES, np.random.default_rng(8))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dt", [np.int64, np.uint64])
+def test_int64_into_float_formats_sweep(dt):
+    _check_ints_to_float(dt, ["bf16", "fp16", "e5m2", "fp32", "e11m50", "e11m30"], MODES, np.random.default_rng(9))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("dt", [np.int32, np.uint32, np.int64, np.uint64])
 def test_wide_integer_inputs_sweep(dt):

@@ -38,6 +38,7 @@ import numpy as np
 from numba import njit, prange
 
 from .draw import draw
+from .fast_fixed import _neg_mag
 from .round import code_value, round_one
 
 (S, MASK, KEEP, C0, SB, NEARM, K0_N, KS, KL, FAST_LO, FAST_SPAN,
@@ -203,3 +204,30 @@ def encode_f64_par(x, C, P, u, key0, key1, seeded, out):
 def quantize_f64_par(x, C, P, u, key0, key1, seeded, out):
     """quantize_f64 over CHUNK-element tasks on Numba's threads."""
     return _par(x, C, P, u, key0, key1, seeded, out, True)
+
+
+# -- int64 / uint64 inputs -------------------------------------------------------------------------
+
+_11 = np.uint64(11)
+_52 = np.uint64(52)
+_1064 = np.uint64(1064)
+
+
+@njit(cache=True)
+def int_to_odd(x, out):
+    """out[i] = the float64 pattern of the integer x[i] (int64 or uint64 array) rounded to odd at
+    53 bits: the 53 leading bits of ``|x[i]|`` kept, the last of them set when a dropped bit is
+    (exact below 2**53). Rounding that value once more to a format of at most 51 significant bits
+    (man_bits <= 50) gives the correct rounding of x[i] (Boldo and Melquiond's round-to-odd);
+    stochastic rounding with r bits reads the fraction's first r bits and whether the rest is zero,
+    so it needs man_bits + r <= 51. Taken apart from the bits: ``|x| >> 11`` converts exactly and its
+    exponent gives the bit length; the kept bits convert exactly; no float operation meets a
+    subnormal, so flush-to-zero / denormals-are-zero cannot change a result."""
+    for j in range(x.size):
+        i = np.uintp(j)
+        neg, mag = _neg_mag(x[i])
+        hb = np.float64(mag >> _11).view(np.uint64) >> _52  # bit length of mag is hb - 1011 (mag >= 2**11)
+        sh = hb - _1064 if hb > _1064 else _0               # bits dropped: bit length - 53
+        mask = (_1 << sh) - _1
+        p = np.float64(mag & ~mask).view(np.uint64) | np.uint64((mag & mask) != _0)
+        out[i] = p | (np.uint64(neg) << _63)
