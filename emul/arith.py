@@ -104,6 +104,7 @@ def _redo_exact(op, flat, idx, u, P, fmt, out):
 
 
 _BITS = {np.dtype(np.float16): np.uint16, np.dtype(np.float32): np.uint32, np.dtype(np.float64): np.uint64}
+_FLOATS = {np.dtype(bits): dtype for dtype, bits in _BITS.items()}
 
 
 @functools.lru_cache(maxsize=512, typed=True)
@@ -193,6 +194,42 @@ def _scratch(n):
     return buf[:n]
 
 
+def _one_dtype(arrays):
+    """The float operands in one dtype, exactly, so that each fast kernel is compiled for
+    float16, float32 or float64 operands and not for every mix (each costs seconds of compile). A
+    size-1 operand (a Python scalar is float64) whose value is a value of the other operands'
+    dtype is narrowed to it; otherwise every operand is widened to the widest dtype. Exact both
+    ways, and checked from the bits (a cast under flush-to-zero could pass a subnormal as 0)."""
+    dtypes = {a.dtype for a in arrays}
+    if len(dtypes) == 1:
+        return arrays
+    target = max((a.dtype for a in arrays if a.size != 1), key=lambda d: d.itemsize, default=None)
+    if target is None or any(a.dtype.itemsize > target.itemsize and not _narrows(a, target) for a in arrays):
+        target = max(dtypes, key=lambda d: d.itemsize)
+    return [a if a.dtype == target else _narrow(a, target) if a.dtype.itemsize > target.itemsize
+            else _widen(a, target) for a in arrays]
+
+
+def _narrow(a, dtype):
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        return a.astype(dtype)
+
+
+def _narrows(a, dtype) -> bool:
+    """Whether the size-1 ``a`` is exactly a value of the narrower float ``dtype`` (same bits back)."""
+    back = _widen(_narrow(a, dtype), a.dtype)
+    return back.view(_BITS[a.dtype]).tobytes() == np.ascontiguousarray(a).view(_BITS[a.dtype]).tobytes()
+
+
+def _widen(a, dtype):
+    """float16 -> float32 / float16, float32 -> float64, exactly from the bits."""
+    if dtype == np.float64:
+        return exact_float64(a)
+    from .quantize import _widen_f16
+
+    return _widen_f16(np.ascontiguousarray(a).reshape(-1), to64=False).reshape(a.shape)
+
+
 def _fast(op, arrays, shape, u, P, k, fmt, ovf, out_dtype):
     """The vectorised kernels (emul/_kernels/fast_arith.py) on float operands; elements whose
     float64 operands are not float32 values go through the general kernel. None when an operand
@@ -201,7 +238,8 @@ def _fast(op, arrays, shape, u, P, k, fmt, ovf, out_dtype):
 
     if any(a.dtype.kind != "f" for a in arrays):
         return None
-    flat = [_flat(a, shape).view(_BITS[a.dtype]) for a in arrays]
+    flat = [_flat(a, shape) for a in _one_dtype(arrays)]
+    flat = [f.view(_BITS[f.dtype]) for f in flat]
     n = flat[0].size
     out = np.empty(n, np.uint32 if out_dtype == np.float32 else np.uint64)
     fl = _scratch(n)
@@ -213,7 +251,7 @@ def _fast(op, arrays, shape, u, P, k, fmt, ovf, out_dtype):
     if marked:
         at, n_nan = fast_arith.fix_specials(op, flat, k, out, np.flatnonzero(fl))
         if at.size:
-            sub = [np.ascontiguousarray(exact_float64(f[at].view(a.dtype))) for f, a in zip(flat, arrays)]
+            sub = [np.ascontiguousarray(exact_float64(f[at].view(_FLOATS[f.dtype]))) for f in flat]
             while len(sub) < 3:
                 sub.append(sub[0])
             us = np.ascontiguousarray(u[at]) if P[_slots.SR] else u

@@ -548,6 +548,22 @@ def test_fast_path_float16_float32_operands_every_op(monkeypatch, op, dtype):
                 _assert_paths_agree(monkeypatch, op, args, fmt, mode, overflow, **kw)
 
 
+def test_mixed_float_dtypes_take_one_kernel_dtype(monkeypatch):
+    """Operands of mixed float dtypes (a float64 scalar with float32 arrays, float16 with float32)
+    are narrowed (an exact scalar) or widened to one dtype: the results are the general kernel's."""
+    rng = np.random.default_rng(3)
+    a32 = (rng.standard_normal(500) * 4).astype(np.float32)
+    a16 = a32.astype(np.float16)
+    scalars = [0.5, -0.0, 2.0**-149, 2.0**-24, np.nan, -np.inf, 0.1, 1e-300, 65504.0, 2.0**-1074]
+    for s in scalars:
+        for a in (a32, a16):
+            for op in ("add", "mul"):
+                _assert_paths_agree(monkeypatch, op, (a, s), "fp16", "nearest_even")
+                _assert_paths_agree(monkeypatch, op, (s, a), "bf16", "stochastic", seed=1, sr_bits=8)
+    _assert_paths_agree(monkeypatch, "add", (a16, a32[::-1].copy()), "bf16", "toward_zero")
+    _assert_paths_agree(monkeypatch, "fma", (a16, np.float32(0.75), np.float64(1.0)), "fp16", "up")
+
+
 def test_fast_path_float64_operands_that_are_not_float32_values(monkeypatch):
     """Mixed arrays: float32 values take the vectorised kernel, the others the general one."""
     rng = np.random.default_rng(5)
