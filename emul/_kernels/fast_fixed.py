@@ -313,7 +313,7 @@ def _finite64(b, k, sr, u):
     mant = _sel(e == _Z, a, (a & _FRAC64) | _HID64)
     lossy = eff < k[FS]
     sd = k[FS] - eff                 # lossy: the true shift (>= 1)
-    s = _sel(lossy, _cap(sd, _54), _Z)
+    s = _cap(sd, _54)                # (not lossy: q is replaced below, s unused)
     if sr:
         r = k[SR_R]
         ge = sd >= r
