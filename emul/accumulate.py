@@ -163,6 +163,32 @@ def _small_int(x: np.ndarray) -> bool:
     return x.dtype.kind in "iu" and x.dtype.itemsize <= 4
 
 
+_F32_NORMAL_MIN, _F32_INF = np.uint32(0x00800000), np.uint32(0x7F800000)
+
+
+def _widened(x: np.ndarray) -> np.ndarray:
+    """Float ``x`` as float64, exactly, whatever the thread's MXCSR. float32 arrays whose elements
+    are all ±0 or normal and finite take numpy's cast (exact, and denormals-are-zero only acts on
+    subnormal inputs); others quantize.exact_float64 (from the bits; a NaN becomes the quiet NaN of
+    its sign). Checked on the bits: no magnitude field at or above inf's, and none in 1 … 2**23 - 1
+    (minus one, mod 2**32, every such field is below 2**23 - 1 and every other at or above it)."""
+    if x.dtype == np.float32 and x.size:
+        mag = x.view(np.uint32) & np.uint32(0x7FFFFFFF)
+        if mag.max() < _F32_INF and np.subtract(mag, np.uint32(1), out=mag).min() >= _F32_NORMAL_MIN - 1:
+            return x.astype(np.float64)
+    return exact_float64(x)  # from bits (a float32 -> float64 cast depends on MXCSR.DAZ)
+
+
+def _narrowed(out: np.ndarray, fmt) -> np.ndarray:
+    """float64 ``out`` holding values of ``fmt`` (which fits float32), ±inf or NaN, as float32:
+    numpy's cast when fmt's quantum is at least 2**-126 (every value ±0 or a normal float32, which
+    flush-to-zero never touches) and no element is a NaN; else quantize.exact_float32 (from the
+    bits; a NaN becomes the quiet NaN of its sign, which numpy's cast need not give)."""
+    if _quantum(fmt) >= -126 and not np.isnan(out).any():
+        return out.astype(np.float32)
+    return exact_float32(out)
+
+
 def _operand(x, name) -> np.ndarray:
     """An operand as float64 (exact: floats, and integers within 2**53) or int64/uint64; integer
     arrays of up to 32 bits are kept as they are (exact in float64; converted when needed)."""
@@ -170,7 +196,7 @@ def _operand(x, name) -> np.ndarray:
         return x.astype(x.dtype.newbyteorder("="), copy=False)
     x = numeric_array(x, name)
     if x.dtype.kind == "f":
-        return exact_float64(x)  # from bits (a float32 -> float64 cast depends on MXCSR.DAZ)
+        return _widened(x)
     if x.size == 0 or (int(x.max()) <= 1 << 53 and int(x.min()) >= -(1 << 53)):
         return x.astype(np.float64)
     return x
@@ -264,7 +290,7 @@ def _matmul(a, b, acc, product, product_rounding, rounding, overflow, order, chu
     job.integers, job.max_abs, job.scans = integers, max_abs, scans
     out = job.run(fast).reshape(out_shape)
     if out_dtype == np.float32:
-        out = exact_float32(out)  # values of the final format: float32 values, converted from bits
+        out = _narrowed(out, cfg.final)  # values of the final format: float32 values
     return out if out.ndim else out[()]
 
 
