@@ -274,6 +274,24 @@ def test_float32_in_float32_out():
     assert A.matmul(x, x.T, "e4m7", order="chunked", chunk=2, outer="fp64").dtype == np.float64
 
 
+def test_float32_operands_and_results_convert_exactly():
+    """accumulate._widened / _narrowed (numpy's casts where every element is 0 or a normal float32)
+    give the bits of quantize.exact_float64 / exact_float32 (integer operations only), including
+    arrays with a subnormal, inf or NaN somewhere (those take the exact kernels)."""
+    from emul.quantize import exact_float32, exact_float64
+
+    base = np.array([0.0, -0.0, 1.5, -2.0**-126, 2.0**127 * 1.5, -448.0], np.float32)
+    for extra in ([], [2.0**-149], [-2.0**-127], [np.inf], [-np.nan], [np.float32(2.0**-126) * np.float32(0.5)]):
+        x = np.concatenate([base, np.array(extra, np.float32)]).reshape(1, -1)
+        w = A._widened(x)
+        assert w.dtype == np.float64 and np.array_equal(w.view(np.uint64), exact_float64(x).view(np.uint64))
+    fmt_sub = emul.formats.format("fx<8,130>")  # values below 2**-126: the exact kernel
+    for fmt, vals in ((emul.formats.format("e4m7"), [0.0, -0.0, 2.0**-13, -255.0, np.inf, -np.inf]),
+                      (emul.formats.format("e4m7"), [1.0, -np.nan]), (fmt_sub, [2.0**-130, -2.0**-129])):
+        v = np.array(vals, np.float64)
+        assert np.array_equal(A._narrowed(v, fmt).view(np.uint32), exact_float32(v).view(np.uint32))
+
+
 def test_special_values():
     inf = np.inf
     assert A.dot([inf, 1.0], [1.0, 1.0], "fp16") == inf
