@@ -549,3 +549,93 @@ def test_docs_rtl_examples_run():
     doc = Path(__file__).resolve().parents[1] / "docs" / "rtl.md"
     result = doctest.testfile(str(doc), module_relative=False, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 10
+
+
+# -- kernel-free helpers of the cold start: value tables, exact-value encode, NumPy hex writer -------
+
+TABLE_FORMATS = ["e4m3fn", "e5m2", "e4m3fnuz", "e5m2fnuz", "e2m1fn", "e3m2fn", "e2m3fn", "fp16", "bf16",
+                 "e4m3-nosub", "int8", "uint8", "fx<12,4>", "int16", "ufx<16,3>", "fx<3,5>"]
+
+
+def test_value_table_matches_core_decode():
+    """Every code of formats up to 16 bits: the table's float64 patterns (NaN signs, -0, inf) are
+    emul.decode's, invalid codes are the ones emul.decode rejects, and the vectors' decode raises
+    the core's errors."""
+    from emul.vectors import _codes as C
+
+    for name in TABLE_FORMATS:
+        fmt = emul.format(name)
+        vals, bad = C._value_table(fmt)
+        codes = np.arange(1 << fmt.bits, dtype=np.uint64)
+        ok = ~bad
+        assert np.array_equal(vals[ok].view(np.uint64), emul.decode(codes[ok], fmt).view(np.uint64)), name
+        for c in codes[bad][:3]:
+            with pytest.raises(ValueError):
+                emul.decode(c, fmt)
+        assert np.array_equal(C.decode(codes[ok], fmt).view(np.uint64), vals[ok].view(np.uint64))
+    assert float(C.decode(0x7E, "e4m3fn")) == 448.0 and np.ndim(C.decode(0x7E, "e4m3fn")) == 0
+    with pytest.raises(ValueError, match="not a code of e4m3fn"):
+        C.decode(np.array([0x100]), "e4m3fn")
+    with pytest.raises(ValueError, match="not a code of e4m3-nosub"):
+        C.decode(np.array([1]), "e4m3-nosub")
+
+
+def test_encode_exact_matches_core_encode():
+    """encode_exact = emul.encode bit for bit: every value of the format (NaN of both signs, ±inf,
+    ±0), values between codes, out of range and below the grid (the core's path), under the
+    default and a saturating overflow rule; a NaN into a format without NaN raises as the core."""
+    from emul.vectors import _codes as C
+
+    rng = np.random.default_rng(3)
+    for name, overflows in (("e5m2", (None, "saturate")), ("e4m3fn", (None, "saturate")), ("e4m3fnuz", (None,)),
+                            ("fp16", (None,)), ("int8", (None, "wrap")), ("fx<8,4>", ("saturate",)),
+                            ("e2m1fn", (None,))):
+        fmt = emul.format(name)
+        vals, bad = C._value_table(fmt)
+        v = vals[~bad]
+        x = np.concatenate([v, [-0.0, 0.0, 1e300, -1e-300, 2.0 ** -40], v * 1.0000001, rng.standard_normal(50)])
+        if not np.isnan(v).any():
+            x = x[~np.isnan(x)]
+        for ovf in overflows:
+            if ovf == "wrap":
+                x = x[np.isfinite(x)]
+            want = emul.encode(x, fmt, overflow=ovf)
+            got = C.encode_exact(x, fmt, overflow=ovf)
+            assert got.dtype == want.dtype and np.array_equal(got, want), (name, ovf)
+    with pytest.raises(ValueError, match="NaN"):
+        C.encode_exact(np.array([1.0, np.nan]), "e2m1fn")
+
+
+def test_numpy_hex_writer():
+    """The NumPy writer's lines are each field's lower-case hex digits (low bits), prefix and
+    separator, as the format says (the Numba kernel's text; -m slow compares the two)."""
+    from emul.vectors import _io
+
+    rng = np.random.default_rng(4)
+    codes = rng.integers(0, 2 ** 63, (50, 5), dtype=np.uint64) | np.uint64(1 << 63)
+    from emul.vectors._table import Field
+
+    fields = [Field("a", 1), Field("b", 8), Field("c", 10), Field("d", 16), Field("e", 64)]  # bits
+    for prefix, sep in ((b"", b"_"), (b"0x", b" ")):
+        text = _io._table_text(codes, fields, prefix, sep).decode()
+        want = "".join(sep.decode().join(prefix.decode() + f"{int(v) & ((1 << 4 * f.digits) - 1):0{f.digits}x}"
+                                         for v, f in zip(row, fields)) + "\n" for row in codes)
+        assert text == want
+
+
+@pytest.mark.slow
+def test_numpy_hex_writer_equals_kernel_slow():
+    from emul._kernels import hexwrite as HK
+    from emul.vectors import _io
+    from emul.vectors._table import Field
+
+    rng = np.random.default_rng(5)
+    codes = rng.integers(0, 2 ** 64, (3000, 4), dtype=np.uint64)
+    fields = [Field("a", 3), Field("b", 13), Field("c", 32), Field("d", 64)]  # bits
+    digits = np.array([f.digits for f in fields], np.int64)
+    for prefix, sep in ((b"", b"_"), (b"0x", b", ")):
+        pre, sp = np.frombuffer(prefix, np.uint8).copy(), np.frombuffer(sep, np.uint8).copy()
+        line_len = int(digits.sum()) + pre.size * 4 + sp.size * 3 + 1
+        buf = np.empty(codes.shape[0] * line_len, np.uint8)
+        HK.write_lines(codes, digits, pre, sp, buf)
+        assert bytes(_io._lines_numpy(codes, digits, pre, sp, line_len)) == bytes(buf)

@@ -3,6 +3,7 @@ random codes, and the exact values emul's functions take for them."""
 
 from __future__ import annotations
 
+import functools
 import math
 from fractions import Fraction
 
@@ -10,9 +11,131 @@ import numpy as np
 
 from .. import random as _random
 from ..formats import FixedFormat, FloatFormat, format as as_format
-from ..quantize import decode
+from ..quantize import code_dtype, decode as _core_decode, encode as _core_encode
 
 MAX_LINES = 1 << 26
+
+TABLE_BITS = 16  # formats up to this width decode and (exact values) encode by table lookup
+
+
+@functools.lru_cache(maxsize=32)
+def _value_table(fmt):
+    """(value of every code as ``emul.decode`` gives it, float64; invalid-code mask) of a float or
+    fixed-point format of at most 16 bits whose values fit float64, built in one vectorised NumPy
+    pass (no kernel to compile); None for other formats. Floats: (-1)**s * f * 2**(emin - m) for
+    e == 0, (-1)**s * (2**m + f) * 2**(e - bias - m) else (np.ldexp of integers: exact); codes above
+    the largest finite magnitude are ±inf (the inf pattern of formats with inf) or NaN with the
+    code's sign; fnuz's 0x80… is +NaN; e == 0, f != 0 is invalid without subnormals. Fixed point:
+    the two's complement raw value * 2**-frac. tests/test_vectors.py checks every code of many
+    formats against emul.decode bit for bit."""
+    if fmt.bits > TABLE_BITS:
+        return None
+    c = np.arange(1 << fmt.bits, dtype=np.int64)
+    if isinstance(fmt, FixedFormat):
+        raw = c - ((c >> (fmt.bits - 1)) << fmt.bits) if fmt.signed else c
+        return np.ldexp(raw.astype(np.float64), -fmt.frac), np.zeros(c.size, bool)
+    if not isinstance(fmt, FloatFormat) or fmt.emax > 1023 or fmt.emin - fmt.man_bits < -1074:
+        return None
+    m = fmt.man_bits
+    neg = (c >> (fmt.bits - 1)) != 0
+    mag = c & ((1 << (fmt.bits - 1)) - 1)
+    e, f = mag >> m, mag & ((1 << m) - 1)
+    with np.errstate(over="ignore"):
+        v = np.where(e == 0, np.ldexp(f.astype(np.float64), fmt.emin - m),
+                     np.ldexp((f + (1 << m)).astype(np.float64), e - fmt.bias - m))
+    special = mag > fmt.max_code_magnitude
+    inf = special & (mag == ((1 << fmt.exp_bits) - 1) << m) if fmt.has_inf else np.zeros(c.size, bool)
+    v = np.where(special, np.where(inf, np.inf, np.nan), v)
+    v = np.where(neg, -v, v)  # -0.0, -inf and NaN with the sign bit set (0xfff8…)
+    if fmt.specials == "fnuz":
+        v[1 << (fmt.bits - 1)] = np.nan  # the one NaN: +NaN
+    bad = np.zeros(c.size, bool)
+    if not fmt.subnormals:
+        bad = (e == 0) & (f != 0)
+        v[bad] = 0.0
+    return v, bad
+
+
+def decode(codes, fmt):
+    """``emul.decode`` (the same float64 values and errors); formats of at most 16 bits by a lookup
+    in :func:`_value_table`, which needs no compiled kernel (a cold start of ``emul vectors``
+    compiled the core's threaded decoder only to read 256 codes)."""
+    fmt = as_format(fmt)
+    t = _value_table(fmt) if isinstance(fmt, (FloatFormat, FixedFormat)) else None
+    a = np.asarray(codes)
+    if t is None or a.dtype.kind not in "iu" or (a.size and (int(a.min()) < 0 or int(a.max()) >> fmt.bits)):
+        return _core_decode(codes, fmt)
+    vals, bad = t
+    idx = a.astype(np.intp)
+    if a.size and bad[idx].any():
+        return _core_decode(codes, fmt)  # its ValueError
+    out = vals[idx]
+    return out if isinstance(codes, np.ndarray) or out.ndim else out[()]
+
+
+@functools.lru_cache(maxsize=32)
+def _code_table(fmt, overflow):
+    """(sorted float64 patterns of the finite values, their codes, +NaN code, -NaN code, +inf code,
+    -inf code) for :func:`encode_exact`; -1 where emul.encode raises or the table does not apply;
+    None for formats without a value table."""
+    from .._kernels import slots as K
+    from .._params import kernel_params, resolve
+
+    t = _value_table(fmt) if isinstance(fmt, (FloatFormat, FixedFormat)) else None
+    if t is None:
+        return None
+    vals, bad = t
+    ok = np.isfinite(vals) & ~bad
+    bits = vals.view(np.uint64)[ok]
+    codes = np.flatnonzero(ok).astype(np.uint64)
+    if isinstance(fmt, FixedFormat) or not fmt.has_negative_zero:  # -0.0 is encoded as +0's code
+        bits = np.append(bits, np.uint64(1 << 63))
+        codes = np.append(codes, codes[bits[:-1] == 0][:1])
+    order = np.argsort(bits, kind="stable")
+    try:
+        P = kernel_params(*resolve(fmt, "nearest_even", overflow, None, "add"))
+    except (TypeError, ValueError):
+        return None  # emul.encode gives the error
+    nan_pos = nan_neg = inf_pos = inf_neg = -1
+    if isinstance(fmt, FloatFormat):  # as emul/_kernels/round.py: round_one reads the same slots
+        if P[K.NANC] >= 0:
+            nan_pos = int(P[K.NANC])
+            nan_neg = nan_pos if P[K.FNUZ] else nan_pos | (1 << (fmt.bits - 1))
+        inf_pos, inf_neg = int(P[K.INF_POS]), int(P[K.INF_NEG])
+    return bits[order], codes[order], nan_pos, nan_neg, inf_pos, inf_neg
+
+
+def encode_exact(r, fmt, overflow=None):
+    """``emul.encode(r, fmt, overflow=overflow)`` (default rounding) for float64 ``r`` whose values
+    are mostly values of ``fmt`` (results emul.arith or a dot product already rounded to it): a
+    value of the format gets its code from :func:`_code_table` (a value of the format is its own
+    rounding in every mode and under every overflow rule), NaN and ±inf the codes the core's kernels
+    give them (emul/_kernels/round.py: round_one's slots); anything else — a value between codes,
+    a NaN the format has no code for, an infinity of a fixed-point format — goes through
+    emul.encode, so the result is emul.encode's whatever r holds. No kernel is compiled when every
+    value is found (the cold start of ``emul vectors mul`` spent most of its time compiling the
+    float64 rounding kernel for values it only had to look up)."""
+    fmt = as_format(fmt)
+    a = np.asarray(r)
+    t = _code_table(fmt, overflow) if a.dtype == np.float64 else None
+    if t is None:
+        return _core_encode(r, fmt, overflow=overflow)
+    keys, codes, nan_pos, nan_neg, inf_pos, inf_neg = t
+    flat = a.reshape(-1)
+    b = flat.view(np.uint64)
+    i = np.minimum(np.searchsorted(keys, b), keys.size - 1)
+    hit = keys[i] == b
+    out = np.where(hit, codes[i], np.uint64(0))
+    neg = (b >> np.uint64(63)) != 0
+    for mask, pos, negc in ((np.isnan(flat), nan_pos, nan_neg), (np.isinf(flat), inf_pos, inf_neg)):
+        if pos >= 0 and mask.any():
+            out = np.where(mask, np.where(neg, np.uint64(negc), np.uint64(pos)), out)
+            hit |= mask
+    miss = ~hit
+    if miss.any():
+        out[miss] = _core_encode(flat[miss], fmt, overflow=overflow)
+    out = out.astype(code_dtype(fmt)).reshape(a.shape)
+    return out if isinstance(r, np.ndarray) or out.ndim else out[()]
 
 
 

@@ -11,11 +11,12 @@ import numpy as np
 
 from .. import random as _random
 from ..formats import FixedFormat, FloatFormat, format as as_format
-from ..quantize import code_dtype, decode, encode
+from ..quantize import code_dtype, encode
 from ..rounding import Overflow
 from ._codes import (_arith_corners, _check_lines, _code_py, _extremes, _fits_float64, _from_ord, _grid, _isinf,
                      _isnan, _ord, _ord_py, _ord_range, _pow2, _random_codes, _succ, _succ_py, _toward_zero_ord,
-                     _unique_keep_order, _valid_mask, _value_py, _values, _words64, all_codes, corner_codes)
+                     _unique_keep_order, _valid_mask, _value_py, _values, _words64, all_codes, corner_codes, decode,
+                     encode_exact)
 from ._settings import _WRAPS, INIT_PER_VECTOR, canonical
 from ._table import Field, Vectors
 
@@ -37,7 +38,7 @@ def expected_arith(s, codes, u=None) -> np.ndarray:
     fmts = [s["fmt"], s["b_fmt"]] + ([s["c_fmt"]] if op == "fma" else [])
     vals = [_values(c, f) for c, f in zip(codes, fmts)]
     r = getattr(arith, op)(*vals, out, rounding=s["rounding"], overflow=s["overflow"], **_sr_kwargs(s, u))
-    return encode(r, out, overflow=s["overflow"])
+    return encode_exact(r, out, overflow=s["overflow"])  # r holds values of out: looked up
 
 
 def _dot():
@@ -80,7 +81,7 @@ def expected_mac(s, a_codes, b_codes, init_codes=None) -> np.ndarray:
     if dot is not None:
         for j in range(k):
             r = dot(a[:, : j + 1], b[:, : j + 1], acc, order="sequential", axis=-1, **init, **prod, **kw)
-            out[:, j] = encode(np.asarray(r).reshape(n), acc, overflow=s["overflow"])
+            out[:, j] = encode_exact(np.asarray(r).reshape(n), acc, overflow=s["overflow"])
         return out
     from .. import arith
 
@@ -91,7 +92,7 @@ def expected_mac(s, a_codes, b_codes, init_codes=None) -> np.ndarray:
         else:
             p = arith.mul(a[:, j], b[:, j], s["product"], s["product_rounding"])
             run = np.asarray(arith.add(run, p, acc, **kw), np.float64)
-        out[:, j] = encode(run, acc, overflow=s["overflow"])
+        out[:, j] = encode_exact(run, acc, overflow=s["overflow"])
     return out
 
 
@@ -604,7 +605,7 @@ def expected_dot(s, a_codes, b_codes, u=None, init_codes=None):
             return np.zeros(0, np.uint64)
         t = sr_steps(j, s["order"], s["chunk"] if s["order"] == "chunked" else None)
         r = dot(a[:, :j], b[:, :j], s["acc"], axis=-1, random_bits=None if u is None else u[:, :t], **kw)
-        return encode(np.asarray(r).reshape(n), final, overflow=s["overflow"]).astype(np.uint64)
+        return encode_exact(np.asarray(r).reshape(n), final, overflow=s["overflow"]).astype(np.uint64)
 
     y = run(k)
     running = np.stack([run(j + 1) for j in range(k)], axis=1) if s["running"] else None

@@ -111,21 +111,52 @@ def _emul_version() -> str:
 CHUNK_LINES = 1 << 16  # lines per write: a buffer that stays in cache and is faulted in once
 
 
-def _write_table(fh, codes, fields, prefix: bytes, sep: bytes):
-    """Write the data lines of a table to a binary file object, in chunks, with the Numba kernel."""
-    from .._kernels import hexwrite as HK
+NUMPY_MAX_LINES = 1 << 20  # tables up to this many lines are written by NumPy (no kernel to compile)
+_HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
 
+
+def _write_table(fh, codes, fields, prefix: bytes, sep: bytes):
+    """Write the data lines of a table to a binary file object, in chunks: by NumPy column
+    operations for tables of at most NUMPY_MAX_LINES lines (the Numba kernel's compile cost more
+    than the whole write of a cold ``emul vectors`` run), else by the Numba kernel
+    (emul/_kernels/hexwrite.py). Both write the same bytes."""
     digits = np.array([f.digits for f in fields], np.int64)
     pre = np.frombuffer(prefix, np.uint8).copy()
     sp = np.frombuffer(sep, np.uint8).copy()
     codes = np.ascontiguousarray(codes, np.uint64)
     n = codes.shape[0]
     line_len = int(digits.sum()) + pre.size * digits.size + sp.size * (digits.size - 1) + 1
+    if n <= NUMPY_MAX_LINES:
+        for start in range(0, n, CHUNK_LINES):
+            fh.write(_lines_numpy(codes[start: start + CHUNK_LINES], digits, pre, sp, line_len).data)
+        return
+    from .._kernels import hexwrite as HK
+
     buf = np.empty(min(n, CHUNK_LINES) * line_len, np.uint8)
     for start in range(0, n, CHUNK_LINES):
         part = codes[start: start + CHUNK_LINES]
         HK.write_lines(part, digits, pre, sp, buf)
         fh.write(memoryview(buf)[: part.shape[0] * line_len])
+
+
+def _lines_numpy(part, digits, pre, sp, line_len) -> np.ndarray:
+    """The text of the rows of ``part`` as one uint8 array (the hexwrite kernel's format: per field
+    the prefix, ``digits`` lower-case hex digits of the low bits, the separator between fields, a
+    newline), one column of digits at a time."""
+    out = np.empty((part.shape[0], line_len), np.uint8)
+    pos = 0
+    for j, d in enumerate(digits.tolist()):
+        out[:, pos: pos + pre.size] = pre
+        pos += pre.size
+        col = part[:, j]
+        for k in range(d):
+            out[:, pos + k] = _HEX[((col >> np.uint64(4 * (d - 1 - k))) & np.uint64(15)).astype(np.intp)]
+        pos += d
+        if j + 1 < digits.size:
+            out[:, pos: pos + sp.size] = sp
+            pos += sp.size
+    out[:, pos] = 10
+    return out.reshape(-1)
 
 
 def _table_text(codes, fields, prefix: bytes, sep: bytes) -> bytes:

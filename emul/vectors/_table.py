@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from . import _io
-from ._codes import _wide_values
+from ._codes import _wide_values, decode
 from ..formats import FixedFormat, format as as_format
-from ..quantize import decode
 
 
 
