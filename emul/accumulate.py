@@ -865,6 +865,7 @@ def _operand_array(x, name) -> np.ndarray:
 # A row-wise MAC reads its own two operands (16 bytes) where a matmul MAC mostly reuses them:
 # it costs about this many matmul MACs when choosing the thread count (_threads_for).
 _ROWWISE_COST = 4
+_ROWWISE_F32_MIN = 1 << 16  # MACs from which row-wise float32 operands are read as float32
 
 
 def _rows_f64(x, rows, k):
@@ -888,7 +889,13 @@ def _rowwise_float(a, b, cfg, init, out_shape, rows, k, T, seed, key, random_bit
     if not (all(_float_ok(f, r) and _quantum(f) >= _NORMAL_GRID for f in fmts)
             and (pf is None or (_float_ok(pf, 0) and _quantum(pf) >= _NORMAL_GRID))):
         return None
-    A, B = _rows_f64(a, rows, k), _rows_f64(b, rows, k)
+    # large float32 operands are read as they are (half the bytes, no widening pass); small ones are
+    # widened here, so that their first call does not compile the kernel's float32 twin
+    f32 = a.dtype == np.float32 and b.dtype == np.float32 and rows * k >= _ROWWISE_F32_MIN
+    if f32:
+        A, B = (_kernel_arg(np.ascontiguousarray(x).reshape(rows, k)) for x in (a, b))
+    else:
+        A, B = _rows_f64(a, rows, k), _rows_f64(b, rows, k)
     if A is None or B is None:
         return None
     init_values = _values(_init_codes(init, cfg, out_shape), cfg.final)
@@ -902,11 +909,23 @@ def _rowwise_float(a, b, cfg, init, out_shape, rows, k, T, seed, key, random_bit
     Ro = _rne_params_cached(cfg.outer, cfg.mode, cfg.outer_ovf, cfg.r, cfg.compare)
     rne = cfg.mode == Rounding.NEAREST_EVEN and all(  # the conditions of fast_accumulate.rne_step
         f.man_bits <= 50 and (f.emin - f.man_bits if f.subnormals else f.emin) >= -1021 for f in fmts)
+    # TwoSum can be skipped where every value is a multiple of 2**g below 2**(g + 51): the formats'
+    # values [2**quantum, 2**(emax+1)) centred in that 51-bit window, the products checked in the kernel
+    grid = fmts + ([pf] if pf is not None else [])
+    q_lo, top = min(_quantum(f) for f in grid), max(f.emax + 1 for f in grid)
+    slack = 51 - (top - q_lo)
+    g = q_lo - slack // 2
+    check = rne and slack >= 0 and g >= -1074  # (the kernel has TwoSum-free steps for RNE only)
+    gC, gB = (1.5 * 2.0 ** (52 + g), 2.0 ** (g + 51)) if check else (0.0, 0.0)
     out = np.empty(rows, np.float64)
     bad = np.zeros(rows, np.int8)
     with _threads_for(_ROWWISE_COST * rows * k, "float"):
         ok = RW.rowwise_float(A, B, init_values, ORDERS.index(cfg.order), cfg.chunk, Fa, Fo, Fp, Ra, Ro, pf is not None,
-                              rne, *words.kernel_args(), T, out, bad)
+                              rne, *words.kernel_args(), T, check, gC, gB, out, bad)
+        if not ok and f32:  # a float32 subnormal (or NaN/inf): widened exactly, they may still fit
+            A, B = _rows_f64(a, rows, k), _rows_f64(b, rows, k)
+            ok = RW.rowwise_float(A, B, init_values, ORDERS.index(cfg.order), cfg.chunk, Fa, Fo, Fp, Ra, Ro,
+                                  pf is not None, rne, *words.kernel_args(), T, check, gC, gB, out, bad)
     if not ok:
         return None
     redo = np.flatnonzero(bad)

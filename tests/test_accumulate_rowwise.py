@@ -144,10 +144,14 @@ def test_rowwise_kernel_equals_per_row_dot(acc, kw, k):
 @pytest.mark.parametrize("k", [1, 3, 700])
 def test_rowwise_kernel_crosses_the_row_major_passes(k):
     """K beyond one row-major pass of the float kernel (TB = 512 products), chunks that straddle
-    it, SR words across it: the same bits as the 1-D dot of each row."""
+    it, SR words across it: the same bits as the 1-D dot of each row. e4m7 (RNE) skips TwoSum in
+    passes whose products are all on its check grid (2**-27 … 2**24): one row block has a product
+    below that grid, another one above it, in the last pass (those passes keep TwoSum)."""
     r = np.random.default_rng(k)
     a = emul.quantize(r.standard_normal((40, k)) * 4, "e4m3fn")
     b = emul.quantize(r.standard_normal((40, k)), "e4m3fn")
+    a[5, -1], b[5, -1] = 2.0**-20, 1.5 * 2.0**-9  # 1.5 * 2**-29: off the grid
+    a[37, -1], b[37, -1] = 2.0**20, 2.0**8  # 2**28: beyond 2**24
     for acc, kw in (("e4m7", {}), ("fp16", {"order": "chunked", "chunk": 100}),
                     ("bf16", {"rounding": "stochastic", "sr_bits": 8, "seed": 7})):
         got = emul.dot(a, b, acc, axis=-1, **kw)
@@ -347,3 +351,24 @@ def test_fixed_grid_sweep(rounding, overflow):
                 except ValueError:
                     continue  # e.g. init not representable
                 _check_grid(a, b, acc, kw)
+
+
+@pytest.mark.slow
+def test_float32_operands_read_as_float32():
+    """Large float32 operands (from _ROWWISE_F32_MIN MACs) are read by the kernel as float32: the
+    same bits as the float64 operands, with zeros, a float32 subnormal (the widened retry) and
+    overflowing rows (the general path). Slow: it compiles the kernel's float32 twin."""
+    r = np.random.default_rng(32)
+    a = r.standard_normal((100, 700)).astype(ml_dtypes.float8_e4m3fn).astype(np.float32)
+    b = r.standard_normal((100, 700)).astype(ml_dtypes.float8_e4m3fn).astype(np.float32)
+    a[3] = -0.0
+    sub = a.copy()
+    sub[7, 0] = np.float32(1e-40)
+    for x, y in ((a, b), (sub, b), (a * np.float32(2.0**100), b * np.float32(2.0**27))):
+        for acc, kw in (("bf16", {}), ("e4m7", {}), ("fp16", {"order": "pairwise"}),
+                        ("bf16", {"rounding": "stochastic", "sr_bits": 8, "seed": 1})):
+            got = np.asarray(emul.dot(x, y, acc, axis=-1, **kw), np.float64)
+            want = np.asarray(emul.dot(x.astype(np.float64), y.astype(np.float64), acc, axis=-1, **kw), np.float64)
+            assert np.array_equal(got.view(np.uint64), want.view(np.uint64)), (acc, kw)
+            assert np.array_equal(got[:9].view(np.uint64), _per_row(x[:9].astype(np.float64), y[:9].astype(np.float64),
+                                                                    acc, kw).view(np.uint64)) or "seed" in kw

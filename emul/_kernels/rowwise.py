@@ -19,11 +19,13 @@ Products are formed here and checked exact, from bits, in the same pass: both op
 in [2**-400, 2**500) (so every product is 0 or normal, and its rounding error, a multiple of
 2**-904, is 0 or normal) and the FMA residual x*y - fl(x*y) zero. The kernels return False when
 some product fails (the caller then takes the exact general path); results of non-finite rows
-are flagged in ``bad`` for the caller to recompute with the general kernel. TwoSum always runs.
+are flagged in ``bad`` for the caller to recompute with the general kernel. TwoSum runs unless
+the sums are provably exact (see rowwise_float's ``check``).
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
 from .fast_accumulate import (_ABS, _ROW_EHI, _ROW_ELO, _U0, F_DOWN, F_SR, F_SRBITS, F_SRCMP, RULE_SAT, RULE_WRAP,
                               _f2u, _fma, _step, _unpack, _unpack_rne, fround, xstep)
@@ -47,6 +49,38 @@ def _exact(x, y):
             & ((by == _U0) | ((ey >= _ROW_ELO) & (ey < _ROW_EHI))) & (_fma(x, y, -(x * y)) == 0.0))
 
 
+def _product(x, y):
+    """(ok, p): p = x*y in binary64 and whether it is exact and 0 or normal (Numba only; see the
+    overload: float64 operands by :func:`_exact`, float32 ones from their bits)."""
+    raise NotImplementedError
+
+
+_F32_MIN = np.uint32(0x00800000)  # the smallest normal float32's bits
+_F32_INF = np.uint32(0x7F800000)
+_F32_ABS = np.uint32(0x7FFFFFFF)
+
+
+@overload(_product, inline="always")
+def _product_impl(x, y):
+    if x == types.float64 and y == types.float64:
+        def impl64(x, y):
+            return _exact(x, y), x * y
+        return impl64
+    if x == types.float32 and y == types.float32:
+        def impl32(x, y):
+            # float32 operands, read as they are (half the bytes of float64): 0 or normal and finite
+            # (from the bits, so that denormals-are-zero cannot change the test), they widen to
+            # float64 exactly whatever the MXCSR, and their product (48 bits, within [2**-252, 2**256))
+            # is exact, normal and inside _exact's exponent range.
+            bx = np.float32(x).view(np.uint32) & _F32_ABS
+            by = np.float32(y).view(np.uint32) & _F32_ABS
+            ok = (((bx == _U32(0)) | ((bx >= _F32_MIN) & (bx < _F32_INF)))
+                  & ((by == _U32(0)) | ((by >= _F32_MIN) & (by < _F32_INF))))
+            return ok, np.float64(x) * np.float64(y)
+        return impl32
+    return None
+
+
 @njit(inline="always")
 def _word(w, k0, k1, shift, gen, u):
     if gen:
@@ -66,10 +100,9 @@ def _products_f64(A, B, r0, n, T0, nq, P):
         rr = _UI(r0 + j)
         for q in range(nq):
             kk = _UI(T0 + q)
-            x = A[rr, kk]
-            y = B[rr, kk]
-            unfit += 0 if _exact(x, y) else 1
-            P[_UI(j), _UI(q)] = x * y
+            ok, p = _product(A[rr, kk], B[rr, kk])
+            unfit += 0 if ok else 1
+            P[_UI(j), _UI(q)] = p
     return unfit
 
 
@@ -110,12 +143,63 @@ def _tile_end(t, T1, order, step_len):
     return te
 
 
+@njit(inline="always")
+def _off_grid(x, n, gC, gB):
+    """Whether some x[q], q < n, is not a multiple of the check grid 2**g or not below gB = 2**(g + 51)
+    in magnitude (gC = 1.5 * 2**(52 + g): below gB, x + gC lies in [2**(52+g), 2**(53+g)), where
+    binary64's spacing is 2**g, so (x + gC) - gC == x exactly when x is on the grid)."""
+    off = 0
+    for q in range(n):
+        v = x[_UI(q)]
+        off += 0 if (((v + gC) - gC) == v) & (abs(v) < gB) else 1
+    return off != 0
+
+
+@njit(inline="always")
+def _level(x, y, w, half, sr, rne, tw, down, r, cmp, Pa, Qa):
+    """One pairwise tree level: y[q] = Q(x[2q] + x[2q+1]) for q < half (SR words w[q])."""
+    if sr:
+        for q in range(half):
+            y[q] = _step(x[2 * q], x[2 * q + 1], w[q], False, tw, down, True, r, cmp, Pa, Qa)
+    elif rne:
+        for q in range(half):
+            y[q] = _step(x[2 * q], x[2 * q + 1], 0, True, tw, down, False, r, cmp, Pa, Qa)
+    else:
+        for q in range(half):
+            y[q] = _step(x[2 * q], x[2 * q + 1], 0, False, tw, down, False, r, cmp, Pa, Qa)
+
+
+@njit(inline="always")
+def _tile(sc, stage, W, nt, sr, rne, tw, down, r, cmp, Pa, Qa):
+    """nt steps of every lane: sc[j] = Q(sc[j] + stage[tt, j]) (SR words W[tt, j])."""
+    if sr:
+        for tt in range(nt):
+            for j in range(LANES):
+                sc[j] = _step(sc[j], stage[tt, j], W[tt, j], False, tw, down, True, r, cmp, Pa, Qa)
+    elif rne:
+        for tt in range(nt):
+            for j in range(LANES):
+                sc[j] = _step(sc[j], stage[tt, j], 0, True, tw, down, False, r, cmp, Pa, Qa)
+    else:
+        for tt in range(nt):
+            for j in range(LANES):
+                sc[j] = _step(sc[j], stage[tt, j], 0, False, tw, down, False, r, cmp, Pa, Qa)
+
+
 @njit(cache=True, parallel=True)
-def rowwise_float(A, B, init, order, chunk, Fa, Fo, Fp, Ra, Ro, has_prod, rne, k0, k1, shift, gen, u, T, out, bad):
+def rowwise_float(A, B, init, order, chunk, Fa, Fo, Fp, Ra, Ro, has_prod, rne, k0, k1, shift, gen, u, T, check, gC,
+                  gB, out, bad):
     """out[r] = the row-wise dot product of A[r] and B[r] from init[r % init.size] (float64
     values of the final format), orders 0 sequential / 1 pairwise / 2 chunked (``chunk``; outer
     parameters Fo/Ro). ``rne``: nearest_even on rne_step (Ra/Ro); SR when Fa says so, with words
-    from (k0, k1, shift, gen, u) as in sr_accumulate. Returns False when a product is not exact."""
+    from (k0, k1, shift, gen, u) as in sr_accumulate. Returns False when a product is not exact.
+
+    TwoSum runs in every step unless ``check`` and ``rne``: then the steps of a row-major pass
+    (pairwise: the tree levels of a row) skip it when every (rounded) product there is on the check grid 2**g and below
+    2**(g + 51) (:func:`_off_grid`; gC, gB from g). The caller picks g so that every format's
+    values are multiples of 2**g below 2**(g + 51) as well: then every sum a step forms (two such
+    values, or an overflow value of the same bound) is a multiple of 2**g below 2**(g + 52), exact
+    in binary64, and TwoSum's lo would be 0. A non-finite sum flags its row (recomputed by the caller)."""
     R, K = A.shape
     Pa = _unpack(Fa)
     Po = _unpack(Fo)
@@ -137,16 +221,17 @@ def rowwise_float(A, B, init, order, chunk, Fa, Fo, Fp, Ra, Ro, has_prod, rne, k
             w = np.zeros(max(K // 2, 1), np.uint32)
             unfit = 0
             for k in range(K):
-                a = A[_UI(row), _UI(k)]
-                b = B[_UI(row), _UI(k)]
-                unfit += 0 if _exact(a, b) else 1
-                p = a * b
+                ok, p = _product(A[_UI(row), _UI(k)], B[_UI(row), _UI(k)])
+                unfit += 0 if ok else 1
                 if has_prod:
                     p = fround(p, p_m, p_emin, p_qb, p_pq, p_max, p_ovp, p_ovn, p_near, p_k0, p_ks, p_kl, p_nz)
                 x[k] = p
             if unfit:
                 okr[row] = False
                 continue
+            tw = True
+            if check:
+                tw = _off_grid(x, K, gC, gB)
             base = row * T
             t = 0
             n = K
@@ -155,14 +240,10 @@ def rowwise_float(A, B, init, order, chunk, Fa, Fo, Fp, Ra, Ro, has_prod, rne, k
                 if sr:
                     for q in range(half):
                         w[q] = _word(base + t + q, k0, k1, shift, gen, u)
-                    for q in range(half):
-                        y[q] = _step(x[2 * q], x[2 * q + 1], w[q], False, True, down, True, r, cmp, Pa, Qa)
-                elif rne:
-                    for q in range(half):
-                        y[q] = _step(x[2 * q], x[2 * q + 1], 0, True, True, down, False, r, cmp, Pa, Qa)
+                if rne and not tw:  # (only RNE has a TwoSum-free twin: each twin costs compile time)
+                    _level(x, y, w, half, False, True, False, down, r, cmp, Pa, Qa)
                 else:
-                    for q in range(half):
-                        y[q] = _step(x[2 * q], x[2 * q + 1], 0, False, True, down, False, r, cmp, Pa, Qa)
+                    _level(x, y, w, half, sr, rne, True, down, r, cmp, Pa, Qa)
                 if n % 2:  # an odd last element passes up unchanged
                     y[half] = x[n - 1]
                 t += half
@@ -199,6 +280,11 @@ def rowwise_float(A, B, init, order, chunk, Fa, Fo, Fp, Ra, Ro, has_prod, rne, k
                     for q in range(nq):
                         P[_UI(j), _UI(q)] = fround(P[_UI(j), _UI(q)], p_m, p_emin, p_qb, p_pq, p_max, p_ovp, p_ovn,
                                                    p_near, p_k0, p_ks, p_kl, p_nz)
+            tw = True  # TwoSum in this pass's steps, unless every product is on the check grid
+            if check:
+                tw = False
+                for j in range(n):
+                    tw |= _off_grid(P[j], nq, gC, gB)
             t = T0
             while t < T0 + nq:
                 te = _tile_end(t, T0 + nq, order, step_len)
@@ -208,17 +294,10 @@ def rowwise_float(A, B, init, order, chunk, Fa, Fo, Fp, Ra, Ro, has_prod, rne, k
                     for tt in range(nt):
                         for j in range(n):
                             W[tt, j] = _word((r0 + j) * T + t + tt, k0, k1, shift, gen, u)
-                    for tt in range(nt):
-                        for j in range(LANES):
-                            sc[j] = _step(sc[j], stage[tt, j], W[tt, j], False, True, down, True, r, cmp, Pa, Qa)
-                elif rne:
-                    for tt in range(nt):
-                        for j in range(LANES):
-                            sc[j] = _step(sc[j], stage[tt, j], 0, True, True, down, False, r, cmp, Pa, Qa)
+                if rne and not tw:  # (only RNE has a TwoSum-free twin: each twin costs compile time)
+                    _tile(sc, stage, W, nt, False, True, False, down, r, cmp, Pa, Qa)
                 else:
-                    for tt in range(nt):
-                        for j in range(LANES):
-                            sc[j] = _step(sc[j], stage[tt, j], 0, False, True, down, False, r, cmp, Pa, Qa)
+                    _tile(sc, stage, W, nt, sr, rne, True, down, r, cmp, Pa, Qa)
                 if order == 2 and (te % step_len == 0 or te == K):  # the chunk ends: one outer step
                     t_outer = K + (te - 1) // step_len  # words: the K chunk steps first, then the outer steps
                     for j in range(n):
