@@ -38,7 +38,8 @@ import emul
 rng = np.random.default_rng(0)
 shape = (64, 64)  # e4m3fn values in [2**-6, 1.875] as float32, made without a quantize kernel; no sum overflows
 # e4m7 (an overflow would send those elements to the general kernel, a ~27 s compile)
-a = (rng.choice([-1.0, 1.0], shape) * rng.integers(8, 16, shape) * 2.0 ** rng.integers(-9, -2, shape)).astype(np.float32)
+a = rng.choice([-1.0, 1.0], shape) * rng.integers(8, 16, shape) * 2.0 ** rng.integers(-9, -2, shape)
+a = a.astype(np.float32)
 t, c = time.perf_counter(), time.process_time()
 emul.matmul(a, a, "e4m7")
 print(time.process_time() - c, time.perf_counter() - t)
