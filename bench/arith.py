@@ -12,7 +12,7 @@ IEEE-style 4/3-bit format has the same values). The result is in the operands' f
 Prints M elements/s (median of repeats) and ratios (emul speed / peer speed); writes
 bench/results/arith.json with a ``ratios`` row per target of issue 13.
 
-    .venv/bin/python bench/arith.py [--n 1048576] [--repeats 5]
+    .venv/bin/python bench/arith.py [--n 1048576] [--repeats 5] [--rows SUBSTRING ...]
 """
 
 from __future__ import annotations
@@ -50,6 +50,9 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--general", action="store_true",
                         help="time emul's general kernel (exact wide integers), the path before the vectorised one")
+    parser.add_argument("--rows", nargs="*", default=None,
+                        help="run only the rows whose 'fmt op mode' contains one of these substrings "
+                             "(the record is not written)")
     args = parser.parse_args(argv)
     load_before = os.getloadavg()
 
@@ -76,6 +79,8 @@ def main(argv=None):
             emul_args = {"add": (a, b), "mul": (a, b), "div": (a, b), "fma": (a, b, c), "sqrt": (absa,)}
             for op in OPS:
                 for mode in MODES:
+                    if args.rows is not None and not any(r in f"{fmt} {op} {mode}" for r in args.rows):
+                        continue
                     te = median_time(lambda: getattr(A, op)(*emul_args[op], fmt, mode), reps)
                     qm = apy.QuantizationMode.TIES_EVEN if mode == "nearest_even" else apy.QuantizationMode.TO_ZERO
                     with apy.APyFloatQuantizationContext(qm):
@@ -94,6 +99,9 @@ def main(argv=None):
                     if rn is not None:
                         ratios.append(ratio(f"{tag} {fmt} {op} {mode} vs numpy float16", rn,
                                             None if args.general else 1.0))
+    if args.rows is not None:  # a partial run does not replace the record
+        print(f"--rows given: no record written (load now {os.getloadavg()[0]:.2f})")
+        return
     name = "arith_general" if args.general else "arith"
     path = write(name, dict(n=n, repeats=reps, path="general" if args.general else "fast", results=rows,
                             ratios=ratios), load_before)

@@ -14,8 +14,9 @@ Rows (emul speed / peer speed, higher is better; targets from issue 13):
   ``seed=``, threefry words included) against ``cast(..., STOCH_WEIGHTED)``; float64 -> fx<8,4> /
   fx<16,8> (nearest_even, down; saturate, wrap) and float64 SR, on float64 arrays holding the
   float32 inputs (so that the same ``APyFixedArray`` holds them exactly); int16 -> fx<8,4> and
-  int32 -> fx<16,8> against ``cast`` from an ``APyFixedArray`` of the integers; int16 -> e4m3fn and
-  int32 -> bf16 against ml_dtypes' ``astype`` (no target: informational);
+  int32 / int64 -> fx<16,8> against ``cast`` from an ``APyFixedArray`` of the integers; int16 ->
+  e4m3fn and int32 / int64 -> bf16 against ml_dtypes' ``astype`` (no target: informational);
+  ``quantize`` (values) float32 / float64 -> fx<8,4> against the same fixed cast (informational);
 - a 1 K-element encode float32 -> e4m3fn against ml_dtypes' ``astype`` (>= 1: per-call cost);
 - thread scaling: 16 M-element encodes with Numba's default thread count over one thread (>= 1.6),
   the parallel kernels forced (emul itself uses them only when a core is free).
@@ -137,8 +138,8 @@ def main(argv=None):
                                                overflow=over[rule]), 3)
             record(work, te, "APyTypes fixed cast", tp, 10, peer_elements=m)
     xint = {"int16": np.clip(x32 * 16, -30000, 30000).astype(np.int16),
-            "int32": (x64 * 2**12).astype(np.int32)}
-    for src, fmt, ib, fb in (("int16", "fx<8,4>", 4, 4), ("int32", "fx<16,8>", 8, 8)):
+            "int32": (x64 * 2**12).astype(np.int32), "int64": (x64 * 2**12).astype(np.int64)}
+    for src, fmt, ib, fb in (("int16", "fx<8,4>", 4, 4), ("int32", "fx<16,8>", 8, 8), ("int64", "fx<16,8>", 8, 8)):
         work = f"encode {src}->{fmt} nearest_even saturate"
         if wanted(work):
             xi = xint[src]
@@ -147,13 +148,22 @@ def main(argv=None):
             tp = median_time(lambda: held.cast(int_bits=ib, frac_bits=fb, quantization=quant["nearest_even"],
                                                overflow=over["saturate"]), 3)
             record(work, te, "APyTypes fixed cast", tp, 10, peer_elements=m)
-    for src, fmt, dt in (("int16", "e4m3fn", ml_dtypes.float8_e4m3fn), ("int32", "bf16", ml_dtypes.bfloat16)):
+    for src, fmt, dt in (("int16", "e4m3fn", ml_dtypes.float8_e4m3fn), ("int32", "bf16", ml_dtypes.bfloat16),
+                         ("int64", "bf16", ml_dtypes.bfloat16)):
         work = f"encode {src}->{fmt} nearest_even"
         if wanted(work):
             xi = xint[src]
             te = median_time(lambda: emul.encode(xi, fmt), reps)
             tp = median_time(lambda: xi.astype(dt), reps)
-            record(work, te, "ml_dtypes astype (double-rounds > 2**24)" if src == "int32" else "ml_dtypes astype", tp, None)
+            record(work, te, "ml_dtypes astype (double-rounds > 2**24)" if src != "int16" else "ml_dtypes astype", tp, None)
+    # quantize (values, not codes) to fixed point: the encode kernels, then the codes' values
+    for src, xs in (("f32", x32), ("f64", x64f)):
+        work = f"quantize {src}->fx<8,4> nearest_even saturate (values)"
+        if wanted(work):
+            te = median_time(lambda: emul.quantize(xs, "fx<8,4>"), reps)
+            tp = median_time(lambda: wide.cast(int_bits=4, frac_bits=4, quantization=quant["nearest_even"],
+                                               overflow=over["saturate"]), 3)
+            record(work, te, "APyTypes fixed cast", tp, None, peer_elements=m)
 
     # per-call cost: 1 K elements
     if wanted("encode f32->e4m3fn, 1 K elements"):
