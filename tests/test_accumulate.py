@@ -396,7 +396,7 @@ def test_integer_dtypes_give_the_same_results(acc, kw):
 
 SR_CASES = [dict(order="sequential"), dict(order="pairwise"), dict(order="chunked", chunk=5),
             dict(order="chunked", chunk=4, outer="fp16"), dict(product="e5m2"),
-            dict(sr_method="compare", sr_bits=5)]
+            dict(sr_method="compare", sr_bits=5), dict(init=-3.5)]
 
 
 @pytest.mark.parametrize("kw", SR_CASES, ids=lambda kw: "-".join(f"{v}" for v in kw.values()))
