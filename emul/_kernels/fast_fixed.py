@@ -390,22 +390,29 @@ def _counts64_if(x, k, out, spec):
 def _chunk_f64(x, k, out, u, key0, key1, seeded, base):
     """Codes of the span x (element base + j of the whole input; at most CHUNK elements), SR by
     the constants (seeded words drawn into a buffer first, in 32-bit lanes)."""
-    n = x.size
-    spec = 0
     if k[SR_R] != _Z:
-        if seeded:
-            buf = np.empty(n, np.uint32)
-            draw(buf, key0, key1, base, n, k[SR_SHIFT])
-        else:
-            buf = u
-        for j in range(n):
-            i = np.uintp(j)
-            b = x[i]
-            out[i] = _finite64(b, k, True, buf[i])
-            spec += (b & _ABS64) >= _EXP64
+        spec = _sr64(x, k, out, u, key0, key1, seeded, base)
     else:
         spec = _det64(x, k, out)
     return _counts64_if(x, k, out, spec)
+
+
+@njit(inline="always")
+def _sr64(x, k, out, u, key0, key1, seeded, base):
+    """out[:] = codes of the finite x[:] under SR; returns #inf/NaN met."""
+    n = x.size
+    if seeded:
+        buf = np.empty(n, np.uint32)
+        draw(buf, key0, key1, base, n, k[SR_SHIFT])
+    else:
+        buf = u
+    spec = 0
+    for j in range(n):
+        i = np.uintp(j)
+        b = x[i]
+        out[i] = _finite64(b, k, True, buf[i])
+        spec += (b & _ABS64) >= _EXP64
+    return spec
 
 
 @njit(inline="always")
@@ -449,7 +456,8 @@ def encode_fixed_sr_f64(x, C, u, key0, key1, seeded, out):
     for lo in range(0, n, CHUNK):
         hi = min(lo + CHUNK, n)
         w = u[lo:hi] if not seeded else u[0:0]
-        a, b = _chunk_f64(x[lo:hi], k, out[lo:hi], w, key0, key1, seeded, lo)
+        xs, os_ = x[lo:hi], out[lo:hi]
+        a, b = _counts64_if(xs, k, os_, _sr64(xs, k, os_, w, key0, key1, seeded, lo))
         nan += a
         inf += b
     return nan, inf
