@@ -589,12 +589,23 @@ def _expand(scales_values, k, L, ax):
     return np.take(np.repeat(scales_values, k, axis=ax), np.arange(L), axis=ax)
 
 
+def _nan_first(r, a, b):
+    """The product or sum r = a op b with its NaNs chosen explicitly, never by the hardware (NumPy's
+    SIMD loop and its remainder loop keep different operands' NaNs): a's NaN where a is NaN, else
+    b's NaN where b is NaN, else r (the NaN of 0 * inf or inf - inf as computed)."""
+    na, nb_ = np.isnan(a), np.isnan(b)
+    if not (na.any() or nb_.any()):
+        return r
+    return np.where(na, a, np.where(nb_, b, r))
+
+
 def decode(scales, codes, bfmt, axis=-1, *, tensor_scale=None):
     """The float64 values X * P_i (* s_t) of encoded blocks (exact).
 
     ``codes`` has the data's shape; ``scales`` has it with ``axis`` replaced by the number of
-    blocks. A NaN scale makes its whole block NaN. ``tensor_scale`` (s_t) is required for formats
-    with a tensor scale and refused otherwise. Codes or scales of the wrong shape, dtype or out of
+    blocks. A NaN scale makes its whole block NaN. Which NaN: a NaN element gives its own NaN (its
+    sign kept), else a NaN scale gives its NaN, whatever the element's position in the array.
+    ``tensor_scale`` (s_t) is required for formats with a tensor scale and refused otherwise. Codes or scales of the wrong shape, dtype or out of
     their format raise ValueError.
 
     >>> decode([128], [0, 48, 60, 126], "mxfp8_e4m3")
@@ -605,7 +616,8 @@ def decode(scales, codes, bfmt, axis=-1, *, tensor_scale=None):
     L = P.shape[ax]
     if L == 0:
         return P.copy()
-    return P * _expand(X, k, L, ax)
+    Xe = _expand(X, k, L, ax)
+    return _nan_first(P * Xe, P, Xe)
 
 
 def _decoded(scales, codes, bfmt, axis, tensor_scale):
@@ -737,22 +749,23 @@ def _block_terms(Pb, Qb, XaB):
     terms S * XaB in float64: ``(S, terms, wide)``. ``wide`` marks the blocks float64 does not carry
     exactly — a product or partial sum that rounds (checked with error-free sums), over- or
     underflows, or a term S * X_a that is not a float64 — which :func:`matmul` computes with
-    integers instead."""
+    integers instead. NaNs are chosen explicitly (:func:`_nan_first`): a product takes P's NaN, then
+    Q's; a partial sum the earlier NaN; a term S's NaN, then X_a's."""
     with np.errstate(all="ignore"):
         s = np.zeros(np.broadcast_shapes(Pb.shape[:-1], Qb.shape[:-1]))
         wide = np.zeros(s.shape, bool)
         for i in range(Pb.shape[-1]):
             a, b = Pb[..., i], Qb[..., i]
-            p = a * b
+            p = _nan_first(a * b, a, b)
             fin = np.isfinite(a) & np.isfinite(b)
             # element products have few enough bits (matmul checks); only the range can spoil them
             wide |= fin & ((np.abs(p) < _TINY) & (a != 0) & (b != 0) | ~np.isfinite(p))
-            t = s + p
+            t = _nan_first(s + p, s, p)
             bp = t - s
             err = (s - (t - bp)) + (p - bp)
             wide |= (err != 0) & np.isfinite(err)
             s = t
-        term_a = s * XaB
+        term_a = _nan_first(s * XaB, s, XaB)
     X = np.broadcast_to(XaB, s.shape)
     plain = ~np.isfinite(s) | ~np.isfinite(X) | (s == 0) | (X == 0)
     fits = (_sigbits(s) + _sigbits(X) <= 53) & np.isfinite(term_a) & (np.abs(term_a) >= _TINY)

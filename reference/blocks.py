@@ -271,7 +271,8 @@ def _float_block(block, words, amax, special, bfmt, rounding, s_t, scale_min, ar
 
 
 def decode(scales, codes, bfmt, *, tensor_scale=None):
-    """Values X * P_i (* s_t) of one axis: Fraction, or float for zeros and NaN."""
+    """Values X * P_i (* s_t) of one axis: Fraction, or float for zeros and NaN. A NaN element gives
+    its own NaN (sign kept), else a NaN scale gives its NaN."""
     el, sc = bfmt.element, bfmt.scale
     n = len(codes)
     k = bfmt.block if bfmt.block is not None else max(n, 1)
@@ -283,8 +284,10 @@ def decode(scales, codes, bfmt, *, tensor_scale=None):
         s = scales[i // k]
         X = exp_decode(s, sc) if is_exp(sc) else decode_code(s, sc)
         P = decode_code(c, el)
-        if isinstance(X, float) and math.isnan(X) or isinstance(P, float) and math.isnan(P):
-            out.append(math.nan)
+        if isinstance(P, float) and math.isnan(P):
+            out.append(P)  # the element's NaN, its sign kept (docs/blocks.md)
+        elif isinstance(X, float) and math.isnan(X):
+            out.append(X)  # else the scale's NaN
         elif isinstance(X, float) and math.isinf(X) or isinstance(P, float) and math.isinf(P):
             out.append(float(X) * float(P))  # an inf code of an ieee format (never encoded): float rules
         else:

@@ -447,3 +447,68 @@ def test_dot_of_encoded_nvfp4_operands_with_tensor_scales():
         B.dot((*pa, 0.1), (*pb, stb), bf)
     with pytest.raises(ValueError, match="pair"):
         B.dot((*B.encode(x[:32], "mxfp4"), 1.0), x[:32], "mxfp4")
+
+
+# -- which NaN: a NaN element meeting a NaN scale of the other sign ---------------------------------
+
+def nan_pair_blocks(n, block, mixed):
+    """(scales, codes) of ``e5m2/e4m3fn/{block}``: scales alternate +NaN / -NaN block by block, each
+    element is the NaN of the other sign (so with block 1 both sign orders meet at every position
+    mod 16: NumPy's SIMD body and its remainder loop). ``mixed`` also puts a finite negative element
+    on a NaN scale and a NaN element on a finite negative scale at some positions."""
+    nb = -(-n // block)
+    s = np.where(np.arange(nb) % 2 == 0, 0x7F, 0xFF).astype(np.uint8)  # +NaN, -NaN scales
+    if mixed and block == 1:
+        s[np.arange(nb) % 8 == 5] = 0xB8                             # -1.0
+    sc = np.repeat(s, block)[:n]
+    c = np.where(sc == 0x7F, 0xFF, 0x7F).astype(np.uint8)             # the other sign's NaN
+    if mixed:
+        c[np.arange(n) % 8 == 3] = 0xBC                              # -1.0 element
+        c[sc == 0xB8] = 0xFE                                         # a -NaN element on -1.0
+    return s, c
+
+
+@pytest.mark.parametrize("block", [1, 4])
+def test_decode_nan_element_wins_whatever_its_position(block):
+    """decode: a NaN element gives its own NaN (sign kept), else a NaN scale gives its NaN, at every
+    position mod 16 and every length 1..40, 64, 100, 1-D and 2-D on both axes; bits equal
+    reference/blocks.py and the rule computed here (NumPy's multiply alone gives either operand's
+    NaN, by position)."""
+    import reference.blocks as R
+
+    bfmt = B.format(f"e5m2/e4m3fn/{block}")
+    for n in list(range(1, 41)) + [64, 100]:
+        for mixed in (False, True):
+            s, c = nan_pair_blocks(n, block, mixed)
+            got = B.decode(s, c, bfmt).view(np.uint64)
+            want = np.array(R.decode([int(v) for v in s], [int(v) for v in c], bfmt), np.float64).view(np.uint64)
+            assert np.array_equal(got, want), (n, mixed, got, want)
+            p = emul.decode(c, bfmt.element)
+            x = np.repeat(emul.decode(s, bfmt.scale), block)[:n]
+            rule = np.where(np.isnan(p), np.signbit(p), np.signbit(x))
+            assert np.array_equal(got >> np.uint64(63), rule.astype(np.uint64)), (n, mixed)
+            assert np.isnan(got.view(np.float64)).all()
+    s2, c2 = (np.stack([v] * 3) for v in nan_pair_blocks(37, block, True))
+    got = B.decode(s2, c2, bfmt).view(np.uint64)
+    assert np.array_equal(got, np.stack([B.decode(s2[0], c2[0], bfmt).view(np.uint64)] * 3))
+    got0 = B.decode(s2.T.copy(), c2.T.copy(), bfmt, axis=0).view(np.uint64)
+    assert np.array_equal(got0, got.T)
+    q = B.quantize(np.array([np.nan, -np.nan, 1.0, -2.0] * 9), bfmt)  # encode's NaN codes are +NaN
+    assert np.isnan(q[0::4]).all() and np.isnan(q[1::4]).all()
+    assert (q[np.isnan(q)].view(np.uint64) >> np.uint64(63) == 0).all()
+
+
+def test_block_dot_nan_terms_are_chosen_explicitly():
+    """dot's block sums take P's NaN, then Q's, whatever the position: a -NaN element of a against a
+    +NaN element of b gives the same result at every position of a 40-element block-1 dot."""
+    bfmt = B.format("e5m2/e4m3fn/1")
+    sc = np.full(40, 0x38, np.uint8)   # 1.0
+    got = set()
+    for i in range(40):
+        ca = np.full(40, 0x3C, np.uint8)
+        cb = np.full(40, 0x3C, np.uint8)
+        ca[i], cb[i] = 0xFF, 0x7F
+        r = np.float64(B.dot((sc, ca), (sc, cb), bfmt, acc="fp64"))
+        assert np.isnan(r)
+        got.add(int(r.view(np.uint64)))
+    assert len(got) == 1, got

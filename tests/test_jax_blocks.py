@@ -265,17 +265,33 @@ def test_jax_float_decode_every_code_pair_x64():
 
 
 def _check_generic_decode(s, c, name, axis, st, got):
-    """got = emul.blocks.decode's float64 patterns, except where a NaN element meets a NaN scale of
-    the other sign: NumPy's multiply returns either NaN there (the first operand's in its vector
-    body, the second's in its remainder loop), so only NaN is required."""
+    """got = emul.blocks.decode's float64 patterns, NaN signs included (a NaN element gives its own
+    NaN, else a NaN scale gives its NaN, in both)."""
     with np.errstate(invalid="ignore"):
         want = _b64(B.decode(s, c, name, axis, tensor_scale=st))
-    b = B.format(name)
-    p = emul.decode(c, b.element)
-    x = B._expand(emul.decode(s, b.scale), b.block or c.shape[axis], c.shape[axis], axis % c.ndim)
-    both = np.isnan(p) & np.isnan(x) & (np.signbit(p) != np.signbit(x))
-    g = _b64(got)
-    assert np.array_equal(g[~both], want[~both]) and np.isnan(np.asarray(got)[both]).all(), (name, axis)
+    assert np.array_equal(_b64(got), want), (name, axis)
+
+
+def test_jax_decode_nan_pairs_every_position_x64():
+    """A NaN element on a NaN scale of the other sign, at every position mod 16 (block 1 and 4,
+    lengths 17 and 100; tests/test_blocks.py runs the core over every length 1..40): emul_jax.blocks.decode = emul.blocks.decode = reference/blocks.py, bit
+    for bit (the element's NaN), eagerly and under jit."""
+    import reference.blocks as R
+    from test_blocks import nan_pair_blocks
+
+    with jax.enable_x64(True):
+        for block in (1, 4):
+            name = f"e5m2/e4m3fn/{block}"
+            bfmt = B.format(name)
+            f = jax.jit(lambda s_, c_: JB.decode(s_, c_, name))
+            for n in (17, 100):
+                for mixed in (False, True):
+                    s, c = nan_pair_blocks(n, block, mixed)
+                    want = np.array(R.decode([int(v) for v in s], [int(v) for v in c], bfmt), np.float64)
+                    assert np.array_equal(_b64(B.decode(s, c, bfmt)), _b64(want)), (name, n)
+                    assert np.array_equal(_b64(JB.decode(jnp.asarray(s), jnp.asarray(c), name)), _b64(want))
+                    if n == 100:
+                        assert np.array_equal(_b64(f(jnp.asarray(s), jnp.asarray(c))), _b64(want)), (name, n)
 
 
 def _nvfp4_data():
