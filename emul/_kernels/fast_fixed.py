@@ -428,14 +428,12 @@ def _det64_loop(x, k, out, fam):
 
 @njit(inline="always")
 def _det64(x, k, out):
-    """out[:] = codes of the finite x[:] in a deterministic mode: a loop for wrap, one for the
-    saturate rules, each without the other's steps (f64 -> fx<8,4> down wrap ~960 -> ~1400 M elem/s
-    on one thread), and the loop for any rule for wrap_sign_magnitude; returns #inf/NaN met."""
-    if k[WRAP_SM] != _Z:
-        return _det64_loop(x, k, out, 0)
-    if k[WRAP] != _Z:
+    """out[:] = codes of the finite x[:] in a deterministic mode: a loop for wrap without the other
+    rules' steps (f64 -> fx<8,4> down wrap ~960 -> ~1400 M elem/s on one thread), the loop for any
+    rule for the others (a saturate-only loop measured no faster); returns #inf/NaN met."""
+    if k[WRAP] != _Z and k[WRAP_SM] == _Z:
         return _det64_loop(x, k, out, 1)
-    return _det64_loop(x, k, out, 2)
+    return _det64_loop(x, k, out, 0)
 
 
 @njit(cache=True)
