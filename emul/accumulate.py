@@ -35,7 +35,7 @@ import os
 import numpy as np
 
 from ._lazy import LazyModule
-from ._threads import single_thread_below
+from ._threads import run_rows, single_thread_below
 K = LazyModule("emul._kernels.accumulate")
 FK = LazyModule("emul._kernels.fast_accumulate")
 SK = LazyModule("emul._kernels.sr_accumulate")
@@ -365,9 +365,10 @@ class _Job:
         out = np.empty(idxs.size, np.float64)
         flags = np.zeros(idxs.size, np.int8)
         with _threads_for(idxs.size * self.K, "general"):
-            K.matmul_general(self.A3, self.B3, self.ia, self.ib, self.M, self.N, self.K, self.order, cfg.chunk,
-                             self.init_codes, cfg.P_acc, cfg.P_out, cfg.product is not None, cfg.P_prod, self.u,
-                             self.T, np.ascontiguousarray(idxs, dtype=np.int64), out, flags)
+            run_rows(K.matmul_general, (self.A3, self.B3, self.ia, self.ib, self.M, self.N, self.K, self.order,
+                                        cfg.chunk, self.init_codes, cfg.P_acc, cfg.P_out, cfg.product is not None,
+                                        cfg.P_prod, self.u, self.T),
+                     (np.ascontiguousarray(idxs, dtype=np.int64), out, flags))
         _raise_flags(flags, cfg)
         return out
 
@@ -489,32 +490,27 @@ class _FloatPlan:
             f.man_bits <= 50 and (f.emin - f.man_bits if f.subnormals else f.emin) >= -1021 for f in (cfg.acc, cfg.outer))
         work = job.rows * job.N * job.K
         Ra = _rne_params_cached(cfg.acc, cfg.mode, cfg.ovf, cfg.r, cfg.compare)
-        if (rne and job.order == K.SEQUENTIAL and cfg.product is None and cfg.mode != Rounding.STOCHASTIC
-                and work < _threshold("float")):  # one thread: the serial kernel (compiles faster)
-            FK.float_rows_rne_serial(job.A3, job.B3, job.ia, job.ib, job.M, job.N, job.K, init, Ra, self.twosum,
-                                     rows_ids, out, bad)
-        else:
-            self._parallel(job, work, init, Fa, Fo, Fp, Ra, rne, rows_ids, out, bad)
+        self._rows(job, work, init, Fa, Fo, Fp, Ra, rne, rows_ids, out, bad)
         redo = np.flatnonzero(~np.isfinite(out[bad != 0]))  # the non-finite elements of those rows
         rows_bad = np.flatnonzero(bad)
         idxs = rows_bad[redo // job.N] * job.N + redo % job.N
         return out, idxs
 
-    def _parallel(self, job, work, init, Fa, Fo, Fp, Ra, rne, rows_ids, out, bad):
+    def _rows(self, job, work, init, Fa, Fo, Fp, Ra, rne, rows_ids, out, bad):
         cfg = job.cfg
         with _threads_for(work, "float"):
             Ro = _rne_params_cached(cfg.outer, cfg.mode, cfg.outer_ovf, cfg.r, cfg.compare)
             if cfg.mode == Rounding.STOCHASTIC:
-                SK.sr_rows(job.A3, job.B3, job.ia, job.ib, job.M, job.N, job.K, job.order, cfg.chunk, init, Fa, Fo,
-                           Fp, cfg.product is not None, self.twosum, *job.words.kernel_args(), job.T, rows_ids, out,
-                           bad)
+                run_rows(SK.sr_rows, (job.A3, job.B3, job.ia, job.ib, job.M, job.N, job.K, job.order, cfg.chunk, init,
+                                      Fa, Fo, Fp, cfg.product is not None, self.twosum, *job.words.kernel_args(),
+                                      job.T), (rows_ids, out, bad))
             elif rne and job.order == K.SEQUENTIAL and cfg.product is None:
-                FK.float_rows_rne(job.A3, job.B3, job.ia, job.ib, job.M, job.N, job.K, init, Ra, self.twosum,
-                                  rows_ids, out, bad)
+                run_rows(FK.float_rows_rne, (job.A3, job.B3, job.ia, job.ib, job.M, job.N, job.K, init, Ra,
+                                             self.twosum), (rows_ids, out, bad))
             else:
-                FK.float_rows(job.A3, job.B3, job.ia, job.ib, job.M, job.N, job.K, job.order, cfg.chunk, init, Fa,
-                              Fo, Fp, Ra, Ro, cfg.product is not None, self.twosum, rne, job.u, job.T, rows_ids, out,
-                              bad)
+                run_rows(FK.float_rows, (job.A3, job.B3, job.ia, job.ib, job.M, job.N, job.K, job.order, cfg.chunk,
+                                         init, Fa, Fo, Fp, Ra, Ro, cfg.product is not None, self.twosum, rne, job.u,
+                                         job.T), (rows_ids, out, bad))
 
 
 _LANES = ((np.float32, 2**24), (np.float64, 2**53))
@@ -571,11 +567,11 @@ class _FixedPlan:
             res = np.empty((todo.size, job.N), np.float64)
             with _threads_for(todo.size * job.N * job.K, "fixed"):
                 if dt == np.int16:  # sequential saturate, everything within int16 (see _plan)
-                    FK.sat_rows_i16(A, B, job.ia, job.ib, job.M, job.N, job.K, init.astype(dt), int(ra[0]),
-                                    int(ra[1]), todo, res)
+                    run_rows(FK.sat_rows_i16, (A, B, job.ia, job.ib, job.M, job.N, job.K, init.astype(dt),
+                                               int(ra[0]), int(ra[1])), (todo, res))
                 else:
-                    FK.fixed_rows(A, B, job.ia, job.ib, job.M, job.N, job.K, job.order,
-                                  cfg.chunk, init.astype(dt), np.array(ra, dt), np.array(ro, dt), todo, res)
+                    run_rows(FK.fixed_rows, (A, B, job.ia, job.ib, job.M, job.N, job.K, job.order, cfg.chunk,
+                                             init.astype(dt), np.array(ra, dt), np.array(ro, dt)), (todo, res))
             if out is None:
                 out = res
             else:

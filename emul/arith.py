@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import threading
 from fractions import Fraction
 
 import numpy as np
 
 from ._lazy import LazyModule
-from ._threads import single_thread_below
+from ._threads import pool, single_thread_below
 K = LazyModule("emul._kernels.arith")
 KR = LazyModule("emul._kernels.round")
 W = LazyModule("emul._kernels.wide")
@@ -155,18 +154,6 @@ def _general(op, arrays, shape, u, P, fmt, ovf):
     return out
 
 
-_POOL = None
-
-
-def _pool():
-    global _POOL
-    if _POOL is None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        _POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="emul-arith")
-    return _POOL
-
-
 def _chunked(kernel, args, n):
     """kernel(*args, lo, hi) over [0, n): one call below PARALLEL_MIN elements, else one chunk per
     Numba thread on a thread pool (the kernels release the GIL). Every element depends only on
@@ -178,7 +165,7 @@ def _chunked(kernel, args, n):
         return kernel(*args, 0, n)
     step = -(-n // threads)
     step += -step % 64  # whole cache lines
-    jobs = [_pool().submit(kernel, *args, lo, min(lo + step, n)) for lo in range(0, n, step)]
+    jobs = [pool().submit(kernel, *args, lo, min(lo + step, n)) for lo in range(0, n, step)]
     return sum(j.result() for j in jobs)
 
 

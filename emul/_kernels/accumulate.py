@@ -14,7 +14,7 @@ the order its rounding steps execute. Orders: 0 sequential, 1 pairwise, 2 chunke
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from . import round as R
 from . import wide as W
@@ -24,7 +24,7 @@ SEQUENTIAL, PAIRWISE, CHUNKED = 0, 1, 2
 ACC_NAN, ACC_INF, PROD_NAN, PROD_INF = 1, 2, 3, 4
 
 _Z = np.uint64(0)
-BLOCK = 16  # output elements per parallel task (pairwise scratch is allocated once per task)
+BLOCK = 16  # output elements per task (pairwise scratch is allocated once per task)
 
 
 @njit
@@ -122,7 +122,7 @@ def one_output(A3, B3, a_i, b_i, i, j, K, order, chunk, init, Pacc, Pout, has_pr
     return step(sk, ss, _Z, sm, se, nk[0], ns[0], nh[0], nl[0], ne[0], word(u, sr, t), Pacc)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def matmul_general(A3, B3, ia, ib, M, N, K, order, chunk, init, Pacc, Pout, has_prod, Pp, u, T, idxs, out, flags):
     """The output elements ``idxs`` (flat indices, C order over (batch, M, N)): out[n] (float64) and
     flags[n] for element idxs[n]. Batch b multiplies A3[ia[b]] (M×K) by B3[ib[b]] (K×N).
@@ -130,7 +130,7 @@ def matmul_general(A3, B3, ia, ib, M, N, K, order, chunk, init, Pacc, Pout, has_
     total = idxs.size
     sr = Pacc[R.SR] != 0
     nblocks = (total + BLOCK - 1) // BLOCK
-    for blk in prange(nblocks):
+    for blk in range(nblocks):
         nk = np.empty(max(K, 1), np.int64)
         ns = np.empty(max(K, 1), np.int64)
         nh = np.empty(max(K, 1), np.uint64)

@@ -1,7 +1,8 @@
 """Vectorised fast paths of dot/matmul, each equal to the exact general path where it is used.
 
-Both kernels work on one output row at a time (parallel over rows) with the output column j
-innermost, so that LLVM vectorises the per-step rounding across j. emul/accumulate.py decides
+Both kernels work on one output row at a time (slices of the rows run on threads:
+emul._threads.run_rows) with the output column j innermost, so that LLVM vectorises the per-step
+rounding across j. emul/accumulate.py decides
 when a path applies (the conditions are repeated below) and tests/test_accumulate.py checks every
 path against the general kernel.
 
@@ -62,7 +63,7 @@ saturate_zero zeroes, wrap reduces modulo 2**bits, wrap_sign_magnitude as the ap
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import njit, types
 from numba.core import cgutils
 from numba.cpython.unsafe.numbers import leading_zeros, trailing_zeros
 from numba.extending import intrinsic
@@ -231,7 +232,7 @@ def _unpack(F):
             np.int64(F[F_KL]), F[F_NEGZERO] != 0, F[F_SUB] != 0)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def float_rows(A3, B3, ia, ib, M, N, K, order, chunk, init, Fa, Fo, Fp, Ra, Ro, has_prod, twosum, rne, u, T,
                rows_ids, out, bad):
     """Rows ``rows_ids`` (indices into the nbatch*M output rows) of the product with a float
@@ -247,7 +248,7 @@ def float_rows(A3, B3, ia, ib, M, N, K, order, chunk, init, Fa, Fo, Fp, Ra, Ro, 
     r = Fa[F_SRBITS]
     cmp = Fa[F_SRCMP] != 0
     down = Fa[F_DOWN] != 0
-    for n_row in prange(rows_ids.size):
+    for n_row in range(rows_ids.size):
         row = rows_ids[n_row]
         b = row // M
         i = row - b * M
@@ -360,19 +361,10 @@ def _rne_row(A3, B3, ia, ib, M, N, K, init, Ra, twosum, row, out, n_row):
     return flag
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def float_rows_rne(A3, B3, ia, ib, M, N, K, init, Ra, twosum, rows_ids, out, bad):
     """float_rows for the hot case (sequential order, nearest_even, exact products), as a small
     kernel that LLVM vectorises best."""
-    for n_row in prange(rows_ids.size):
-        bad[n_row] = _rne_row(A3, B3, ia, ib, M, N, K, init, Ra, twosum, rows_ids[n_row], out, n_row)
-
-
-@njit(cache=True)
-def float_rows_rne_serial(A3, B3, ia, ib, M, N, K, init, Ra, twosum, rows_ids, out, bad):
-    """float_rows_rne on one thread, for small products: the same rows, the same code, but no
-    parallel region to compile on a process's first call (a parallel kernel compiles several
-    times slower)."""
     for n_row in range(rows_ids.size):
         bad[n_row] = _rne_row(A3, B3, ia, ib, M, N, K, init, Ra, twosum, rows_ids[n_row], out, n_row)
 
@@ -393,7 +385,7 @@ def xstep(s, p, lo, hi, rule, signed, mw, unit):
     return -w - unit if (w < 0) != dropped else w
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def fixed_rows(A3, B3, ia, ib, M, N, K, order, chunk, init, Xa, Xo, rows_ids, out):
     """Rows of the product with a fixed-point accumulator, exact in float32 or float64 lanes (the
     dtype of A3, B3 and init). Xa/Xo: (lo, hi, rule, signed, modulus, unit) in lanes' dtype.
@@ -401,7 +393,7 @@ def fixed_rows(A3, B3, ia, ib, M, N, K, order, chunk, init, Xa, Xo, rows_ids, ou
     a_lo, a_hi, a_rule, a_signed, a_mw, a_unit = Xa[0], Xa[1], np.int64(Xa[2]), Xa[3] != 0, Xa[4], Xa[5]
     o_lo, o_hi, o_rule, o_signed, o_mw, o_unit = Xo[0], Xo[1], np.int64(Xo[2]), Xo[3] != 0, Xo[4], Xo[5]
     zero = init.dtype.type(0)
-    for n_row in prange(rows_ids.size):
+    for n_row in range(rows_ids.size):
         row = rows_ids[n_row]
         b = row // M
         i = row - b * M
@@ -514,7 +506,7 @@ _ROW_EHI = np.uint64(1023 + 500)
 _I16 = np.int16
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def sat_rows_i16(A3, B3, ia, ib, M, N, K, init, lo, hi, rows_ids, out):
     """fixed_rows for a saturating accumulator in sequential order on int16 lanes (twice as many
     per vector as float32): out[n] (float64) is output row rows_ids[n], s = min(max(s + a*b, lo),
@@ -522,7 +514,7 @@ def sat_rows_i16(A3, B3, ia, ib, M, N, K, init, lo, hi, rows_ids, out):
     product lies in (-2**15, 2**15): then the int16 wrap-around of ``s + a*b`` never happens."""
     lo16 = _I16(lo)
     hi16 = _I16(hi)
-    for n_row in prange(rows_ids.size):
+    for n_row in range(rows_ids.size):
         row = rows_ids[n_row]
         b = row // M
         i = row - b * M

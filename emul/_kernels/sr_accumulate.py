@@ -19,7 +19,7 @@ steps'), as in emul/_kernels/accumulate.py. Conditions: those of fast_accumulate
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .fast_accumulate import F_DOWN, F_SRBITS, F_SRCMP, _f2u, _step, _u2f, _unpack, fround
 from .intrinsics import threefry_rows
@@ -105,7 +105,7 @@ def fill_words(W, nt, base, t0, N, T, k0, k1, shift, gen, u):
                 W[tt, j] = u[base + j * T + t0 + tt]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def sr_rows(A3, B3, ia, ib, M, N, K, order, chunk, init, Fa, Fo, Fp, has_prod, twosum, k0, k1, shift, gen, u, T,
             rows_ids, out, bad):
     """Rows ``rows_ids`` of the product with a float accumulator and stochastic rounding: out[n]
@@ -126,7 +126,7 @@ def sr_rows(A3, B3, ia, ib, M, N, K, order, chunk, init, Fa, Fo, Fp, has_prod, t
     k0 = _U32(k0)
     k1 = _U32(k1)
     shift = _U32(shift)
-    for n_row in prange(rows_ids.size):
+    for n_row in range(rows_ids.size):
         row = rows_ids[n_row]
         b = row // M
         i = row - b * M
