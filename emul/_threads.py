@@ -35,17 +35,21 @@ def single_thread_below(work: int, threshold: int):
         numba.set_num_threads(before)
 
 
-def run_rows(kernel, args, rows):
-    """``kernel(*args, *(a[lo:hi] for a in rows))`` over slices [lo, hi) of the first axis of the
-    arrays ``rows`` (all of one length; each slice of the job is independent of the others), one
-    slice per Numba thread (``numba.get_num_threads()``, which single_thread_below lowers for small
-    jobs) on the thread pool; returns the kernel's results in slice order."""
+def run_slices(call, n):
+    """``call(lo, hi)`` over slices [lo, hi) of [0, n) that together cover it, one slice per Numba
+    thread (``numba.get_num_threads()``, which single_thread_below lowers for small jobs) on the
+    thread pool; returns the results in slice order. Each slice must be independent of the others."""
     import numba
 
-    n = len(rows[0])
     threads = min(numba.get_num_threads(), n)
     if threads <= 1:
-        return [kernel(*args, *rows)]
+        return [call(0, n)]
     step = -(-n // threads)
-    jobs = [pool().submit(kernel, *args, *(a[lo:lo + step] for a in rows)) for lo in range(0, n, step)]
+    jobs = [pool().submit(call, lo, min(lo + step, n)) for lo in range(0, n, step)]
     return [j.result() for j in jobs]
+
+
+def run_rows(kernel, args, rows):
+    """``kernel(*args, *(a[lo:hi] for a in rows))`` over slices of the first axis of the arrays
+    ``rows`` (all of one length), as run_slices; returns the kernel's results in slice order."""
+    return run_slices(lambda lo, hi: kernel(*args, *(a[lo:hi] for a in rows)), len(rows[0]))

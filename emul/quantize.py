@@ -13,6 +13,7 @@ import os
 import numpy as np
 
 from ._params import kernel_params, resolve
+from ._threads import run_slices, single_thread_below
 from ._validate import numeric_array, random_words
 from .formats import ExpFormat, FixedFormat, FloatFormat, format as as_format
 from .rounding import Rounding
@@ -329,14 +330,21 @@ def _general(flat, u, P, seeded, seed, key, out_dtype):
 
     src = exact_float64(flat)  # float16/32 as float64, exactly (whatever the MXCSR)
     dst = np.empty(flat.size, np.float64 if out_dtype.kind == "f" else np.uint64)
+    n = src.size
     if seeded:  # threefry words made in the kernel
         from . import random as _random
 
         k = _random._as_key(key=key, seed=seed)
-        nan_bad, inf_bad = K.round_seeded(src, np.uint32(k[0]), np.uint32(k[1]), P, dst)
+        k0, k1 = np.uint32(k[0]), np.uint32(k[1])
+
+        def call(lo, hi):
+            return K.round_seeded(src[lo:hi], k0, k1, lo, P, dst[lo:hi])
     else:
-        kernel = K.round_parallel if flat.size >= PARALLEL_MIN else K.round_serial
-        nan_bad, inf_bad = kernel(src, u, P, dst)
+        def call(lo, hi):
+            return K.round_serial(src[lo:hi], u[lo:hi] if u.size == n else u, P, dst[lo:hi])
+    with single_thread_below(n, PARALLEL_MIN):
+        counts = run_slices(call, n) if n else [(0, 0)]
+    nan_bad, inf_bad = (sum(c[0] for c in counts), sum(c[1] for c in counts))
     if dst.dtype != out_dtype:
         dst = exact_float32(dst) if out_dtype == np.float32 else dst.astype(out_dtype)
     return nan_bad, inf_bad, dst
@@ -400,7 +408,9 @@ def decode(codes, fmt):
 
     P = kernel_params(*resolve(fmt, Rounding.NEAREST_EVEN, None, None, "add", exp_ok=True))  # the format's defaults
     out = np.empty(flat.size, np.float64)
-    if K.decode_parallel(flat, P, out):
+    with single_thread_below(flat.size, PARALLEL_MIN):
+        invalid = sum(run_slices(lambda lo, hi: K.decode_serial(flat[lo:hi], P, out[lo:hi]), flat.size)) if flat.size else 0
+    if invalid:
         first = int(flat[_invalid_codes(flat, fmt)][0])
         rule = "" if not isinstance(fmt, FloatFormat) or fmt.subnormals else ", and without subnormals e == 0 needs f == 0"
         raise ValueError(f"codes: {first:#x} is not a code of {fmt.name} (codes are {fmt.bits}-bit patterns{rule})")

@@ -271,7 +271,7 @@ def test_sr_seeded_equals_general_kernel(name):
                 k = emul.random.key(seed)
                 for call, dt in _sr_calls(fmt):
                     out = np.empty(x.size, np.float64 if dt.kind == "f" else np.uint64)
-                    K.round_seeded(exact_float64(x), np.uint32(k[0]), np.uint32(k[1]), P, out)
+                    K.round_seeded(exact_float64(x), np.uint32(k[0]), np.uint32(k[1]), 0, P, out)
                     want = out.astype(dt)
                     what = f"{call.__name__} {fmt.name} {method} r={r} n={x.size}"
                     got = call(x, fmt, "stochastic", seed=seed, sr_bits=r, sr_method=method)
@@ -399,7 +399,7 @@ def test_f64_sr_equals_general_kernel(name):
                 k = emul.random.key(n + r)
                 for call, dt in ((encode, code_dtype(fmt)), (quantize, np.dtype(np.float64))):
                     out = np.empty(n, np.float64 if dt.kind == "f" else np.uint64)
-                    K.round_seeded(xs, np.uint32(k[0]), np.uint32(k[1]), P, out)
+                    K.round_seeded(xs, np.uint32(k[0]), np.uint32(k[1]), 0, P, out)
                     got = call(xs, fmt, "stochastic", key=k, sr_bits=r, sr_method=method)
                     _assert_same(got, out.astype(dt), f"seeded {call.__name__} {name} {method} r={r} n={n}")
 

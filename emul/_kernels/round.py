@@ -16,7 +16,7 @@ results do not depend on thread count or chunking.
 """
 
 import numpy as np
-from numba import njit, prange, types
+from numba import njit, types
 from numba.core.extending import overload
 from numba.cpython.unsafe.numbers import leading_zeros
 
@@ -345,23 +345,10 @@ def _store(out, i, code, P):
 
 # -- kernels -------------------------------------------------------------------------------------
 
-@njit(cache=True, parallel=True)
-def round_parallel(x, u, P, out):
-    """Round x (flat) into out (codes or values); returns (#NaN rejected, #inf rejected)."""
-    nan_bad = 0
-    inf_bad = 0
-    sr = P[SR] != 0
-    for i in prange(x.size):
-        code, bad = round_one(x[i], np.uint64(u[i]) if sr else _ZERO, P)
-        store(out, i, code, P)
-        nan_bad += bad == 1
-        inf_bad += bad == 2
-    return nan_bad, inf_bad
-
-
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def round_serial(x, u, P, out):
-    """round_parallel for small arrays (no thread start-up)."""
+    """Round x (flat) into out (codes or values); returns (#NaN rejected, #inf rejected). One
+    thread; emul.quantize runs large arrays as slices on several (emul._threads.run_slices)."""
     nan_bad = 0
     inf_bad = 0
     sr = P[SR] != 0
@@ -387,11 +374,11 @@ def code_valid(code, P):
     return True
 
 
-@njit(cache=True, parallel=True)
-def decode_parallel(codes, P, out):
+@njit(cache=True, nogil=True)
+def decode_serial(codes, P, out):
     """Values of codes (flat uint64); returns the number of invalid codes (their output is NaN)."""
     bad = 0
-    for i in prange(codes.size):
+    for i in range(codes.size):
         c = np.uint64(codes[i])
         if code_valid(c, P):
             out[i] = code_value(c, P)
@@ -401,15 +388,17 @@ def decode_parallel(codes, P, out):
     return bad
 
 
-@njit(cache=True, parallel=True)
-def round_seeded(x, k0, k1, P, out):
-    """round_parallel for stochastic rounding with threefry words made on the fly: element i uses
-    ``emul.random.bits(key, (n,))[i] >> (32 - sr_bits)`` (no array of words is stored)."""
+@njit(cache=True, nogil=True)
+def round_seeded(x, k0, k1, first, P, out):
+    """round_serial for stochastic rounding with threefry words made on the fly: element i uses
+    word first + i, ``emul.random.bits(key, (n,))[first + i] >> (32 - sr_bits)`` (x is the slice
+    of a whole array that starts at element ``first``; no array of words is stored)."""
     nan_bad = 0
     inf_bad = 0
     shift = np.uint32(32 - P[SR_BITS])
-    for i in prange(x.size):
-        y0, y1 = threefry2x32(k0, k1, np.uint32(i >> 32), np.uint32(i & 0xFFFFFFFF))
+    for i in range(x.size):
+        c = i + first
+        y0, y1 = threefry2x32(k0, k1, np.uint32(c >> 32), np.uint32(c & 0xFFFFFFFF))
         code, bad = round_one(x[i], np.uint64(np.uint32(y0 ^ y1) >> shift), P)
         store(out, i, code, P)
         nan_bad += bad == 1
