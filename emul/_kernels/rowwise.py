@@ -194,8 +194,8 @@ def rowwise_float(A, B, init, order, chunk, Fa, Fo, Fp, Ra, Ro, has_prod, rne, k
     parameters Fo/Ro). ``rne``: nearest_even on rne_step (Ra/Ro); SR when Fa says so, with words
     from (k0, k1, shift, gen, u) as in sr_accumulate. Returns False when a product is not exact.
 
-    TwoSum runs in every step unless ``check`` and ``rne``: then the steps of a row-major pass
-    (pairwise: the tree levels of a row) skip it when every (rounded) product there is on the check grid 2**g and below
+    TwoSum runs in every step unless ``check`` and ``rne`` in pairwise order: then the tree levels
+    of a row skip it when every (rounded) product there is on the check grid 2**g and below
     2**(g + 51) (:func:`_off_grid`; gC, gB from g). The caller picks g so that every format's
     values are multiples of 2**g below 2**(g + 51) as well: then every sum a step forms (two such
     values, or an overflow value of the same bound) is a multiple of 2**g below 2**(g + 52), exact
@@ -280,11 +280,6 @@ def rowwise_float(A, B, init, order, chunk, Fa, Fo, Fp, Ra, Ro, has_prod, rne, k
                     for q in range(nq):
                         P[_UI(j), _UI(q)] = fround(P[_UI(j), _UI(q)], p_m, p_emin, p_qb, p_pq, p_max, p_ovp, p_ovn,
                                                    p_near, p_k0, p_ks, p_kl, p_nz)
-            tw = True  # TwoSum in this pass's steps, unless every product is on the check grid
-            if check:
-                tw = False
-                for j in range(n):
-                    tw |= _off_grid(P[j], nq, gC, gB)
             t = T0
             while t < T0 + nq:
                 te = _tile_end(t, T0 + nq, order, step_len)
@@ -294,10 +289,7 @@ def rowwise_float(A, B, init, order, chunk, Fa, Fo, Fp, Ra, Ro, has_prod, rne, k
                     for tt in range(nt):
                         for j in range(n):
                             W[tt, j] = _word((r0 + j) * T + t + tt, k0, k1, shift, gen, u)
-                if rne and not tw:  # (only RNE has a TwoSum-free twin: each twin costs compile time)
-                    _tile(sc, stage, W, nt, False, True, False, down, r, cmp, Pa, Qa)
-                else:
-                    _tile(sc, stage, W, nt, sr, rne, True, down, r, cmp, Pa, Qa)
+                _tile(sc, stage, W, nt, sr, rne, True, down, r, cmp, Pa, Qa)
                 if order == 2 and (te % step_len == 0 or te == K):  # the chunk ends: one outer step
                     t_outer = K + (te - 1) // step_len  # words: the K chunk steps first, then the outer steps
                     for j in range(n):
