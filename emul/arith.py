@@ -19,7 +19,7 @@ from fractions import Fraction
 import numpy as np
 
 from ._lazy import LazyModule
-from ._threads import pool, single_thread_below
+from ._threads import pool, run_slices, single_thread_below
 K = LazyModule("emul._kernels.arith")
 KR = LazyModule("emul._kernels.round")
 W = LazyModule("emul._kernels.wide")
@@ -137,6 +137,20 @@ def _raise_bad(fmt, ovf, n_nan, n_inf):
                          f"{fmt.name}; use a saturate rule")
 
 
+def _elements(op, ops, u, P, out, flags):
+    """The general kernel on the operands ``ops`` (three flat arrays) and words u (one per
+    element, or a placeholder without SR), on slices of the elements from several threads."""
+    n = out.size
+
+    def call(lo, hi):
+        K.arith_serial(op, ops[0][lo:hi], ops[1][lo:hi], ops[2][lo:hi], u[lo:hi] if u.size == n else u, P,
+                       out[lo:hi], flags[lo:hi])
+
+    with single_thread_below(n, PARALLEL_MIN):
+        if n:
+            run_slices(call, n)
+
+
 def _general(op, arrays, shape, u, P, fmt, ovf):
     """The general kernel (exact wide-integer frames) on broadcast operands: float64 results,
     flat, or raises for results the format cannot take."""
@@ -146,8 +160,7 @@ def _general(op, arrays, shape, u, P, fmt, ovf):
     n = flat[0].size
     out = np.empty(n, np.float64)
     flags = np.empty(n, np.int8)
-    with single_thread_below(n, PARALLEL_MIN):
-        K.arith_parallel(op, flat[0], flat[1], flat[2], u, P, out, flags)
+    _elements(op, flat, u, P, out, flags)
     if n and flags.any():
         _raise_bad(fmt, ovf, int(np.count_nonzero(flags == W.BAD_NAN)), int(np.count_nonzero(flags == W.BAD_INF)))
         _redo_exact(op, flat, np.flatnonzero(flags == W.NEED_EXACT), u, P, fmt, out)
@@ -244,7 +257,7 @@ def _fast(op, arrays, shape, u, P, k, fmt, ovf, out_dtype):
             us = np.ascontiguousarray(u[at]) if P[_slots.SR] else u
             vals = np.empty(at.size, np.float64)
             flags = np.empty(at.size, np.int8)
-            K.arith_parallel(op, sub[0], sub[1], sub[2], us, P, vals, flags)
+            _elements(op, sub, us, P, vals, flags)
             n_gen_nan = int(np.count_nonzero(flags == W.BAD_NAN))
             n_gen_inf = int(np.count_nonzero(flags == W.BAD_INF))
             out[at] = exact_float32(vals).view(np.uint32) if out.dtype == np.uint32 else vals.view(np.uint64)

@@ -11,7 +11,7 @@ Inputs are read from their bits (``round.parts``) and results written from bits
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from . import round as R
 from . import wide as W
@@ -103,11 +103,12 @@ def _body(op, a, b, c, u, P, out, flags, i, sr):
         out[i] = 0.0
 
 
-@njit(cache=True, parallel=True)
-def arith_parallel(op, a, b, c, u, P, out, flags):
-    """out[i] = op(a[i], b[i], c[i]) rounded to P; flags[i] = 0 or a wide.BAD_*/NEED_EXACT flag."""
+@njit(cache=True, nogil=True)
+def arith_serial(op, a, b, c, u, P, out, flags):
+    """out[i] = op(a[i], b[i], c[i]) rounded to P; flags[i] = 0 or a wide.BAD_*/NEED_EXACT flag.
+    One thread; emul.arith runs large arrays as slices on several (emul._threads.run_slices)."""
     sr = P[R.SR] != 0
-    for i in prange(out.size):
+    for i in range(out.size):
         _body(op, a, b, c, u, P, out, flags, i, sr)
 
 
