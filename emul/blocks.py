@@ -674,6 +674,8 @@ def quantize(x, bfmt, axis=-1, *, dtype=None, **kwargs):
     st = None
     if bfmt.tensor_scale:
         st = kwargs.get("tensor_scale")
+        if kwargs.get("arithmetic") == "float32_te" and kwargs.get("global_scale") is not None:
+            st = np.float32(1) / _check_global_scale(kwargs["global_scale"])  # as encode: s_t = fp32(1 / G)
         st = tensor_scale(a, bfmt, kwargs.get("arithmetic", "exact")) if st is None else st
     v = decode(scales, codes, bfmt, axis, tensor_scale=st)
     if a.dtype == np.float64 or not np.asarray(x).dtype.kind == "f" or dtype is not None:

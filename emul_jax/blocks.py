@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from emul.blocks import (SCALE_OVERFLOW, SCALE_RULES, TAILS, _element_emax, _element_precision, _nan_element_code,
+from emul.blocks import (ARITHMETIC, SCALE_OVERFLOW, SCALE_RULES, TAILS, _element_emax, _element_precision, _nan_element_code,
                          _quantum_exp)
 from emul.blocks import format as block_format
 from emul.formats import ExpFormat, FixedFormat, FloatFormat
@@ -175,14 +175,18 @@ def _f32_input(x):
 
 
 def encode(x, bfmt, axis=-1, *, rounding="nearest_even", scale_rule=None, scale_overflow=None, tail="partial",
-           tensor_scale=None, scale_min=None, arithmetic="exact", key=None, random_bits=None, sr_bits=None,
-           sr_method="add"):
+           tensor_scale=None, scale_min=None, arithmetic="exact", global_scale=None, key=None, random_bits=None,
+           sr_bits=None, sr_method="add"):
     """``(scales, codes)`` as :func:`emul.blocks.encode` (float inputs).
 
-    Power-of-two scales: every scale rule and overflow setting. Float scales (NVFP4): the exact
-    arithmetic (``arithmetic="exact"`` only), ``scale_min``, and ``tensor_scale`` (default: computed
-    from x as :func:`emul.blocks.tensor_scale`, in the graph); every quotient is an integer long
-    division rounded once by emul_jax's rounding primitives, so the codes equal the core's.
+    Power-of-two scales: every scale rule and overflow setting. Float scales (NVFP4): ``scale_min``,
+    ``tensor_scale`` (default: computed from x as :func:`emul.blocks.tensor_scale`, in the graph)
+    and every ``arithmetic``. ``"exact"``: every quotient is an integer long division rounded once
+    by emul_jax's rounding primitives, so the codes equal the core's. The peers' float32 variants
+    (``"float32"``, ``"float32_div"``, ``"float32_te"`` with ``global_scale``; float32 x only) do
+    the core's float32 operations in the core's order, each one computed exactly in integers and
+    rounded to float32 (nearest even, subnormals kept, overflow to inf) by the same primitives — so
+    XLA's flush-to-zero, x / c → x * (1 / c) rewrites and FMA contraction cannot change a result.
 
     >>> import jax.numpy as jnp
     >>> s, c = encode(jnp.array([960.0, 1.0]), "mxfp8_e4m3")
@@ -197,15 +201,20 @@ def encode(x, bfmt, axis=-1, *, rounding="nearest_even", scale_rule=None, scale_
             if v is not None:
                 raise ValueError(f"{name}=: only for power-of-two (e8m0) scales; {bfmt.scale.name} scales round "
                                  "amax / element max once (nearest_even, saturating)")
-        if arithmetic != "exact":
-            raise ValueError(f"arithmetic={arithmetic!r}: emul_jax.blocks computes the exact arithmetic only; "
-                             "the peers' float32 variants are in emul.blocks")
+        if not isinstance(arithmetic, str) or arithmetic not in ARITHMETIC:
+            raise ValueError(f"arithmetic={arithmetic!r}: must be one of {', '.join(ARITHMETIC)}")
         if tensor_scale is not None and not bfmt.tensor_scale:
             raise ValueError(f"tensor_scale=: {bfmt.name} has no tensor scale")
+        if global_scale is not None and arithmetic != "float32_te":
+            raise ValueError("global_scale=: only with arithmetic='float32_te' (TransformerEngine's G)")
+        if arithmetic == "float32_te" and (not bfmt.tensor_scale or tensor_scale is not None):
+            raise ValueError("arithmetic='float32_te': TransformerEngine's two-level scaling computes the "
+                             "tensor scale from x; a format with a tensor scale and no tensor_scale= needed "
+                             "(global_scale= gives its G)")
         if not isinstance(tail, str) or tail not in TAILS:
             raise ValueError(f"tail={tail!r}: must be one of {', '.join(TAILS)}")
         return _encode_float_scales(x, bfmt, axis, rounding, tail, tensor_scale, scale_min, key, random_bits,
-                                    sr_bits, sr_method)
+                                    sr_bits, sr_method, arithmetic, global_scale)
     for name, v in (("tensor_scale", tensor_scale), ("scale_min", scale_min)):
         if v is not None:
             raise ValueError(f"{name}=: only for float scale formats, not {bfmt.scale.name}")
@@ -335,11 +344,132 @@ def _float_scale_blocks(xb, tb, bfmt, k, esp, ssp, smin, snan, u=None):
     return scales, codes.reshape(R_, n)
 
 
+# -- the peers' float32 arithmetic (arithmetic="float32", "float32_div", "float32_te") --------------
+#
+# Each float32 operation of emul.blocks._encode_float32 is computed exactly in integers and rounded
+# once to float32 (nearest even, subnormals kept, overflow to inf: IEEE binary32) by round_float, so
+# the bits equal NumPy's float32 operations whatever XLA does to float arithmetic.
+
+@functools.lru_cache(maxsize=None)
+def _F32_IEEE():
+    return R.spec(FloatFormat(8, 23), "nearest_even", None, None, "add")
+
+
+def _parts32(b):
+    """(zero, inf, exponent, 24-bit significand) of float32 magnitude bits b (finite or inf);
+    value = sig * 2**(exponent - 23). Zeros and infs get a dummy significand 2**23."""
+    zero = b == u32(0)
+    inf = b >= u32(EXP)
+    e, sig = _sig24(jnp.where(zero | inf, u32(0x3F800000), b))
+    return zero, inf, e, sig
+
+
+def _mul24(a, b):
+    """(hi, lo): the exact 48-bit product of uint32 values a, b < 2**24 as two 32-bit words."""
+    ah, al = shr(a, 12), a & u32(0xFFF)
+    bh, bl = shr(b, 12), b & u32(0xFFF)
+    low = al * bl
+    mid = ah * bl + al * bh                      # < 2**25
+    high = ah * bh                               # < 2**24
+    mid_lo, mid_hi = shl(mid & u32(0xFFFFF), 12), shr(mid, 20)
+    high_lo, high_hi = shl(high & u32(0xFF), 24), shr(high, 8)
+    s1 = low + mid_lo
+    s2 = s1 + high_lo
+    carry = (s1 < low).astype(U32) + (s2 < s1).astype(U32)
+    return mid_hi + high_hi + carry, s2
+
+
+def _fmul32(sign, a, b):
+    """float32 bits of fp32(±a * b), a and b float32 magnitude bits (finite or inf; never 0 * inf)."""
+    za, ia, ea, ma = _parts32(a)
+    zb, ib, eb, mb = _parts32(b)
+    hi, lo = _mul24(ma, mb)
+    r = R.round_float(_F32_IEEE(), sign, hi, lo, ea + eb - 46)
+    r = jnp.where(za | zb, shl(sign, 31), r)
+    return jnp.where(ia | ib, shl(sign, 31) | u32(EXP), r)
+
+
+def _fdiv32(sign, a, b, sp=None):
+    """float32 bits of fp32(±a / b), a and b float32 magnitude bits (a finite; b finite nonzero or
+    inf: the callers mask b = 0). ``sp``: another float32 rounding spec (saturating)."""
+    za, _, ea, ma = _parts32(a)
+    zb, ib, eb, mb = _parts32(b)
+    r = _round_quotient(sp or _F32_IEEE(), sign, ma, mb, ea - eb)
+    return jnp.where(za | ib, shl(sign, 31), r)
+
+
+def _recip32(gb):
+    """float32 bits of fp32(1 / g), g positive finite float32 bits."""
+    return _fdiv32(u32(0), jnp.asarray(u32(0x3F800000)), jnp.asarray(gb, U32))
+
+
+@functools.partial(jax.jit, static_argnums=(1,))
+def _te_global_bits(xb, bfmt):
+    """float32 bits of TransformerEngine's G = fp32(fp32(scale max * element max) / amax) over the
+    finite values, at most float32's max (also for amax = 0), as emul.blocks._te_global_encode_scale."""
+    a = xb & u32(ABS)
+    amax = jnp.max(jnp.where(a < u32(EXP), a, u32(0)))
+    c = f32_bits(jnp.float32(np.float32(np.float32(bfmt.scale.max) * np.float32(bfmt.element.max))))
+    g = _fdiv32(u32(0), c, jnp.where(amax == u32(0), u32(0x3F800000), amax), _F32_SPEC())
+    g = jnp.where(amax == u32(0), u32(0x7F7FFFFF), g)
+    return jnp.where(g == u32(0), u32(0x3F800000), g)
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6, 7))
+def _float32_blocks(xb, tb, gb, bfmt, k, smin, snan, divide):
+    """(scale codes (R, nb), float32 bits of the scaled elements (R, nb * k), NaN-block element mask)
+    of float32 bits xb, as emul.blocks._encode_float32: s = fp32(amax / elem_max), then fp32(s / s_t)
+    (or fp32(s * G) with gb), the scale code (nearest_even, saturating, at least smin), prod =
+    fp32(scale * s_t), then fp32(x * fp32(1 / prod)) or (divide) fp32(x / prod); zero elements where
+    prod or x is 0."""
+    el, sc = bfmt.element, bfmt.scale
+    R_, n = xb.shape
+    nb = n // k
+    blocks = xb.reshape(R_, nb, k)
+    mag = blocks & u32(ABS)
+    special = jnp.any(mag >= u32(EXP), axis=-1)
+    amax = jnp.where(special, u32(0), jnp.max(mag, axis=-1))
+    emax_bits = f32_bits(jnp.float32(np.float32(el.max)))
+    s32 = _fdiv32(u32(0), amax, jnp.broadcast_to(emax_bits, amax.shape))
+    if gb is None:
+        s32 = _fdiv32(u32(0), s32, jnp.broadcast_to(tb, s32.shape))
+    else:
+        s32 = _fmul32(u32(0), s32, jnp.broadcast_to(gb, s32.shape))
+    s32 = jnp.where(special, u32(0), s32)
+    sb = _core_encode(f32_from_bits(s32), sc, "nearest_even", "saturate").astype(U32)
+    sb = jnp.maximum(sb, u32(smin))
+    m = sc.man_bits
+    ef = shr(sb, m).astype(I32)
+    f = sb & u32((1 << m) - 1)
+    ms = jnp.where(ef == 0, f, f | u32(1 << m))
+    es = jnp.where(ef == 0, sc.emin - m, ef - sc.bias - m)
+    te, tsig = _sig24(tb)
+    # prod = fp32(scale * s_t): ms * tsig < 2**28 is exact in uint32
+    prod = R.round_float(_F32_IEEE(), u32(0), None, ms * tsig, es + te - 23)
+    prod = jnp.where(ms == u32(0), u32(0), prod)
+    sign = shr(blocks, 31)
+    pb = jnp.broadcast_to(jnp.where(prod == u32(0), u32(0x3F800000), prod)[..., None], mag.shape)
+    if divide:
+        y = _fdiv32(sign, mag, pb)
+    else:
+        recip = _recip32(jnp.where(prod == u32(0), u32(0x3F800000), prod))
+        y = _fmul32(sign, mag, jnp.broadcast_to(recip[..., None], mag.shape))
+    zero = (prod == u32(0))[..., None] | special[..., None] | (mag == u32(0))
+    y = jnp.where(zero, shl(sign, 31), y)
+    scales = jnp.where(special, u32(snan), sb)
+    spec_el = jnp.broadcast_to(special[..., None], mag.shape)
+    return scales, y.reshape(R_, n), spec_el.reshape(R_, n)
+
+
 def _encode_float_scales(x, bfmt, axis, rounding, tail, tensor_scale, scale_min, key, random_bits, sr_bits,
-                         sr_method):
-    from emul.blocks import _check_tensor_scale, _scale_min_code, _scale_nan_code
+                         sr_method, arithmetic="exact", global_scale=None):
+    from emul.blocks import _check_global_scale, _check_tensor_scale, _scale_min_code, _scale_nan_code
 
     el, sc = bfmt.element, bfmt.scale
+    if arithmetic != "exact":
+        xin = _input(x, "x", kinds=("f",))
+        if np.dtype(xin.dtype) != np.float32:
+            raise TypeError(f"arithmetic={arithmetic!r}: x must be float32 (the peers' input)")
     xa = _f32_input(x)
     if xa.ndim == 0:
         raise ValueError("x: a 0-d array has no axis to block; pass at least one dimension")
@@ -365,7 +495,16 @@ def _encode_float_scales(x, bfmt, axis, rounding, tail, tensor_scale, scale_min,
     xbits = f32_bits(xa)
     if snan < 0 and not isinstance(xbits, jax.core.Tracer) and bool(jnp.any((xbits & u32(ABS)) >= u32(EXP))):
         raise ValueError(f"x: NaN or inf in a block, but the scale format {sc.name} has no NaN")
-    if not bfmt.tensor_scale:
+    gb = None
+    if arithmetic == "float32_te":
+        if global_scale is None:
+            gb = _te_global_bits(xbits, bfmt)
+        else:
+            if not isinstance(global_scale, jax.core.Tracer):
+                global_scale = _check_global_scale(np.asarray(global_scale))
+            gb = f32_bits(jnp.asarray(global_scale, jnp.float32))
+        tb = _recip32(gb)
+    elif not bfmt.tensor_scale:
         tb = u32(0x3F800000)
     elif tensor_scale is None:
         tb = _tensor_scale_bits(xbits, bfmt)
@@ -379,15 +518,23 @@ def _encode_float_scales(x, bfmt, axis, rounding, tail, tensor_scale, scale_min,
     ub = None
     if u is not None:
         ub = jnp.pad(jnp.moveaxis(u, ax, -1).reshape(rows.shape), ((0, 0), (0, pad)))
-    scodes, codes = _float_scale_blocks(xb, jnp.asarray(tb, U32), bfmt, k, esp, ssp, smin, max(snan, 0), ub)
+    if arithmetic != "exact":
+        scodes, y, spec_el = _float32_blocks(xb, jnp.asarray(tb, U32), None if gb is None else jnp.asarray(gb, U32),
+                                             bfmt, k, smin, max(snan, 0), arithmetic == "float32_div")
+        kw = {} if ub is None else dict(random_bits=ub[:, :L], sr_bits=esp.sr_bits, sr_method=sr_method)
+        codes = _core_encode(f32_from_bits(y[:, :L]), el, rounding, "saturate", **kw)
+        codes = jnp.where(spec_el[:, :L], jnp.asarray(_nan_element_code(el), codes.dtype), codes)
+    else:
+        scodes, codes = _float_scale_blocks(xb, jnp.asarray(tb, U32), bfmt, k, esp, ssp, smin, max(snan, 0), ub)
     codes = codes[:, :L].astype(cdt)
     codes = jnp.moveaxis(codes.reshape(moved.shape), -1, ax)
     scales = jnp.moveaxis(scodes.astype(sdt).reshape(moved.shape[:-1] + (nb,)), -1, ax)
     return scales, codes
 
 
-def tensor_scale(x, bfmt):
-    """:func:`emul.blocks.tensor_scale` (exact arithmetic) of float32 x, as a float32 0-d array.
+def tensor_scale(x, bfmt, arithmetic="exact"):
+    """:func:`emul.blocks.tensor_scale` of float32 x, as a float32 0-d array: the exact s_t, or with
+    ``arithmetic="float32_te"`` TransformerEngine's fp32(1 / G), G = fp32(2688 / amax).
 
     >>> import jax.numpy as jnp
     >>> tensor_scale(jnp.array([2688.0, -1.0]), "nvfp4")
@@ -396,6 +543,13 @@ def tensor_scale(x, bfmt):
     bfmt = _check_format(bfmt, float_scales=True)
     if not bfmt.tensor_scale:
         raise ValueError(f"{bfmt.name}: has no tensor scale")
+    if not isinstance(arithmetic, str) or arithmetic not in ARITHMETIC:
+        raise ValueError(f"arithmetic={arithmetic!r}: must be one of {', '.join(ARITHMETIC)}")
+    if arithmetic == "float32_te":
+        xin = _input(x, "x", kinds=("f",))
+        if np.dtype(xin.dtype) != np.float32:
+            raise TypeError("arithmetic='float32_te': x must be float32 (the peers' input)")
+        return f32_from_bits(_recip32(_te_global_bits(f32_bits(xin), bfmt)))
     return f32_from_bits(_tensor_scale_bits(f32_bits(_f32_input(x)), bfmt))
 
 
@@ -616,7 +770,19 @@ def quantize(x, bfmt, axis=-1, **kwargs):
     st = None
     if bfmt.tensor_scale:
         st = kwargs.pop("tensor_scale", None)
-        if st is None and kwargs.get("arithmetic", "exact") == "exact":
+        if kwargs.get("arithmetic") == "float32_te":
+            scales, codes = encode(x, bfmt, axis, tensor_scale=st, **kwargs)
+            g = kwargs.get("global_scale")
+            if g is None:
+                st = tensor_scale(x, bfmt, "float32_te")
+            else:
+                if not isinstance(g, jax.core.Tracer):
+                    from emul.blocks import _check_global_scale
+
+                    g = _check_global_scale(np.asarray(g))
+                st = f32_from_bits(_recip32(f32_bits(jnp.asarray(g, jnp.float32))))
+            return decode(scales, codes, bfmt, axis, tensor_scale=st)
+        if st is None:
             st = tensor_scale(x, bfmt)
     scales, codes = encode(x, bfmt, axis, tensor_scale=st, **kwargs)
     return decode(scales, codes, bfmt, axis, tensor_scale=st)
