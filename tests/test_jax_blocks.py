@@ -6,6 +6,8 @@ computed or given, scale_min). The long sweeps are ``-m slow``."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -135,8 +137,20 @@ def test_jax_nvfp4_hand_vectors_tensor_scale_and_key():
 
 
 def test_jax_blocks_refuses_what_it_does_not_mirror():
-    with pytest.raises(ValueError, match="float32 variants"):
-        JB.encode(jnp.ones(16), "nvfp4", arithmetic="float32")
+    with pytest.raises(ValueError, match="arithmetic='float64'"):
+        JB.encode(jnp.ones(16), "nvfp4", arithmetic="float64")
+    with pytest.raises(TypeError, match="must be float32"):
+        JB.encode(jnp.ones(16, jnp.float16), "nvfp4", arithmetic="float32")
+    with pytest.raises(ValueError, match="global_scale"):
+        JB.encode(jnp.ones(16), "nvfp4", arithmetic="float32", global_scale=1.0)
+    with pytest.raises(ValueError, match="float32_te"):
+        JB.encode(jnp.ones(16), "nvfp4", arithmetic="float32_te", tensor_scale=1.0)
+    with pytest.raises(ValueError, match="float32_te"):
+        JB.encode(jnp.ones(16), "e2m1fn/e4m3fn/16", arithmetic="float32_te")
+    with pytest.raises(ValueError, match="global_scale"):
+        JB.encode(jnp.ones(16), "nvfp4", arithmetic="float32_te", global_scale=0.0)
+    with pytest.raises(ValueError, match="always exact"):
+        JB.encode(jnp.ones(32), "mxfp4", arithmetic="float32")
     with pytest.raises(ValueError, match=r'jax_enable_x64.*jax.config.update\("jax_enable_x64", True\)'):
         JB.decode(jnp.zeros(1, jnp.uint8), jnp.zeros(16, jnp.uint8), "nvfp4", tensor_scale=1.0)
     with pytest.raises(ValueError, match=r"jax_enable_x64.*jax.enable_x64\(True\)"):
@@ -337,8 +351,8 @@ def test_jax_float_decode_quantize_errors_x64():
             JB.decode(s, c.at[3].set(16), "nvfp4", tensor_scale=1.0)
         with pytest.raises(ValueError, match="scales: shape"):
             JB.decode(jnp.zeros(2, jnp.uint8), c, "nvfp4", tensor_scale=1.0)
-        with pytest.raises(ValueError, match="float32 variants"):
-            JB.quantize(jnp.ones(16), "nvfp4", arithmetic="float32_te")
+        with pytest.raises(TypeError, match="must be float32"):
+            JB.quantize(jnp.ones(16, jnp.bfloat16), "nvfp4", arithmetic="float32_te")
 
 
 @pytest.mark.slow
@@ -371,3 +385,86 @@ def test_jax_float_decode_quantize_sweep_slow():
                 assert np.array_equal(_b64(JB.quantize(jnp.asarray(x), name, t % 2, **kw)), want), (name, kw)
                 g = jax.jit(lambda v: JB.quantize(v, name, t % 2, **kw))(jnp.asarray(x))
                 assert np.array_equal(_b64(g), want), (name, kw)
+
+
+# -- the peers' float32 arithmetic (arithmetic="float32", "float32_div", "float32_te") ----------------
+
+def _f32_arith_data():
+    """float32 blocks of 16 (tail 5) whose float32 steps meet the edges: scales and scale products
+    that are float32 subnormals or underflow to 0, reciprocals that overflow, subnormal x, zeros,
+    -0, NaN and inf blocks."""
+    rng = np.random.default_rng(21)
+    x = (rng.standard_normal((6, 37)) * 2.0 ** rng.integers(-140, 100, (6, 37))).astype(np.float32)
+    x[0, :16] = np.float32(2.0 ** -140) * rng.integers(1, 200, 16)
+    x[1, 16:20] = [0.0, -0.0, -0.0, 0.0]
+    x[2, 3] = -np.inf
+    x[3, 20] = np.nan
+    x[4, :16] = rng.integers(-2 ** 20, 2 ** 20, 16).astype(np.float32) * np.float32(2.0 ** -149)
+    x[5, 32:] = np.float32(3e38)
+    return x
+
+
+F32_CASES = [  # (format, keyword arguments)
+    ("nvfp4", dict(arithmetic="float32")),
+    ("nvfp4", dict(arithmetic="float32", tensor_scale=np.float32(2.0 ** -149), rounding="toward_zero")),
+    ("nvfp4", dict(arithmetic="float32_div", scale_min=2 ** -6)),
+    ("nvfp4", dict(arithmetic="float32_div", tensor_scale=np.finfo(np.float32).max)),
+    ("nvfp4", dict(arithmetic="float32_te")),
+    ("nvfp4", dict(arithmetic="float32_te", global_scale=np.float32(3e38))),
+    ("e2m1fn/e4m3fn/16", dict(arithmetic="float32", rounding="nearest_away")),
+]
+
+
+def _check_f32_arith(x, name, kw, jit):
+    ws, wc = B.encode(x, name, **kw)
+    enc = jax.jit(lambda v: JB.encode(v, name, **kw)) if jit else (lambda v: JB.encode(v, name, **kw))
+    gs, gc = enc(jnp.asarray(x))
+    assert np.array_equal(_bits(ws), _bits(gs)) and np.array_equal(_bits(wc), _bits(gc)), (name, kw, jit)
+
+
+def test_jax_float32_arithmetic_matches_core():
+    """emul_jax.blocks.encode with the peers' float32 arithmetic = emul.blocks.encode bit for bit
+    (scale and element codes): a subnormal tensor scale (scale products underflow, reciprocals
+    overflow), float32 max (products overflow; under jit), TransformerEngine's G given, and
+    quantize (x64) with float32_te = the core's float64 values; F32_CASES in full under slow."""
+    x = _f32_arith_data()
+    for i in (1, 3, 5):
+        _check_f32_arith(x, *F32_CASES[i], jit=i == 3)
+    assert _bits(B.tensor_scale(x, "nvfp4", "float32_te")) == _bits(JB.tensor_scale(jnp.asarray(x), "nvfp4",
+                                                                                     "float32_te"))
+    with jax.enable_x64(True):
+        for name, kw in (F32_CASES[4],):
+            want = B.quantize(x, name, dtype=np.float64, **kw)
+            assert np.array_equal(_b64(JB.quantize(jnp.asarray(x), name, **kw)), _b64(want)), kw
+
+
+@pytest.mark.slow
+def test_jax_float32_arithmetic_sweep_slow():
+    """Every variant x format x tensor/global scale (incl. subnormal and overflowing ones) x mode x
+    scale_min on data from 2**-149 to float32 max, eagerly and under jit; SR by random_bits."""
+    rng = np.random.default_rng(22)
+    xs = [_f32_arith_data()]
+    for i, (name, kw) in enumerate(F32_CASES):
+        _check_f32_arith(xs[0], name, kw, jit=True)
+    for lo, hi, shape in ((-5, 5, (4, 64)), (-149, -100, (3, 48)), (100, 127, (2, 32))):
+        xs.append((rng.standard_normal(shape) * 2.0 ** rng.integers(lo, hi, shape)).astype(np.float32))
+    for ar in ("float32", "float32_div", "float32_te"):
+        for name in ("nvfp4", "e2m1fn/e4m3fn/16", "e3m2fn/e5m2/8"):
+            bf = B.format(name)
+            if ar == "float32_te" and not bf.tensor_scale:
+                continue
+            extra = [{}]
+            if bf.tensor_scale and ar != "float32_te":
+                extra += [dict(tensor_scale=np.float32(v)) for v in (2.0 ** -149, 2.0 ** -130, 3.4e38, 1 / 3)]
+            if ar == "float32_te":
+                extra += [dict(global_scale=np.float32(v)) for v in (2.0 ** -100, 3e38, 7.0)]
+            for j, (x, ex, mode) in enumerate(itertools.product(xs, extra, ("nearest_even", "toward_zero", "up"))):
+                if name == "e3m2fn/e5m2/8" and not np.isfinite(x).all():
+                    x = np.nan_to_num(x, posinf=1.0, neginf=-1.0)
+                kw = dict(arithmetic=ar, rounding=mode, **ex)
+                if name == "nvfp4" and j % 2:
+                    kw["scale_min"] = 2 ** -6
+                _check_f32_arith(x, name, kw, jit=j % 5 == 0)
+            x = xs[1]
+            words = rng.integers(0, 2 ** 32, x.shape, dtype=np.uint64).astype(np.uint32)
+            _check_f32_arith(x, name, dict(arithmetic=ar, rounding="stochastic", random_bits=words), jit=True)
