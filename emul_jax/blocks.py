@@ -16,7 +16,9 @@ by :func:`encode` (and :func:`tensor_scale`) with the exact arithmetic: s_b = am
 s_t) and every element x_i / (s_b * s_t) are integer long divisions (64 quotient bits and a sticky
 bit, 32-bit words), each rounded once by emul_jax's rounding primitives — the core's quotients,
 rounded the same way, in every element mode (SR included), with ``scale_min`` and a given or
-computed s_t. The peers' float32 arithmetic options stay in emul.blocks. ``decode`` and
+computed s_t. The peers' float32 arithmetic (``arithmetic="float32"``, ``"float32_div"``,
+``"float32_te"``) is mirrored as the core's float32 operations in the core's order, each computed
+exactly in integers and rounded once to float32 (see :func:`encode`). ``decode`` and
 ``quantize`` of float-scale formats return float64 values (element times scale times s_t needs up to
 2 + 4 + 24 = 30 significant bits for NVFP4, more than a float32 holds) and so need
 ``jax_enable_x64`` (ValueError without it); see :func:`decode`.
