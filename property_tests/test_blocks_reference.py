@@ -68,13 +68,13 @@ def same_codes(a, b):
     return np.array_equal(np.asarray(a, np.int64), np.asarray(b, np.int64))
 
 
-def same_values(got, want):
+def same_values(got, want, nan_sign=True):
     """float64 values equal to the reference's (Fraction, or float for zeros and NaN), -0 and NaN
-    included."""
+    included (the NaN's sign too unless ``nan_sign`` is False)."""
     for g, w in zip(np.ravel(got), want):
         w = float(w)
         if math.isnan(w):
-            if not math.isnan(g):
+            if not math.isnan(g) or (nan_sign and math.copysign(1, g) != math.copysign(1, w)):
                 return False
         elif g != w or math.copysign(1, g) != math.copysign(1, w):
             return False
@@ -128,6 +128,23 @@ def test_e8m0_decode_every_code():
 
 
 # -- block encode / decode / quantize --------------------------------------------------------------
+
+NAN_HEAVY = [0x7F, 0xFF, 0x7E, 0xFE, 0x7C, 0xFC, 0x00, 0x80, 0x3C, 0xBC]  # e5m2: NaNs, infs, ±0, ±1
+
+
+@FAST
+@given(st.integers(1, 5), st.integers(1, 40), st.data())
+def test_decode_nan_signs_match_reference(k, n, data):
+    """decode of random codes heavy in NaNs of both signs (elements e5m2, scales e4m3fn NaN 0x7F/0xFF,
+    ±1, 2**-9): the reference's values and NaN signs (the element's NaN, else the scale's)."""
+    bfmt = B.format(f"e5m2/e4m3fn/{k}")
+    codes = data.draw(st.lists(st.sampled_from(NAN_HEAVY), min_size=n, max_size=n))
+    nb = -(-n // k)
+    scales = data.draw(st.lists(st.sampled_from([0x7F, 0xFF, 0x38, 0xB8, 0x01]), min_size=nb, max_size=nb))
+    got = B.decode(np.array(scales, np.uint8), np.array(codes, np.uint8), bfmt)
+    with np.errstate(invalid="ignore"):
+        want = R.decode(scales, codes, bfmt)
+    assert same_values(got, want), (scales, codes, got, want)
 
 def _reference_rows(x, axis):
     """The 1-D lanes along axis, with their index tuples into x (C order of the other axes)."""
@@ -278,7 +295,7 @@ def test_dot_matches_reference(name, n, acc, order, data):
             R.dot(*ref_args, acc=acc_fmt, **kw)
         return
     want = R.dot(*ref_args, acc=acc_fmt, overflow=None, **kw)
-    assert same_values([float(got)], [want]), (got, want)
+    assert same_values([float(got)], [want], nan_sign=False), (got, want)
 
 
 def test_matmul_matches_reference_rows():
