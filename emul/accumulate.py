@@ -35,7 +35,7 @@ import os
 import numpy as np
 
 from ._lazy import LazyModule
-from ._threads import run_rows, single_thread_below
+from ._threads import run_rows, run_slices, single_thread_below
 K = LazyModule("emul._kernels.accumulate")
 FK = LazyModule("emul._kernels.fast_accumulate")
 SK = LazyModule("emul._kernels.sr_accumulate")
@@ -916,13 +916,18 @@ def _rowwise_float(a, b, cfg, init, out_shape, rows, k, T, seed, key, random_bit
     gC, gB = (1.5 * 2.0 ** (52 + g), 2.0 ** (g + 51)) if check else (0.0, 0.0)
     out = np.empty(rows, np.float64)
     bad = np.zeros(rows, np.int8)
+    order = ORDERS.index(cfg.order)
+
+    def run(A, B):
+        args = (A, B, init_values, order, cfg.chunk, Fa, Fo, Fp, Ra, Ro, pf is not None, rne, *words.kernel_args(), T,
+                check, gC, gB, out, bad)
+        return all(run_slices(lambda lo, hi: RW.rowwise_float(*args, lo, hi), RW.rowwise_parts(order, rows)))
+
     with _threads_for(_ROWWISE_COST * rows * k, "float"):
-        ok = RW.rowwise_float(A, B, init_values, ORDERS.index(cfg.order), cfg.chunk, Fa, Fo, Fp, Ra, Ro, pf is not None,
-                              rne, *words.kernel_args(), T, check, gC, gB, out, bad)
+        ok = run(A, B)
         if not ok and f32:  # a float32 subnormal (or NaN/inf): widened exactly, they may still fit
             A, B = _rows_f64(a, rows, k), _rows_f64(b, rows, k)
-            ok = RW.rowwise_float(A, B, init_values, ORDERS.index(cfg.order), cfg.chunk, Fa, Fo, Fp, Ra, Ro,
-                                  pf is not None, rne, *words.kernel_args(), T, check, gC, gB, out, bad)
+            ok = run(A, B)
     if not ok:
         return None
     redo = np.flatnonzero(bad)

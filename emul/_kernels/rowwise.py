@@ -186,10 +186,12 @@ def _tile(sc, stage, W, nt, sr, rne, tw, down, r, cmp, Pa, Qa):
                 sc[j] = _step(sc[j], stage[tt, j], 0, False, tw, down, False, r, cmp, Pa, Qa)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def rowwise_float(A, B, init, order, chunk, Fa, Fo, Fp, Ra, Ro, has_prod, rne, k0, k1, shift, gen, u, T, check, gC,
-                  gB, out, bad):
-    """out[r] = the row-wise dot product of A[r] and B[r] from init[r % init.size] (float64
+                  gB, out, bad, c_lo, c_hi):
+    """Parts c_lo … c_hi - 1 (rows in pairwise order, else blocks of LANES rows: see
+    :func:`rowwise_parts`; emul.accumulate runs slices of the parts on several threads, a Numba
+    parallel region compiles several times slower) of: out[r] = the row-wise dot product of A[r] and B[r] from init[r % init.size] (float64
     values of the final format), orders 0 sequential / 1 pairwise / 2 chunked (``chunk``; outer
     parameters Fo/Ro). ``rne``: nearest_even on rne_step (Ra/Ro); SR when Fa says so, with words
     from (k0, k1, shift, gen, u) as in sr_accumulate. Returns False when a product is not exact.
@@ -213,9 +215,9 @@ def rowwise_float(A, B, init, order, chunk, Fa, Fo, Fp, Ra, Ro, has_prod, rne, k
     k0 = _U32(k0)
     k1 = _U32(k1)
     shift = _U32(shift)
+    all_ok = True
     if order == 1:
-        okr = np.ones(R, np.bool_)
-        for row in prange(R):
+        for row in range(c_lo, c_hi):
             x = np.empty(max(K, 1), np.float64)
             y = np.empty(max(K, 1), np.float64)
             w = np.zeros(max(K // 2, 1), np.uint32)
@@ -227,7 +229,7 @@ def rowwise_float(A, B, init, order, chunk, Fa, Fo, Fp, Ra, Ro, has_prod, rne, k
                     p = fround(p, p_m, p_emin, p_qb, p_pq, p_max, p_ovp, p_ovn, p_near, p_k0, p_ks, p_kl, p_nz)
                 x[k] = p
             if unfit:
-                okr[row] = False
+                all_ok = False
                 continue
             tw = True
             if check:
@@ -253,11 +255,9 @@ def rowwise_float(A, B, init, order, chunk, Fa, Fo, Fp, Ra, Ro, has_prod, rne, k
             s = _step(init[row % init.size], x[0], uw, rne, True, down, sr, r, cmp, Pa, Qa)
             out[row] = s
             bad[row] = 0 if np.isfinite(s) else 1
-        return okr.all()
-    nblk = (R + LANES - 1) // LANES
-    okb = np.ones(nblk, np.bool_)
+        return all_ok
     step_len = chunk if order == 2 else K
-    for c in prange(nblk):
+    for c in range(c_lo, c_hi):
         r0 = c * LANES
         n = min(LANES, R - r0)
         s = np.zeros(LANES, np.float64)
@@ -270,10 +270,11 @@ def rowwise_float(A, B, init, order, chunk, Fa, Fo, Fp, Ra, Ro, has_prod, rne, k
         P = np.zeros((LANES, TB), np.float64)
         stage = np.zeros((TK, LANES), np.float64)
         W = np.zeros((TK, LANES), np.uint32)
+        block_ok = True
         for T0 in range(0, K, TB):
             nq = min(TB, K - T0)
             if _products_f64(A, B, r0, n, T0, nq, P):
-                okb[c] = False
+                block_ok = False
                 break
             if has_prod:
                 for j in range(n):
@@ -298,7 +299,8 @@ def rowwise_float(A, B, init, order, chunk, Fa, Fo, Fp, Ra, Ro, has_prod, rne, k
                         s[j] = _step(s[j], sc[j], W[0, j], rne, True, down, sr, r, cmp, Po, Qo)
                         sc[j] = 0.0
                 t = te
-        if not okb[c]:
+        if not block_ok:
+            all_ok = False
             continue
         if order != 2:
             for j in range(LANES):
@@ -306,7 +308,13 @@ def rowwise_float(A, B, init, order, chunk, Fa, Fo, Fp, Ra, Ro, has_prod, rne, k
         for j in range(n):
             out[r0 + j] = s[j]
             bad[r0 + j] = 0 if np.isfinite(s[j]) else 1
-    return okb.all()
+    return all_ok
+
+
+def rowwise_parts(order, rows):
+    """The number of parts of rowwise_float: one per row in pairwise order (1), else one per
+    block of LANES rows."""
+    return rows if order == 1 else (rows + LANES - 1) // LANES
 
 
 @njit(cache=True, parallel=True)
