@@ -537,14 +537,7 @@ class _FixedPlan:
 
     def _range(self, fmt, ovf):
         """(lo, hi, rule, signed, modulus, unit) of a fixed format in units of 2**-fu."""
-        unit = 2.0 ** (self.fu - fmt.frac)
-        lo, hi = fmt.min_raw * unit, fmt.max_raw * unit
-        rule = {Overflow.SATURATE: FK.RULE_SAT, Overflow.SATURATE_SYMMETRIC: FK.RULE_SAT,
-                Overflow.SATURATE_ZERO: FK.RULE_SAT_ZERO, Overflow.WRAP: FK.RULE_WRAP,
-                Overflow.WRAP_SIGN_MAGNITUDE: FK.RULE_WRAP_SM}[ovf]
-        if ovf == Overflow.SATURATE_SYMMETRIC and fmt.signed:
-            lo = -hi
-        return lo, hi, rule, int(fmt.signed), 2.0**fmt.bits * unit, unit
+        return _fixed_range(fmt, ovf, 2.0 ** (self.fu - fmt.frac))
 
     def run(self, job):
         cfg = job.cfg
@@ -1021,13 +1014,19 @@ _GRID_MODES = {
 def _grid_params(fmt, mode, ovf):
     """RW.gstep's parameters (grid, mode, overflow rule) of a fixed format, in values."""
     unit = 2.0 ** -fmt.frac
+    return np.array((unit, *_GRID_MODES[mode], *_fixed_range(fmt, ovf, unit)), np.float64)
+
+
+def _fixed_range(fmt, ovf, unit):
+    """(lo, hi, rule, signed, modulus, unit) of a fixed format whose lsb is ``unit``: the kernels'
+    overflow parameters (fast_accumulate.xstep, rowwise.gstep)."""
     lo, hi = fmt.min_raw * unit, fmt.max_raw * unit
     rule = {Overflow.SATURATE: FK.RULE_SAT, Overflow.SATURATE_SYMMETRIC: FK.RULE_SAT,
             Overflow.SATURATE_ZERO: FK.RULE_SAT_ZERO, Overflow.WRAP: FK.RULE_WRAP,
             Overflow.WRAP_SIGN_MAGNITUDE: FK.RULE_WRAP_SM}[ovf]
     if ovf == Overflow.SATURATE_SYMMETRIC and fmt.signed:
         lo = -hi
-    return np.array((unit, *_GRID_MODES[mode], lo, hi, rule, int(fmt.signed), 2.0**fmt.bits * unit, unit), np.float64)
+    return lo, hi, rule, int(fmt.signed), 2.0**fmt.bits * unit, unit
 
 
 def _rowwise_grid(a, b, cfg, init, out_shape, rows, k, T, seed, key, random_bits):
