@@ -310,6 +310,15 @@ def _F32_SPEC():
     return R.spec(FloatFormat(8, 23), "nearest_even", "saturate", None, "add")
 
 
+def _code_parts(sb, sc):
+    """(significand, exponent) of the codes ``sb`` of the float format ``sc`` (no special codes):
+    the value is significand * 2**exponent."""
+    m = sc.man_bits
+    ef = shr(sb, m).astype(I32)
+    f = sb & u32((1 << m) - 1)
+    return jnp.where(ef == 0, f, f | u32(1 << m)), jnp.where(ef == 0, sc.emin - m, ef - sc.bias - m)
+
+
 @functools.partial(jax.jit, static_argnums=(2, 3, 4, 5, 6, 7))
 def _float_scale_blocks(xb, tb, bfmt, k, esp, ssp, smin, snan, u=None):
     """(scale codes (R, nb), element codes (R, nb * k)) of float32 bits xb with a float scale format;
@@ -327,11 +336,7 @@ def _float_scale_blocks(xb, tb, bfmt, k, esp, ssp, smin, snan, u=None):
     sb = _round_quotient(ssp, u32(0), asig, u32(mmax) * tsig, (axe - 23) - me - (te - 23))
     sb = jnp.where(amax == u32(0), u32(0), sb)
     sb = jnp.maximum(sb, u32(smin))
-    m = sc.man_bits
-    ef = shr(sb, m).astype(I32)
-    f = sb & u32((1 << m) - 1)
-    ms = jnp.where(ef == 0, f, f | u32(1 << m))
-    es = jnp.where(ef == 0, sc.emin - m, ef - sc.bias - m)
+    ms, es = _code_parts(sb, sc)
     xe, xsig = _sig24(jnp.where(mag == u32(0), u32(0x3F800000), mag))
     xsig = jnp.where(mag == u32(0), u32(0), xsig)
     d = (ms * tsig)[..., None]
@@ -440,11 +445,7 @@ def _float32_blocks(xb, tb, gb, bfmt, k, smin, snan, divide):
     s32 = jnp.where(special, u32(0), s32)
     sb = _core_encode(f32_from_bits(s32), sc, "nearest_even", "saturate").astype(U32)
     sb = jnp.maximum(sb, u32(smin))
-    m = sc.man_bits
-    ef = shr(sb, m).astype(I32)
-    f = sb & u32((1 << m) - 1)
-    ms = jnp.where(ef == 0, f, f | u32(1 << m))
-    es = jnp.where(ef == 0, sc.emin - m, ef - sc.bias - m)
+    ms, es = _code_parts(sb, sc)
     te, tsig = _sig24(tb)
     # prod = fp32(scale * s_t): ms * tsig < 2**28 is exact in uint32
     prod = R.round_float(_F32_IEEE(), u32(0), None, ms * tsig, es + te - 23)
