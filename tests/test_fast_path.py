@@ -298,11 +298,11 @@ def test_inline_threefry_equals_threefry_kernel():
     for k0, k1, hi, lo in rng.integers(0, 1 << 32, (64, 4), dtype=np.uint64).astype(np.uint32):
         y0, y1 = ref(k0, k1, hi, lo)
         assert draw(k0, k1, hi, lo) == y0 ^ y1
-    P = kernel_params(emul.format("e4m3fn"), Rounding.STOCHASTIC, Overflow.IEEE, 32, False)
-    k = tuple(F.constants(P, emul.format("e4m3fn")))
+    from emul._kernels.draw import draw as block_draw
+
     start = 3 * 2**32 + 5 * F.BLOCK
     buf = np.empty(F.BLOCK, np.uint32)
-    F._draw(buf, k, np.uint32(7), np.uint32(9), start, F.BLOCK)
+    block_draw(buf, np.uint32(7), np.uint32(9), start, F.BLOCK, 0)  # shift 0: 32 SR bits
     want = [np.bitwise_xor(*ref(np.uint32(7), np.uint32(9), np.uint32(start >> 32), np.uint32((start + j) % 2**32)))
             for j in range(F.BLOCK)]
     np.testing.assert_array_equal(buf, np.array(want, np.uint32))
