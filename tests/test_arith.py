@@ -555,13 +555,13 @@ def test_mixed_float_dtypes_take_one_kernel_dtype(monkeypatch):
     a32 = (rng.standard_normal(500) * 4).astype(np.float32)
     a16 = a32.astype(np.float16)
     scalars = [0.5, -0.0, 2.0**-149, 2.0**-24, np.nan, -np.inf, 0.1, 1e-300, 65504.0, 2.0**-1074]
+    # (one op and deterministic modes: kernels other tests compile; each new dtype signature of a
+    # fast kernel costs ~8 s of CPU on a cold cache)
     for s in scalars:
         for a in (a32, a16):
-            for op in ("add", "mul"):
-                _assert_paths_agree(monkeypatch, op, (a, s), "fp16", "nearest_even")
-                _assert_paths_agree(monkeypatch, op, (s, a), "bf16", "stochastic", seed=1, sr_bits=8)
-    _assert_paths_agree(monkeypatch, "add", (a16, a32[::-1].copy()), "bf16", "toward_zero")
-    _assert_paths_agree(monkeypatch, "fma", (a16, np.float32(0.75), np.float64(1.0)), "fp16", "up")
+            _assert_paths_agree(monkeypatch, "add", (a, s), "fp16", "nearest_even")
+            _assert_paths_agree(monkeypatch, "add", (s, a), "bf16", "toward_zero")
+    _assert_paths_agree(monkeypatch, "add", (a16, a32[::-1].copy()), "bf16", "up")
 
 
 def test_fast_path_float64_operands_that_are_not_float32_values(monkeypatch):
