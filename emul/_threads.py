@@ -35,16 +35,18 @@ def single_thread_below(work: int, threshold: int):
         numba.set_num_threads(before)
 
 
-def run_slices(call, n):
-    """``call(lo, hi)`` over slices [lo, hi) of [0, n) that together cover it, one slice per Numba
-    thread (``numba.get_num_threads()``, which single_thread_below lowers for small jobs) on the
-    thread pool; returns the results in slice order. Each slice must be independent of the others."""
+def run_slices(call, n, threads=None, align=1):
+    """``call(lo, hi)`` over slices [lo, hi) of [0, n) that together cover it, one slice per thread
+    on the thread pool; returns the results in slice order. Each slice must be independent of the
+    others. ``threads``: at most this many (default: Numba's thread count, which
+    single_thread_below lowers for small jobs); ``align``: slice starts are multiples of it."""
     import numba
 
-    threads = min(numba.get_num_threads(), n)
+    threads = min(numba.get_num_threads() if threads is None else threads, n)
     if threads <= 1:
         return [call(0, n)]
     step = -(-n // threads)
+    step += -step % align
     jobs = [pool().submit(call, lo, min(lo + step, n)) for lo in range(0, n, step)]
     return [j.result() for j in jobs]
 

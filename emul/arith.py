@@ -19,7 +19,7 @@ from fractions import Fraction
 import numpy as np
 
 from ._lazy import LazyModule
-from ._threads import pool, run_slices, single_thread_below
+from ._threads import run_slices, single_thread_below
 K = LazyModule("emul._kernels.arith")
 KR = LazyModule("emul._kernels.round")
 W = LazyModule("emul._kernels.wide")
@@ -174,12 +174,7 @@ def _chunked(kernel, args, n):
     import numba
 
     threads = min(numba.get_num_threads(), max(1, n // PARALLEL_MIN))
-    if threads <= 1:
-        return kernel(*args, 0, n)
-    step = -(-n // threads)
-    step += -step % 64  # whole cache lines
-    jobs = [pool().submit(kernel, *args, lo, min(lo + step, n)) for lo in range(0, n, step)]
-    return sum(j.result() for j in jobs)
+    return sum(run_slices(lambda lo, hi: kernel(*args, lo, hi), n, threads, align=64))  # whole cache lines
 
 
 _LOCAL = threading.local()
