@@ -992,11 +992,11 @@ def _rowwise_fixed(a, b, cfg, init, out_shape, rows, k, T, seed, key, random_bit
         Bl, scale = _kernel_arg(np.ldexp(B.astype(np.float64), fu + qa).astype(dt)), dt(1)
     out = np.empty(rows, np.float64)
     work = _ROWWISE_COST * rows * k
-    # below the threshold the serial twin runs: it compiles without a parallel region (several times faster)
-    kernel = RW.rowwise_fixed if work >= _threshold("fixed") else RW.rowwise_fixed_serial
+    order = ORDERS.index(cfg.order)
+    args = (Al, Bl, scale, _kernel_arg(init_units.astype(dt)), order, cfg.chunk, np.array(ra, np.float64),
+            np.array(ro, np.float64), sum_only, out)
     with _threads_for(work, "fixed"):
-        kernel(Al, Bl, scale, _kernel_arg(init_units.astype(dt)), ORDERS.index(cfg.order), cfg.chunk,
-               np.array(ra, np.float64), np.array(ro, np.float64), sum_only, out)
+        run_slices(lambda lo, hi: RW.rowwise_fixed(*args, lo, hi), RW.fixed_parts(order, sum_only, rows))
     return np.ldexp(out, -fu) if fu else out
 
 
@@ -1051,9 +1051,10 @@ def _rowwise_grid(a, b, cfg, init, out_shape, rows, k, T, seed, key, random_bits
     Go = _grid_params(cfg.outer, cfg.mode, cfg.outer_ovf)
     out = np.empty(rows, np.float64)
     work = _ROWWISE_COST * rows * k
-    kernel = RW.rowwise_grid if work >= _threshold("fixed") else RW.rowwise_grid_serial
+    order = ORDERS.index(cfg.order)
+    args = (A, B, init_values, order, cfg.chunk, Ga, Go, 2.0 ** (49 - fine), out)
     with _threads_for(work, "fixed"):
-        ok = kernel(A, B, init_values, ORDERS.index(cfg.order), cfg.chunk, Ga, Go, 2.0 ** (49 - fine), out)
+        ok = all(run_slices(lambda lo, hi: RW.rowwise_grid(*args, lo, hi), RW.rowwise_parts(order, rows)))
     return out if ok else None
 
 

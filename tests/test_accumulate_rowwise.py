@@ -227,9 +227,8 @@ def test_fixed_rowwise_kernel_sweep(a, b, acc, kw, k):
 
 @pytest.mark.slow
 def test_fixed_rowwise_uses_the_kernel_and_any_thread_count(monkeypatch):
-    """The fixed path runs rowwise_fixed (not the batched fallback), its parallel driver included
-    (the thresholds forced to 0), and gives the same bits on one thread and on two. Slow: it
-    compiles the parallel driver (about 10 s of a cold cache; the default tests run the serial twin)."""
+    """The fixed path runs rowwise_fixed (not the batched fallback), on slices of its parts from
+    two threads (the thresholds forced to 0), and gives the same bits on one thread and on two."""
     import numba
 
     import emul.accumulate as ac

@@ -24,7 +24,7 @@ the sums are provably exact (see rowwise_float's ``check``).
 """
 
 import numpy as np
-from numba import njit, prange, types
+from numba import njit, types
 from numba.extending import overload
 
 from .fast_accumulate import (_ABS, _ROW_EHI, _ROW_ELO, _U0, F_DOWN, F_SR, F_SRBITS, F_SRCMP, RULE_SAT, RULE_WRAP,
@@ -317,8 +317,8 @@ def rowwise_parts(order, rows):
     return rows if order == 1 else (rows + LANES - 1) // LANES
 
 
-@njit(cache=True, parallel=True)
-def rowwise_fixed(A, B, scale, init, order, chunk, Xa, Xo, sum_only, out):
+@njit(cache=True, nogil=True)
+def rowwise_fixed(A, B, scale, init, order, chunk, Xa, Xo, sum_only, out, c_lo, c_hi):
     """Row-wise dot products with a fixed-point accumulator, as exact integers in the lanes' dtype
     (float32, float64 or int16: the dtype of ``init``), in units of the finest lsb: fast_accumulate's
     ``fixed_rows`` (``xstep``; sat_rows_i16 for int16) under the same conditions, with rows as lanes.
@@ -330,22 +330,16 @@ def rowwise_fixed(A, B, scale, init, order, chunk, Xa, Xo, sum_only, out):
     sums that never leave (-2**15, 2**15)). ``sum_only`` (wrapping accumulators, the caller checks
     that the exact total fits the lanes): the exact sum, wrapped once at the end — the same value,
     as wrapping is reduction modulo 2**bits. out[r] (float64) is row r's result in units of the
-    finest lsb. The work is done by :func:`_fixed_part` (a serial function: a parallel region
-    compiles several times slower, so it holds only this loop)."""
-    R = A.shape[0]
-    parts = R if order == 1 and not sum_only else (R + LANES - 1) // LANES
-    for c in prange(parts):
+    finest lsb. Parts c_lo … c_hi - 1 (see :func:`fixed_parts`): emul.accumulate runs slices of
+    the parts on several threads (a Numba parallel region compiles several times slower)."""
+    for c in range(c_lo, c_hi):
         _fixed_part(A, B, scale, init, order, chunk, Xa, Xo, sum_only, out, c)
 
 
-@njit(cache=True)
-def rowwise_fixed_serial(A, B, scale, init, order, chunk, Xa, Xo, sum_only, out):
-    """rowwise_fixed on one thread (the same parts in order): no parallel region to compile when
-    the work is too small for a second thread."""
-    R = A.shape[0]
-    parts = R if order == 1 and not sum_only else (R + LANES - 1) // LANES
-    for c in range(parts):
-        _fixed_part(A, B, scale, init, order, chunk, Xa, Xo, sum_only, out, c)
+def fixed_parts(order, sum_only, rows):
+    """The number of parts of rowwise_fixed: one per row in pairwise order (unless sum_only), else
+    one per block of LANES rows."""
+    return rows if order == 1 and not sum_only else (rows + LANES - 1) // LANES
 
 
 @njit(cache=True)
@@ -570,8 +564,8 @@ def _grid_part(A, B, init, order, chunk, Ga, Go, pmax, out, c):
     return True
 
 
-@njit(cache=True, parallel=True)
-def rowwise_grid(A, B, init, order, chunk, Ga, Go, pmax, out):
+@njit(cache=True, nogil=True)
+def rowwise_grid(A, B, init, order, chunk, Ga, Go, pmax, out, c_lo, c_hi):
     """Row-wise dot products into a fixed-point accumulator whose steps round: out[r] (float64, the
     value) = row r of A·B (R x K, float64) from init[r % init.size], orders 0 sequential / 1
     pairwise / 2 chunked, each step :func:`gstep` with the grid, mode and overflow rule of Ga
@@ -579,21 +573,9 @@ def rowwise_grid(A, B, init, order, chunk, Ga, Go, pmax, out):
     multiples of its lsb below 2**49 lsb in magnitude, the finest lsb at least 2**-1022 (so that
     every sum stays below 2**51 lsb of the step's grid and no value is subnormal); every product
     is checked here: exact, 0 or normal (:func:`_exact`) and below pmax (at most 2**49 of the
-    finest lsb). Returns False when one is not."""
-    R = A.shape[0]
-    parts = R if order == 1 else (R + LANES - 1) // LANES
-    ok = np.ones(parts, np.bool_)
-    for c in prange(parts):
-        ok[c] = _grid_part(A, B, init, order, chunk, Ga, Go, pmax, out, c)
-    return ok.all()
-
-
-@njit(cache=True)
-def rowwise_grid_serial(A, B, init, order, chunk, Ga, Go, pmax, out):
-    """rowwise_grid on one thread (no parallel region to compile for small work)."""
-    R = A.shape[0]
-    parts = R if order == 1 else (R + LANES - 1) // LANES
-    for c in range(parts):
+    finest lsb). Returns False when one is not. Parts c_lo … c_hi - 1: rows in pairwise
+    order, else blocks of LANES rows (:func:`rowwise_parts`), as rowwise_float."""
+    for c in range(c_lo, c_hi):
         if not _grid_part(A, B, init, order, chunk, Ga, Go, pmax, out, c):
             return False
     return True
