@@ -145,12 +145,15 @@ def test_rowwise_kernel_equals_per_row_dot(acc, kw, k):
 def test_rowwise_kernel_crosses_the_row_major_passes(k):
     """K beyond one row-major pass of the float kernel (TB = 512 products), chunks that straddle
     it, SR words across it: the same bits as the 1-D dot of each row. Products off e4m7's check
-    grid (2**-27 … 2**24) in the last pass: one below that grid, one above it."""
+    grid (2**-27 … 2**24) in the last pass: one below that grid, one above it. Row 6 has
+    significands of 31 bits (wider than the kernel's bit test admits, products still exact: its
+    residual test runs for that pass)."""
     r = np.random.default_rng(k)
     a = emul.quantize(r.standard_normal((40, k)) * 4, "e4m3fn")
     b = emul.quantize(r.standard_normal((40, k)), "e4m3fn")
     a[5, -1], b[5, -1] = 2.0**-20, 1.5 * 2.0**-9  # 1.5 * 2**-29: off the grid
     a[37, -1], b[37, -1] = 2.0**20, 2.0**8  # 2**28: beyond 2**24
+    a[6] *= 1 + 2.0**-30
     for acc, kw in (("e4m7", {}), ("e4m7", {"order": "pairwise"}), ("fp16", {"order": "chunked", "chunk": 100}),
                     ("bf16", {"rounding": "stochastic", "sr_bits": 8, "seed": 7})):
         got = emul.dot(a, b, acc, axis=-1, **kw)

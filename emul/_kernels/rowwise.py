@@ -8,32 +8,40 @@ conditions and proofs; only the data layout differs from the matmul kernels. Row
 its steps (emul/accumulate.py's layout; words as in emul/_kernels/sr_accumulate.py).
 
 * sequential and chunked: LANES rows side by side. Their products are formed row by row, TB at a
-  time, into a (LANES, TB) block (contiguous reads, in L2), which is transposed tile by tile into
-  (TK, LANES) (in L1, 8 x 8 blocks); the steps run over the lanes, as the matmul kernels run over
-  an output row. Indices are unsigned so that Numba emits no negative-index wraparound (which
-  keeps LLVM from vectorising the loops).
+  time, into a (LANES, PS) block (contiguous reads, in L2; rows PS = TB + 8 apart, not 4 KiB, so
+  that they do not share L1 sets), which is transposed tile by tile into (TK, LANES) (in L1, 8 x 8
+  blocks of vector shuffles, :func:`_t8`); the steps run over the lanes, as the matmul kernels run
+  over an output row. Each step also prefetches its share of the next pass's operands
+  (:func:`_ahead`): the product pass then reads from cache, and the memory traffic overlaps the
+  steps. Indices are unsigned so that Numba emits no negative-index wraparound (which keeps LLVM
+  from vectorising the loops).
 * pairwise: one row at a time, each tree level vectorised over its pairs (ping-pong buffers);
   a level's SR words are consecutive, so they are read (or generated) contiguously.
 
-Products are formed here and checked exact, from bits, in the same pass: both operands 0 or with exponent fields
-in [2**-400, 2**500) (so every product is 0 or normal, and its rounding error, a multiple of
-2**-904, is 0 or normal) and the FMA residual x*y - fl(x*y) zero. The kernels return False when
-some product fails (the caller then takes the exact general path); results of non-finite rows
-are flagged in ``bad`` for the caller to recompute with the general kernel. TwoSum runs unless
-the sums are provably exact (see rowwise_float's ``check``).
+Products are formed here and checked exact in the same pass (:func:`_products`): both operands
+0 or with exponent fields in [2**-400, 2**500) (so every product is 0 or normal, and its rounding
+error, a multiple of 2**-904, is 0 or normal), and the product exact: every significand of the
+pass at most 26 bits wide (two of them make at most 52 bits; always so for operands from 8- and
+16-bit formats and float32), else the FMA residual x*y - fl(x*y) zero (:func:`_exact`). The
+kernels return False when some product fails (the caller then takes the exact general path);
+results of non-finite rows are flagged in ``bad`` for the caller to recompute with the general
+kernel. TwoSum runs unless the sums are provably exact (see rowwise_float's ``check``).
 """
 
 import numpy as np
+from llvmlite import ir
 from numba import njit, types
-from numba.extending import overload
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
 
-from .fast_accumulate import (_ABS, _ROW_EHI, _ROW_ELO, _U0, F_DOWN, F_SR, F_SRBITS, F_SRCMP, RULE_SAT, RULE_WRAP,
+from .fast_accumulate import (_ABS, _ROW_EHI, _ROW_ELO, _U0, _U1, F_DOWN, F_SR, F_SRBITS, F_SRCMP, RULE_SAT, RULE_WRAP,
                               _f2u, _fma, _step, _unpack, _unpack_rne, fround, xstep)
 from .threefry import threefry2x32
 
 LANES = 32  # rows side by side (sequential, chunked)
 TK = 128  # products per row and tile of steps (a (TK, LANES) tile in L1)
 TB = 512  # products per row formed in one row-major pass (a (LANES, TB) block in L2)
+PS = TB + 8  # the row stride of that block: rows 4 KiB apart would share L1 sets (measured: 2x slower transposes)
 _U32 = np.uint32
 _UI = np.uint64
 
@@ -49,35 +57,41 @@ def _exact(x, y):
             & ((by == _U0) | ((ey >= _ROW_ELO) & (ey < _ROW_EHI))) & (_fma(x, y, -(x * y)) == 0.0))
 
 
-def _product(x, y):
-    """(ok, p): p = x*y in binary64 and whether it is exact and 0 or normal (Numba only; see the
-    overload: float64 operands by :func:`_exact`, float32 ones from their bits)."""
+_F32_ABS = np.uint32(0x7FFFFFFF)
+_LOW27 = np.uint64((1 << 27) - 1)  # the fraction bits below a 26-bit significand
+
+
+def _limits(A):
+    """(lo1, hi, low) for operands of A's dtype (Numba only; see the overload): with b = the bits
+    of |x| as uint64, x is admissible when b - 1 >= lo1 (wrapping: 0 passes) and b < hi, and every
+    product of two admissible values whose bits have none of ``low`` set is exact. float64: the
+    exponent range of :func:`_exact` and significands of at most 26 bits (two of them make at most
+    52); float32: 0 or normal and finite (the product of two, 48 bits within [2**-252, 2**256), is
+    exact, normal and inside that range), ``low`` 0."""
     raise NotImplementedError
 
 
-_F32_MIN = np.uint32(0x00800000)  # the smallest normal float32's bits
-_F32_INF = np.uint32(0x7F800000)
-_F32_ABS = np.uint32(0x7FFFFFFF)
+def _abs_bits(x):
+    """The bits of |x| as uint64 (Numba only; float32 from its own bits, so that
+    denormals-are-zero cannot change a test)."""
+    raise NotImplementedError
 
 
-@overload(_product, inline="always")
-def _product_impl(x, y):
-    if x == types.float64 and y == types.float64:
-        def impl64(x, y):
-            return _exact(x, y), x * y
-        return impl64
-    if x == types.float32 and y == types.float32:
-        def impl32(x, y):
-            # float32 operands, read as they are (half the bytes of float64): 0 or normal and finite
-            # (from the bits, so that denormals-are-zero cannot change the test), they widen to
-            # float64 exactly whatever the MXCSR, and their product (48 bits, within [2**-252, 2**256))
-            # is exact, normal and inside _exact's exponent range.
-            bx = np.float32(x).view(np.uint32) & _F32_ABS
-            by = np.float32(y).view(np.uint32) & _F32_ABS
-            ok = (((bx == _U32(0)) | ((bx >= _F32_MIN) & (bx < _F32_INF)))
-                  & ((by == _U32(0)) | ((by >= _F32_MIN) & (by < _F32_INF))))
-            return ok, np.float64(x) * np.float64(y)
-        return impl32
+@overload(_limits, inline="always")
+def _limits_impl(A):
+    if A.dtype == types.float64:
+        return lambda A: (np.uint64((int(_ROW_ELO) << 52) - 1), np.uint64(int(_ROW_EHI) << 52), _LOW27)
+    if A.dtype == types.float32:
+        return lambda A: (np.uint64(0x00800000 - 1), np.uint64(0x7F800000), _U0)
+    return None
+
+
+@overload(_abs_bits, inline="always")
+def _abs_bits_impl(x):
+    if x == types.float64:
+        return lambda x: _f2u(x) & _ABS
+    if x == types.float32:
+        return lambda x: np.uint64(np.float32(x).view(np.uint32) & _F32_ABS)
     return None
 
 
@@ -90,20 +104,45 @@ def _word(w, k0, k1, shift, gen, u):
 
 
 @njit(inline="always")
-def _products_f64(A, B, r0, n, T0, nq, P):
-    """P[j, q] = A[r0 + j, T0 + q] * B[r0 + j, T0 + q] for j < n, q < nq, row by row (contiguous
-    reads); returns how many of those products are not exact (:func:`_exact`). Unsigned indices
-    throughout: a signed index makes Numba emit a negative-index wraparound per access, which
-    keeps LLVM from vectorising these loops."""
-    unfit = 0
+def _products(A, B, r0, n, T0, nq, P):
+    """P[j, q] = A[r0 + j, T0 + q] * B[r0 + j, T0 + q] (float64) for j < n, q < nq, row by row
+    (contiguous reads); returns (ok, m): ok when every one of those products is exact in binary64
+    and 0 or normal (both operands admissible, see :func:`_limits`, and the product exact: from
+    the operands' bits when no significand has more than 26 bits, else by :func:`_exact`), m the
+    largest |product|. The pass keeps only reductions (an OR of the bits, their max and their min
+    less 1), so that it vectorises into few instructions per product; float32 operands widen
+    exactly (they are normal when ok). Unsigned indices throughout: a signed index makes Numba emit
+    a negative-index wraparound per access, which keeps LLVM from vectorising these loops."""
+    lo1, hi, low = _limits(A)
+    orb = _U0
+    mx = _U0
+    mn = ~_U0
+    m = 0.0
     for j in range(n):
         rr = _UI(r0 + j)
         for q in range(nq):
             kk = _UI(T0 + q)
-            ok, p = _product(A[rr, kk], B[rr, kk])
-            unfit += 0 if ok else 1
+            x = A[rr, kk]
+            y = B[rr, kk]
+            bx = _abs_bits(x)
+            by = _abs_bits(y)
+            orb |= bx | by
+            mx = max(mx, max(bx, by))
+            mn = min(mn, min(bx - _U1, by - _U1))
+            p = np.float64(x) * np.float64(y)
+            m = max(m, abs(p))
             P[_UI(j), _UI(q)] = p
-    return unfit
+    if mx >= hi or mn < lo1:
+        return False, m
+    if orb & low:  # some significand is wider than 26 bits: the residual test (float64 only)
+        unfit = 0
+        for j in range(n):
+            rr = _UI(r0 + j)
+            for q in range(nq):
+                kk = _UI(T0 + q)
+                unfit += 0 if _exact(A[rr, kk], B[rr, kk]) else 1
+        return unfit == 0, m
+    return True, m
 
 
 @njit(inline="always")
@@ -117,20 +156,127 @@ def _products_lanes(A, B, scale, r0, n, T0, nq, P):
             P[_UI(j), _UI(q)] = dt(dt(A[rr, kk]) * dt(B[rr, kk]) * scale)
 
 
+def _shuffle_transpose(builder, rows):
+    """The 8 x 8 transpose of 8 LLVM vectors of 8 elements (rows[r][c] -> out[c][r]): three stages
+    of two-input shuffles; at distance d, rows r and r + d (r & d == 0) swap their elements p & d
+    != 0 of the first with p & d == 0 of the second."""
+    i32x8 = ir.VectorType(ir.IntType(32), 8)
+    for d in (1, 2, 4):
+        lo = ir.Constant(i32x8, [p if p & d == 0 else 8 + p - d for p in range(8)])
+        hi = ir.Constant(i32x8, [p + d if p & d == 0 else 8 + p for p in range(8)])
+        out = list(rows)
+        for r in range(8):
+            if r & d == 0:
+                out[r] = builder.shuffle_vector(rows[r], rows[r + d], lo)
+                out[r + d] = builder.shuffle_vector(rows[r], rows[r + d], hi)
+        rows = out
+    return rows
+
+
+@intrinsic
+def _t8(typingctx, src, i0, j0, dst, k0, l0):
+    """dst[k0 + c, l0 + r] = src[i0 + r, j0 + c] for r, c < 8 (2-D arrays of one dtype, rows
+    contiguous, indices unchecked): eight vector loads, 24 shuffles, eight vector stores (LLVM
+    does not find this from the scalar loops)."""
+    sig = types.void(src, i0, j0, dst, k0, l0)
+
+    def codegen(context, builder, signature, args):
+        sty, _, _, dty, _, _ = signature.args
+        i64 = ir.IntType(64)
+        elt = context.get_data_type(sty.dtype)
+        size = context.get_abi_sizeof(elt)
+        vptr = ir.VectorType(elt, 8).as_pointer()
+
+        def row(aty, arr, r0, c0, r):  # the address of arr[r0 + r, c0], as a vector pointer
+            a = context.make_array(aty)(context, builder, arr)
+            off = builder.add(builder.mul(builder.add(r0, ir.Constant(i64, r)), builder.extract_value(a.strides, 0)),
+                              builder.mul(c0, ir.Constant(i64, size)))
+            return builder.inttoptr(builder.add(builder.ptrtoint(a.data, i64), off), vptr)
+
+        _, i0v, j0v, _, k0v, l0v = (builder.sext(v, i64) if isinstance(v.type, ir.IntType) and v.type.width < 64 else v
+                                    for v in args)
+        rows = [builder.load(row(sty, args[0], i0v, j0v, r), align=size) for r in range(8)]
+        for c, v in enumerate(_shuffle_transpose(builder, rows)):
+            builder.store(v, row(dty, args[3], k0v, l0v, c), align=size)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @njit(inline="always")
 def _transpose(P, q0, nt, stage):
-    """stage[tt, j] = P[j, q0 + tt] for tt < nt and every lane: whole 8 x 8 blocks with constant
-    trip counts (LLVM turns them into shuffles), then the remaining columns one by one. P is
-    L2-resident (LANES x TB), stage L1-resident (TK x LANES)."""
+    """stage[tt, j] = P[j, q0 + tt] for tt < nt and every lane: whole 8 x 8 blocks by :func:`_t8`,
+    then the remaining columns one by one. P is L2-resident (LANES x PS), stage L1-resident
+    (TK x LANES)."""
     full = nt - nt % 8
     for tb in range(0, full, 8):
         for jb in range(0, LANES, 8):
-            for j in range(jb, jb + 8):
-                for tt in range(tb, tb + 8):
-                    stage[_UI(tt), _UI(j)] = P[_UI(j), _UI(q0 + tt)]
+            _t8(P, _UI(jb), _UI(q0 + tb), stage, _UI(tb), _UI(jb))
     for tt in range(full, nt):
         for j in range(LANES):
             stage[_UI(tt), _UI(j)] = P[_UI(j), _UI(q0 + tt)]
+
+
+@intrinsic
+def _prefetch(typingctx, arr, i, j):
+    """A hint to bring the cache line of arr[i, j] (a 2-D array with contiguous rows, indices
+    unchecked) towards the core (llvm.prefetch, read, to L2 and inward); never faults."""
+    sig = types.void(arr, i, j)
+
+    def codegen(context, builder, signature, args):
+        aty = signature.args[0]
+        i64, i32, i8p = ir.IntType(64), ir.IntType(32), ir.IntType(8).as_pointer()
+        a = context.make_array(aty)(context, builder, args[0])
+        size = context.get_abi_sizeof(context.get_data_type(aty.dtype))
+        off = builder.add(builder.mul(args[1], builder.extract_value(a.strides, 0)),
+                          builder.mul(args[2], ir.Constant(i64, size)))
+        ptr = builder.inttoptr(builder.add(builder.ptrtoint(a.data, i64), off), i8p)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                                            "llvm.prefetch.p0i8")
+        builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 2), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(inline="always")
+def _plan_ahead(A, B, r0, T0, ns, cur):
+    """cur = the prefetch plan (:func:`_ahead`) for the pass after (r0, T0) (its rows r1 …
+    r1 + LANES - 1 and columns T1 … T1 + TB - 1: the same rows TB columns on, else the next
+    block of rows from column 0), spread over the ns steps of the current pass: (row, column)
+    of the next line, the end row, T1, the end column and the lines per step."""
+    R, K = A.shape
+    r1, T1 = (r0, T0 + TB) if T0 + TB < K else (r0 + LANES, 0)
+    epl = 64 // max(A.itemsize, B.itemsize)  # elements per cache line (of the wider operand)
+    c1 = min(T1 + TB, K)
+    lines = min(LANES, R - r1) * ((c1 - T1 + epl - 1) // epl) if r1 < R else 0
+    cur[0] = r1
+    cur[1] = T1
+    cur[2] = min(r1 + LANES, R)
+    cur[3] = T1
+    cur[4] = c1
+    cur[5] = (lines + ns - 1) // ns
+
+
+@njit(inline="always")
+def _ahead(A, B, cur):
+    """Prefetch the next cur[5] cache lines of A and B of the plan ``cur`` (:func:`_plan_ahead`),
+    once per step: the next pass's product pass then reads its operands from cache, and their
+    memory traffic overlaps the steps (measured: without it, that pass, memory-bound, took about
+    a third of the time)."""
+    epl = 64 // max(A.itemsize, B.itemsize)
+    row = cur[0]
+    col = cur[1]
+    for _ in range(cur[5]):
+        if row < cur[2]:
+            _prefetch(A, _UI(row), _UI(col))
+            _prefetch(B, _UI(row), _UI(col))
+            col += epl
+            if col >= cur[4]:
+                col = cur[3]
+                row += 1
+    cur[0] = row
+    cur[1] = col
 
 
 @njit(inline="always")
@@ -170,18 +316,22 @@ def _level(x, y, w, half, sr, rne, tw, down, r, cmp, Pa, Qa):
 
 
 @njit(inline="always")
-def _tile(sc, stage, W, nt, sr, rne, tw, down, r, cmp, Pa, Qa):
-    """nt steps of every lane: sc[j] = Q(sc[j] + stage[tt, j]) (SR words W[tt, j])."""
+def _tile(sc, stage, W, nt, sr, rne, tw, down, r, cmp, Pa, Qa, A, B, cur):
+    """nt steps of every lane: sc[j] = Q(sc[j] + stage[tt, j]) (SR words W[tt, j]); step tt also
+    prefetches its share of the next pass (:func:`_ahead`)."""
     if sr:
         for tt in range(nt):
+            _ahead(A, B, cur)
             for j in range(LANES):
                 sc[j] = _step(sc[j], stage[tt, j], W[tt, j], False, tw, down, True, r, cmp, Pa, Qa)
     elif rne:
         for tt in range(nt):
+            _ahead(A, B, cur)
             for j in range(LANES):
                 sc[j] = _step(sc[j], stage[tt, j], 0, True, tw, down, False, r, cmp, Pa, Qa)
     else:
         for tt in range(nt):
+            _ahead(A, B, cur)
             for j in range(LANES):
                 sc[j] = _step(sc[j], stage[tt, j], 0, False, tw, down, False, r, cmp, Pa, Qa)
 
@@ -218,19 +368,17 @@ def rowwise_float(A, B, init, order, chunk, Fa, Fo, Fp, Ra, Ro, has_prod, rne, k
     all_ok = True
     if order == 1:
         for row in range(c_lo, c_hi):
-            x = np.empty(max(K, 1), np.float64)
-            y = np.empty(max(K, 1), np.float64)
+            xy = np.empty((2, max(K, 1)), np.float64)
+            x = xy[0]
+            y = xy[1]
             w = np.zeros(max(K // 2, 1), np.uint32)
-            unfit = 0
-            for k in range(K):
-                ok, p = _product(A[_UI(row), _UI(k)], B[_UI(row), _UI(k)])
-                unfit += 0 if ok else 1
-                if has_prod:
-                    p = fround(p, p_m, p_emin, p_qb, p_pq, p_max, p_ovp, p_ovn, p_near, p_k0, p_ks, p_kl, p_nz)
-                x[k] = p
-            if unfit:
+            ok, _ = _products(A, B, row, 1, 0, K, xy)
+            if not ok:
                 all_ok = False
                 continue
+            if has_prod:
+                for k in range(K):
+                    x[k] = fround(x[k], p_m, p_emin, p_qb, p_pq, p_max, p_ovp, p_ovn, p_near, p_k0, p_ks, p_kl, p_nz)
             tw = True
             if check:
                 tw = _off_grid(x, K, gC, gB)
@@ -267,15 +415,18 @@ def rowwise_float(A, B, init, order, chunk, Fa, Fo, Fp, Ra, Ro, has_prod, rne, k
         if order != 2:
             for j in range(LANES):
                 sc[j] = s[j]
-        P = np.zeros((LANES, TB), np.float64)
+        P = np.zeros((LANES, PS), np.float64)
         stage = np.zeros((TK, LANES), np.float64)
         W = np.zeros((TK, LANES), np.uint32)
+        cur = np.zeros(6, np.int64)
         block_ok = True
         for T0 in range(0, K, TB):
             nq = min(TB, K - T0)
-            if _products_f64(A, B, r0, n, T0, nq, P):
+            ok, _ = _products(A, B, r0, n, T0, nq, P)
+            if not ok:
                 block_ok = False
                 break
+            _plan_ahead(A, B, r0, T0, nq, cur)
             if has_prod:
                 for j in range(n):
                     for q in range(nq):
@@ -290,7 +441,7 @@ def rowwise_float(A, B, init, order, chunk, Fa, Fo, Fp, Ra, Ro, has_prod, rne, k
                     for tt in range(nt):
                         for j in range(n):
                             W[tt, j] = _word((r0 + j) * T + t + tt, k0, k1, shift, gen, u)
-                _tile(sc, stage, W, nt, sr, rne, True, down, r, cmp, Pa, Qa)
+                _tile(sc, stage, W, nt, sr, rne, True, down, r, cmp, Pa, Qa, A, B, cur)
                 if order == 2 and (te % step_len == 0 or te == K):  # the chunk ends: one outer step
                     t_outer = K + (te - 1) // step_len  # words: the K chunk steps first, then the outer steps
                     for j in range(n):
@@ -378,11 +529,13 @@ def _fixed_part(A, B, scale, init, order, chunk, Xa, Xo, sum_only, out, c):
     if not chunked:
         for j in range(LANES):
             sc[j] = s[j]
-    P = np.zeros((LANES, TB), init.dtype)
+    P = np.zeros((LANES, PS), init.dtype)
     stage = np.zeros((TK, LANES), init.dtype)
+    cur = np.zeros(6, np.int64)
     for T0 in range(0, K, TB):
         nq = min(TB, K - T0)
         _products_lanes(A, B, scale, r0, n, T0, nq, P)
+        _plan_ahead(A, B, r0, T0, nq, cur)
         t = T0
         while t < T0 + nq:
             te = _tile_end(t, T0 + nq, 2 if chunked else 0, step_len)
@@ -390,14 +543,17 @@ def _fixed_part(A, B, scale, init, order, chunk, Xa, Xo, sum_only, out, c):
             _transpose(P, t - T0, nt, stage)
             if sum_only:
                 for tt in range(nt):
+                    _ahead(A, B, cur)
                     for j in range(LANES):
                         sc[j] = dt(sc[j] + stage[tt, j])
             elif sat:  # the common case, spelled out so that it vectorises tightly
                 for tt in range(nt):
+                    _ahead(A, B, cur)
                     for j in range(LANES):
                         sc[j] = min(max(dt(sc[j] + stage[tt, j]), a_lo), a_hi)
             else:
                 for tt in range(nt):
+                    _ahead(A, B, cur)
                     for j in range(LANES):
                         sc[j] = dt(xstep(sc[j], stage[tt, j], a_lo, a_hi, a_rule, a_signed, a_mw, a_unit))
             if chunked and (te % step_len == 0 or te == K):
@@ -472,12 +628,6 @@ def _gstep(s, p, g, rc):
                  mw, unit)
 
 
-@njit(inline="always")
-def _fits(x, y, pmax):
-    """_exact(x, y) and |x*y| < pmax."""
-    return _exact(x, y) & (abs(x * y) < pmax)
-
-
 @njit(cache=True)
 def _grid_part(A, B, init, order, chunk, Ga, Go, pmax, out, c):
     """Part c of rowwise_grid: row c (pairwise order), else rows c*LANES … (c+1)*LANES-1. False when
@@ -487,15 +637,11 @@ def _grid_part(A, B, init, order, chunk, Ga, Go, pmax, out, c):
     go = _unpack_grid(Go)
     if order == 1:
         row = c
-        x = np.empty(max(K, 1), np.float64)
-        y = np.empty(max(K, 1), np.float64)
-        unfit = 0
-        for k in range(K):
-            a = A[_UI(row), _UI(k)]
-            b = B[_UI(row), _UI(k)]
-            unfit += 0 if _fits(a, b, pmax) else 1
-            x[k] = a * b
-        if unfit:
+        xy = np.empty((2, max(K, 1)), np.float64)
+        x = xy[0]
+        y = xy[1]
+        ok, m = _products(A, B, row, 1, 0, K, xy)
+        if not (ok and m < pmax):
             return False
         n = K
         while n > 1:
@@ -519,21 +665,15 @@ def _grid_part(A, B, init, order, chunk, Ga, Go, pmax, out, c):
     if not chunked:
         for j in range(LANES):
             sc[j] = s[j]
-    P = np.zeros((LANES, TB), np.float64)
+    P = np.zeros((LANES, PS), np.float64)
     stage = np.zeros((TK, LANES), np.float64)
+    cur = np.zeros(6, np.int64)
     for T0 in range(0, K, TB):
         nq = min(TB, K - T0)
-        unfit = 0
-        for j in range(n):
-            rr = _UI(r0 + j)
-            for q in range(nq):
-                kk = _UI(T0 + q)
-                x = A[rr, kk]
-                y = B[rr, kk]
-                unfit += 0 if _fits(x, y, pmax) else 1
-                P[_UI(j), _UI(q)] = x * y
-        if unfit:
+        ok, m = _products(A, B, r0, n, T0, nq, P)
+        if not (ok and m < pmax):
             return False
+        _plan_ahead(A, B, r0, T0, nq, cur)
         t = T0
         while t < T0 + nq:
             te = _tile_end(t, T0 + nq, order, step_len)
@@ -541,14 +681,17 @@ def _grid_part(A, B, init, order, chunk, Ga, Go, pmax, out, c):
             _transpose(P, t - T0, nt, stage)
             if ga[11] == RULE_SAT:  # the common rules with the rule constant in the loop
                 for tt in range(nt):
+                    _ahead(A, B, cur)
                     for j in range(LANES):
                         sc[j] = _gstep(sc[j], stage[tt, j], ga, RULE_SAT)
             elif ga[11] == RULE_WRAP:
                 for tt in range(nt):
+                    _ahead(A, B, cur)
                     for j in range(LANES):
                         sc[j] = _gstep(sc[j], stage[tt, j], ga, RULE_WRAP)
             else:
                 for tt in range(nt):
+                    _ahead(A, B, cur)
                     for j in range(LANES):
                         sc[j] = _gstep(sc[j], stage[tt, j], ga, -1)
             if chunked and (te % step_len == 0 or te == K):
