@@ -12,6 +12,7 @@ See ``docs/arith.md``.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import threading
 from fractions import Fraction
@@ -19,7 +20,7 @@ from fractions import Fraction
 import numpy as np
 
 from ._lazy import LazyModule
-from ._threads import run_slices, single_thread_below
+from ._threads import pool, run_slices, single_thread_below
 K = LazyModule("emul._kernels.arith")
 KR = LazyModule("emul._kernels.round")
 W = LazyModule("emul._kernels.wide")
@@ -167,14 +168,39 @@ def _general(op, arrays, shape, u, P, fmt, ovf):
     return out
 
 
+_SPANS_PER_THREAD = 4
+
+
 def _chunked(kernel, args, n):
-    """kernel(*args, lo, hi) over [0, n): one call below PARALLEL_MIN elements, else one chunk per
-    Numba thread on a thread pool (the kernels release the GIL). Every element depends only on
-    its own operands, so the split never changes a result. Returns the sum of the results."""
+    """kernel(*args, lo, hi) over [0, n): one call below 2 * PARALLEL_MIN elements, else on
+    ``t`` threads (Numba's thread count, at most n // PARALLEL_MIN): the calling thread and
+    ``t - 1`` threads of the pool (the kernels release the GIL) take spans of about
+    ``n / (4 t)`` elements (whole cache lines) from a shared counter until none is left, so a
+    thread that gets less CPU (a busy machine) takes fewer spans instead of holding the others
+    up. Every element depends only on its own operands, so the split never changes a result.
+    Returns the sum of the results."""
     import numba
 
     threads = min(numba.get_num_threads(), max(1, n // PARALLEL_MIN))
-    return sum(run_slices(lambda lo, hi: kernel(*args, lo, hi), n, threads, align=64))  # whole cache lines
+    if threads <= 1:
+        return kernel(*args, 0, n)
+    step = -(-n // (threads * _SPANS_PER_THREAD))
+    step += -step % 64
+    spans = -(-n // step)
+    counter = itertools.count()
+
+    def work():
+        total = 0
+        i = next(counter)  # (itertools.count is atomic under the GIL)
+        while i < spans:
+            lo = i * step
+            total += kernel(*args, lo, min(lo + step, n))
+            i = next(counter)
+        return total
+
+    jobs = [pool().submit(work) for _ in range(threads - 1)]
+    total = work()
+    return total + sum(j.result() for j in jobs)
 
 
 _LOCAL = threading.local()
@@ -233,7 +259,12 @@ def _fast(op, arrays, shape, u, P, k, fmt, ovf, out_dtype):
 
     if any(a.dtype.kind != "f" for a in arrays):
         return None
-    flat = [_flat(a, shape) for a in _one_dtype(arrays)]
+    ops = _one_dtype(arrays)
+    if ops[0].dtype == np.float32 and out_dtype != np.float32:
+        # float32 operands, float64 result: widened exactly, so that each kernel has one float32
+        # signature (float32 in, float32 out); the float64 kernel computes the same values
+        ops = [exact_float64(a) for a in ops]
+    flat = [_flat(a, shape) for a in ops]
     flat = [f.view(_BITS[f.dtype]) for f in flat]
     n = flat[0].size
     out = np.empty(n, np.uint32 if out_dtype == np.float32 else np.uint64)

@@ -562,6 +562,11 @@ def test_mixed_float_dtypes_take_one_kernel_dtype(monkeypatch):
             _assert_paths_agree(monkeypatch, "add", (a, s), "fp16", "nearest_even")
             _assert_paths_agree(monkeypatch, "add", (s, a), "bf16", "toward_zero")
     _assert_paths_agree(monkeypatch, "add", (a16, a32[::-1].copy()), "bf16", "up")
+    # float32 operands with a float64 result are widened: no float32 -> float64 kernel signature
+    from emul._kernels import fast_arith
+
+    for sig in fast_arith.add_k.signatures:
+        assert not (str(sig[0].dtype) == "uint32" and str(sig[4].dtype) == "uint64"), sig
 
 
 def test_fast_path_float64_operands_that_are_not_float32_values(monkeypatch):

@@ -47,16 +47,23 @@ represents exactly. Stochastic rounding with ``r`` bits reads the fraction bits 
 ``2**-r`` quanta only, all above ``z``'s last bit when ``man_bits + r <= 51``.
 
 **Rounding a binary64 pattern** (``a = |bits|``, ``S = 52 - man_bits``): at or above the format's
-min normal (pattern ``THR``) the quantum is ``2**S`` units of ``a``, ``q = (a + inc) >> S`` and the
-rounded magnitude is ``q << S`` (a carry into the exponent field is right); below it the quantum
-is ``2**qe`` (``qe = emin - man_bits``, or ``emin`` without subnormals), the 53-bit significand is
-shifted by ``s = qe + 1075 - max(ef, 1)`` (clamped at 54, which changes nothing), and the rounded
-value ``q * 2**qe`` is built from ``float(q)`` (exact) plus ``qe`` in the exponent field. ``inc`` is
-the core's rule (:func:`emul._kernels.round.increment`): with ``r = k0 ^ (ks & sign) ^ (kl & lsb)``
-(``lsb`` the kept code's last bit, as ``float_code`` defines it) nearest modes add
-``(2**s - 1 + r) >> 1`` and directed modes ``r ? 2**s - 1 : 0``; stochastic rounding adds 1 when
-``(u ^ UX) < t`` with ``t = floor(f * 2**r)`` (``UX = 2**r - 1`` for ``"add"``, 0 for ``"compare"``).
-A rounded magnitude above the format's max takes the overflow value of the mode and rule.
+min normal (pattern ``THR``) the quantum is ``2**S`` units of ``a``, and the rounded magnitude is
+``(a + inc) & ~(2**S - 1)`` (a carry into the exponent field is right). Below it the quantum is
+``2**qe`` (``qe = emin - man_bits``, or ``emin`` without subnormals): with ``B = 2**(qe +
+man_bits)`` (``> |z|``), ``w = B + |z|`` rounded to odd at 53 bits (Fast2Sum: ``s = fl(B + |z|)``,
+its error ``|z| - (s - B)`` exactly) lies in B's binade, whose quantum at ``man_bits`` is again
+``2**S`` units of its pattern, so the same formula rounds it (round to odd twice, at 53 bits and on
+the coarser grid of ``w``, keeps the truncation and the sticky bit, as above), and the rounded
+magnitude is ``q - B`` (exact: ``q`` lies in ``[B, 2B]``). ``inc`` is the core's rule
+(:func:`emul._kernels.round.increment`): with ``r = k0 ^ (ks & sign) ^ (kl & lsb)`` (``lsb`` the
+kept code's last bit, as ``float_code`` defines it: bit ``S`` of the pattern, flipped by a constant
+when ``man_bits == 0``) nearest modes add ``(2**S - 1 + r) >> 1`` and directed modes
+``r ? 2**S - 1 : 0``; stochastic rounding adds ``2**S`` when ``(u ^ UX) < t`` with
+``t = floor(f * 2**r)`` (``UX = 2**r - 1`` for ``"add"``, 0 for ``"compare"``), the bits below bit
+``S``. A rounded magnitude above the format's max takes the overflow value of the mode and rule.
+Float32 results are written from the magnitude's float64 pattern with a float64 -> float32
+conversion, exact and never meeting a subnormal: a magnitude below 2**-126 gets 2**-126 added first
+and taken off the float32 pattern after.
 
 **Zeros.** An exact zero sum (add, sub, fma) gets IEEE 754 §6.3's sign: the operands' common sign,
 else +0, or -0 when rounding down; products, quotients and roots keep binary64's (exact) sign.
@@ -69,7 +76,9 @@ float32 values are reported to the caller, which rounds them with the general ke
 Kernels take the flat operands as unsigned bit patterns (``uint16`` for float16, ``uint32`` for
 float32, ``uint64`` for float64; each kernel compiles for the dtypes it is called with), the
 constant tuple of :func:`constants`, the SR words ``u`` (all of them, or one dummy word), and write
-``out`` (``uint64`` patterns of float64 values, or ``uint32`` patterns of float32 values). They
+``out`` (``uint64`` patterns of float64 values, or ``uint32`` patterns of float32 values;
+:mod:`emul.arith` pairs float32 operands with float32 results only, widening them otherwise, so
+that each kernel has one float32 signature). They
 return ``(n_general, n_nan)``: the count of indices written to ``idx`` for the general kernel, and
 of NaN results in a format without NaN (their outputs are 0; the caller raises). Each element's
 result depends only on its operands and word, never on the thread count.
@@ -85,9 +94,9 @@ ADD, SUB, MUL, DIV, FMA, SQRT = range(6)
 SQRT_NARROW = 6  # sqrt into man_bits <= 23 in a deterministic mode: no residual (sqrt_narrow_k)
 
 # Slots of the constant tuple built by constants().
-(S, MASK, THR, K2, MAXB, NEAR, K0, K0_N, KS, KL, QE52, ZF, OVFP, OVFN, INFP, INFN, NANP, NANN, HASNAN,
- SR, SR_MASK, SR_UX, SR_R, DOWN, UMASK) = range(25)
-NCONST = 25
+(S, MASK, THR, BB, MAXB, NEAR, K0, K0_N, KS, KL, K0_B, ZF, OVFP, OVFN, INFP, INFN, NANP, NANN, HASNAN,
+ SR, SR_MASK, SR_UX, SR_D, DOWN, KEEP, OVFP32, OVFN32) = range(27)
+NCONST = 27
 
 CHUNK = 1 << 14  # elements per parallel task
 
@@ -97,6 +106,8 @@ _ABS = np.uint64(0x7FFFFFFFFFFFFFFF)
 _FRAC = np.uint64((1 << 52) - 1)
 _HID = np.uint64(1 << 52)
 _EXPM = np.uint64(0x7FF)
+_SIGN = np.uint64(1 << 63)
+_T126 = np.uint64((1023 - 126) << 52)  # the pattern of 2**-126, float32's min normal
 
 
 @intrinsic
@@ -127,6 +138,30 @@ def sel(typingctx, c, a, b):
         return builder.select(cond, x, y)
 
     return u64(c, a, b), codegen
+
+
+def _bitcast(src, dst):
+    """An intrinsic reading a ``src`` scalar's bits as ``dst`` (one LLVM bitcast). Numba's scalar
+    ``.view`` is a call that LLVM inlines late; with many of them in a loop the vectoriser can meet
+    one not yet inlined and give up."""
+
+    @intrinsic
+    def cast(typingctx, x):
+        if x != src:
+            return None
+
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], context.get_value_type(dst))
+
+        return dst(src), codegen
+
+    return cast
+
+
+_f64_u64 = _bitcast(types.float64, types.uint64)
+_u64_f64 = _bitcast(types.uint64, types.float64)
+_f32_u32 = _bitcast(types.float32, types.uint32)
+_u32_f32 = _bitcast(types.uint32, types.float32)
 
 
 def width(a):
@@ -193,14 +228,18 @@ def constants(fmt, P: tuple) -> tuple:
     C[S] = 52 - m
     C[MASK] = (1 << C[S]) - 1
     C[THR] = (emin + 1023) << 52
-    C[K2] = (qe + 1075) & mask64
+    eb = qe + m  # B = 2**eb: its binade's quantum at man_bits is 2**qe
+    C[BB] = (eb + 1023) << 52
+    C[KEEP] = mask64 ^ C[MASK]
     C[MAXB] = value_bits(int(P[K.MAXC]), P)
     C[NEAR], C[K0], C[KS], C[KL] = int(P[K.NEAREST]), int(P[K.K0]), int(P[K.KS]), int(P[K.KL])
     C[K0_N] = C[K0] ^ (C[KL] & c0 & 1)  # man_bits == 0 with an odd c0: the code's lsb is bit S flipped
-    C[QE52] = (qe << 52) & mask64
+    C[K0_B] = C[K0] ^ (C[KL] & int(m == 0) & (eb + 1023) & 1)  # man_bits == 0: bit S of w is B's exponent's lsb
     C[ZF] = 0 if P[K.NEGZERO] else 1
     C[OVFP], C[OVFN] = value_bits(int(P[K.OVF_POS]) & mask64, P), value_bits(int(P[K.OVF_NEG]) & mask64, P)
     C[INFP], C[INFN] = value_bits(int(P[K.INF_POS]) & mask64, P), value_bits(int(P[K.INF_NEG]) & mask64, P)
+    C[OVFP32], C[OVFN32] = (int(np.uint64(C[v]).view(np.float64).astype(np.float32).view(np.uint32))
+                            for v in (OVFP, OVFN))  # (float32 results only)
     C[HASNAN] = int(P[K.NANC] >= 0)
     if C[HASNAN]:
         nan = int(P[K.NANC])
@@ -208,9 +247,8 @@ def constants(fmt, P: tuple) -> tuple:
         C[NANN] = value_bits(nan if P[K.FNUZ] else nan | (1 << (int(P[K.BITS]) - 1)), P)
     if P[K.SR]:
         r = int(P[K.SR_BITS])
-        C[SR], C[SR_R], C[SR_MASK] = 1, r, (1 << r) - 1
+        C[SR], C[SR_D], C[SR_MASK] = 1, C[S] - r, (1 << r) - 1
         C[SR_UX] = 0 if P[K.SR_CMP] else (1 << r) - 1
-        C[UMASK] = mask64
     else:
         C[DOWN] = int(not P[K.NEAREST] and not P[K.K0] and P[K.KS] and not P[K.KL])
     return tuple(np.uint64(v) for v in C)
@@ -219,13 +257,13 @@ def constants(fmt, P: tuple) -> tuple:
 @njit(inline="always")
 def _bits(v):
     """The pattern of a float64."""
-    return np.float64(v).view(np.uint64)
+    return _f64_u64(np.float64(v))
 
 
 @njit(inline="always")
 def _val(b):
     """The float64 of a pattern."""
-    return np.uint64(b).view(np.float64)
+    return _u64_f64(np.uint64(b))
 
 
 # -- one element ------------------------------------------------------------------------------------
@@ -233,8 +271,9 @@ def _val(b):
 @njit(inline="always")
 def _load(b, nbits):
     """(value, float32_value, finite) of an operand's bit pattern ``b`` (uint64) of an ``nbits``-bit
-    float. float16/float32: the value is ``float(m) * 2**k`` (m the integer significand, an exact
-    product whose result is normal), so subnormal inputs are read right whatever the MXCSR."""
+    float. Subnormal float16/float32 inputs are read right whatever the MXCSR: float16 as
+    ``float(m) * 2**k`` (m the integer significand, an exact product whose result is normal),
+    float32 through a normal float32 (see below)."""
     if nbits == 64:
         ef = (b >> np.uint64(52)) & _EXPM
         e = np.int64(ef) - 1023
@@ -243,17 +282,21 @@ def _load(b, nbits):
         low = b & ((_1 << need) - _1) & _FRAC
         f32 = ((e >= -149) & (e <= 127) & (low == _0)) | ((b & _ABS) == _0)
         return _val(b), f32, ef != _EXPM
-    if nbits == 16:
-        mb, emax, bias = 10, 31, 15
-    else:
-        mb, emax, bias = 23, 255, 127
-    ef = (b >> np.uint64(mb)) & np.uint64(emax)
-    m = (b & np.uint64((1 << mb) - 1)) | (np.uint64(ef != _0) << np.uint64(mb))
-    k = np.int64(sel(ef != _0, ef, _1)) - (bias + mb)
+    if nbits == 32:
+        # a nonzero subnormal gets the exponent field 1, is widened (a normal: exact whatever the
+        # MXCSR) and has 2**-126 (its sign and exponent bits) taken off again, exactly
+        t = b & np.uint64(0x7FFFFFFF)
+        sub = (t - _1) < np.uint64(0x7FFFFF)
+        v = np.float64(_u32_f32(np.uint32(b | (np.uint64(sub) << np.uint64(23)))))
+        v = v - _val(_bits(v) & sel(sub, np.uint64(0xFFF0000000000000), _0))
+        return v, True, t < np.uint64(0x7F800000)
+    ef = (b >> np.uint64(10)) & np.uint64(31)
+    m = (b & np.uint64(0x3FF)) | (np.uint64(ef != _0) << np.uint64(10))
+    k = np.int64(sel(ef != _0, ef, _1)) - 25
     scale = np.uint64(k + 1023) << np.uint64(52)
     v = np.float64(np.int64(m)) * _val(scale)
-    vb = _bits(v) | ((b >> np.uint64(nbits - 1)) << np.uint64(63))
-    return _val(vb), True, ef != np.uint64(emax)
+    vb = _bits(v) | ((b >> np.uint64(15)) << np.uint64(63))
+    return _val(vb), True, ef != np.uint64(31)
 
 
 @njit(inline="always")
@@ -275,35 +318,51 @@ def _to_odd(hb, inexact, above):
 
 @njit(inline="always")
 def _round(zb, u, k, sr):
-    """The float64 pattern of the finite binary64 pattern zb rounded to the format (see module);
-    stochastic rounding with word u when sr (a compile-time constant, as in the kernels)."""
+    """(sign, magnitude) of the finite binary64 pattern zb rounded to the format (see module): the
+    magnitude's float64 pattern before the overflow and zero rules (:func:`_signed`); stochastic
+    rounding with word u when sr (a compile-time constant, as in the kernels)."""
     sign = zb >> np.uint64(63)
     a = zb & _ABS
-    ef = a >> np.uint64(52)
     below = a < k[THR]
-    mant = sel(ef != _0, (a & _FRAC) | _HID, a)
-    x = sel(below, mant, a)
-    sf = sel(below, k[K2] - sel(ef != _0, ef, _1), k[S])
-    s = sel(sf < np.uint64(54), sf, np.uint64(54))
-    mask = (_1 << s) - _1
-    kept = x >> s
+    # below the min normal: w = B + |z| rounded to odd (Fast2Sum: B > |z|), on B's binade's grid
+    av, bv = _val(a), _val(k[BB])
+    ws = bv + av
+    we = av - (ws - bv)
+    x = sel(below, _to_odd(_bits(ws), we != 0.0, we > 0.0), a)
+    s = k[S]
+    kept_lsb = (x >> s) & _1
     # deterministic modes: the core's increment rule
-    k0 = sel(below, k[K0], k[K0_N])
-    r = k0 ^ (k[KS] & sign) ^ (k[KL] & kept & _1)
+    r = sel(below, k[K0_B], k[K0_N]) ^ (k[KS] & sign) ^ (k[KL] & kept_lsb)
+    mask = k[MASK]
     inc = sel(k[NEAR] != _0, (mask + r) >> _1, mask & (_0 - r))
-    q_det = (x + inc) >> s
-    # stochastic rounding: t = floor(f * 2**r) (sf > sr_bits in this path's domain)
-    d = sf - k[SR_R]
-    d = sel(d < np.uint64(63), d, np.uint64(63))
-    t = (x >> d) & k[SR_MASK]
-    q_sr = kept + np.uint64((u ^ k[SR_UX]) < t)
+    q_det = (x + inc) & k[KEEP]
+    # stochastic rounding: t = floor(f * 2**r), from the fraction bits below bit s
+    t = (x >> k[SR_D]) & k[SR_MASK]
+    q_sr = (x & k[KEEP]) + (np.uint64((u ^ k[SR_UX]) < t) << s)
     q = q_sr if sr else q_det
-    fq = _bits(np.float64(q)) + k[QE52]  # q * 2**qe from float(q), exact
-    mag_below = sel(q != _0, fq, _0)
-    mag = sel(below, mag_below, q << s)
+    mag = sel(below, _bits(_val(q) - bv), q)  # exact: q's value lies in [B, 2B]
+    return sign, mag
+
+
+@njit(inline="always")
+def _signed(sign, mag, k):
+    """The float64 pattern of the result from its sign and rounded magnitude's pattern."""
     signed = sel((mag != _0) | (k[ZF] == _0), mag | (sign << np.uint64(63)), _0)
     ovf = sel(sign != _0, k[OVFN], k[OVFP])
     return sel(mag > k[MAXB], ovf, signed)
+
+
+@njit(inline="always")
+def _signed32(sign, mag, k):
+    """_signed as a float32 pattern (the format's values are float32 values): a magnitude below
+    2**-126 (a float32 subnormal or zero) gets 2**-126 added (exact; a float32 normal, converted
+    whatever the MXCSR), which its pattern then loses again."""
+    tiny = mag < _T126
+    f = np.float32(_val(mag) + _val(sel(tiny, _T126, _0)))
+    p = np.uint64(_f32_u32(f)) - sel(tiny, np.uint64(0x800000), _0)
+    signed = sel((mag != _0) | (k[ZF] == _0), p | (sign << np.uint64(31)), _0)
+    ovf = sel(sign != _0, k[OVFN32], k[OVFP32])
+    return np.uint32(sel(mag > k[MAXB], ovf, signed))
 
 
 @njit(inline="always")
@@ -320,7 +379,8 @@ def _zero_sum(hb, sx, sy, k):
 
 @njit(inline="always")
 def _element(op, ba, bb, bc, u, k, na, nb, nc, sr):
-    """(float64 pattern of the rounded result, 1 if the element needs the second pass else 0)."""
+    """(sign, pattern of the rounded magnitude (see _round), 1 if the element needs the second pass
+    else 0)."""
     a, fa, oka = _load(np.uint64(ba), na)
     if op == SQRT or op == SQRT_NARROW:
         q = np.sqrt(a)
@@ -330,7 +390,8 @@ def _element(op, ba, bb, bc, u, k, na, nb, nc, sr):
             rr = fma64(-q, q, a)
             zb = _to_odd(_bits(q), rr != 0.0, _sign(rr) == _0)
         bad = ((fa & oka) ^ True) | ((_sign(a) != _0) & (a != 0.0))
-        return _round(zb, u, k, sr), np.uint8(bad)
+        sg, mg = _round(zb, u, k, sr)
+        return sg, mg, np.uint8(bad)
     b, fb, okb = _load(np.uint64(bb), nb)
     if op == SUB:
         b = -b
@@ -356,28 +417,16 @@ def _element(op, ba, bb, bc, u, k, na, nb, nc, sr):
         s, e = _two_sum(p, c)
         hb = _zero_sum(_bits(s), _sign(p), _sign(c), k)
         zb = _to_odd(hb, e != 0.0, _sign(e) == _sign(s))
-    return _round(zb, u, k, sr), np.uint8(bad)
+    sg, mg = _round(zb, u, k, sr)
+    return sg, mg, np.uint8(bad)
 
 
 @njit(inline="always")
-def _f32_pattern(vb):
-    """The float32 pattern of the float64 pattern vb, whose value is a float32 (or inf, NaN)."""
-    mag = vb & _ABS
-    ef = mag >> np.uint64(52)
-    normal = (mag >> np.uint64(29)) - np.uint64(896 << 23)  # exponent rebiased, 23 bits kept
-    d = np.uint64(1023 - 126) - ef  # below float32's min normal: 1 ... 23 more bits to drop
-    tiny = ((mag & _FRAC) | _HID) >> sel(d < np.uint64(34), d + np.uint64(29), np.uint64(63))
-    special = np.uint64(0x7F800000) | sel((mag & _FRAC) != _0, np.uint64(0x400000), _0)
-    res = sel(ef >= np.uint64(1023 - 126), sel(ef == _EXPM, special, normal), sel(ef != _0, tiny, _0))
-    return np.uint32(res) | (np.uint32(vb >> np.uint64(32)) & np.uint32(0x80000000))
-
-
-@njit(inline="always")
-def _store(out, i, vb):
+def _store(out, i, sign, mag, k):
     if width(out) == 32:
-        out[i] = _f32_pattern(vb)
+        out[i] = _signed32(sign, mag, k)
     else:
-        out[i] = vb
+        out[i] = _signed(sign, mag, k)
 
 
 @njit(inline="always")
@@ -391,8 +440,8 @@ def _loop(op, a, b, c, k, u, out, fl, lo, hi, sr):
     u = u[lo:hi] if sr else u
     cnt = 0
     for i in range(out.size):
-        res, flag = _element(op, a[i], b[i], c[i], np.uint64(u[i]) if sr else _0, k, na, nb, nc, sr)
-        _store(out, i, res)
+        sg, mg, flag = _element(op, a[i], b[i], c[i], np.uint64(u[i]) if sr else _0, k, na, nb, nc, sr)
+        _store(out, i, sg, mg, k)
         fl[i] = flag
         cnt += np.int64(flag)
     return cnt
