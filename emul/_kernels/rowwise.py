@@ -36,6 +36,7 @@ from numba.extending import intrinsic, overload
 
 from .fast_accumulate import (_ABS, _ROW_EHI, _ROW_ELO, _U0, _U1, F_DOWN, F_SR, F_SRBITS, F_SRCMP, RULE_SAT, RULE_WRAP,
                               _f2u, _fma, _step, _unpack, _unpack_rne, fround, xstep)
+from .sr_accumulate import fill_words
 from .threefry import threefry2x32
 
 LANES = 32  # rows side by side (sequential, chunked)
@@ -437,15 +438,13 @@ def rowwise_float(A, B, init, order, chunk, Fa, Fo, Fp, Ra, Ro, has_prod, rne, k
                 te = _tile_end(t, T0 + nq, order, step_len)
                 nt = te - t
                 _transpose(P, t - T0, nt, stage)
-                if sr:
-                    for tt in range(nt):
-                        for j in range(n):
-                            W[tt, j] = _word((r0 + j) * T + t + tt, k0, k1, shift, gen, u)
+                if sr:  # W[tt, j] = word (r0 + j) * T + t + tt, in vector lanes as the SR matmul makes them
+                    fill_words(W, nt, r0 * T, t, n, T, k0, k1, shift, gen, u)
                 _tile(sc, stage, W, nt, sr, rne, True, down, r, cmp, Pa, Qa, A, B, cur)
                 if order == 2 and (te % step_len == 0 or te == K):  # the chunk ends: one outer step
                     t_outer = K + (te - 1) // step_len  # words: the K chunk steps first, then the outer steps
-                    for j in range(n):
-                        W[0, j] = _word((r0 + j) * T + t_outer, k0, k1, shift, gen, u) if sr else _U32(0)
+                    if sr:
+                        fill_words(W, 1, r0 * T, t_outer, n, T, k0, k1, shift, gen, u)
                     for j in range(LANES):
                         s[j] = _step(s[j], sc[j], W[0, j], rne, True, down, sr, r, cmp, Po, Qo)
                         sc[j] = 0.0
