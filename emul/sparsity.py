@@ -27,6 +27,7 @@ from fractions import Fraction
 import numpy as np
 
 from . import random as _random
+from ._threads import run_slices
 from ._validate import ml_dtypes_kind
 
 
@@ -35,6 +36,31 @@ def _kernels():
     from ._kernels import sparsity
 
     return sparsity
+
+
+# below this many elements a kernel runs on one thread (waking threads costs more than it saves);
+# an optimal transposable tile costs far more per element than a block of the other kernels
+_PARALLEL_MIN = 1 << 15
+_PARALLEL_MIN_OPTIMAL = 1 << 12
+
+
+def _run(kernel, args, count, elements, parallel_min=_PARALLEL_MIN):
+    """``kernel(*args, lo, hi)`` over the blocks/tiles [0, count) (``elements`` elements in all):
+    one call below ``parallel_min`` elements, else one slice per Numba thread on the thread pool
+    (the kernels are serial and release the GIL).  Every block/tile depends only on its own data
+    and words (indexed by its global number), so the split never changes a result."""
+    import numba
+
+    if count:
+        threads = min(numba.get_num_threads(), max(1, elements // parallel_min))
+        run_slices(lambda lo, hi: kernel(*args, lo, hi), count, threads)
+
+
+def _writeable(a):
+    """a, C-contiguous and writeable (a copy when it is read-only): Numba compiles a read-only
+    array as another type, and so another kernel signature."""
+    return np.require(a, requirements=["C", "W"])
+
 
 __all__ = [
     "nm_mask",
@@ -123,15 +149,18 @@ _BF16_KEYS = (np.uint16, 0x7FFF, 0x7F80)
 
 def _float_keys(bits, layout):
     ut, absmask, inf = layout
-    ut = np.dtype(ut).type
-    return bits.view(ut), ut(absmask), ut(inf), ut(inf + 1)
+    v = _writeable(bits).view(ut)
+    if v.dtype == np.uint16:  # float16 / bfloat16 keys as uint32 (the same numbers): one kernel less
+        v = v.astype(np.uint32)
+    ut = v.dtype.type
+    return v, ut(absmask), ut(inf), ut(inf + 1)
 
 
 def _magnitude_keys(a):
     """(v, absmask, inf_key, nan_key) for nm_mask_blocks: unsigned integers whose masked values
     order the magnitudes exactly.  Floats as their bit patterns (float16/32/64, bfloat16 read
-    directly; other narrow floats widened to float32 by ml_dtypes, exactly), integers as uint64
-    magnitudes.  No float instruction touches the data (MXCSR denormals-are-zero cannot matter)."""
+    directly, the 16-bit ones as uint32; other narrow floats widened to float32 by ml_dtypes,
+    exactly), integers as uint64 magnitudes.  No float instruction touches the data (MXCSR denormals-are-zero cannot matter)."""
     kind = a.dtype.kind
     ones = np.uint64(0xFFFFFFFFFFFFFFFF)
     if kind in "bu":
@@ -201,8 +230,8 @@ def nm_mask(x, n, m, axis=-1, ties="low_index"):
     blocks, moved_shape, ax = _to_blocks(a, m, axis, "x")
     keys, absmask, inf_key, nan_key = _magnitude_keys(blocks)
     out = np.empty(blocks.shape, dtype=np.bool_)
-    if blocks.shape[0]:
-        _kernels().nm_mask_blocks(keys, n, ties == "high_index", absmask, inf_key, nan_key, out)
+    _run(_kernels().nm_mask_blocks, (keys, n, ties == "high_index", absmask, inf_key, nan_key, out),
+         blocks.shape[0], blocks.size)
     return _from_blocks(out, moved_shape, ax)
 
 
@@ -220,7 +249,7 @@ def nm_prune(x, n, m, axis=-1, ties="low_index"):
 
 
 # dtypes whose MVUE arithmetic runs in the dtype itself, held in float32 and rounded after every
-# operation (see emul/_kernels/sparsity.py): name -> the kernels' tag dtype
+# operation (see emul/_kernels/sparsity.py): name -> their tag dtype (see _mvue_dtypes)
 _ROUNDED_DTYPES = {"float16": np.uint16, "bfloat16": np.int16}
 
 
@@ -228,7 +257,8 @@ def _mvue_dtypes(a):
     """(compute dtype, output dtype, tag dtype, working dtype) of mvue for input array a.
 
     The kernels compute in `compute` and round every operation to `working` when the tag is not
-    the compute dtype itself (float16, bfloat16)."""
+    the compute dtype itself (float16: uint16, bfloat16: int16; _rounding_mode gives the
+    kernels' rmode)."""
     dt = a.dtype
     kind = dt.kind
     if kind == "f" and dt.itemsize in (4, 8):
@@ -269,6 +299,15 @@ def _default_nan():
             nan = np.zeros(1) * np.full(1, np.inf)  # (a hardware product of non-subnormal operands)
         _DEFAULT_NAN.append(int(nan.view(np.int64)[0]))
     return _DEFAULT_NAN[0]
+
+
+def _rounding_mode(tdt):
+    """The MVUE kernels' rmode for tag dtype tdt (emul/_kernels/sparsity.py: _rd)."""
+    if tdt == np.dtype(np.uint16):
+        return _kernels().RD_F16
+    if tdt == np.dtype(np.int16):
+        return _kernels().RD_BF16
+    return 0
 
 
 def _mvue_limits(cdt, tdt, wdt, n, m, method):
@@ -414,15 +453,16 @@ def mvue(x, n, m, axis=-1, *, seed=None, key=None, method="exact"):
     cdt, odt, tdt, wdt = _mvue_dtypes(a)
     blocks, moved_shape, ax = _to_blocks(a, m, axis, "x")
     if cdt == np.dtype(np.float32) and blocks.dtype != cdt:
-        xb = np.ascontiguousarray(_widen_to_float32(blocks))
+        xb = _writeable(_widen_to_float32(blocks))
     else:
-        xb = np.ascontiguousarray(blocks, dtype=cdt)  # float32/64 as they are, integers exactly
+        xb = _writeable(np.asarray(blocks, dtype=cdt))  # float32/64 as they are, integers exactly
     nb = xb.shape[0]
     out = np.empty(xb.shape, dtype=cdt)
     ut = np.uint32 if cdt == np.dtype(np.float32) else np.uint64
     xbits, obits = xb.view(ut), out.view(ut)  # the kernels read and write bits through these
     nan = ut(0x7FC00000 if ut is np.uint32 else 0x7FF8000000000000)  # (the quiet NaN np.nan)
-    tag = np.empty(0, tdt)
+    # float16 / bfloat16 / float32 data share the float32 kernels, rmode selects the rounding
+    rmode = _rounding_mode(tdt)
     fbig = float(_finfo(wdt).max)
     big = cdt.type(fbig)
     lim, W = _mvue_limits(cdt, tdt, wdt, n, m, method)
@@ -434,20 +474,21 @@ def mvue(x, n, m, axis=-1, *, seed=None, key=None, method="exact"):
             sd, su = cdt.type(2.0**-q), cdt.type(2.0**q)
             tvc = np.array([float(t) for t in tv]).view(np.uint64)  # (small integers: exact)
             cst = np.array([fbig, 2.0**-q, 2.0**q]).view(np.uint64)
-            args = (out, obits, tag, lim, W, tvc, cst, nan)
+            args = (out, obits, rmode, lim, W, tvc, cst, nan)
             if (n, m) == (2, 4):
-                _kernels().mvue_exact24_blocks(xb, xbits, words, tv, big, sd, su, *args)
+                _run(_kernels().mvue_exact24_blocks, (xb, xbits, words, tv, big, sd, su, *args), nb, xb.size)
             elif (n, m) == (1, 2):
-                _kernels().mvue_exact12_blocks(xb, xbits, words, big, sd, su, *args)
+                _run(_kernels().mvue_exact12_blocks, (xb, xbits, words, big, sd, su, *args), nb, xb.size)
             else:
-                _kernels().mvue_exact_blocks(xb, xbits, n, words, tv, big, sd, su, *args)
+                _run(_kernels().mvue_exact_blocks, (xb, xbits, n, words, tv, big, sd, su, *args), nb, xb.size)
     else:
         words = _random.bits(k, (2 * nb,))
         if nb:
             e = _APPROX_TINY_EXP.get(wdt.name, 64)
             cst = np.array([1.0, fbig, 0.25, 2.0**-e, 2.0**e]).view(np.uint64)
-            _kernels().mvue_approx24_blocks(xb, xbits, words, cdt.type(1), big, cdt.type(0.25), cdt.type(2.0**-e),
-                                            cdt.type(2.0**e), out, obits, tag, lim, W, cst, nan)
+            _run(_kernels().mvue_approx24_blocks, (xb, xbits, words, cdt.type(1), big, cdt.type(0.25),
+                                                   cdt.type(2.0**-e), cdt.type(2.0**e), out, obits, rmode, lim, W,
+                                                   cst, nan), nb, xb.size)
     if odt != cdt:
         out = _narrow_from_float32(out, odt)
     return _from_blocks(out, moved_shape, ax)
@@ -625,7 +666,7 @@ def _weight_array(w):
 
 def _pad2(a, rows, cols):
     if a.shape == (rows, cols):
-        return np.ascontiguousarray(a)
+        return _writeable(a)
     p = np.zeros((rows, cols), dtype=a.dtype)
     p[: a.shape[0], : a.shape[1]] = a
     return p
@@ -705,26 +746,25 @@ def transposable_mask(w, n, m, method="optimal", layout="gemm", reference_early_
     if grid.size and a.size:
         # the kernels read the weights as bit patterns (integer loads): results do not depend on
         # the thread's MXCSR (flush-to-zero / denormals-are-zero)
-        gbits = grid.view(np.uint32 if grid.dtype == np.float32 else np.uint64)
+        gbits = _kernels().weight_bits(grid)
+        nt = grid.size // mm
         if n == m:
             out[:] = True
         elif method == "optimal":
             if (n, m) == (2, 4):
-                _kernels().transposable_optimal_24(gbits, _cand24(), out)
+                _run(_kernels().transposable_optimal_24_tiles, (gbits, _cand24(), out), nt, grid.size,
+                     _PARALLEL_MIN_OPTIMAL)
             else:
-                _kernels().transposable_optimal(gbits, n, m, out)
+                _run(_kernels().transposable_optimal_tiles, (gbits, n, m, out), nt, grid.size, _PARALLEL_MIN_OPTIMAL)
         else:
-            nt = grid.size // mm
             if grid.dtype == np.float64:  # float32 values? (from the bits) then the faster key sort
                 b32 = np.empty(grid.shape, np.uint32)
                 if _kernels().f64_to_f32_bits_if_exact(gbits.reshape(-1), b32.reshape(-1)):
-                    grid, gbits = b32.view(np.float32), b32
-            packed = grid.dtype == np.float32
-            bits = gbits
+                    gbits = b32
             if reference_early_stop:
                 step = np.full(grid.shape, -1, dtype=np.int64)
                 blocked = np.empty((nt, mm), dtype=np.bool_)
-                _kernels().transposable_greedy(grid, bits, packed, n, m, out, step, blocked, True)
+                _run(_kernels().transposable_greedy, (gbits, n, m, out, step, blocked, True), nt, grid.size)
                 allb = blocked.all(axis=0)
                 later = np.flatnonzero(allb[n:])
                 stop = n + int(later[0]) if later.size else mm
@@ -732,7 +772,7 @@ def transposable_mask(w, n, m, method="optimal", layout="gemm", reference_early_
             else:
                 dummy_s = np.empty((1, 1), dtype=np.int64)
                 dummy_b = np.empty((1, 1), dtype=np.bool_)
-                _kernels().transposable_greedy(grid, bits, packed, n, m, out, dummy_s, dummy_b, False)
+                _run(_kernels().transposable_greedy, (gbits, n, m, out, dummy_s, dummy_b, False), nt, grid.size)
     if layout == "gemm":
         return out if out.shape == shape else out[: shape[0], : shape[1]].copy()
     if layout == "nchw":

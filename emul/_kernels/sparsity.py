@@ -1,14 +1,18 @@
 """Numba kernels for emul.sparsity.
 
 Kernels take plain arrays and integers; validation, dtype handling and layout live in
-emul/sparsity.py.  Every block/tile is computed from its own data (and its own random words) only,
-so results never depend on the thread count or on how prange splits the work.
+emul/sparsity.py.  The kernels are serial and release the GIL (a Numba ``parallel=True`` kernel
+compiles 2-3x slower); each one computes the blocks/tiles lo..hi-1 of its arrays, and
+emul.sparsity runs slices of them on a thread pool (emul._threads).  Every block/tile is computed
+from its own data (and its own random words, indexed by the global block number) only, so
+results never depend on the thread count or on the split.
 
-Floating kernels are written once and specialised by Numba for float32 and float64, and for
-float16/bfloat16 data held in float32 with every operation rounded to the data's dtype (the
-`tag` argument, see _rd).  Constants that must be in the block's own dtype (the small integers
-t = 1..n) come in as the array `tv` (tv[k] == k in the data dtype): Numba would otherwise
-promote `int * float32` to float64.
+Floating kernels are written once and specialised by Numba for float32 and float64; float16 and
+bfloat16 data are held in float32 and run the float32 kernel with every operation rounded to the
+data's dtype (the run-time `rmode` argument, see _rd: one compiled kernel for all three).
+Constants that must be in the block's own dtype (the small integers t = 1..n) come in as the
+array `tv` (tv[k] == k in the data dtype): Numba would otherwise promote `int * float32` to
+float64.
 
 Transposable optimal masks are exact for any float weights: integer costs per tile, refined in
 stages on exact remainders when one 50-bit integer cannot hold a tile's values (see
@@ -29,7 +33,7 @@ bits"), which gives the bits IEEE arithmetic in the default environment gives.
 import math
 
 import numpy as np
-from numba import njit, prange, types
+from numba import njit, types
 from numba.cpython.unsafe.numbers import leading_zeros
 from numba.extending import overload
 
@@ -42,10 +46,11 @@ _U32 = 4294967296.0  # 2**32
 # top-n magnitude masks
 
 
-@njit(cache=True, parallel=True)
-def nm_mask_blocks(v, n, high_index, absmask, inf_key, nan_key, out):
-    """v: (B, m) unsigned integers -- float bit patterns (uint16/32/64) or integer magnitudes
-    (uint64); out: (B, m) bool.
+@njit(cache=True, nogil=True)
+def nm_mask_blocks(v, n, high_index, absmask, inf_key, nan_key, out, lo, hi):
+    """v: (B, m) unsigned integers -- float bit patterns (emul.sparsity passes uint32/uint64) or
+    integer magnitudes (uint64); out: (B, m) bool; blocks lo..hi-1 (one thread: emul.sparsity runs
+    slices of the blocks on several).
 
     The key of an element is ``v & absmask`` (|x| as a bit pattern: monotone in |x| for non-NaN
     floats, -0 and +0 equal), and ``nan_key`` (> inf_key) when that exceeds ``inf_key`` (every NaN:
@@ -55,8 +60,8 @@ def nm_mask_blocks(v, n, high_index, absmask, inf_key, nan_key, out):
     iff key_j > key_i, or key_j == key_i and j < i (j > i when high_index).  Integer compares only:
     the thread's MXCSR (denormals-are-zero) cannot merge subnormals with 0.
     """
-    nb, m = v.shape
-    for b in prange(nb):
+    m = v.shape[1]
+    for b in range(lo, hi):
         for i in range(m):
             ki = v[b, i] & absmask
             ki = nan_key if ki > inf_key else ki
@@ -77,12 +82,20 @@ def nm_mask_blocks(v, n, high_index, absmask, inf_key, nan_key, out):
 # float32 result of +, *, / on two values of a p-bit format (p = 11 or 8) is rounded once more
 # to p bits, which gives the correctly rounded p-bit result because 24 >= 2p + 2.  This is what
 # numpy float16 and ml_dtypes bfloat16 arithmetic compute, operation by operation.  The kernels
-# take a 0-length `tag` array whose dtype selects the rounding at compile time: float32/float64
-# (none), uint16 (float16), int16 (bfloat16).
+# take an integer `rmode`: 0 (no rounding: float32/float64 data), RD_F16 (float16) or RD_BF16
+# (bfloat16), so that one compiled kernel serves float32, float16 and bfloat16 data.  Each kernel
+# runs its loop (a separate function) with rmode = None when it is 0 -- a specialisation with no
+# rounding at all, the plain float32 code -- and else with the integer, where every operation
+# picks its rounding at run time (a branch that is always predicted); float64 kernels have only
+# the first (_rounding).
+
+RD_F16 = 1
+RD_BF16 = 2
 
 
-def _rd(y, tag):
-    """y rounded to the working dtype selected by tag (see above)."""
+def _rd(y, rmode):
+    """y rounded to the working dtype selected by rmode (see above): y itself when rmode is
+    None."""
     raise NotImplementedError  # replaced by the overload below inside jitted code
 
 
@@ -112,12 +125,24 @@ def _rd_bf16(y):
 
 
 @overload(_rd)
-def _rd_overload(y, tag):
-    if isinstance(tag, types.Array) and tag.dtype == types.uint16:
-        return lambda y, tag: _rd_f16(y)
-    if isinstance(tag, types.Array) and tag.dtype == types.int16:
-        return lambda y, tag: _rd_bf16(y)
-    return lambda y, tag: y
+def _rd_overload(y, rmode):
+    if rmode == types.none:
+        return lambda y, rmode: y
+    if y != types.float32:
+        raise TypeError(f"_rd: rounds float32 values, got {y}")
+    return lambda y, rmode: _rd_f16(y) if rmode == RD_F16 else _rd_bf16(y)
+
+
+def _rounding(x, rmode):
+    """rmode (an integer, not 0) for float32 data x; None for float64 data (never rounded)."""
+    raise NotImplementedError  # replaced by the overload below inside jitted code
+
+
+@overload(_rounding)
+def _rounding_overload(x, rmode):
+    if x.dtype == types.float64:
+        return lambda x, rmode: None
+    return lambda x, rmode: rmode
 
 
 # --------------------------------------------------------------------------------------------
@@ -665,7 +690,7 @@ def _mvue_approx_soft(xbits, b, w0, w1, W, cst, obits):
 
 
 @njit(cache=True, error_model="numpy")
-def _mvue_exact_block(x, b, n, m, word, tv, big, scale_down, scale_up, a, capped, out, tag):
+def _mvue_exact_block(x, b, n, m, word, tv, big, scale_down, scale_up, a, capped, out, rmode):
     """One block of mvue(method="exact") of kind _FAST (finite, more than n non-zeros, every
     intermediate normal); see the docstring of emul.sparsity.mvue."""
     for i in range(m):
@@ -675,19 +700,19 @@ def _mvue_exact_block(x, b, n, m, word, tv, big, scale_down, scale_up, a, capped
     # overflow guard: if n * (sum of |x|) overflows, work on |x| * 2^-q (power-of-two scaling)
     r = zero
     for i in range(m):
-        r = _rd(r + a[i], tag)
+        r = _rd(r + a[i], rmode)
     scaled = False
-    if not (_rd(tv[n] * r, tag) <= big):
+    if not (_rd(tv[n] * r, rmode) <= big):
         scaled = True
         for i in range(m):
-            a[i] = _rd(a[i] * scale_down, tag)
+            a[i] = _rd(a[i] * scale_down, rmode)
     # water-filling: cap the largest remaining element while t * a_max >= R (t = n - #capped)
     ncap = 0
     while True:
         r = zero
         for i in range(m):
             if not capped[i]:
-                r = _rd(r + a[i], tag)
+                r = _rd(r + a[i], rmode)
         t = n - ncap
         if t == 1:
             break
@@ -697,16 +722,16 @@ def _mvue_exact_block(x, b, n, m, word, tv, big, scale_down, scale_up, a, capped
             if not capped[i] and (imax < 0 or a[i] > amax):
                 imax = i
                 amax = a[i]
-        if _rd(tv[t] * amax, tag) >= r:
+        if _rd(tv[t] * amax, rmode) >= r:
             capped[imax] = True
             ncap += 1
         else:
             break
     t = n - ncap
     tf = tv[t]
-    v = _rd(r / tf, tag)
+    v = _rd(r / tf, rmode)
     if scaled:
-        v = _rd(v * scale_up, tag)
+        v = _rd(v * scale_up, rmode)
     last = -1
     for i in range(m):
         if not capped[i] and a[i] != 0:
@@ -723,11 +748,11 @@ def _mvue_exact_block(x, b, n, m, word, tv, big, scale_down, scale_up, a, capped
         if ai == 0:
             out[b, i] = zero
             continue
-        d = _rd(d + ai, tag)
+        d = _rd(d + ai, rmode)
         if i == last:
             c = np.float64(tf)
         else:
-            c = np.float64(_rd(_rd(tf * d, tag) / r, tag))
+            c = np.float64(_rd(_rd(tf * d, rmode) / r, rmode))
         sel = False
         while j < t and u + j < c:  # exact: u has 32 bits, c is a float32/float64 value
             j += 1
@@ -738,36 +763,57 @@ def _mvue_exact_block(x, b, n, m, word, tv, big, scale_down, scale_up, a, capped
             out[b, i] = zero
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
-def mvue_exact_blocks(x, xbits, n, words, tv, big, scale_down, scale_up, out, obits, tag, lim, W, tvc, cst,
-                      nan):
+@njit(cache=True, nogil=True, error_model="numpy")
+def mvue_exact_blocks(x, xbits, n, words, tv, big, scale_down, scale_up, out, obits, rmode, lim, W, tvc, cst,
+                      nan, lo, hi):
     """x: (B, m) float32/float64; words: (B,) uint32; out like x; xbits, obits: x and out viewed
-    as unsigned integers of their width; tag: see _rd; lim: see _classify; W, tvc, cst: see
-    _mvue_exact_soft; nan: the quiet NaN's bits (blocks with a NaN or inf)."""
-    nb, m = x.shape
-    nchunk = min(nb, 1024)
-    for ch in prange(nchunk):
-        lo = ch * nb // nchunk
-        hi = (ch + 1) * nb // nchunk
-        a = np.empty(m, x.dtype)
-        capped = np.empty(m, np.bool_)
-        for b in range(lo, hi):
-            kind = _classify(xbits, b, m, n, lim)
-            if kind == _FAST:
-                _mvue_exact_block(x, b, n, m, words[b], tv, big, scale_down, scale_up, a, capped, out, tag)
-            elif kind == _SOFT:
-                _mvue_exact_soft(xbits, b, n, m, words[b], W, tvc, cst, obits)
-            else:
-                _trivial_block(xbits, b, m, kind, nan, obits)
+    as unsigned integers of their width; rmode: see _rd; lim: see _classify; W, tvc, cst: see
+    _mvue_exact_soft; nan: the quiet NaN's bits (blocks with a NaN or inf).  Blocks lo..hi-1
+    (block b uses words[b])."""
+    if rmode == 0:
+        _exact_range(x, xbits, n, words, tv, big, scale_down, scale_up, out, obits, None, lim, W, tvc, cst,
+                     nan, lo, hi)
+    else:
+        _exact_range(x, xbits, n, words, tv, big, scale_down, scale_up, out, obits, _rounding(x, rmode), lim,
+                     W, tvc, cst, nan, lo, hi)
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
-def mvue_exact24_blocks(x, xbits, words, tv, big, scale_down, scale_up, out, obits, tag, lim, W, tvc, cst, nan):
+@njit(cache=True, error_model="numpy")
+def _exact_range(x, xbits, n, words, tv, big, scale_down, scale_up, out, obits, rmode, lim, W, tvc, cst,
+                 nan, lo, hi):
+    """The loop of mvue_exact_blocks (rmode: None or an integer, see _rd)."""
+    m = x.shape[1]
+    a = np.empty(m, x.dtype)
+    capped = np.empty(m, np.bool_)
+    for b in range(lo, hi):
+        kind = _classify(xbits, b, m, n, lim)
+        if kind == _FAST:
+            _mvue_exact_block(x, b, n, m, words[b], tv, big, scale_down, scale_up, a, capped, out, rmode)
+        elif kind == _SOFT:
+            _mvue_exact_soft(xbits, b, n, m, words[b], W, tvc, cst, obits)
+        else:
+            _trivial_block(xbits, b, m, kind, nan, obits)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def mvue_exact24_blocks(x, xbits, words, tv, big, scale_down, scale_up, out, obits, rmode, lim, W, tvc, cst, nan,
+                        lo, hi):
     """mvue_exact_blocks for n=2, m=4, unrolled (same operations in the same order)."""
-    nb = x.shape[0]
+    if rmode == 0:
+        _exact24_range(x, xbits, words, tv, big, scale_down, scale_up, out, obits, None, lim, W, tvc, cst, nan,
+                       lo, hi)
+    else:
+        _exact24_range(x, xbits, words, tv, big, scale_down, scale_up, out, obits, _rounding(x, rmode), lim, W,
+                       tvc, cst, nan, lo, hi)
+
+
+@njit(cache=True, error_model="numpy")
+def _exact24_range(x, xbits, words, tv, big, scale_down, scale_up, out, obits, rmode, lim, W, tvc, cst, nan,
+                   lo, hi):
+    """The loop of mvue_exact24_blocks (rmode: None or an integer, see _rd)."""
     one = tv[1]
     two = tv[2]
-    for b in prange(nb):
+    for b in range(lo, hi):
         kind = _classify(xbits, b, 4, 2, lim)
         if kind != _FAST:
             if kind == _SOFT:
@@ -784,14 +830,14 @@ def mvue_exact24_blocks(x, xbits, words, tv, big, scale_down, scale_up, out, obi
         a2 = abs(x2)
         a3 = abs(x3)
         zero = a0 - a0
-        r = _rd(_rd(_rd(a0 + a1, tag) + a2, tag) + a3, tag)
-        scaled = not (_rd(two * r, tag) <= big)
+        r = _rd(_rd(_rd(a0 + a1, rmode) + a2, rmode) + a3, rmode)
+        scaled = not (_rd(two * r, rmode) <= big)
         if scaled:
-            a0 = _rd(a0 * scale_down, tag)
-            a1 = _rd(a1 * scale_down, tag)
-            a2 = _rd(a2 * scale_down, tag)
-            a3 = _rd(a3 * scale_down, tag)
-            r = _rd(_rd(_rd(a0 + a1, tag) + a2, tag) + a3, tag)
+            a0 = _rd(a0 * scale_down, rmode)
+            a1 = _rd(a1 * scale_down, rmode)
+            a2 = _rd(a2 * scale_down, rmode)
+            a3 = _rd(a3 * scale_down, rmode)
+            r = _rd(_rd(_rd(a0 + a1, rmode) + a2, rmode) + a3, rmode)
         # branch-free from here: the data decide too much for branch prediction
         im = 0
         am = a0
@@ -801,7 +847,7 @@ def mvue_exact24_blocks(x, xbits, words, tv, big, scale_down, scale_up, out, obi
         am = a2 if a2 > am else am
         im = 3 if a3 > am else im
         am = a3 if a3 > am else am
-        capped = _rd(two * am, tag) >= r
+        capped = _rd(two * am, rmode) >= r
         cap = im if capped else -1
         # contributions of the uncapped elements (+0 in place of the capped one: adding +0 to
         # a left-to-right sum changes nothing)
@@ -809,20 +855,20 @@ def mvue_exact24_blocks(x, xbits, words, tv, big, scale_down, scale_up, out, obi
         e1 = zero if cap == 1 else a1
         e2 = zero if cap == 2 else a2
         e3 = zero if cap == 3 else a3
-        rc = _rd(_rd(_rd(e0 + e1, tag) + e2, tag) + e3, tag)
+        rc = _rd(_rd(_rd(e0 + e1, rmode) + e2, rmode) + e3, rmode)
         r = rc if capped else r
         tf = one if capped else two
-        v = _rd(r / tf, tag)
+        v = _rd(r / tf, rmode)
         if scaled:
-            v = _rd(v * scale_up, tag)
+            v = _rd(v * scale_up, rmode)
         last = 3 if e3 != 0 else (2 if e2 != 0 else (1 if e1 != 0 else 0))
         d0 = e0
-        d1 = _rd(d0 + e1, tag)
-        d2 = _rd(d1 + e2, tag)
+        d1 = _rd(d0 + e1, rmode)
+        d2 = _rd(d1 + e2, rmode)
         tf64 = np.float64(tf)
-        c0 = tf64 if last <= 0 else np.float64(_rd(_rd(tf * d0, tag) / r, tag))
-        c1 = tf64 if last <= 1 else np.float64(_rd(_rd(tf * d1, tag) / r, tag))
-        c2 = tf64 if last <= 2 else np.float64(_rd(_rd(tf * d2, tag) / r, tag))
+        c0 = tf64 if last <= 0 else np.float64(_rd(_rd(tf * d0, rmode) / r, rmode))
+        c1 = tf64 if last <= 1 else np.float64(_rd(_rd(tf * d1, rmode) / r, rmode))
+        c2 = tf64 if last <= 2 else np.float64(_rd(_rd(tf * d2, rmode) / r, rmode))
         u = np.float64(words[b]) / _U32
         # number of the points u, u+1 (t = 2) below each interval end
         n0 = np.int64(u < c0) + np.int64((not capped) and u + 1.0 < c0)
@@ -835,11 +881,23 @@ def mvue_exact24_blocks(x, xbits, words, tv, big, scale_down, scale_up, out, obi
         out[b, 3] = x3 if cap == 3 else (math.copysign(v, x3) if n3 > n2 else zero)
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
-def mvue_exact12_blocks(x, xbits, words, big, scale_down, scale_up, out, obits, tag, lim, W, tvc, cst, nan):
+@njit(cache=True, nogil=True, error_model="numpy")
+def mvue_exact12_blocks(x, xbits, words, big, scale_down, scale_up, out, obits, rmode, lim, W, tvc, cst, nan,
+                        lo, hi):
     """mvue_exact_blocks for n=1, m=2: keep x_0 iff u < a_0 / (a_0 + a_1), value sign * S."""
-    nb = x.shape[0]
-    for b in prange(nb):
+    if rmode == 0:
+        _exact12_range(x, xbits, words, big, scale_down, scale_up, out, obits, None, lim, W, tvc, cst, nan, lo,
+                       hi)
+    else:
+        _exact12_range(x, xbits, words, big, scale_down, scale_up, out, obits, _rounding(x, rmode), lim, W,
+                       tvc, cst, nan, lo, hi)
+
+
+@njit(cache=True, error_model="numpy")
+def _exact12_range(x, xbits, words, big, scale_down, scale_up, out, obits, rmode, lim, W, tvc, cst, nan,
+                   lo, hi):
+    """The loop of mvue_exact12_blocks (rmode: None or an integer, see _rd)."""
+    for b in range(lo, hi):
         kind = _classify(xbits, b, 2, 1, lim)
         if kind != _FAST:
             if kind == _SOFT:
@@ -852,17 +910,17 @@ def mvue_exact12_blocks(x, xbits, words, big, scale_down, scale_up, out, obits, 
         a0 = abs(x0)
         a1 = abs(x1)
         zero = a0 - a0
-        r = _rd(a0 + a1, tag)
+        r = _rd(a0 + a1, rmode)
         scaled = not (r <= big)
         if scaled:  # q = 1
-            a0 = _rd(a0 * scale_down, tag)
-            a1 = _rd(a1 * scale_down, tag)
-            r = _rd(a0 + a1, tag)
-            v = _rd(r * scale_up, tag)
+            a0 = _rd(a0 * scale_down, rmode)
+            a1 = _rd(a1 * scale_down, rmode)
+            r = _rd(a0 + a1, rmode)
+            v = _rd(r * scale_up, rmode)
         else:
             v = r
         u = np.float64(words[b]) / _U32
-        sel0 = u < np.float64(_rd(a0 / r, tag))
+        sel0 = u < np.float64(_rd(a0 / r, rmode))
         v0 = math.copysign(v, x0)
         v1 = math.copysign(v, x1)
         out[b, 0] = v0 if sel0 else zero
@@ -873,101 +931,108 @@ def mvue_exact12_blocks(x, xbits, words, big, scale_down, scale_up, out, obits, 
 # MVUE, approx 2:4 (two successive magnitude-proportional draws, Horvitz-Thompson values)
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
-def mvue_approx24_blocks(x, xbits, words, one, big, scale_down, tiny, scale_tiny, out, obits, tag, lim, W, cst,
-                         nan):
+@njit(cache=True, nogil=True, error_model="numpy")
+def mvue_approx24_blocks(x, xbits, words, one, big, scale_down, tiny, scale_tiny, out, obits, rmode, lim, W, cst,
+                         nan, lo, hi):
     """x: (B, 4) float32/float64; words: (2B,) uint32 (block b uses 2b and 2b+1); out like x;
-    xbits, obits, lim, nan: see mvue_exact_blocks; W, cst: see _mvue_approx_soft.
+    xbits, obits, lim, nan, lo, hi: see mvue_exact_blocks; W, cst: see _mvue_approx_soft.
 
     Data-dependent choices index small arrays instead of branching (they are unpredictable)."""
-    nb = x.shape[0]
-    nchunk = min(nb, 1024)
-    for ch in prange(nchunk):
-        lo = ch * nb // nchunk
-        hi = (ch + 1) * nb // nchunk
-        av = np.empty(4, x.dtype)
-        rv = np.empty(4, x.dtype)
-        tv = np.empty(4, x.dtype)
-        for b in range(lo, hi):
-            kind = _classify(xbits, b, 4, 2, lim)
-            if kind != _FAST:
-                if kind == _SOFT:
-                    _mvue_approx_soft(xbits, b, words[2 * b], words[2 * b + 1], W, cst, obits)
-                else:
-                    _trivial_block(xbits, b, 4, kind, nan, obits)
-                continue
-            a0 = abs(x[b, 0])
-            a1 = abs(x[b, 1])
-            a2 = abs(x[b, 2])
-            a3 = abs(x[b, 3])
-            zero = a0 - a0
-            s = _rd(_rd(_rd(a0 + a1, tag) + a2, tag) + a3, tag)
-            if not (s <= big):  # power-of-two rescaling: ratios and x_i / pi_i unchanged
-                a0 = _rd(a0 * scale_down, tag)
-                a1 = _rd(a1 * scale_down, tag)
-                a2 = _rd(a2 * scale_down, tag)
-                a3 = _rd(a3 * scale_down, tag)
-                s = _rd(_rd(_rd(a0 + a1, tag) + a2, tag) + a3, tag)
-            elif s < tiny:  # so that 1 / S cannot overflow
-                a0 = _rd(a0 * scale_tiny, tag)
-                a1 = _rd(a1 * scale_tiny, tag)
-                a2 = _rd(a2 * scale_tiny, tag)
-                a3 = _rd(a3 * scale_tiny, tag)
-                s = _rd(_rd(_rd(a0 + a1, tag) + a2, tag) + a3, tag)
-            av[0] = a0
-            av[1] = a1
-            av[2] = a2
-            av[3] = a3
-            # sums of all but one element, left to right
-            rv[0] = _rd(_rd(a1 + a2, tag) + a3, tag)
-            rv[1] = _rd(_rd(a0 + a2, tag) + a3, tag)
-            rv[2] = _rd(_rd(a0 + a1, tag) + a3, tag)
-            rv[3] = _rd(_rd(a0 + a1, tag) + a2, tag)
-            u0 = np.float64(words[2 * b]) / _U32
-            u1 = np.float64(words[2 * b + 1]) / _U32
-            inv = _rd(one / s, tag)
-            # first draw: smallest i with a_i > 0 and u0 < C_i, C_i = (a_0 + ... + a_i) * (1/S),
-            # except C = 1 for the last non-zero element.  The C_i are nondecreasing and a zero
-            # a_i repeats C_(i-1): count the C_0..C_2 <= u0, capped at the last non-zero index.
-            last = 3 if a3 != 0 else 2  # nz >= 3: one of a2, a3 is non-zero
-            d = a0
-            first = np.int64(np.float64(_rd(d * inv, tag)) <= u0)
-            d = _rd(d + a1, tag)
-            first += np.float64(_rd(d * inv, tag)) <= u0
-            d = _rd(d + a2, tag)
-            first += np.float64(_rd(d * inv, tag)) <= u0
-            first -= np.int64(first > last)
-            # second draw: the same over the other three in index order, with 1 / R_first
-            # (selects and index arithmetic below, not branches: the draws are unpredictable)
-            i0 = 1 if first == 0 else 0  # the remaining three indices, in order
-            i1 = 1 if first >= 2 else 2
-            i2 = 2 if first == 3 else 3
-            b0 = av[i0]
-            b1 = av[i1]
-            last2 = 2 if av[i2] != 0 else 1  # at least two of them are non-zero
-            invf = _rd(one / rv[first], tag)
-            d = b0
-            k = np.int64(np.float64(_rd(d * invf, tag)) <= u1)
-            d = _rd(d + b1, tag)
-            k += np.float64(_rd(d * invf, tag)) <= u1
-            k -= np.int64(k > last2)
-            second = k + np.int64(k >= first)
-            for j in range(4):
-                tv[j] = _rd(av[j] * inv, tag)
-            # pi_i = t_i + sum_{j != i, index order} t_j (a_i / R_j) (the skipped j adds +0)
-            fa = av[first]
-            sa = av[second]
-            pf = tv[first]
-            ps = tv[second]
-            for j in range(4):
-                rj = rv[j]
-                tj = tv[j]
-                pf = _rd(pf + (zero if j == first else _rd(tj * _rd(fa / rj, tag), tag)), tag)
-                ps = _rd(ps + (zero if j == second else _rd(tj * _rd(sa / rj, tag), tag)), tag)
-            qf = _rd(x[b, first] / pf, tag)
-            qs = _rd(x[b, second] / ps, tag)
-            for i in range(4):
-                out[b, i] = qf if i == first else (qs if i == second else zero)
+    if rmode == 0:
+        _approx24_range(x, xbits, words, one, big, scale_down, tiny, scale_tiny, out, obits, None, lim, W, cst,
+                        nan, lo, hi)
+    else:
+        _approx24_range(x, xbits, words, one, big, scale_down, tiny, scale_tiny, out, obits, _rounding(x,
+                        rmode), lim, W, cst, nan, lo, hi)
+
+
+@njit(cache=True, error_model="numpy")
+def _approx24_range(x, xbits, words, one, big, scale_down, tiny, scale_tiny, out, obits, rmode, lim, W, cst,
+                    nan, lo, hi):
+    """The loop of mvue_approx24_blocks (rmode: None or an integer, see _rd)."""
+    av = np.empty(4, x.dtype)
+    rv = np.empty(4, x.dtype)
+    tv = np.empty(4, x.dtype)
+    for b in range(lo, hi):
+        kind = _classify(xbits, b, 4, 2, lim)
+        if kind != _FAST:
+            if kind == _SOFT:
+                _mvue_approx_soft(xbits, b, words[2 * b], words[2 * b + 1], W, cst, obits)
+            else:
+                _trivial_block(xbits, b, 4, kind, nan, obits)
+            continue
+        a0 = abs(x[b, 0])
+        a1 = abs(x[b, 1])
+        a2 = abs(x[b, 2])
+        a3 = abs(x[b, 3])
+        zero = a0 - a0
+        s = _rd(_rd(_rd(a0 + a1, rmode) + a2, rmode) + a3, rmode)
+        if not (s <= big):  # power-of-two rescaling: ratios and x_i / pi_i unchanged
+            a0 = _rd(a0 * scale_down, rmode)
+            a1 = _rd(a1 * scale_down, rmode)
+            a2 = _rd(a2 * scale_down, rmode)
+            a3 = _rd(a3 * scale_down, rmode)
+            s = _rd(_rd(_rd(a0 + a1, rmode) + a2, rmode) + a3, rmode)
+        elif s < tiny:  # so that 1 / S cannot overflow
+            a0 = _rd(a0 * scale_tiny, rmode)
+            a1 = _rd(a1 * scale_tiny, rmode)
+            a2 = _rd(a2 * scale_tiny, rmode)
+            a3 = _rd(a3 * scale_tiny, rmode)
+            s = _rd(_rd(_rd(a0 + a1, rmode) + a2, rmode) + a3, rmode)
+        av[0] = a0
+        av[1] = a1
+        av[2] = a2
+        av[3] = a3
+        # sums of all but one element, left to right
+        rv[0] = _rd(_rd(a1 + a2, rmode) + a3, rmode)
+        rv[1] = _rd(_rd(a0 + a2, rmode) + a3, rmode)
+        rv[2] = _rd(_rd(a0 + a1, rmode) + a3, rmode)
+        rv[3] = _rd(_rd(a0 + a1, rmode) + a2, rmode)
+        u0 = np.float64(words[2 * b]) / _U32
+        u1 = np.float64(words[2 * b + 1]) / _U32
+        inv = _rd(one / s, rmode)
+        # first draw: smallest i with a_i > 0 and u0 < C_i, C_i = (a_0 + ... + a_i) * (1/S),
+        # except C = 1 for the last non-zero element.  The C_i are nondecreasing and a zero
+        # a_i repeats C_(i-1): count the C_0..C_2 <= u0, capped at the last non-zero index.
+        last = 3 if a3 != 0 else 2  # nz >= 3: one of a2, a3 is non-zero
+        d = a0
+        first = np.int64(np.float64(_rd(d * inv, rmode)) <= u0)
+        d = _rd(d + a1, rmode)
+        first += np.float64(_rd(d * inv, rmode)) <= u0
+        d = _rd(d + a2, rmode)
+        first += np.float64(_rd(d * inv, rmode)) <= u0
+        first -= np.int64(first > last)
+        # second draw: the same over the other three in index order, with 1 / R_first
+        # (selects and index arithmetic below, not branches: the draws are unpredictable)
+        i0 = 1 if first == 0 else 0  # the remaining three indices, in order
+        i1 = 1 if first >= 2 else 2
+        i2 = 2 if first == 3 else 3
+        b0 = av[i0]
+        b1 = av[i1]
+        last2 = 2 if av[i2] != 0 else 1  # at least two of them are non-zero
+        invf = _rd(one / rv[first], rmode)
+        d = b0
+        k = np.int64(np.float64(_rd(d * invf, rmode)) <= u1)
+        d = _rd(d + b1, rmode)
+        k += np.float64(_rd(d * invf, rmode)) <= u1
+        k -= np.int64(k > last2)
+        second = k + np.int64(k >= first)
+        for j in range(4):
+            tv[j] = _rd(av[j] * inv, rmode)
+        # pi_i = t_i + sum_{j != i, index order} t_j (a_i / R_j) (the skipped j adds +0)
+        fa = av[first]
+        sa = av[second]
+        pf = tv[first]
+        ps = tv[second]
+        for j in range(4):
+            rj = rv[j]
+            tj = tv[j]
+            pf = _rd(pf + (zero if j == first else _rd(tj * _rd(fa / rj, rmode), rmode)), rmode)
+            ps = _rd(ps + (zero if j == second else _rd(tj * _rd(sa / rj, rmode), rmode)), rmode)
+        qf = _rd(x[b, first] / pf, rmode)
+        qs = _rd(x[b, second] / ps, rmode)
+        for i in range(4):
+            out[b, i] = qf if i == first else (qs if i == second else zero)
 
 
 # --------------------------------------------------------------------------------------------
@@ -987,12 +1052,12 @@ _COST_BITS = 50  # stage costs lie in [0, 2^50]: sums and potentials stay far be
 
 # The transposable kernels read weights as their bit patterns: emul.sparsity passes float32 /
 # float64 weights viewed as uint32 / uint64 (integer loads: no float instruction, and nothing an
-# optimizer could turn back into a float compare).  Float arrays are accepted too (the tests call
-# the kernels directly) and are then read through a bitcast.
+# optimizer could turn back into a float compare); the whole-weight wrappers
+# (transposable_optimal, transposable_optimal_24) view float arrays so too.
 
 
 def _abs_key(v):
-    """|v|'s bit pattern as an int64 (v: float32/float64, or its bits as uint32/uint64): ordered
+    """|v|'s bit pattern as an int64 (v: the bits of a float32/float64 as uint32/uint64): ordered
     like |v| for non-NaN v."""
     raise NotImplementedError  # replaced by the overload below inside jitted code
 
@@ -1003,15 +1068,11 @@ def _abs_key_overload(v):
         return lambda v: np.int64(v & np.uint32(0x7FFFFFFF))
     if v == types.uint64:
         return lambda v: np.int64(v & _ABS64)
-    if v == types.float32:
-        return lambda v: np.int64(np.float32(v).view(np.uint32) & np.uint32(0x7FFFFFFF))
-    if v == types.float64:
-        return lambda v: np.int64(np.float64(v).view(np.uint64) & _ABS64)
 
 
 def _wparts(v):
-    """(mag, e) with |v| = mag * 2**e, mag < 2**53 (uint64), for a finite float32/float64 weight
-    or its bits (uint32/uint64)."""
+    """(mag, e) with |v| = mag * 2**e, mag < 2**53 (uint64), for the bits (uint32/uint64) of a
+    finite float32/float64 weight."""
     raise NotImplementedError  # replaced by the overload below inside jitted code
 
 
@@ -1019,12 +1080,8 @@ def _wparts(v):
 def _wparts_overload(v):
     if v == types.uint32:
         return lambda v: _wfields(_u(v), 23, 0xFF, 150)
-    if v == types.float32:
-        return lambda v: _wfields(_u(np.float32(v).view(np.uint32)), 23, 0xFF, 150)
     if v == types.uint64:
         return lambda v: _wfields(v, 52, 0x7FF, 1075)
-    if v == types.float64:
-        return lambda v: _wfields(np.float64(v).view(np.uint64), 52, 0x7FF, 1075)
 
 
 @njit(inline="always")
@@ -1416,38 +1473,48 @@ def _solve_tile(w, r0, c0, m, n, cost, x, prow, pcol, excess, dist, prev, done, 
     _lex_tile(cost, m, x, prow, pcol, prev, done, fixed, queue)
 
 
-@njit(cache=True, parallel=True)
-def transposable_optimal(w, n, m, out):
-    """w: (R, C) float32/float64 with m | R and m | C; out: (R, C) bool."""
-    nr = w.shape[0] // m
+@njit(cache=True, nogil=True)
+def transposable_optimal_tiles(w, n, m, out, lo, hi):
+    """w: (R, C) float32/float64 weights as their bits (uint32/uint64) with m | R and m | C;
+    out: (R, C) bool; tiles lo..hi-1 in C order over the (R/m, C/m) grid of tiles."""
     nc = w.shape[1] // m
-    nt = nr * nc
-    nchunk = min(nt, 1024)
-    for ch in prange(nchunk):
-        lo = ch * nt // nchunk
-        hi = (ch + 1) * nt // nchunk
-        cost = np.empty((m, m), np.int64)
-        x = np.empty((m, m), np.int8)
-        prow = np.empty(m, np.int64)
-        pcol = np.empty(m, np.int64)
-        excess = np.empty(m, np.int64)
-        dist = np.empty(2 * m, np.int64)
-        prev = np.empty(2 * m, np.int64)
-        done = np.empty(2 * m, np.bool_)
-        fixed = np.empty(m * m, np.bool_)
-        queue = np.empty(2 * m, np.int64)
-        rem = np.empty((m, m), np.int64)
-        rexp = np.empty((m, m), np.int64)
-        forced = np.empty(m * m, np.int8)
-        dig = np.empty((m, m), np.int64)
-        for t in range(lo, hi):
-            r0 = (t // nc) * m
-            c0 = (t % nc) * m
-            _solve_tile(w, r0, c0, m, n, cost, x, prow, pcol, excess, dist, prev, done, fixed, queue,
-                        rem, rexp, forced, dig)
-            for i in range(m):
-                for j in range(m):
-                    out[r0 + i, c0 + j] = x[i, j] == 1
+    cost = np.empty((m, m), np.int64)
+    x = np.empty((m, m), np.int8)
+    prow = np.empty(m, np.int64)
+    pcol = np.empty(m, np.int64)
+    excess = np.empty(m, np.int64)
+    dist = np.empty(2 * m, np.int64)
+    prev = np.empty(2 * m, np.int64)
+    done = np.empty(2 * m, np.bool_)
+    fixed = np.empty(m * m, np.bool_)
+    queue = np.empty(2 * m, np.int64)
+    rem = np.empty((m, m), np.int64)
+    rexp = np.empty((m, m), np.int64)
+    forced = np.empty(m * m, np.int8)
+    dig = np.empty((m, m), np.int64)
+    for t in range(lo, hi):
+        r0 = (t // nc) * m
+        c0 = (t % nc) * m
+        _solve_tile(w, r0, c0, m, n, cost, x, prow, pcol, excess, dist, prev, done, fixed, queue,
+                    rem, rexp, forced, dig)
+        for i in range(m):
+            for j in range(m):
+                out[r0 + i, c0 + j] = x[i, j] == 1
+
+
+def transposable_optimal(w, n, m, out):
+    """The whole weight on one thread (emul.sparsity runs transposable_optimal_tiles on slices of
+    the tiles): w: (R, C) float32/float64 weights or their bits, m | R and m | C; out: (R, C)
+    bool."""
+    transposable_optimal_tiles(weight_bits(w), n, m, out, 0, (w.shape[0] // m) * (w.shape[1] // m))
+
+
+def weight_bits(w):
+    """A float32/float64 weight array (C-contiguous, writeable) as its bits: uint32/uint64 (bit
+    arrays pass through), the only types the transposable kernels are compiled for."""
+    if w.dtype.kind == "u":
+        return w
+    return w.view(np.uint32 if w.dtype.itemsize == 4 else np.uint64)
 
 
 @njit(cache=True)
@@ -1508,72 +1575,84 @@ def _best24_exact(w, r0, c0, cand, cost, ps, sc, bestv, rem, rexp, off, live):
     return live[0]  # unreachable: the maximum has offset 0
 
 
-@njit(cache=True, parallel=True)
-def transposable_optimal_24(w, cand, out):
-    """2:4 by enumeration. cand: (90, 4) int64, the row-pair ids (0..5 for (0,1),(0,2),(0,3),
-    (1,2),(1,3),(2,3)) of the 90 tiles, sorted by sorted flat kept-index list; the first
-    candidate of maximal exact kept sum wins (integer costs of _tile_costs when exact, else
-    _best24_exact)."""
+@njit(cache=True, nogil=True)
+def transposable_optimal_24_tiles(w, cand, out, lo, hi):
+    """2:4 by enumeration, tiles lo..hi-1 (w, out: see transposable_optimal_tiles). cand: (90, 4)
+    int64, the row-pair ids (0..5 for (0,1),(0,2),(0,3), (1,2),(1,3),(2,3)) of the 90 tiles,
+    sorted by sorted flat kept-index list; the first candidate of maximal exact kept sum wins
+    (integer costs of _tile_costs when exact, else _best24_exact)."""
     m = 4
-    nr = w.shape[0] // m
     nc = w.shape[1] // m
-    nt = nr * nc
-    nchunk = min(nt, 1024)
     pa = (0, 0, 0, 1, 1, 2)
     pb = (1, 2, 3, 2, 3, 3)
     ncand = cand.shape[0]
-    for ch in prange(nchunk):
-        lo = ch * nt // nchunk
-        hi = (ch + 1) * nt // nchunk
-        cost = np.empty((m, m), np.int64)
-        ps = np.empty((m, 6), np.int64)
-        rem = np.empty((m, m), np.int64)
-        rexp = np.empty((m, m), np.int64)
-        off = np.empty(ncand, np.int64)
-        live = np.empty(ncand, np.int64)
-        for t in range(lo, hi):
-            r0 = (t // nc) * m
-            c0 = (t % nc) * m
-            sc, exact = _tile_costs(w, r0, c0, m, cost)
-            _pair_sums(cost, ps)
-            best = 0
-            bestv = np.int64(-1)
-            if exact:
-                for q in range(ncand):
-                    v = _cand_value(ps, cand, q)
-                    if v > bestv:
-                        bestv = v
-                        best = q
-            else:  # also the runner-up: is another candidate within the rounding margin?
-                second = np.int64(-1)
-                for q in range(ncand):
-                    v = _cand_value(ps, cand, q)
-                    if v > bestv:
-                        second = bestv
-                        bestv = v
-                        best = q
-                    elif v > second:
-                        second = v
-                if second >= bestv - 8:
-                    best = _best24_exact(w, r0, c0, cand, cost, ps, sc, bestv, rem, rexp, off, live)
-            for i in range(m):
-                p = cand[best, i]
-                for j in range(m):
-                    out[r0 + i, c0 + j] = (j == pa[p]) or (j == pb[p])
+    cost = np.empty((m, m), np.int64)
+    ps = np.empty((m, 6), np.int64)
+    rem = np.empty((m, m), np.int64)
+    rexp = np.empty((m, m), np.int64)
+    off = np.empty(ncand, np.int64)
+    live = np.empty(ncand, np.int64)
+    for t in range(lo, hi):
+        r0 = (t // nc) * m
+        c0 = (t % nc) * m
+        sc, exact = _tile_costs(w, r0, c0, m, cost)
+        _pair_sums(cost, ps)
+        best = 0
+        bestv = np.int64(-1)
+        if exact:
+            for q in range(ncand):
+                v = _cand_value(ps, cand, q)
+                if v > bestv:
+                    bestv = v
+                    best = q
+        else:  # also the runner-up: is another candidate within the rounding margin?
+            second = np.int64(-1)
+            for q in range(ncand):
+                v = _cand_value(ps, cand, q)
+                if v > bestv:
+                    second = bestv
+                    bestv = v
+                    best = q
+                elif v > second:
+                    second = v
+            if second >= bestv - 8:
+                best = _best24_exact(w, r0, c0, cand, cost, ps, sc, bestv, rem, rexp, off, live)
+        for i in range(m):
+            p = cand[best, i]
+            for j in range(m):
+                out[r0 + i, c0 + j] = (j == pa[p]) or (j == pb[p])
+
+
+def transposable_optimal_24(w, cand, out):
+    """transposable_optimal_24_tiles on the whole weight, one thread (w: float32/float64 weights
+    or their bits; see transposable_optimal)."""
+    transposable_optimal_24_tiles(weight_bits(w), cand, out, 0, (w.shape[0] // 4) * (w.shape[1] // 4))
 
 
 # --------------------------------------------------------------------------------------------
 # transposable masks: greedy 2-approximation
 
 
+def _packed(bits):
+    """True for float32 weights' bits (uint32): their keys pack into int64 (see _greedy_order)."""
+    raise NotImplementedError  # replaced by the overload below inside jitted code
+
+
+@overload(_packed)
+def _packed_overload(bits):
+    packed = isinstance(bits, types.Array) and bits.dtype == types.uint32
+    return lambda bits: packed
+
+
 @njit(cache=True)
-def _greedy_order(w, bits, packed, r0, c0, m, key, mag, order):
+def _greedy_order(bits, r0, c0, m, key, mag, order):
     """order = flat tile indices sorted by (-|w|, flat index), through ranks: element k goes to
-    position #{l : |w_l| > |w_k| or (|w_l| == |w_k| and l < k)}.  With `packed` (float32 data),
-    the rank counts int64 keys (|w| bits << 32 | (m*m - 1 - k)), which vectorises well; otherwise
-    the magnitudes are compared as bit patterns (mag: int64), never as floats."""
+    position #{l : |w_l| > |w_k| or (|w_l| == |w_k| and l < k)}.  bits: the weights' bits.  For
+    float32 weights (uint32 bits, a compile-time choice) the rank counts int64 keys
+    (|w| bits << 32 | (m*m - 1 - k)), which vectorises well; otherwise the magnitudes are
+    compared as bit patterns (mag: int64), never as floats."""
     mm = m * m
-    if packed:
+    if _packed(bits):
         for i in range(m):
             for j in range(m):
                 k = i * m + j
@@ -1598,70 +1677,65 @@ def _greedy_order(w, bits, packed, r0, c0, m, key, mag, order):
             order[rank] = k
 
 
-@njit(cache=True, parallel=True)
-def transposable_greedy(w, bits, packed, n, m, out, step, blocked, record):
-    """Full greedy per tile.  out (all False on entry): kept mask.  bits: w viewed as unsigned
-    integers (uint32 when packed, i.e. float32 w; uint64 for float64 w).  If record: step[r, c] (all -1 on entry) = visiting step at which the
-    element was kept; blocked[t, k] = the candidate of step k had both its row and its column
-    already full (for the reference's batch-global early stop)."""
-    nr = w.shape[0] // m
-    nc = w.shape[1] // m
-    nt = nr * nc
+@njit(cache=True, nogil=True)
+def transposable_greedy(bits, n, m, out, step, blocked, record, lo, hi):
+    """Full greedy per tile, tiles lo..hi-1 (C order over the grid of m x m tiles).  bits: the
+    weights' bits (uint32 for float32 weights, uint64 for float64).  out (all False on entry):
+    kept mask.  If record: step[r, c] (all -1 on entry) = visiting step at which the element was
+    kept; blocked[t, k] = the candidate of step k had both its row and its column already full
+    (for the reference's batch-global early stop)."""
+    nc = bits.shape[1] // m
     mm = m * m
     full = n * m
-    nchunk = min(nt, 1024)
-    for ch in prange(nchunk):
-        lo = ch * nt // nchunk
-        hi = (ch + 1) * nt // nchunk
-        key = np.empty(mm, np.int64)
-        mag = np.empty(mm, np.int64)
-        order = np.empty(mm, np.int64)
-        rc = np.empty(m, np.int64)
-        cc = np.empty(m, np.int64)
-        rowof = np.empty(mm, np.int64)  # e // m without a division per element
-        colof = np.empty(mm, np.int64)
-        for e in range(mm):
-            rowof[e] = e // m
-            colof[e] = e % m
-        for t in range(lo, hi):
-            r0 = (t // nc) * m
-            c0 = (t % nc) * m
-            _greedy_order(w, bits, packed, r0, c0, m, key, mag, order)
-            for i in range(m):
-                rc[i] = 0
-                cc[i] = 0
-            kept = 0
-            if not record:
-                for k in range(mm):
-                    e = order[k]
-                    i = rowof[e]
-                    j = colof[e]
-                    ok = (rc[i] < n) & (cc[j] < n)  # branch-free: the order is data-dependent
-                    rc[i] += ok
-                    cc[j] += ok
-                    kept += ok
-                    if ok:
-                        out[r0 + i, c0 + j] = True
-                    if kept == full:
-                        break
-                continue
+    key = np.empty(mm, np.int64)
+    mag = np.empty(mm, np.int64)
+    order = np.empty(mm, np.int64)
+    rc = np.empty(m, np.int64)
+    cc = np.empty(m, np.int64)
+    rowof = np.empty(mm, np.int64)  # e // m without a division per element
+    colof = np.empty(mm, np.int64)
+    for e in range(mm):
+        rowof[e] = e // m
+        colof[e] = e % m
+    for t in range(lo, hi):
+        r0 = (t // nc) * m
+        c0 = (t % nc) * m
+        _greedy_order(bits, r0, c0, m, key, mag, order)
+        for i in range(m):
+            rc[i] = 0
+            cc[i] = 0
+        kept = 0
+        if not record:
             for k in range(mm):
-                if kept == full:
-                    for kk in range(k, mm):
-                        blocked[t, kk] = True
-                    break
                 e = order[k]
                 i = rowof[e]
                 j = colof[e]
-                if rc[i] < n and cc[j] < n:
+                ok = (rc[i] < n) & (cc[j] < n)  # branch-free: the order is data-dependent
+                rc[i] += ok
+                cc[j] += ok
+                kept += ok
+                if ok:
                     out[r0 + i, c0 + j] = True
-                    rc[i] += 1
-                    cc[j] += 1
-                    kept += 1
-                    step[r0 + i, c0 + j] = k
-                    blocked[t, k] = False
-                else:
-                    blocked[t, k] = rc[i] >= n and cc[j] >= n
+                if kept == full:
+                    break
+            continue
+        for k in range(mm):
+            if kept == full:
+                for kk in range(k, mm):
+                    blocked[t, kk] = True
+                break
+            e = order[k]
+            i = rowof[e]
+            j = colof[e]
+            if rc[i] < n and cc[j] < n:
+                out[r0 + i, c0 + j] = True
+                rc[i] += 1
+                cc[j] += 1
+                kept += 1
+                step[r0 + i, c0 + j] = k
+                blocked[t, k] = False
+            else:
+                blocked[t, k] = rc[i] >= n and cc[j] >= n
 
 
 # --------------------------------------------------------------------------------------------
