@@ -388,9 +388,8 @@ def rowwise_float(A, B, init, order, chunk, Fa, Fo, Fp, Ra, Ro, has_prod, rne, k
             n = K
             while n > 1:
                 half = n // 2
-                if sr:
-                    for q in range(half):
-                        w[q] = _word(base + t + q, k0, k1, shift, gen, u)
+                if sr:  # w[q] = word base + t + q, in vector lanes
+                    fill_words(w.reshape((1, w.size)), 1, base, t, half, 1, k0, k1, shift, gen, u)
                 if rne and not tw:  # (only RNE has a TwoSum-free twin: each twin costs compile time)
                     _level(x, y, w, half, False, True, False, down, r, cmp, Pa, Qa)
                 else:
