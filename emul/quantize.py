@@ -46,6 +46,14 @@ def sr_words(rounding, shape, sr_bits, *, seed=None, key=None, random_bits=None)
     return words >> np.uint32(32 - sr_bits)
 
 
+def _ro(a: np.ndarray) -> np.ndarray:
+    """A read-only view of ``a``. Numba compiles a read-only and a writeable input array as two
+    signatures of a kernel (seconds of compile each), so kernel inputs are always read-only."""
+    v = a.view()
+    v.flags.writeable = False
+    return v
+
+
 def _fits_float32(fmt) -> bool:
     if isinstance(fmt, (FloatFormat, ExpFormat)):
         return fmt.man_bits <= 23 and fmt.emax <= 127 and fmt.emin - fmt.man_bits >= -149
@@ -87,7 +95,7 @@ def exact_float64(a: np.ndarray) -> np.ndarray:
         src = src.view(np.uint16)  # the kernels read float16 as its bits
     out = np.empty(src.size, np.float64)
     if src.size:
-        K.widen(src, out)
+        K.widen(_ro(src), out)
     return out.reshape(a.shape)
 
 
@@ -101,7 +109,7 @@ def exact_float32(values: np.ndarray) -> np.ndarray:
     src = np.ascontiguousarray(v).reshape(-1)
     out = np.empty(src.size, np.uint32)
     if src.size:
-        K.narrow(src, out)
+        K.narrow(_ro(src), out)
     return out.view(np.float32).reshape(v.shape)
 
 
@@ -235,7 +243,7 @@ def _round(x, fmt, rounding, overflow, seed, key, sr_bits, sr_method, random_bit
             flat = flat.astype(np.float64 if wide else np.float32)
         elif wide and flat.dtype == np.float32:
             flat = exact_float64(flat)
-        src, dst = flat.view(in_view), out.view(out_view)
+        src, dst = _ro(flat.view(in_view)), out.view(out_view)
         if sr or route == "f64" or n >= FAST_PARALLEL_MIN:
             if seeded:
                 from . import random as _random
@@ -277,7 +285,7 @@ def _int_to_odd(flat):
     from ._kernels import fast_f64 as F
 
     out = np.empty(flat.size, np.uint64)
-    F.int_to_odd(flat, out)
+    F.int_to_odd(_ro(flat), out)
     return out
 
 
@@ -315,7 +323,7 @@ def _widen_f16(flat, to64):
     from ._kernels import fast_f32 as F
 
     wide = np.empty(flat.size, np.uint32)
-    F.widen_f16(flat.view(np.uint16), wide)
+    F.widen_f16(_ro(flat.view(np.uint16)), wide)
     if not to64:
         return wide.view(np.float32)
     with np.errstate(invalid="ignore"):  # signalling NaNs (float16 NaN payloads) are quieted, sign kept
@@ -328,7 +336,7 @@ def _general(flat, u, P, seeded, seed, key, out_dtype):
     result)."""
     from ._kernels import round as K  # Numba loads on first use, not at import
 
-    src = exact_float64(flat)  # float16/32 as float64, exactly (whatever the MXCSR)
+    src = _ro(exact_float64(flat))  # float16/32 as float64, exactly (whatever the MXCSR)
     dst = np.empty(flat.size, np.float64 if out_dtype.kind == "f" else np.uint64)
     n = src.size
     if seeded:  # threefry words made in the kernel
