@@ -91,6 +91,16 @@ def main():
         add(f"mvue {method} {n}:{m}, 16M f32 (bits included)", t, g.size, goal)
     t = median_time(lambda: sp.nm_mask(g, 2, 4), args.repeats)
     add("nm_mask 2:4, 16M f32", t, g.size)
+    threads = numba.get_num_threads()
+    if threads > 1:  # the kernels run on slices from a thread pool: how they scale
+        numba.set_num_threads(1)
+        try:
+            t = median_time(lambda: sp.mvue(g, 2, 4, seed=1, method="approx"), args.repeats)
+            add("mvue approx 2:4, 16M f32, 1 thread", t, g.size)
+            t = median_time(lambda: sp.transposable_mask(w, 2, 4), args.repeats)
+            add("transposable optimal 2:4, 4096x4096 f32, 1 thread", t, w.size)
+        finally:
+            numba.set_num_threads(threads)
 
     print(f"emul.sparsity, numba threads = {numba.get_num_threads()}, cpus = {os.cpu_count()}, "
           f"median of {args.repeats}")

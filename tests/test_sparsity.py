@@ -529,6 +529,28 @@ def test_independent_of_thread_count():
     assert all(np.array_equal(u, v) for u, v in zip(t1, t2))
 
 
+def test_one_compiled_kernel_for_float16_bfloat16_float32_and_read_only_inputs():
+    """float16, bfloat16 and float32 data run one compiled float32 MVUE kernel (the rounding is a
+    run-time mode) and read-only inputs no other (Numba types a read-only array apart): every
+    signature costs seconds of compile on a cold cache.  Read-only inputs give the same bits."""
+    from emul._kernels import sparsity as k
+
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    x = np.random.default_rng(4).standard_normal((64, 4)).astype(np.float32)
+    for dt in (np.float32, np.float16, ml_dtypes.bfloat16):
+        a = x.astype(dt)
+        ro = a.copy()
+        ro.setflags(write=False)
+        assert np.array_equal(sp.mvue(ro, 2, 4, seed=1).view(np.uint8), sp.mvue(a, 2, 4, seed=1).view(np.uint8))
+    ro = x.copy()
+    ro.setflags(write=False)
+    assert np.array_equal(sp.nm_mask(ro, 2, 4), sp.nm_mask(x, 2, 4))
+    assert np.array_equal(sp.transposable_mask(ro[:16], 2, 4), sp.transposable_mask(x[:16], 2, 4))
+    for kernel in (k.mvue_exact24_blocks, k.nm_mask_blocks, k.transposable_optimal_24_tiles):
+        assert all(t.mutable for sig in kernel.signatures for t in sig if isinstance(t, numba.types.Array))
+    assert len([sig for sig in k.mvue_exact24_blocks.signatures if sig[0].dtype == numba.types.float32]) == 1
+
+
 def test_axis_numbering_matches_moved_layout():
     x = np.random.default_rng(4).standard_normal((8, 3)).astype(np.float32)
     a = sp.mvue(x, 2, 4, axis=0, seed=2)
