@@ -35,7 +35,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from .fast_accumulate import (_ABS, _ROW_EHI, _ROW_ELO, _U0, _U1, F_DOWN, F_SR, F_SRBITS, F_SRCMP, RULE_SAT, RULE_WRAP,
-                              _f2u, _fma, _step, _unpack, _unpack_rne, fround, xstep)
+                              _f2u, _fma, _step, _u2f, _unpack, _unpack_rne, fround, xstep)
 from .sr_accumulate import fill_words
 from .threefry import threefry2x32
 
@@ -118,7 +118,7 @@ def _products(A, B, r0, n, T0, nq, P):
     orb = _U0
     mx = _U0
     mn = ~_U0
-    m = 0.0
+    mp = _U0  # the largest |product|'s bits (an integer max vectorises; a float max() does not)
     for j in range(n):
         rr = _UI(r0 + j)
         for q in range(nq):
@@ -131,8 +131,9 @@ def _products(A, B, r0, n, T0, nq, P):
             mx = max(mx, max(bx, by))
             mn = min(mn, min(bx - _U1, by - _U1))
             p = np.float64(x) * np.float64(y)
-            m = max(m, abs(p))
+            mp = max(mp, _f2u(p) & _ABS)
             P[_UI(j), _UI(q)] = p
+    m = _u2f(mp)
     if mx >= hi or mn < lo1:
         return False, m
     if orb & low:  # some significand is wider than 26 bits: the residual test (float64 only)
