@@ -38,6 +38,7 @@ from fractions import Fraction
 import numpy as np
 
 from ._lazy import LazyModule
+from ._threads import run_slices, single_thread_below
 from .formats import ExpFormat, FixedFormat, FloatFormat, format as as_format
 from .quantize import PARALLEL_MIN, code_dtype, decode as core_decode, encode as core_encode, exact_float64, sr_words
 from .rounding import Rounding, as_rounding
@@ -472,13 +473,11 @@ def encode(x, bfmt, axis=-1, *, rounding="nearest_even", scale_rule=None, scale_
             if _f32_fast(rows, bfmt):  # scale in float32 bits, then the core's vectorised rounding
                 y = np.empty(rows.shape, np.uint32)
                 nan_bits = np.uint32(0x7FC00000 if el.has_nan else 0)  # the canonical +NaN, or code 0
-                kernel = KB.scale_f32 if rows.size >= PARALLEL_MIN else KB.scale_f32_serial
-                kernel(rows.view(np.uint32), k, S, nan_bits, scales, y)
+                _by_rows(KB.scale_f32, (k, S, nan_bits), rows.view(np.uint32), None, scales, y)
                 kw = {} if mode != Rounding.STOCHASTIC else dict(random_bits=urows, sr_bits=r, sr_method=sr_method)
                 codes = core_encode(y.view(np.float32), el, mode, "saturate", **kw)
             else:
-                kernel = KB.encode_pow2 if rows.size >= PARALLEL_MIN else KB.encode_pow2_serial
-                kernel(rows, urows, k, S, PE, scales, codes)
+                _by_rows(KB.encode_pow2, (k, S, PE), rows, urows, scales, codes)
         else:
             snan = _scale_nan_code(sc)
             if snan < 0 and not np.isfinite(exact_float64(rows) if rows.dtype != np.uint16 else
@@ -504,11 +503,30 @@ def encode(x, bfmt, axis=-1, *, rounding="nearest_even", scale_rule=None, scale_
                 tm, te = _sig_exp(Fraction(st))
                 G = np.array([mm, me, tm, te, smin, max(snan, 0), _nan_element_code(el)], np.int64)
                 PS = _scale_params(sc)
-                kernel = KB.encode_general if rows.size >= PARALLEL_MIN else KB.encode_general_serial
-                kernel(rows, urows, k, G, PE, PS, scales, codes)
+                _by_rows(KB.encode_general, (k, G, PE, PS), rows, urows, scales, codes)
     scales = np.moveaxis(scales.reshape(mshape[:-1] + (nb,)), -1, ax)
     codes = np.moveaxis(codes.reshape(mshape), -1, ax)
     return np.ascontiguousarray(scales), np.ascontiguousarray(codes)
+
+
+def _by_rows(kernel, params, rows, urows, *outs):
+    """kernel(*params, rows, [urows,] *outs) on slices of the rows from the thread pool (one
+    thread below PARALLEL_MIN elements): every block depends on its own row and words only. The
+    words are sliced with the rows under SR, else passed whole (a (1, 1) placeholder). Inputs are
+    made writeable C arrays (a read-only one, such as a JAX array's view, is another signature
+    for Numba: seconds of compile)."""
+    rows = np.require(rows, requirements=["C", "W"])
+    pass_u = urows is not None
+    u_rows = pass_u and urows.shape[0] == rows.shape[0] and rows.shape[0] != 1
+    if pass_u:
+        urows = np.require(urows, requirements=["C", "W"])
+
+    def call(lo, hi):
+        u = (urows[lo:hi],) if u_rows else (urows,) if pass_u else ()
+        kernel(*params, rows[lo:hi], *u, *(o[lo:hi] for o in outs))
+
+    with single_thread_below(rows.size, PARALLEL_MIN):
+        run_slices(call, rows.shape[0])
 
 
 def _f32_fast(rows, bfmt) -> bool:

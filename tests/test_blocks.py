@@ -512,3 +512,29 @@ def test_block_dot_nan_terms_are_chosen_explicitly():
         assert np.isnan(r)
         got.add(int(r.view(np.uint64)))
     assert len(got) == 1, got
+
+
+@pytest.mark.parametrize("bfmt", ["mxfp8_e4m3", "nvfp4"])
+def test_threads_and_row_slices_do_not_change_a_bit(bfmt):
+    """Above the thread threshold the blocks run on slices of their rows from several threads:
+    one thread, the default, and the two halves of the rows encoded apart (their own random
+    words) give the same scales and codes, with stochastic rounding."""
+    import numba
+
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((64, 1024)) * np.exp2(rng.integers(-8, 8, (64, 1)))
+    bits = rng.integers(0, 1 << 8, x.shape).astype(np.uint32)
+    ts = dict(tensor_scale=B.tensor_scale(x, bfmt)) if bfmt == "nvfp4" else {}
+    kw = dict(rounding="stochastic", sr_bits=8, random_bits=bits, **ts)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = B.encode(x, bfmt, **kw)
+    finally:
+        numba.set_num_threads(before)
+    many = B.encode(x, bfmt, **kw)
+    top = B.encode(x[:32], bfmt, **dict(kw, random_bits=bits[:32]))
+    bottom = B.encode(x[32:], bfmt, **dict(kw, random_bits=bits[32:]))
+    for got in (many, tuple(np.concatenate(p) for p in zip(top, bottom))):
+        for g, w in zip(got, one):
+            assert g.dtype == w.dtype and g.tobytes() == w.tobytes()

@@ -9,7 +9,7 @@ Each block depends only on its own elements and random words, so threads cannot 
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 from numba.cpython.unsafe.numbers import leading_zeros
 
 from . import round as R
@@ -58,19 +58,12 @@ def pow2_exponent(xe, sig, rule, emax_elem, prec, sig_max):
     return xe - emax_elem + (1 if sig > sig_max else 0)
 
 
-@njit(cache=True, parallel=True)
-def encode_pow2(x, u, k, S, PE, scales, codes):
-    """Power-of-two (exponent-only) scales. S: (rule, emax_elem, prec, sig_max, scale emin, scale
-    emax, scale bias, scale NaN code, saturate scale overflow?, element NaN-block code)."""
-    rows = x.shape[0]
-    nb = scales.shape[1]
-    for t in prange(rows * nb):
-        pow2_block(t, x, u, k, S, PE, scales, codes)
-
-
-@njit(cache=True)
-def encode_pow2_serial(x, u, k, S, PE, scales, codes):
-    """encode_pow2 on one thread (small inputs: no thread wake-up)."""
+@njit(cache=True, nogil=True)
+def encode_pow2(k, S, PE, x, u, scales, codes):
+    """Power-of-two (exponent-only) scales of the rows of x (the caller runs slices of the rows on
+    threads: every block depends on its own row only). S: (rule, emax_elem, prec, sig_max, scale
+    emin, scale emax, scale bias, scale NaN code, saturate scale overflow?, element NaN-block
+    code). u: the rows' SR words (or a (1, 1) placeholder without SR)."""
     rows = x.shape[0]
     nb = scales.shape[1]
     for t in range(rows * nb):
@@ -129,21 +122,12 @@ def divided(sign, mag, e, dm, de, w, P):
     return code
 
 
-@njit(cache=True, parallel=True)
-def encode_general(x, u, k, G, PE, PS, scales, codes):
+@njit(cache=True, nogil=True)
+def encode_general(k, G, PE, PS, x, u, scales, codes):
     """Float scales: s = RNE_sat(amax / (elem_max * s_t)) raised to scale_min, elements
     x / (s * s_t) rounded once. G: (elem max significand, its exponent, s_t significand, its
     exponent, scale_min code, scale NaN code, element NaN-block code); the s_t significand times a
     scale significand must fit 64 bits."""
-    rows = x.shape[0]
-    nb = scales.shape[1]
-    for t in prange(rows * nb):
-        general_block(t, x, u, k, G, PE, PS, scales, codes)
-
-
-@njit(cache=True)
-def encode_general_serial(x, u, k, G, PE, PS, scales, codes):
-    """encode_general on one thread."""
     rows = x.shape[0]
     nb = scales.shape[1]
     for t in range(rows * nb):
@@ -288,19 +272,11 @@ def f32_block(t, x, k, S, nan_bits, scales, y):
                 y[row, i] = _f32_scaled(bi, e)
 
 
-@njit(cache=True, parallel=True)
-def scale_f32(x, k, S, nan_bits, scales, y):
+@njit(cache=True, nogil=True)
+def scale_f32(k, S, nan_bits, x, scales, y):
     """Power-of-two scales of float32 blocks (x as uint32 bits, (R, L)) and the scaled values
     x / 2**e as float32 bits in y (NaN blocks: ``nan_bits``). The scaled values' exponents stay in
     float32's range for e8m0 scales."""
-    rows = x.shape[0]
-    nb = scales.shape[1]
-    for t in prange(rows * nb):
-        f32_block(t, x, k, S, nan_bits, scales, y)
-
-
-@njit(cache=True)
-def scale_f32_serial(x, k, S, nan_bits, scales, y):
     rows = x.shape[0]
     nb = scales.shape[1]
     for t in range(rows * nb):
