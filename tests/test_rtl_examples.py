@@ -78,7 +78,12 @@ def assert_pass(result, n):
 # -------------------------------------------------------------------------------- they pass
 
 
-@pytest.mark.parametrize("sim", ["icarus", "verilator"])
+# Verilator builds C++ (~10 s of CPU per design): by default it runs the mac (the largest design);
+# the other two designs' Verilator runs are under slow, their icarus runs are not.
+_SIMS = ["icarus", pytest.param("verilator", marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("sim", _SIMS)
 def test_fp8_mul_readmemh_exhaustive(sim, vectors, build_root):
     r = run("fp8_mul", sim, "readmemh", vectors, build_root)
     assert_pass(r, 65536)
@@ -99,7 +104,7 @@ def test_mac_readmemh_verilator(vectors, build_root):
     assert_pass(run("mac", "verilator", "readmemh", vectors, build_root), 17648)
 
 
-@pytest.mark.parametrize("sim", ["icarus", "verilator"])
+@pytest.mark.parametrize("sim", _SIMS)
 def test_sr_cast_readmemh_exhaustive(sim, vectors, build_root):
     r = run("sr_cast", sim, "readmemh", vectors, build_root)
     assert_pass(r, 65536)
