@@ -36,7 +36,6 @@ from numba.extending import intrinsic, overload
 
 from .fast_accumulate import (_ABS, _ROW_EHI, _ROW_ELO, _U0, _U1, F_DOWN, F_SR, F_SRBITS, F_SRCMP, RULE_SAT, RULE_WRAP,
                               _f2u, _fma, _step, _u2f, _unpack, _unpack_rne, fround, xstep)
-from .sr_accumulate import fill_words
 from .threefry import threefry2x32
 
 LANES = 32  # rows side by side (sequential, chunked)
@@ -137,14 +136,21 @@ def _products(A, B, r0, n, T0, nq, P):
     if mx >= hi or mn < lo1:
         return False, m
     if orb & low:  # some significand is wider than 26 bits: the residual test (float64 only)
-        unfit = 0
-        for j in range(n):
-            rr = _UI(r0 + j)
-            for q in range(nq):
-                kk = _UI(T0 + q)
-                unfit += 0 if _exact(A[rr, kk], B[rr, kk]) else 1
-        return unfit == 0, m
+        return _residuals_zero(A, B, r0, n, T0, nq), m
     return True, m
+
+
+@njit(cache=True)
+def _residuals_zero(A, B, r0, n, T0, nq):
+    """Whether :func:`_exact` holds for every product of :func:`_products`'s range (a function of
+    its own, not inlined: compiled once, not at each call site)."""
+    unfit = 0
+    for j in range(n):
+        rr = _UI(r0 + j)
+        for q in range(nq):
+            kk = _UI(T0 + q)
+            unfit += 0 if _exact(A[rr, kk], B[rr, kk]) else 1
+    return unfit == 0
 
 
 @njit(inline="always")
@@ -389,8 +395,9 @@ def rowwise_float(A, B, init, order, chunk, Fa, Fo, Fp, Ra, Ro, has_prod, rne, k
             n = K
             while n > 1:
                 half = n // 2
-                if sr:  # w[q] = word base + t + q, in vector lanes
-                    fill_words(w.reshape((1, w.size)), 1, base, t, half, 1, k0, k1, shift, gen, u)
+                if sr:
+                    for q in range(half):
+                        w[q] = _word(base + t + q, k0, k1, shift, gen, u)
                 if rne and not tw:  # (only RNE has a TwoSum-free twin: each twin costs compile time)
                     _level(x, y, w, half, False, True, False, down, r, cmp, Pa, Qa)
                 else:
@@ -438,13 +445,15 @@ def rowwise_float(A, B, init, order, chunk, Fa, Fo, Fp, Ra, Ro, has_prod, rne, k
                 te = _tile_end(t, T0 + nq, order, step_len)
                 nt = te - t
                 _transpose(P, t - T0, nt, stage)
-                if sr:  # W[tt, j] = word (r0 + j) * T + t + tt, in vector lanes as the SR matmul makes them
-                    fill_words(W, nt, r0 * T, t, n, T, k0, k1, shift, gen, u)
+                if sr:
+                    for tt in range(nt):
+                        for j in range(n):
+                            W[tt, j] = _word((r0 + j) * T + t + tt, k0, k1, shift, gen, u)
                 _tile(sc, stage, W, nt, sr, rne, True, down, r, cmp, Pa, Qa, A, B, cur)
                 if order == 2 and (te % step_len == 0 or te == K):  # the chunk ends: one outer step
                     t_outer = K + (te - 1) // step_len  # words: the K chunk steps first, then the outer steps
-                    if sr:
-                        fill_words(W, 1, r0 * T, t_outer, n, T, k0, k1, shift, gen, u)
+                    for j in range(n):
+                        W[0, j] = _word((r0 + j) * T + t_outer, k0, k1, shift, gen, u) if sr else _U32(0)
                     for j in range(LANES):
                         s[j] = _step(s[j], sc[j], W[0, j], rne, True, down, sr, r, cmp, Po, Qo)
                         sc[j] = 0.0
