@@ -104,9 +104,8 @@ _0 = np.uint64(0)
 _1 = np.uint64(1)
 _ABS = np.uint64(0x7FFFFFFFFFFFFFFF)
 _FRAC = np.uint64((1 << 52) - 1)
-_HID = np.uint64(1 << 52)
 _EXPM = np.uint64(0x7FF)
-_SIGN = np.uint64(1 << 63)
+_ALL = np.uint64((1 << 64) - 1)  # -1 (pattern - 1 by wraparound)
 _T126 = np.uint64((1023 - 126) << 52)  # the pattern of 2**-126, float32's min normal
 
 
@@ -312,8 +311,7 @@ def _two_sum(a, b):
 def _to_odd(hb, inexact, above):
     """The pattern of x rounded to odd at 53 bits, from the pattern hb of h = RN(x), whether
     x != h, and whether |x| > |h|: h itself when exact or odd, else its neighbour toward x."""
-    step = np.uint64(inexact & ((hb & _1) == _0))
-    return sel(above, hb + step, hb - step)
+    return hb + sel(inexact & ((hb & _1) == _0), sel(above, _1, _ALL), _0)
 
 
 @njit(inline="always")
