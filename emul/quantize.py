@@ -336,7 +336,9 @@ def _general(flat, u, P, seeded, seed, key, out_dtype):
     result)."""
     from ._kernels import round as K  # Numba loads on first use, not at import
 
-    src = _ro(exact_float64(flat))  # float16/32 as float64, exactly (whatever the MXCSR)
+    src = exact_float64(flat)  # float16/32 as float64, exactly (whatever the MXCSR)
+    if not src.flags.writeable:  # one signature of the general kernels, the writeable one that tests
+        src = src.copy()         # call directly too (a copy is cheap next to this kernel)
     dst = np.empty(flat.size, np.float64 if out_dtype.kind == "f" else np.uint64)
     n = src.size
     if seeded:  # threefry words made in the kernel
