@@ -529,7 +529,7 @@ def _grid_cases():
             yield pytest.param(fmt, rounding, id=f"{rounding}-{fmt}", marks=() if default else pytest.mark.slow)
 
 
-@pytest.mark.parametrize("fmt,rounding", _grid_cases())
+@pytest.mark.parametrize("fmt,rounding", list(_grid_cases()))
 def test_round_grid_is_round_float(fmt, rounding):
     """_round.round_grid (an int32 grid magnitude, a static exponent) gives round_float's code: every
     magnitude near every tie and binade edge, on grids from the format's quantum down 20 bits."""
