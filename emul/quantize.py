@@ -172,7 +172,7 @@ def _make_plan(fmt, rounding, overflow, sr_bits, sr_method, dtype, codes):
             return general
         values = out_dtype == np.float64
         return ("f64", fmt, mode, ovf, r, sr, out_dtype, P, F.constants(P, fmt),
-                F.quantize_f64 if values else F.encode_f64, F.quantize_f64_par if values else F.encode_f64_par,
+                F.quantize_f64 if values else F.encode_f64, None,  # (run on slices: _f64_slices)
                 np.dtype(np.uint64), np.dtype(np.uint64) if values else out_dtype)
     if isinstance(fmt, FixedFormat) and (codes or fmt.frac <= (126 if out_dtype == np.float32 else 1022)):
         from ._kernels import fast_fixed as F
@@ -252,11 +252,11 @@ def _round(x, fmt, rounding, overflow, seed, key, sr_bits, sr_method, random_bit
                 k0, k1 = np.uint32(k[0]), np.uint32(k[1])
             else:
                 k0 = k1 = _U0
-            if n >= FAST_PARALLEL_MIN and _threads_pay():
-                kernel = par
+            threads = n >= FAST_PARALLEL_MIN and _threads_pay()
             if route == "f64":
-                nan_bad = kernel(src, C, P, u, k0, k1, seeded, dst)
-            elif sr or kernel is par:  # f32, fixed, fixed64, fixedint
+                nan_bad = _f64_slices(kernel, src, C, P, u, k0, k1, seeded, dst, threads)
+            elif sr or threads:  # f32, fixed, fixed64, fixedint
+                kernel = par if threads else kernel
                 nan_bad = kernel(src, C, u, k0, k1, seeded, dst)
             else:
                 nan_bad = kernel(src, C, dst)
@@ -278,6 +278,21 @@ def _round(x, fmt, rounding, overflow, seed, key, sr_bits, sr_method, random_bit
 
 
 _U0 = np.uint32(0)
+
+
+def _f64_slices(kernel, src, C, P, u, k0, k1, seeded, dst, threads):
+    """A fast_f64 kernel on slices of the elements from the thread pool (one slice when not
+    ``threads``). Slices start at multiples of the kernel's block, and each is told its first
+    element's index (seeded SR draws the words of its own elements), so the split never changes a
+    result. Returns the count of NaN rejected."""
+    from ._kernels.fast_f64 import BLOCK
+
+    n = src.size
+
+    def call(lo, hi):
+        return kernel(src[lo:hi], C, P, u[lo:hi] if u.size == n else u, k0, k1, seeded, dst[lo:hi], lo)
+
+    return sum(run_slices(call, n, None if threads else 1, align=BLOCK))
 
 
 def _int_to_odd(flat):

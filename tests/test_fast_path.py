@@ -498,10 +498,12 @@ def test_results_do_not_depend_on_thread_count(monkeypatch):
     x64 = rng.standard_normal(n) * 20
     x64[::97] = rng.standard_normal(x64[::97].size) * 1e-5  # rare elements
     x32 = x64.astype(np.float32)
+    words = rng.integers(0, 256, n).astype(np.uint32)
     calls = [lambda: encode(x32, "e4m3fn"), lambda: quantize(x32, "bf16", "toward_zero"),
              lambda: encode(x32, "e5m2", "stochastic", seed=4, sr_bits=8),
              lambda: encode(x64, "e4m3fn"), lambda: quantize(x64, "fp16", "up"),
              lambda: encode(x64, "e4m3fn", "stochastic", seed=5, sr_bits=8),
+             lambda: encode(x64, "e4m3fn", "stochastic", sr_bits=8, random_bits=words),
              lambda: encode(x32, "fx<8,4>", "down", "wrap"), lambda: encode(x32, "fx<16,8>")]
     serial = [c() for c in calls]
     monkeypatch.setattr(Q, "FAST_PARALLEL_MIN", 0)
@@ -512,6 +514,31 @@ def test_results_do_not_depend_on_thread_count(monkeypatch):
             numba.set_num_threads(threads)
             for c, want in zip(calls, serial):
                 _assert_same(c(), want, f"{threads} threads")
+    finally:
+        numba.set_num_threads(before)
+
+
+def test_float64_slices_on_threads_equal_one_call(monkeypatch):
+    """float64 inputs run as slices on the thread pool (each told its first element's index): 1
+    and 2 threads give the same bits, seeded SR (words drawn per element index) and random_bits
+    (sliced with the elements) included. Compiles nothing the default run lacks."""
+    import sys
+
+    Q = sys.modules["emul.quantize"]
+    rng = np.random.default_rng(29)
+    n = 3 * 4096 + 77
+    x = rng.standard_normal(n) * 20
+    words = rng.integers(0, 256, n).astype(np.uint32)
+    calls = [lambda: encode(x, "e4m3fn"), lambda: encode(x, "e4m3fn", "stochastic", seed=5, sr_bits=8),
+             lambda: encode(x, "e4m3fn", "stochastic", sr_bits=8, random_bits=words)]
+    want = [c() for c in calls]  # one slice (below the thread threshold)
+    monkeypatch.setattr(Q, "FAST_PARALLEL_MIN", 0)
+    monkeypatch.setattr(Q, "_threads_pay", lambda: True)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        for c, w in zip(calls, want):
+            _assert_same(c(), w, "float64 on threads")
     finally:
         numba.set_num_threads(before)
 

@@ -35,7 +35,7 @@ when the format has no NaN (the caller raises).
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .draw import draw
 from .fast_fixed import _neg_mag
@@ -164,46 +164,22 @@ def _chunk(x, k, P, out, lo, hi, u, key0, key1, seeded, values, base):
     return bad
 
 
-# -- kernels: x the flat uint64 view of the float64 input; out codes, or uint64 value patterns -----
-# Serial kernels for small inputs (no parallel region to start), parallel ones over CHUNK-element
-# tasks for large inputs; the same per-element results.
+# -- kernels: x the flat uint64 view of the float64 input (elements base ... base + x.size - 1 of
+# the whole input, base a multiple of BLOCK: seeded SR draws the words of those elements); out
+# codes, or uint64 value patterns. They release the GIL: emul.quantize runs large inputs as slices
+# on its thread pool (emul._threads.run_slices), with the same per-element results.
 
-@njit(cache=True)
-def encode_f64(x, C, P, u, key0, key1, seeded, out):
-    """out[i] = the code of x[i] (u[i] or the threefry word when seeded: SR words)."""
-    return _chunk(x, _unpack(C), P, out, 0, x.size, u, key0, key1, seeded, False, 0)
+@njit(cache=True, nogil=True)
+def encode_f64(x, C, P, u, key0, key1, seeded, out, base):
+    """out[i] = the code of x[i] (u[i] or the threefry word of element base + i when seeded: SR
+    words)."""
+    return _chunk(x, _unpack(C), P, out, 0, x.size, u, key0, key1, seeded, False, base)
 
 
-@njit(cache=True)
-def quantize_f64(x, C, P, u, key0, key1, seeded, out):
+@njit(cache=True, nogil=True)
+def quantize_f64(x, C, P, u, key0, key1, seeded, out, base):
     """out[i] = the float64 pattern of x[i] rounded."""
-    return _chunk(x, _unpack(C), P, out, 0, x.size, u, key0, key1, seeded, True, 0)
-
-
-@njit(inline="always")
-def _par(x, C, P, u, key0, key1, seeded, out, values):
-    """_chunk over CHUNK-element tasks on Numba's threads (values: float64 patterns, else codes)."""
-    k = _unpack(C)
-    n = x.size
-    bad = np.zeros((n + CHUNK - 1) // CHUNK, np.int64)  # per task: no parfor reduction (Numba 0.68.0
-    for c in prange(bad.size):                          # on Python 3.12 fails to compile one here)
-        lo = c * CHUNK
-        hi = min(lo + CHUNK, n)
-        w = u[lo:hi] if u.size == n else u[0:0]  # random_bits, else not read
-        bad[c] = _chunk(x[lo:hi], k, P, out[lo:hi], 0, hi - lo, w, key0, key1, seeded, values, lo)
-    return bad.sum()
-
-
-@njit(cache=True, parallel=True)
-def encode_f64_par(x, C, P, u, key0, key1, seeded, out):
-    """encode_f64 over CHUNK-element tasks on Numba's threads."""
-    return _par(x, C, P, u, key0, key1, seeded, out, False)
-
-
-@njit(cache=True, parallel=True)
-def quantize_f64_par(x, C, P, u, key0, key1, seeded, out):
-    """quantize_f64 over CHUNK-element tasks on Numba's threads."""
-    return _par(x, C, P, u, key0, key1, seeded, out, True)
+    return _chunk(x, _unpack(C), P, out, 0, x.size, u, key0, key1, seeded, True, base)
 
 
 # -- int64 / uint64 inputs -------------------------------------------------------------------------
