@@ -6,6 +6,7 @@ Small jobs run on one thread: waking threads costs more than it saves, and on a 
 the thread count or the split, only speed does."""
 
 import contextlib
+import math
 import os
 
 _POOL = None
@@ -19,6 +20,16 @@ def pool():
 
         _POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="emul")
     return _POOL
+
+
+def spare_cores() -> float:
+    """Cores minus the 1-minute load average (which counts the caller's own running thread);
+    infinite where the platform has no load average. The callers' thread heuristics read it:
+    only speed depends on it, never a result."""
+    try:
+        return (os.cpu_count() or 1) - os.getloadavg()[0]
+    except (AttributeError, OSError):  # no load average on this platform
+        return math.inf
 
 
 @contextlib.contextmanager

@@ -30,12 +30,11 @@ from __future__ import annotations
 from fractions import Fraction
 
 import functools
-import os
 
 import numpy as np
 
 from ._lazy import LazyModule
-from ._threads import run_rows, run_slices, single_thread_below
+from ._threads import run_rows, run_slices, single_thread_below, spare_cores
 K = LazyModule("emul._kernels.accumulate")
 FK = LazyModule("emul._kernels.fast_accumulate")
 SK = LazyModule("emul._kernels.sr_accumulate")
@@ -304,10 +303,7 @@ _PARALLEL_WORK = {"general": 1 << 14, "float": 1 << 22, "fixed": 1 << 23}
 
 
 def _busy() -> bool:
-    try:
-        return os.getloadavg()[0] >= (os.cpu_count() or 1) - 0.25
-    except (AttributeError, OSError):  # no load average on this platform
-        return False
+    return spare_cores() <= 0.25
 
 
 def _threshold(kind: str) -> int:

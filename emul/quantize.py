@@ -8,12 +8,11 @@ unbounded exponent range; the overflow rule then applies to the rounded value. S
 from __future__ import annotations
 
 import functools
-import os
 
 import numpy as np
 
 from ._params import kernel_params, resolve
-from ._threads import run_slices, single_thread_below
+from ._threads import run_slices, single_thread_below, spare_cores
 from ._validate import numeric_array, random_words
 from .formats import ExpFormat, FixedFormat, FloatFormat, format as as_format
 from .rounding import Rounding
@@ -320,12 +319,7 @@ def _threads_pay() -> bool:
     thread. Only speed depends on this, never a result."""
     import numba
 
-    if numba.get_num_threads() < 2:
-        return False
-    try:
-        return os.getloadavg()[0] <= (os.cpu_count() or 1) - 1
-    except OSError:  # no load average on this platform
-        return True
+    return numba.get_num_threads() >= 2 and spare_cores() >= 1
 
 
 _NO_WORDS = np.zeros(1, np.uint32)  # the kernels' word argument when there are no words (never written)
