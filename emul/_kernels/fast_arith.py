@@ -86,7 +86,7 @@ result depends only on its operands and word, never on the thread count.
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
@@ -98,7 +98,6 @@ SQRT_NARROW = 6  # sqrt into man_bits <= 23 in a deterministic mode: no residual
  SR, SR_MASK, SR_UX, SR_D, DOWN, KEEP, OVFP32, OVFN32) = range(27)
 NCONST = 27
 
-CHUNK = 1 << 14  # elements per parallel task
 
 _0 = np.uint64(0)
 _1 = np.uint64(1)

@@ -46,7 +46,6 @@ from .round import code_value, round_one
 NCONST = 17
 
 BLOCK = 64        # elements per block of the short formula
-CHUNK = 1 << 16   # elements per parallel task (a multiple of BLOCK)
 
 _ABS = np.uint64(0x7FFFFFFFFFFFFFFF)
 _0 = np.uint64(0)
