@@ -23,13 +23,22 @@ def pool():
 
 
 def spare_cores() -> float:
-    """Cores minus the 1-minute load average (which counts the caller's own running thread);
-    infinite where the platform has no load average. The callers' thread heuristics read it:
-    only speed depends on it, never a result."""
+    """Cores minus the runnable threads (the caller's own included): the lesser of the 1-minute
+    load average and, on Linux, the count runnable now (/proc/loadavg's fourth field). The average
+    alone also counts this process's own threads of the last minute, so a long run of large calls
+    would turn its own threads off; the count alone catches short-lived processes. Infinite where
+    the platform has neither. The callers' thread heuristics read it: only speed depends on it,
+    never a result."""
     try:
-        return (os.cpu_count() or 1) - os.getloadavg()[0]
+        load = os.getloadavg()[0]
     except (AttributeError, OSError):  # no load average on this platform
-        return math.inf
+        load = math.inf
+    try:
+        with open("/proc/loadavg") as f:
+            load = min(load, int(f.read().split()[3].split("/")[0]))
+    except (OSError, IndexError, ValueError):
+        pass
+    return (os.cpu_count() or 1) - load
 
 
 @contextlib.contextmanager

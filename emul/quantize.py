@@ -21,6 +21,8 @@ __all__ = ["quantize", "encode", "decode"]
 
 PARALLEL_MIN = 1 << 15  # general kernel: below this many elements, threads cost more than they save
 FAST_PARALLEL_MIN = 1 << 18  # vectorised kernels (about 1 ns per element): the same, for them
+SLICE_ALIGN = 1 << 16  # thread slices of the vectorised kernels start at multiples of this: a
+# multiple of their blocks and SR spans, and a divisor of 2**32 (no span crosses a counter word)
 
 
 def sr_words(rounding, shape, sr_bits, *, seed=None, key=None, random_bits=None) -> np.ndarray:
@@ -126,7 +128,7 @@ _PLANS: dict = {}  # resolved calls, keyed by the caller's arguments (see _plan)
 
 def _make_plan(fmt, rounding, overflow, sr_bits, sr_method, dtype, codes):
     """Validate the arguments once and choose the kernels: a tuple
-    (route, fmt, mode, ovf, r, sr, out_dtype, P, C, kernel, parallel_kernel, in_view, out_view).
+    (route, fmt, mode, ovf, r, sr, out_dtype, P, C, kernel, in_view, out_view).
 
     route: "f32" (fast_f32), "f64" (fast_f64; int64/uint64 rounded to odd first), "fixed" (fast_fixed from float32, codes out),
     "fixed64" (fast_fixed from float64, codes out), "fixedint" (fast_fixed from int32, uint32, int64
@@ -134,7 +136,9 @@ def _make_plan(fmt, rounding, overflow, sr_bits, sr_method, dtype, codes):
     vectorised routes read float32 (float16 and integers of at most 16 bits are widened to it
     exactly first) or float64 (float16, integers of at most 32 bits, and float32 for the float64
     fixed route, widened exactly). The kernels read the input as ``in_view`` and write the output as
-    ``out_view``."""
+    ``out_view``; ``kernel`` is ``(x, C, out)`` in deterministic modes, ``(x, C, u, key0, key1,
+    seeded, out, base)`` for SR, and ``(x, C, P, u, key0, key1, seeded, out, base)`` on the f64
+    route (see _fast)."""
     fmt, mode, ovf, r, compare = resolve(fmt, rounding, overflow, sr_bits, sr_method, exp_ok=True)
     sr = mode == Rounding.STOCHASTIC
     if codes:
@@ -143,7 +147,7 @@ def _make_plan(fmt, rounding, overflow, sr_bits, sr_method, dtype, codes):
         _check_fits_float64(fmt, "quantize")
         out_dtype = np.dtype(np.float32 if dtype == np.float32 and _fits_float32(fmt) else np.float64)
     P = kernel_params(fmt, mode, ovf, r, compare)
-    general = ("general", fmt, mode, ovf, r, sr, out_dtype, P, None, None, None, None, None)
+    general = ("general", fmt, mode, ovf, r, sr, out_dtype, P, None, None, None, None)
     ints = dtype.kind in "iu" and dtype.itemsize <= 4  # exact in float64 (in float32 up to 16 bits)
     as32 = codes and (dtype == np.float16 or (ints and dtype.itemsize <= 2))
     as32 = as32 or dtype == np.float32
@@ -158,8 +162,7 @@ def _make_plan(fmt, rounding, overflow, sr_bits, sr_method, dtype, codes):
             kernel = F.quantize_sr_f32 if values else F.encode_sr_f32
         else:
             kernel = F.quantize_f32 if values else F.encode_f32
-        par = F.quantize_f32_par if values else F.encode_f32_par
-        return ("f32", fmt, mode, ovf, r, sr, out_dtype, P, C, kernel, par, u32, u32 if values else out_dtype)
+        return ("f32", fmt, mode, ovf, r, sr, out_dtype, P, C, kernel, u32, u32 if values else out_dtype)
     # int64/uint64 into float formats: rounded to odd at 53 bits first (fast_f64.int_to_odd), exact
     # for a second rounding to at most 51 bits (SR: man_bits + sr_bits <= 51)
     odd = (dtype.kind in "iu" and dtype.itemsize == 8 and isinstance(fmt, FloatFormat)
@@ -171,8 +174,7 @@ def _make_plan(fmt, rounding, overflow, sr_bits, sr_method, dtype, codes):
             return general
         values = out_dtype == np.float64
         return ("f64", fmt, mode, ovf, r, sr, out_dtype, P, F.constants(P, fmt),
-                F.quantize_f64 if values else F.encode_f64, None,  # (run on slices: _f64_slices)
-                np.dtype(np.uint64), np.dtype(np.uint64) if values else out_dtype)
+                F.quantize_f64 if values else F.encode_f64, np.dtype(np.uint64), np.dtype(np.uint64) if values else out_dtype)
     if isinstance(fmt, FixedFormat) and (codes or fmt.frac <= (126 if out_dtype == np.float32 else 1022)):
         from ._kernels import fast_fixed as F
 
@@ -180,14 +182,13 @@ def _make_plan(fmt, rounding, overflow, sr_bits, sr_method, dtype, codes):
         as32 = as32 or dtype == np.float16 or (ints and dtype.itemsize <= 2)
         if dtype in _WIDE_INTS and F.in_domain_int(fmt):  # read as they are: exact whatever the width
             return ("fixedint", fmt, mode, ovf, r, sr, out_dtype, P, F.constants_int(P, fmt),
-                    F.encode_fixed_sr_int if sr else F.encode_fixed_int, F.encode_fixed_int_par, dtype, cd)
+                    F.encode_fixed_sr_int if sr else F.encode_fixed_int, dtype, cd)
         if as32 and F.in_domain(fmt):
             return ("fixed", fmt, mode, ovf, r, sr, out_dtype, P, F.constants(P, fmt),
-                    F.encode_fixed_sr_f32 if sr else F.encode_fixed_f32, F.encode_fixed_f32_par, u32, cd)
+                    F.encode_fixed_sr_f32 if sr else F.encode_fixed_f32, u32, cd)
         if (as64 or dtype == np.float32) and F.in_domain64(fmt):
             return ("fixed64", fmt, mode, ovf, r, sr, out_dtype, P, F.constants(P, fmt, wide=True),
-                    F.encode_fixed_sr_f64 if sr else F.encode_fixed_f64, F.encode_fixed_f64_par,
-                    np.dtype(np.uint64), cd)
+                    F.encode_fixed_sr_f64 if sr else F.encode_fixed_f64, np.dtype(np.uint64), cd)
     return general
 
 
@@ -215,7 +216,7 @@ def _round(x, fmt, rounding, overflow, seed, key, sr_bits, sr_method, random_bit
     if plan[0] == "general" and a.dtype in _NARROW_INTS:  # the general kernel reads int64
         a = a.astype(np.int64)
         plan = _plan(fmt, rounding, overflow, sr_bits, sr_method, a.dtype, codes)
-    route, fmt, mode, ovf, r, sr, out_dtype, P, C, kernel, par, in_view, out_view = plan
+    route, fmt, mode, ovf, r, sr, out_dtype, P, C, kernel, in_view, out_view = plan
     seeded = sr and random_bits is None
     if sr or seed is not None or key is not None or random_bits is not None:
         # seeded SR makes its words inside the kernel; sr_words still checks the arguments
@@ -244,21 +245,8 @@ def _round(x, fmt, rounding, overflow, seed, key, sr_bits, sr_method, random_bit
             flat = exact_float64(flat)
         src, dst = _ro(flat.view(in_view)), out.view(out_view)
         if sr or route == "f64" or n >= FAST_PARALLEL_MIN:
-            if seeded:
-                from . import random as _random
-
-                k = _random._as_key(key=key, seed=seed)
-                k0, k1 = np.uint32(k[0]), np.uint32(k[1])
-            else:
-                k0 = k1 = _U0
             threads = n >= FAST_PARALLEL_MIN and _threads_pay()
-            if route == "f64":
-                nan_bad = _f64_slices(kernel, src, C, P, u, k0, k1, seeded, dst, threads)
-            elif sr or threads:  # f32, fixed, fixed64, fixedint
-                kernel = par if threads else kernel
-                nan_bad = kernel(src, C, u, k0, k1, seeded, dst)
-            else:
-                nan_bad = kernel(src, C, dst)
+            nan_bad = _fast(route, kernel, src, C, P, sr, u, seeded, seed, key, dst, threads)
         else:  # the hot small case: deterministic float32 in
             nan_bad = kernel(src, C, dst)
         if route in ("fixed", "fixed64", "fixedint"):
@@ -279,19 +267,36 @@ def _round(x, fmt, rounding, overflow, seed, key, sr_bits, sr_method, random_bit
 _U0 = np.uint32(0)
 
 
-def _f64_slices(kernel, src, C, P, u, k0, k1, seeded, dst, threads):
-    """A fast_f64 kernel on slices of the elements from the thread pool (one slice when not
-    ``threads``). Slices start at multiples of the kernel's block, and each is told its first
-    element's index (seeded SR draws the words of its own elements), so the split never changes a
-    result. Returns the count of NaN rejected."""
-    from ._kernels.fast_f64 import BLOCK
+def _fast(route, kernel, src, C, P, sr, u, seeded, seed, key, dst, threads):
+    """A vectorised kernel on slices of the elements from the thread pool (one slice when not
+    ``threads``). Slices start at multiples of SLICE_ALIGN, and each is told its first element's
+    index (seeded SR draws the words of its own elements), so the split never changes a result.
+    Returns the kernel's NaN count (fixed-point routes: (#NaN, #inf) rejected), summed."""
+    if seeded:
+        from . import random as _random
 
+        k = _random._as_key(key=key, seed=seed)
+        k0, k1 = np.uint32(k[0]), np.uint32(k[1])
+    else:
+        k0 = k1 = _U0
     n = src.size
 
-    def call(lo, hi):
-        return kernel(src[lo:hi], C, P, u[lo:hi] if u.size == n else u, k0, k1, seeded, dst[lo:hi], lo)
+    def words(lo, hi):
+        return u[lo:hi] if u.size == n else u
 
-    return sum(run_slices(call, n, None if threads else 1, align=BLOCK))
+    if route == "f64":
+        def call(lo, hi):
+            return kernel(src[lo:hi], C, P, words(lo, hi), k0, k1, seeded, dst[lo:hi], lo)
+    elif sr:
+        def call(lo, hi):
+            return kernel(src[lo:hi], C, words(lo, hi), k0, k1, seeded, dst[lo:hi], lo)
+    else:
+        def call(lo, hi):
+            return kernel(src[lo:hi], C, dst[lo:hi])
+    counts = run_slices(call, n, None if threads else 1, align=SLICE_ALIGN)
+    if route in ("fixed", "fixed64", "fixedint"):
+        return sum(c[0] for c in counts), sum(c[1] for c in counts)
+    return sum(counts)
 
 
 def _int_to_odd(flat):

@@ -499,13 +499,13 @@ def test_f32_sr_wide_formats(name):
     _check_sr_words(fmt, _edges(fmt, np.float32, rng), _rules(fmt), [1, 7, 8, 23, 24, 31, 32], rng)
 
 
-@pytest.mark.slow  # compiles the parallel kernels
 def test_results_do_not_depend_on_thread_count(monkeypatch):
+    """Slices on 1 and 2 threads (each told its first element's index) give the bits of one call."""
     import sys
 
     Q = sys.modules["emul.quantize"]
     rng = np.random.default_rng(41)
-    n = 3 * FX.CHUNK + 91
+    n = 2 * Q.SLICE_ALIGN + 91  # two slices on two threads, the second starting at 2**17
     x64 = rng.standard_normal(n) * 20
     x32 = x64.astype(np.float32)
     xi = (x64 * 100).astype(np.int32)

@@ -485,27 +485,29 @@ def test_fixed_fast_path_equals_general_kernel(name):
 
 # -- threads, sizes, 0-d ------------------------------------------------------------------------------
 
-@pytest.mark.slow  # 150 s of cold compiles of every parallel kernel on 2 cores; CI's default run has a budget
 def test_results_do_not_depend_on_thread_count(monkeypatch):
-    """The parallel kernels (forced on a small input) with 1 and 2 Numba threads, and the serial
-    kernels: the same bits, for every fast route (SR seeded included)."""
+    """Large inputs run as slices on the thread pool, each slice told its first element's index:
+    1 and 2 threads (forced on a small input) give the bits of one call, for every fast route,
+    seeded SR (words drawn per element index) and random_bits (sliced with the elements) included.
+    Compiles nothing the default run lacks."""
     import sys
 
     Q = sys.modules["emul.quantize"]
 
     rng = np.random.default_rng(23)
-    n = 5 * (1 << 16) + 77  # several tasks and a tail
+    n = 2 * Q.SLICE_ALIGN + 77  # two slices on two threads, the second starting at 2**17
     x64 = rng.standard_normal(n) * 20
     x64[::97] = rng.standard_normal(x64[::97].size) * 1e-5  # rare elements
     x32 = x64.astype(np.float32)
     words = rng.integers(0, 256, n).astype(np.uint32)
     calls = [lambda: encode(x32, "e4m3fn"), lambda: quantize(x32, "bf16", "toward_zero"),
              lambda: encode(x32, "e5m2", "stochastic", seed=4, sr_bits=8),
+             lambda: quantize(x32, "e5m2", "stochastic", sr_bits=8, random_bits=words),
              lambda: encode(x64, "e4m3fn"), lambda: quantize(x64, "fp16", "up"),
              lambda: encode(x64, "e4m3fn", "stochastic", seed=5, sr_bits=8),
              lambda: encode(x64, "e4m3fn", "stochastic", sr_bits=8, random_bits=words),
              lambda: encode(x32, "fx<8,4>", "down", "wrap"), lambda: encode(x32, "fx<16,8>")]
-    serial = [c() for c in calls]
+    serial = [c() for c in calls]  # one slice (below the thread threshold)
     monkeypatch.setattr(Q, "FAST_PARALLEL_MIN", 0)
     monkeypatch.setattr(Q, "_threads_pay", lambda: True)
     before = numba.get_num_threads()
@@ -514,31 +516,6 @@ def test_results_do_not_depend_on_thread_count(monkeypatch):
             numba.set_num_threads(threads)
             for c, want in zip(calls, serial):
                 _assert_same(c(), want, f"{threads} threads")
-    finally:
-        numba.set_num_threads(before)
-
-
-def test_float64_slices_on_threads_equal_one_call(monkeypatch):
-    """float64 inputs run as slices on the thread pool (each told its first element's index): 1
-    and 2 threads give the same bits, seeded SR (words drawn per element index) and random_bits
-    (sliced with the elements) included. Compiles nothing the default run lacks."""
-    import sys
-
-    Q = sys.modules["emul.quantize"]
-    rng = np.random.default_rng(29)
-    n = 3 * 4096 + 77
-    x = rng.standard_normal(n) * 20
-    words = rng.integers(0, 256, n).astype(np.uint32)
-    calls = [lambda: encode(x, "e4m3fn"), lambda: encode(x, "e4m3fn", "stochastic", seed=5, sr_bits=8),
-             lambda: encode(x, "e4m3fn", "stochastic", sr_bits=8, random_bits=words)]
-    want = [c() for c in calls]  # one slice (below the thread threshold)
-    monkeypatch.setattr(Q, "FAST_PARALLEL_MIN", 0)
-    monkeypatch.setattr(Q, "_threads_pay", lambda: True)
-    before = numba.get_num_threads()
-    try:
-        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
-        for c, w in zip(calls, want):
-            _assert_same(c(), w, "float64 on threads")
     finally:
         numba.set_num_threads(before)
 

@@ -51,7 +51,7 @@ result depends only on that element.
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from . import slots as K
 from .draw import draw
@@ -66,7 +66,6 @@ from .intrinsics import add, and_, eq, f32_bits_of, or_, select, shl, shr, smin,
 NCONST = 41
 
 BLOCK = 64  # elements per block: the short formula runs on whole blocks without rare elements
-CHUNK = 1 << 16  # elements per task of the parallel kernels (a multiple of BLOCK)
 
 _EXP = np.uint32(0x7F800000)
 _ABS = np.uint32(0x7FFFFFFF)
@@ -335,12 +334,12 @@ def _run_sr(x, k, out, u, key0, key1, seeded, values, base):
 
 
 # -- kernels: x is the flat uint32 view of the float32 input, out the flat output of the same size --
-# The plain kernels run on one thread; the *_par ones split the input into CHUNK-element tasks for
-# Numba's threads (emul.quantize uses them for large inputs only). Each element depends only on
-# itself (and its word), so results never depend on the thread count or the chunking. They return
-# the number of NaN inputs when the format has no NaN (the caller raises).
+# Each element depends only on itself (and its word), and the kernels release the GIL: emul.quantize
+# runs large inputs as slices on its thread pool (emul._threads.run_slices), so results never
+# depend on the thread count or the split. They return the number of NaN inputs when the format has
+# no NaN (the caller raises).
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def encode_f32(x, C, out):
     """out[i] = the code of the float32 pattern x[i] (out: uint8, uint16 or uint32)."""
     k = _unpack(C)
@@ -349,7 +348,7 @@ def encode_f32(x, C, out):
     return _run(x, k, out, False, False)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def quantize_f32(x, C, out):
     """out[i] = the float32 pattern of x[i] rounded (out: the uint32 view of a float32 array)."""
     k = _unpack(C)
@@ -358,62 +357,25 @@ def quantize_f32(x, C, out):
     return _run(x, k, out, False, True)
 
 
-@njit(cache=True)
-def encode_sr_f32(x, C, u, key0, key1, seeded, out):
-    """encode_f32 for stochastic rounding (C built with SR): element i uses the word u[i]
-    (``random_bits``, values below 2**sr_bits), or when ``seeded`` the threefry word
-    ``bits((key0, key1), (n,))[i] >> (32 - sr_bits)`` (u is then not read)."""
+@njit(cache=True, nogil=True)
+def encode_sr_f32(x, C, u, key0, key1, seeded, out, base):
+    """encode_f32 for stochastic rounding (C built with SR); x[i] is element base + i of the whole
+    input (base a multiple of BLOCK). Element i uses the word u[i] (``random_bits``, values below
+    2**sr_bits), or when ``seeded`` the threefry word ``bits((key0, key1), .)[base + i] >>
+    (32 - sr_bits)`` (u is then not read)."""
     k = _unpack(C)
     if seeded:
-        return _run_sr(x, k, out, u, key0, key1, True, False, 0)
-    return _run_sr(x, k, out, u, key0, key1, False, False, 0)
+        return _run_sr(x, k, out, u, key0, key1, True, False, base)
+    return _run_sr(x, k, out, u, key0, key1, False, False, base)
 
 
-@njit(cache=True)
-def quantize_sr_f32(x, C, u, key0, key1, seeded, out):
+@njit(cache=True, nogil=True)
+def quantize_sr_f32(x, C, u, key0, key1, seeded, out, base):
     """quantize_f32 for stochastic rounding; words as in encode_sr_f32."""
     k = _unpack(C)
     if seeded:
-        return _run_sr(x, k, out, u, key0, key1, True, True, 0)
-    return _run_sr(x, k, out, u, key0, key1, False, True, 0)
-
-
-@njit(inline="always")
-def _run_any(x, k, out, u, key0, key1, seeded, values, base):
-    """_run or _run_sr on x (element base + i of the whole input), by the constants' mode."""
-    if k[SR_R] != _0:
-        if seeded:
-            return _run_sr(x, k, out, u, key0, key1, True, values, base)
-        return _run_sr(x, k, out, u, key0, key1, False, values, base)
-    if k[NEAR]:
-        return _run(x, k, out, True, values)
-    return _run(x, k, out, False, values)
-
-
-@njit(inline="always")
-def _par(x, C, u, key0, key1, seeded, out, values):
-    k = _unpack(C)
-    n = x.size
-    sr = k[SR_R] != _0
-    bad = 0
-    for c in prange((n + CHUNK - 1) // CHUNK):
-        lo = c * CHUNK
-        hi = min(lo + CHUNK, n)
-        w = u[lo:hi] if sr and not seeded else u[0:0]  # (the words are not read otherwise)
-        bad += _run_any(x[lo:hi], k, out[lo:hi], w, key0, key1, seeded, values, lo)
-    return bad
-
-
-@njit(cache=True, parallel=True)
-def encode_f32_par(x, C, u, key0, key1, seeded, out):
-    """encode_f32 / encode_sr_f32 (by C's mode) over CHUNK-element tasks on Numba's threads."""
-    return _par(x, C, u, key0, key1, seeded, out, False)
-
-
-@njit(cache=True, parallel=True)
-def quantize_f32_par(x, C, u, key0, key1, seeded, out):
-    """quantize_f32 / quantize_sr_f32 (by C's mode) over CHUNK-element tasks on Numba's threads."""
-    return _par(x, C, u, key0, key1, seeded, out, True)
+        return _run_sr(x, k, out, u, key0, key1, True, True, base)
+    return _run_sr(x, k, out, u, key0, key1, False, True, base)
 
 
 @njit(cache=True)

@@ -55,7 +55,7 @@ pass write their codes and count them.
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 from numba.extending import overload
 
 from . import slots as K
@@ -67,7 +67,7 @@ from .intrinsics import add, and_, eq, or_, select, shl, shr, sub, threefry_word
  INF_POS, INF_NEG, SR_R, SR_MASK, SR_XP, SR_XN, SR_SHIFT) = range(22)
 NCONST = 22
 
-CHUNK = 1 << 16  # elements per span (and per parallel task); divides 2**32
+CHUNK = 1 << 16  # elements per span of the SR kernels; divides 2**32
 
 _EXP = np.uint32(0x7F800000)
 _ABS = np.uint32(0x7FFFFFFF)
@@ -220,20 +220,7 @@ def _span_sr(x, k, out, u, key0, key1, seeded, base):
             out[i] = code_of(x[i], k, True, u[i])
 
 
-@njit(inline="always")
-def _chunk_f32(x, k, out, u, key0, key1, seeded, base):
-    """Codes of the span x (element base + j of the whole input), SR by the constants."""
-    if k[SR_R] != _0:
-        if seeded:
-            _span_sr(x, k, out, u, key0, key1, True, base)
-        else:
-            _span_sr(x, k, out, u, key0, key1, False, base)
-    else:
-        _span(x, k, out)
-    return _counts(x, k)
-
-
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def encode_fixed_f32(x, C, out):
     """out[i] = the fixed-point code of the float32 pattern x[i] (out: uint8, uint16 or uint32;
     deterministic modes); returns (#NaN, #inf rejected)."""
@@ -242,37 +229,20 @@ def encode_fixed_f32(x, C, out):
     return _counts(x, k)
 
 
-@njit(cache=True)
-def encode_fixed_sr_f32(x, C, u, key0, key1, seeded, out):
-    """encode_fixed_f32 for stochastic rounding (C built with SR): element i uses the word u[i]
-    (``random_bits``), or when ``seeded`` ``bits((key0, key1), (n,))[i] >> (32 - sr_bits)``."""
+@njit(cache=True, nogil=True)
+def encode_fixed_sr_f32(x, C, u, key0, key1, seeded, out, base):
+    """encode_fixed_f32 for stochastic rounding (C built with SR); x[i] is element base + i of the
+    whole input (base a multiple of CHUNK). Element i uses the word u[i] (``random_bits``), or when
+    ``seeded`` ``bits((key0, key1), .)[base + i] >> (32 - sr_bits)``."""
     k = _unpack(C)
     n = x.size
     for lo in range(0, n, CHUNK):
         hi = min(lo + CHUNK, n)
         if seeded:
-            _span_sr(x[lo:hi], k, out[lo:hi], u, key0, key1, True, lo)
+            _span_sr(x[lo:hi], k, out[lo:hi], u, key0, key1, True, base + lo)
         else:
-            _span_sr(x[lo:hi], k, out[lo:hi], u[lo:hi], key0, key1, False, lo)
+            _span_sr(x[lo:hi], k, out[lo:hi], u[lo:hi], key0, key1, False, base + lo)
     return _counts(x, k)
-
-
-@njit(cache=True, parallel=True)
-def encode_fixed_f32_par(x, C, u, key0, key1, seeded, out):
-    """encode_fixed_f32 / encode_fixed_sr_f32 (by C's mode) over CHUNK-element tasks on Numba's
-    threads."""
-    k = _unpack(C)
-    n = x.size
-    sr = k[SR_R] != _0
-    counts = np.zeros(((n + CHUNK - 1) // CHUNK, 2), np.int64)  # per task: no parfor reduction
-    for c in prange(counts.shape[0]):
-        lo = c * CHUNK
-        hi = min(lo + CHUNK, n)
-        w = u[lo:hi] if sr and not seeded else u[0:0]
-        a, b = _chunk_f32(x[lo:hi], k, out[lo:hi], w, key0, key1, seeded, lo)
-        counts[c, 0] = a
-        counts[c, 1] = b
-    return counts[:, 0].sum(), counts[:, 1].sum()
 
 
 # -- float64 inputs: 64-bit lanes ---------------------------------------------------------------------
@@ -387,17 +357,6 @@ def _counts64_if(x, k, out, spec):
 
 
 @njit(inline="always")
-def _chunk_f64(x, k, out, u, key0, key1, seeded, base):
-    """Codes of the span x (element base + j of the whole input; at most CHUNK elements), SR by
-    the constants (seeded words drawn into a buffer first, in 32-bit lanes)."""
-    if k[SR_R] != _Z:
-        spec = _sr64(x, k, out, u, key0, key1, seeded, base)
-    else:
-        spec = _det64(x, k, out)
-    return _counts64_if(x, k, out, spec)
-
-
-@njit(inline="always")
 def _sr64(x, k, out, u, key0, key1, seeded, base):
     """out[:] = codes of the finite x[:] under SR; returns #inf/NaN met."""
     n = x.size
@@ -436,7 +395,7 @@ def _det64(x, k, out):
     return _det64_loop(x, k, out, 0)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def encode_fixed_f64(x, C, out):
     """out[i] = the fixed-point code of the float64 pattern x[i] (uint64 view; out uint8 …
     uint64; deterministic modes); returns (#NaN, #inf rejected)."""
@@ -444,8 +403,8 @@ def encode_fixed_f64(x, C, out):
     return _counts64_if(x, k, out, _det64(x, k, out))
 
 
-@njit(cache=True)
-def encode_fixed_sr_f64(x, C, u, key0, key1, seeded, out):
+@njit(cache=True, nogil=True)
+def encode_fixed_sr_f64(x, C, u, key0, key1, seeded, out, base):
     """encode_fixed_f64 for stochastic rounding; words as in encode_fixed_sr_f32."""
     k = _unpack(C)
     n = x.size
@@ -455,27 +414,10 @@ def encode_fixed_sr_f64(x, C, u, key0, key1, seeded, out):
         hi = min(lo + CHUNK, n)
         w = u[lo:hi] if not seeded else u[0:0]
         xs, os_ = x[lo:hi], out[lo:hi]
-        a, b = _counts64_if(xs, k, os_, _sr64(xs, k, os_, w, key0, key1, seeded, lo))
+        a, b = _counts64_if(xs, k, os_, _sr64(xs, k, os_, w, key0, key1, seeded, base + lo))
         nan += a
         inf += b
     return nan, inf
-
-
-@njit(cache=True, parallel=True)
-def encode_fixed_f64_par(x, C, u, key0, key1, seeded, out):
-    """encode_fixed_f64 / encode_fixed_sr_f64 (by C's mode) over CHUNK-element tasks."""
-    k = _unpack(C)
-    n = x.size
-    sr = k[SR_R] != _Z
-    counts = np.zeros(((n + CHUNK - 1) // CHUNK, 2), np.int64)
-    for c in prange(counts.shape[0]):
-        lo = c * CHUNK
-        hi = min(lo + CHUNK, n)
-        w = u[lo:hi] if sr and not seeded else u[0:0]
-        a, b = _chunk_f64(x[lo:hi], k, out[lo:hi], w, key0, key1, seeded, lo)
-        counts[c, 0] = a
-        counts[c, 1] = b
-    return counts[:, 0].sum(), counts[:, 1].sum()
 
 
 # -- integer inputs: 64-bit lanes ---------------------------------------------------------------------
@@ -583,7 +525,7 @@ def _chunk_int(x, k, out, u, key0, key1, seeded, base):
             out[i] = code_of_int(x[i], k, False, _0)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def encode_fixed_int(x, C, out):
     """out[i] = the fixed-point code of the integer x[i] (int32, uint32, int64, uint64; out uint8
     … uint64; deterministic modes); returns (0, 0): integers are never NaN or infinite."""
@@ -594,29 +536,15 @@ def encode_fixed_int(x, C, out):
     return 0, 0
 
 
-@njit(cache=True)
-def encode_fixed_sr_int(x, C, u, key0, key1, seeded, out):
+@njit(cache=True, nogil=True)
+def encode_fixed_sr_int(x, C, u, key0, key1, seeded, out, base):
     """encode_fixed_int for stochastic rounding (C built with SR); words as in encode_fixed_sr_f32."""
     k = _unpack_int(C)
     n = x.size
     for lo in range(0, n, CHUNK):
         hi = min(lo + CHUNK, n)
         w = u[lo:hi] if not seeded else u[0:0]
-        _chunk_int(x[lo:hi], k, out[lo:hi], w, key0, key1, seeded, lo)
-    return 0, 0
-
-
-@njit(cache=True, parallel=True)
-def encode_fixed_int_par(x, C, u, key0, key1, seeded, out):
-    """encode_fixed_int / encode_fixed_sr_int (by C's mode) over CHUNK-element tasks."""
-    k = _unpack_int(C)
-    n = x.size
-    sr = k[SR_R] != _Z
-    for c in prange((n + CHUNK - 1) // CHUNK):
-        lo = c * CHUNK
-        hi = min(lo + CHUNK, n)
-        w = u[lo:hi] if sr and not seeded else u[0:0]
-        _chunk_int(x[lo:hi], k, out[lo:hi], w, key0, key1, seeded, lo)
+        _chunk_int(x[lo:hi], k, out[lo:hi], w, key0, key1, seeded, base + lo)
     return 0, 0
 
 
