@@ -526,10 +526,15 @@ def _fixed_part(A, B, scale, init, order, chunk, Xa, Xo, sum_only, out, c):
             x, y = y, x
         out[row] = xstep(init[row % init.size], x[0], a_lo, a_hi, a_rule, a_signed, a_mw, a_unit)
         return
-    chunked = order == 2 and not sum_only
-    step_len = chunk if chunked else K
     r0 = c * LANES
     n = min(LANES, R - r0)
+    if sum_only:
+        for j in range(n):
+            v = np.float64(_row_sum(A, B, scale, r0 + j, K, init, (r0 + j) % init.size))
+            out[r0 + j] = v - np.floor((v - Xa[0]) / a_mw) * a_mw  # modulo 2**bits into [lo, lo + modulus)
+        return
+    chunked = order == 2
+    step_len = chunk if chunked else K
     s = np.zeros(LANES, init.dtype)
     for j in range(n):
         s[j] = init[(r0 + j) % init.size]
@@ -549,12 +554,7 @@ def _fixed_part(A, B, scale, init, order, chunk, Xa, Xo, sum_only, out, c):
             te = _tile_end(t, T0 + nq, 2 if chunked else 0, step_len)
             nt = te - t
             _transpose(P, t - T0, nt, stage)
-            if sum_only:
-                for tt in range(nt):
-                    _ahead(A, B, cur)
-                    for j in range(LANES):
-                        sc[j] = dt(sc[j] + stage[tt, j])
-            elif sat:  # the common case, spelled out so that it vectorises tightly
+            if sat:  # the common case, spelled out so that it vectorises tightly
                 for tt in range(nt):
                     _ahead(A, B, cur)
                     for j in range(LANES):
@@ -573,10 +573,22 @@ def _fixed_part(A, B, scale, init, order, chunk, Xa, Xo, sum_only, out, c):
         for j in range(LANES):
             s[j] = sc[j]
     for j in range(n):
-        v = np.float64(s[j])
-        if sum_only:  # the exact sum modulo 2**bits into [lo, lo + modulus), in float64 (exact)
-            v = v - np.floor((v - Xa[0]) / a_mw) * a_mw
-        out[r0 + j] = v
+        out[r0 + j] = np.float64(s[j])
+
+
+@njit(fastmath={"reassoc"})  # a call of its own: the flag reaches this loop only
+def _row_sum(A, B, scale, r, K, init, i):
+    """init[i] + the sum of the products of row r in the lanes' dtype (init's), in any order: the
+    caller has checked that every partial sum is an exact integer of the lanes, so the order
+    cannot change it, and ``reassoc`` lets the loop vectorise along the row (one thread, int8
+    operands in float64 lanes: 2.7x the MAC rate of 16 partial sums in an array)."""
+    dt = init.dtype.type
+    s = init[i]
+    rr = _UI(r)
+    for k in range(K):
+        kk = _UI(k)
+        s = dt(s + dt(dt(A[rr, kk]) * dt(B[rr, kk]) * scale))
+    return s
 
 
 # --- fixed-point accumulators with products off their grid (float operands) ------------------------
