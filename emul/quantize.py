@@ -345,15 +345,16 @@ def _widen_f16(flat, to64):
 
 
 def _general(flat, u, P, seeded, seed, key, out_dtype):
-    """The general kernel (float64 / int64 / uint64 in, float64 / uint64 out: few compilations;
-    each one of these kernels costs tens of seconds to compile); returns (#NaN, #inf rejected,
-    result)."""
+    """The general kernel (one compiled signature: every input as its 64 bits and a kind, every
+    output as uint64, codes or the bits of float64 values; each signature of these kernels costs
+    seconds to compile); returns (#NaN, #inf rejected, result)."""
     from ._kernels import round as K  # Numba loads on first use, not at import
 
     src = exact_float64(flat)  # float16/32 as float64, exactly (whatever the MXCSR)
-    if not src.flags.writeable:  # one signature of the general kernels, the writeable one that tests
-        src = src.copy()         # call directly too (a copy is cheap next to this kernel)
-    dst = np.empty(flat.size, np.float64 if out_dtype.kind == "f" else np.uint64)
+    kind = {"f": K.IN_FLOAT64, "i": K.IN_INT64, "u": K.IN_UINT64}[src.dtype.kind]
+    src = _ro(np.ascontiguousarray(src).view(np.uint64))
+    values = out_dtype.kind == "f"
+    dst = np.empty(flat.size, np.uint64)
     n = src.size
     if seeded:  # threefry words made in the kernel
         from . import random as _random
@@ -362,15 +363,19 @@ def _general(flat, u, P, seeded, seed, key, out_dtype):
         k0, k1 = np.uint32(k[0]), np.uint32(k[1])
 
         def call(lo, hi):
-            return K.round_seeded(src[lo:hi], k0, k1, lo, P, dst[lo:hi])
+            return K.round_seeded(src[lo:hi], kind, k0, k1, lo, P, dst[lo:hi], values)
     else:
         def call(lo, hi):
-            return K.round_serial(src[lo:hi], u[lo:hi] if u.size == n else u, P, dst[lo:hi])
+            return K.round_serial(src[lo:hi], kind, u[lo:hi] if u.size == n else u, P, dst[lo:hi], values)
     with single_thread_below(n, PARALLEL_MIN):
         counts = run_slices(call, n) if n else [(0, 0)]
     nan_bad, inf_bad = (sum(c[0] for c in counts), sum(c[1] for c in counts))
-    if dst.dtype != out_dtype:
-        dst = exact_float32(dst) if out_dtype == np.float32 else dst.astype(out_dtype)
+    if values:
+        dst = dst.view(np.float64)
+        if out_dtype == np.float32:
+            dst = exact_float32(dst)
+    elif dst.dtype != out_dtype:
+        dst = dst.astype(out_dtype)
     return nan_bad, inf_bad, dst
 
 

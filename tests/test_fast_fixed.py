@@ -58,12 +58,11 @@ def _edges(fmt, dtype, rng):
 
 def _oracle(x, P, u=None):
     """(codes, #NaN, #inf rejected) of the general kernel on x as float64 (exact for every input
-    here: float32, float64, integers of at most 32 bits). One specialisation of round_serial, the
-    one every other test compiles too."""
+    here: float32, float64, integers of at most 32 bits)."""
     out = np.empty(x.size, np.uint64)
     with np.errstate(invalid="ignore"):  # signalling NaNs
         wide = x.astype(np.float64)
-    nan, inf = K.round_serial(wide, np.zeros(1, np.uint32) if u is None else u, P, out)
+    nan, inf = K.round_serial(wide.view(np.uint64), K.IN_FLOAT64, np.zeros(1, np.uint32) if u is None else u, P, out, False)
     return out, nan, inf
 
 
@@ -289,7 +288,8 @@ def _wide_int_inputs(dt, fmt, rng):
 def _oracle_int(x, P, u=None):
     """(codes,) of the general kernel, which reads int64/uint64 arrays exactly (no float64)."""
     out = np.empty(x.size, np.uint64)
-    K.round_serial(x, np.zeros(1, np.uint32) if u is None else u, P, out)
+    kind = K.IN_INT64 if x.dtype.kind == "i" else K.IN_UINT64
+    K.round_serial(np.ascontiguousarray(x).view(np.uint64), kind, np.zeros(1, np.uint32) if u is None else u, P, out, False)
     return (out,)
 
 

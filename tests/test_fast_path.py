@@ -74,12 +74,24 @@ def _edge_inputs(fmt, rng):
     return np.r_[mag, mag | np.uint32(0x80000000)]
 
 
+def _round_serial(x, u, P, out):
+    """The general kernel on float64 x into out (float64 values or uint64 codes)."""
+    bits = np.ascontiguousarray(x, np.float64).view(np.uint64)
+    return K.round_serial(bits, K.IN_FLOAT64, u, P, out.view(np.uint64), out.dtype.kind == "f")
+
+
+def _round_seeded(x, k0, k1, first, P, out):
+    """The general kernel's seeded SR on float64 x into out (float64 values or uint64 codes)."""
+    bits = np.ascontiguousarray(x, np.float64).view(np.uint64)
+    return K.round_seeded(bits, K.IN_FLOAT64, k0, k1, first, P, out.view(np.uint64), out.dtype.kind == "f")
+
+
 def _oracle(x, P, out_dtype):
     """(result, number of NaNs rejected) of the general kernel, called as emul's general path does."""
     out = np.empty(x.size, np.float64 if np.dtype(out_dtype).kind == "f" else np.uint64)
     with np.errstate(invalid="ignore"):  # signalling NaNs
         wide = x.astype(np.float64)
-    nan_bad, _ = K.round_serial(wide, np.zeros(1, np.uint32), P, out)
+    nan_bad, _ = _round_serial(wide, np.zeros(1, np.uint32), P, out)
     return out.astype(out_dtype), nan_bad
 
 
@@ -204,7 +216,7 @@ def _sr_oracle(x, words, P, out_dtype):
     out = np.empty(x.size, np.float64 if np.dtype(out_dtype).kind == "f" else np.uint64)
     with np.errstate(invalid="ignore"):
         wide = x.astype(np.float64)
-    K.round_serial(wide, words, P, out)
+    _round_serial(wide, words, P, out)
     return out.astype(out_dtype)
 
 
@@ -271,7 +283,7 @@ def test_sr_seeded_equals_general_kernel(name):
                 k = emul.random.key(seed)
                 for call, dt in _sr_calls(fmt):
                     out = np.empty(x.size, np.float64 if dt.kind == "f" else np.uint64)
-                    K.round_seeded(exact_float64(x), np.uint32(k[0]), np.uint32(k[1]), 0, P, out)
+                    _round_seeded(exact_float64(x), np.uint32(k[0]), np.uint32(k[1]), 0, P, out)
                     want = out.astype(dt)
                     what = f"{call.__name__} {fmt.name} {method} r={r} n={x.size}"
                     got = call(x, fmt, "stochastic", seed=seed, sr_bits=r, sr_method=method)
@@ -338,7 +350,7 @@ def _f64_edges(fmt, rng):
 
 def _general(x, P, out_dtype, u=None):
     out = np.empty(x.size, np.float64 if np.dtype(out_dtype).kind == "f" else np.uint64)
-    nan_bad, _ = K.round_serial(x, np.zeros(1, np.uint32) if u is None else u, P, out)
+    nan_bad, _ = _round_serial(x, np.zeros(1, np.uint32) if u is None else u, P, out)
     return out.astype(out_dtype), nan_bad
 
 
@@ -399,7 +411,7 @@ def test_f64_sr_equals_general_kernel(name):
                 k = emul.random.key(n + r)
                 for call, dt in ((encode, code_dtype(fmt)), (quantize, np.dtype(np.float64))):
                     out = np.empty(n, np.float64 if dt.kind == "f" else np.uint64)
-                    K.round_seeded(xs, np.uint32(k[0]), np.uint32(k[1]), 0, P, out)
+                    _round_seeded(xs, np.uint32(k[0]), np.uint32(k[1]), 0, P, out)
                     got = call(xs, fmt, "stochastic", key=k, sr_bits=r, sr_method=method)
                     _assert_same(got, out.astype(dt), f"seeded {call.__name__} {name} {method} r={r} n={n}")
 
@@ -470,7 +482,7 @@ def test_fixed_fast_path_equals_general_kernel(name):
                 continue
             P = kernel_params(fmt, mode, ovf, 0, False)
             out = np.empty(x.size, np.uint64)
-            nan_bad, inf_bad = K.round_serial(x.astype(np.float64), np.zeros(1, np.uint32), P, out)
+            nan_bad, inf_bad = _round_serial(x.astype(np.float64), np.zeros(1, np.uint32), P, out)
             assert nan_bad
             with pytest.raises(ValueError, match=f"{nan_bad} NaN value"):
                 encode(x, fmt, mode, ovf)

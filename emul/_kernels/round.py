@@ -253,6 +253,12 @@ def _parts(v):
 def round_one(v, u, P):
     """(code, bad) for one input element: bad is 1 for NaN, 2 for inf the format cannot take."""
     sign, mag, e, special = parts(v)
+    return round_parts(sign, mag, e, special, u, P)
+
+
+@njit(inline="always")
+def round_parts(sign, mag, e, special, u, P):
+    """round_one of the input split by :func:`parts` (special: 0 finite, 1 inf, 2 NaN)."""
     if special == 0:
         if P[KIND] == 0:
             return float_code(sign, mag, e, False, u, P), 0
@@ -270,6 +276,29 @@ def round_one(v, u, P):
     if P[KIND] == 1 and (P[RULE] == RULE_WRAP or P[RULE] == RULE_WRAP_SM):
         return _ZERO, 2
     return np.uint64(P[INF_NEG] if sign else P[INF_POS]), 0
+
+
+# Input kinds of the general kernels, which read every input as its 64 bits (one compiled
+# signature instead of one per input and output dtype: each costs seconds of compile).
+IN_FLOAT64, IN_INT64, IN_UINT64 = 0, 1, 2
+
+
+@njit(inline="always")
+def _bits_parts(b, kind):
+    """parts() of the input whose 64 bits are b, read as float64, int64 or uint64 (kind)."""
+    if kind == IN_FLOAT64:
+        return _float_parts(b, 64, 11, 52)
+    if kind == IN_INT64 and b >> np.uint64(63) != _ZERO:
+        return np.int64(1), _ZERO - b, np.int64(0), 0
+    return np.int64(0), b, np.int64(0), 0
+
+
+@njit(inline="always")
+def _result(code, P, values):
+    """The output word: the code, or the float64 bits of its value when ``values``."""
+    if values:
+        return np.float64(code_value(code, P)).view(np.uint64)
+    return code
 
 
 # -- writing outputs -----------------------------------------------------------------------------
@@ -323,38 +352,21 @@ def code_value(code, P):
     return f64_from(sign, f | (_ONE << np.uint64(m)), ef - P[BIAS] - m)
 
 
-def store(out, i, code, P):
-    pass
-
-
-@overload(store, inline="always")
-def _store(out, i, code, P):
-    if out.dtype == types.float32:  # from bits: a float64 -> float32 cast flushes under MXCSR.FTZ
-        def impl(out, i, code, P):
-            out[i] = np.uint32(f32_bits(code_value(code, P))).view(np.float32)
-        return impl
-    if isinstance(out.dtype, types.Float):
-        def impl(out, i, code, P):
-            out[i] = code_value(code, P)
-        return impl
-
-    def impl(out, i, code, P):
-        out[i] = code
-    return impl
-
-
 # -- kernels -------------------------------------------------------------------------------------
 
 @njit(cache=True, nogil=True)
-def round_serial(x, u, P, out):
-    """Round x (flat) into out (codes or values); returns (#NaN rejected, #inf rejected). One
-    thread; emul.quantize runs large arrays as slices on several (emul._threads.run_slices)."""
+def round_serial(x, kind, u, P, out, values):
+    """Round x (flat uint64: the bits of float64, int64 or uint64 inputs, by ``kind``) into out
+    (flat uint64: codes, or the float64 bits of their values when ``values``); u[i] is element
+    i's SR word (read with SR only). Returns (#NaN rejected, #inf rejected). One thread;
+    emul.quantize runs large arrays as slices on several (emul._threads.run_slices)."""
     nan_bad = 0
     inf_bad = 0
     sr = P[SR] != 0
     for i in range(x.size):
-        code, bad = round_one(x[i], np.uint64(u[i]) if sr else _ZERO, P)
-        store(out, i, code, P)
+        sign, mag, e, special = _bits_parts(x[i], kind)
+        code, bad = round_parts(sign, mag, e, special, np.uint64(u[i]) if sr else _ZERO, P)
+        out[i] = _result(code, P, values)
         nan_bad += bad == 1
         inf_bad += bad == 2
     return nan_bad, inf_bad
@@ -389,7 +401,7 @@ def decode_serial(codes, P, out):
 
 
 @njit(cache=True, nogil=True)
-def round_seeded(x, k0, k1, first, P, out):
+def round_seeded(x, kind, k0, k1, first, P, out, values):
     """round_serial for stochastic rounding with threefry words made on the fly: element i uses
     word first + i, ``emul.random.bits(key, (n,))[first + i] >> (32 - sr_bits)`` (x is the slice
     of a whole array that starts at element ``first``; no array of words is stored)."""
@@ -399,8 +411,9 @@ def round_seeded(x, k0, k1, first, P, out):
     for i in range(x.size):
         c = i + first
         y0, y1 = threefry2x32(k0, k1, np.uint32(c >> 32), np.uint32(c & 0xFFFFFFFF))
-        code, bad = round_one(x[i], np.uint64(np.uint32(y0 ^ y1) >> shift), P)
-        store(out, i, code, P)
+        sign, mag, e, special = _bits_parts(x[i], kind)
+        code, bad = round_parts(sign, mag, e, special, np.uint64(np.uint32(y0 ^ y1) >> shift), P)
+        out[i] = _result(code, P, values)
         nan_bad += bad == 1
         inf_bad += bad == 2
     return nan_bad, inf_bad
