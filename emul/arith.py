@@ -142,10 +142,12 @@ def _elements(op, ops, u, P, out, flags):
     """The general kernel on the operands ``ops`` (three flat arrays) and words u (one per
     element, or a placeholder without SR), on slices of the elements from several threads."""
     n = out.size
+    kinds = {"f": KR.IN_FLOAT64, "i": KR.IN_INT64, "u": KR.IN_UINT64}
+    ins = tuple(kinds[x.dtype.kind] for x in ops)  # the kernel reads every operand as its 64 bits
+    a, b, c = (np.ascontiguousarray(x).view(np.uint64) for x in ops)
 
     def call(lo, hi):
-        K.arith_serial(op, ops[0][lo:hi], ops[1][lo:hi], ops[2][lo:hi], u[lo:hi] if u.size == n else u, P,
-                       out[lo:hi], flags[lo:hi])
+        K.arith_serial(op, a[lo:hi], b[lo:hi], c[lo:hi], ins, u[lo:hi] if u.size == n else u, P, out[lo:hi], flags[lo:hi])
 
     with single_thread_below(n, PARALLEL_MIN):
         if n:

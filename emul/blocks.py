@@ -911,7 +911,8 @@ def _round_step(x, y, u, P):
     flags = np.empty(1, np.int8)
     words = np.array([u if P[KR.SR] else 0], np.uint32)
     with single_thread_below(1, 2):
-        KA.arith_serial(KA.FMA, a, b, c, words, P, out, flags)
+        KA.arith_serial(KA.FMA, a.view(np.uint64), b.view(np.uint64), c.view(np.uint64), (KR.IN_FLOAT64,) * 3, words, P,
+                        out, flags)
     return int(flags[0]), float(out[0])
 
 

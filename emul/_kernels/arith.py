@@ -22,11 +22,12 @@ _Z = np.uint64(0)
 
 
 @njit
-def op_frame(op, va, vb, vc, P):
-    """(kind, sign, w2, w1, w0, fe, st) of the exact result of one operation."""
-    sa, ma, ea, ka = R.parts(va)
-    sb, mb, eb, kb = R.parts(vb)
-    sc, mc, ec, kc = R.parts(vc)
+def op_frame(op, va, vb, vc, ins, P):
+    """(kind, sign, w2, w1, w0, fe, st) of the exact result of one operation on the operands
+    whose 64 bits are va, vb, vc, read as ``ins`` says (round.IN_FLOAT64, IN_INT64, IN_UINT64)."""
+    sa, ma, ea, ka = R.bits_parts(va, ins[0])
+    sb, mb, eb, kb = R.bits_parts(vb, ins[1])
+    sc, mc, ec, kc = R.bits_parts(vc, ins[2])
     z = np.int64(0)
     if op == SQRT:
         if ka == 2:
@@ -86,16 +87,16 @@ def sum_frame(sx, xh, xl, ex, kx, sy, my, ey, ky, P):
 
 
 @njit
-def op_one(op, va, vb, vc, u, P):
-    kind, sign, w2, w1, w0, fe, st = op_frame(op, va, vb, vc, P)
+def op_one(op, va, vb, vc, ins, u, P):
+    kind, sign, w2, w1, w0, fe, st = op_frame(op, va, vb, vc, ins, P)
     if kind != W.FINITE:
         return W.special_code(kind, sign, P)
     return W.finish(sign, w2, w1, w0, fe, st, u, P)
 
 
 @njit
-def _body(op, a, b, c, u, P, out, flags, i, sr):
-    code, flag = op_one(op, a[i], b[i], c[i], np.uint64(u[i]) if sr else _Z, P)
+def _body(op, a, b, c, ins, u, P, out, flags, i, sr):
+    code, flag = op_one(op, a[i], b[i], c[i], ins, np.uint64(u[i]) if sr else _Z, P)
     flags[i] = flag
     if flag == 0:
         out[i] = W.value(code, P)
@@ -104,12 +105,14 @@ def _body(op, a, b, c, u, P, out, flags, i, sr):
 
 
 @njit(cache=True, nogil=True)
-def arith_serial(op, a, b, c, u, P, out, flags):
+def arith_serial(op, a, b, c, ins, u, P, out, flags):
     """out[i] = op(a[i], b[i], c[i]) rounded to P; flags[i] = 0 or a wide.BAD_*/NEED_EXACT flag.
-    One thread; emul.arith runs large arrays as slices on several (emul._threads.run_slices)."""
+    a, b, c: the operands' 64 bits (uint64), read as float64, int64 or uint64 by the tuple ``ins``
+    (round.IN_*: one compiled signature for every mix of operand dtypes). One thread; emul.arith
+    runs large arrays as slices on several (emul._threads.run_slices)."""
     sr = P[R.SR] != 0
     for i in range(out.size):
-        _body(op, a, b, c, u, P, out, flags, i, sr)
+        _body(op, a, b, c, ins, u, P, out, flags, i, sr)
 
 
 @njit(cache=True)

@@ -284,7 +284,7 @@ IN_FLOAT64, IN_INT64, IN_UINT64 = 0, 1, 2
 
 
 @njit(inline="always")
-def _bits_parts(b, kind):
+def bits_parts(b, kind):
     """parts() of the input whose 64 bits are b, read as float64, int64 or uint64 (kind)."""
     if kind == IN_FLOAT64:
         return _float_parts(b, 64, 11, 52)
@@ -364,7 +364,7 @@ def round_serial(x, kind, u, P, out, values):
     inf_bad = 0
     sr = P[SR] != 0
     for i in range(x.size):
-        sign, mag, e, special = _bits_parts(x[i], kind)
+        sign, mag, e, special = bits_parts(x[i], kind)
         code, bad = round_parts(sign, mag, e, special, np.uint64(u[i]) if sr else _ZERO, P)
         out[i] = _result(code, P, values)
         nan_bad += bad == 1
@@ -411,7 +411,7 @@ def round_seeded(x, kind, k0, k1, first, P, out, values):
     for i in range(x.size):
         c = i + first
         y0, y1 = threefry2x32(k0, k1, np.uint32(c >> 32), np.uint32(c & 0xFFFFFFFF))
-        sign, mag, e, special = _bits_parts(x[i], kind)
+        sign, mag, e, special = bits_parts(x[i], kind)
         code, bad = round_parts(sign, mag, e, special, np.uint64(np.uint32(y0 ^ y1) >> shift), P)
         out[i] = _result(code, P, values)
         nan_bad += bad == 1
