@@ -449,31 +449,31 @@ def fixed_rows(A3, B3, ia, ib, M, N, K, order, chunk, init, Xa, Xo, rows_ids, ou
 def scan(v):
     """(all finite, any nonzero, max |v|, top, low, width) of a flat float64 array: 2**top <=
     max|v| < 2**(top+1), 2**low is the lowest set bit of any nonzero element, and width the most
-    significant bits any one element has (exact, from the bits)."""
-    width = 0
-    finite = True
-    nonzero = False
+    significant bits any one element has (exact, from the bits). Branch-free reductions, so that
+    the loop vectorises: zeros and inf/NaN are counted out by selects."""
+    n_special = 0
+    n_nonzero = 0
     mx = _U0  # max |v| as bits (a float max would read subnormals as 0 under MXCSR.DAZ)
     top = np.int64(-2000)
     low = np.int64(2000)
-    for i in range(v.size):
-        b = _f2u(v[i]) & _ABS
+    width = np.int64(0)
+    for j in range(v.size):
+        b = _f2u(v[np.uintp(j)]) & _ABS
         E = np.int64(b >> np.uint64(52))
-        if E == 2047:
-            finite = False
-            continue
-        if b == _U0:
-            continue
-        nonzero = True
+        special = E == 2047
+        use = (b != _U0) & ~special  # a finite nonzero element
         mant = (b & _FRAC) | (_HID if E != 0 else _U0)
+        mant = mant if use else _HID  # (never 0: the bit counts below stay defined)
         e0 = max(E, np.int64(1)) - 1075  # exponent of mant's bit 0
         tz = np.int64(trailing_zeros(mant))
         hb = 63 - np.int64(leading_zeros(mant))
-        low = min(low, e0 + tz)
-        top = max(top, e0 + hb)
-        width = max(width, hb - tz + 1)
-        mx = max(mx, b)
-    return finite, nonzero, _u2f(mx), top, low, width
+        low = min(low, e0 + tz if use else np.int64(2000))
+        top = max(top, e0 + hb if use else np.int64(-2000))
+        width = max(width, hb - tz + 1 if use else np.int64(0))
+        mx = max(mx, _U0 if special else b)
+        n_special += special
+        n_nonzero += use
+    return n_special == 0, n_nonzero != 0, _u2f(mx), top, low, width
 
 
 @njit(cache=True)
