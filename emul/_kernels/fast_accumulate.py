@@ -523,7 +523,16 @@ def sat_rows_i16(A3, B3, ia, ib, M, N, K, init, lo, hi, rows_ids, out):
         s = np.empty(N, np.int16)
         for j in range(N):
             s[j] = init[(row * N + j) % init.size]
-        for k in range(K):
+        K4 = K - K % 4
+        for k in range(0, K4, 4):  # four steps per pass over s: s stays in registers between them
+            a0, a1, a2, a3 = A[i, k], A[i, k + 1], A[i, k + 2], A[i, k + 3]
+            b0, b1, b2, b3 = B[k], B[k + 1], B[k + 2], B[k + 3]
+            for j in range(N):
+                x = min(max(_I16(s[j] + _I16(a0 * b0[j])), lo16), hi16)
+                x = min(max(_I16(x + _I16(a1 * b1[j])), lo16), hi16)
+                x = min(max(_I16(x + _I16(a2 * b2[j])), lo16), hi16)
+                s[j] = min(max(_I16(x + _I16(a3 * b3[j])), lo16), hi16)
+        for k in range(K4, K):
             a = A[i, k]
             Bk = B[k]
             for j in range(N):
