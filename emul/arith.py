@@ -142,8 +142,7 @@ def _elements(op, ops, u, P, out, flags):
     """The general kernel on the operands ``ops`` (three flat arrays) and words u (one per
     element, or a placeholder without SR), on slices of the elements from several threads."""
     n = out.size
-    kinds = {"f": KR.IN_FLOAT64, "i": KR.IN_INT64, "u": KR.IN_UINT64}
-    ins = tuple(kinds[x.dtype.kind] for x in ops)  # the kernel reads every operand as its 64 bits
+    ins = tuple(KR.IN_KIND[x.dtype.kind] for x in ops)  # the kernel reads every operand as its 64 bits
     a, b, c = (np.ascontiguousarray(x).view(np.uint64) for x in ops)
 
     def call(lo, hi):
@@ -174,8 +173,8 @@ _SPANS_PER_THREAD = 4
 
 
 def _threads_pay() -> bool:
-    """Whether a large call should use more than one thread: the 1-minute load average (which
-    counts this process's own running thread) is at most ``cores - 0.5``. Measured on 2 cores, bf16
+    """Whether a large call should use more than one thread: at least half a core to spare
+    (:func:`emul._threads.spare_cores`). Measured on 2 cores with the 1-minute load average, bf16
     add of 1 M elements, medians of 40 alternating calls: at load 6, 155 M/s on 2 threads vs 427 M/s
     on one; at load 1.2, 629 M/s vs 437 M/s. Only speed depends on this, never a result."""
     return spare_cores() >= 0.5

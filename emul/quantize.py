@@ -272,13 +272,7 @@ def _fast(route, kernel, src, C, P, sr, u, seeded, seed, key, dst, threads):
     ``threads``). Slices start at multiples of SLICE_ALIGN, and each is told its first element's
     index (seeded SR draws the words of its own elements), so the split never changes a result.
     Returns the kernel's NaN count (fixed-point routes: (#NaN, #inf) rejected), summed."""
-    if seeded:
-        from . import random as _random
-
-        k = _random._as_key(key=key, seed=seed)
-        k0, k1 = np.uint32(k[0]), np.uint32(k[1])
-    else:
-        k0 = k1 = _U0
+    k0, k1 = _key_words(seed, key) if seeded else (_U0, _U0)
     n = src.size
 
     def words(lo, hi):
@@ -299,6 +293,14 @@ def _fast(route, kernel, src, C, P, sr, u, seeded, seed, key, dst, threads):
     if route in ("fixed", "fixed64", "fixedint"):
         return sum(c[0] for c in counts), sum(c[1] for c in counts)
     return sum(counts)
+
+
+def _key_words(seed, key):
+    """The two uint32 words of the SR key given by ``seed=`` or ``key=`` (emul.random's key)."""
+    from . import random as _random
+
+    k = _random._as_key(key=key, seed=seed)
+    return np.uint32(k[0]), np.uint32(k[1])
 
 
 def _prefault(out):
@@ -332,7 +334,7 @@ def _fixed_values(codes, fmt, out_dtype):
 
 def _threads_pay() -> bool:
     """Whether a large call should use Numba's threads: more than one thread is set and the
-    machine has a core to spare (1-minute load average at most cores - 1). On an oversubscribed
+    machine has a core to spare (:func:`emul._threads.spare_cores`). On an oversubscribed
     machine a parallel region waits for descheduled threads and measured 10-17x slower than one
     thread. Only speed depends on this, never a result."""
     import numba
@@ -364,16 +366,13 @@ def _general(flat, u, P, seeded, seed, key, out_dtype):
     from ._kernels import round as K  # Numba loads on first use, not at import
 
     src = exact_float64(flat)  # float16/32 as float64, exactly (whatever the MXCSR)
-    kind = {"f": K.IN_FLOAT64, "i": K.IN_INT64, "u": K.IN_UINT64}[src.dtype.kind]
+    kind = K.IN_KIND[src.dtype.kind]
     src = _ro(np.ascontiguousarray(src).view(np.uint64))
     values = out_dtype.kind == "f"
     dst = np.empty(flat.size, np.uint64)
     n = src.size
     if seeded:  # threefry words made in the kernel
-        from . import random as _random
-
-        k = _random._as_key(key=key, seed=seed)
-        k0, k1 = np.uint32(k[0]), np.uint32(k[1])
+        k0, k1 = _key_words(seed, key)
 
         def call(lo, hi):
             return K.round_seeded(src[lo:hi], kind, k0, k1, lo, P, dst[lo:hi], values)

@@ -21,7 +21,7 @@ from emul import encode, quantize
 from emul._kernels import fast_fixed as FX
 from emul._kernels import round as K
 from emul._params import kernel_params
-from emul.quantize import _plan, code_dtype, exact_float32, exact_float64
+from emul.quantize import _plan, _ro, code_dtype, exact_float32, exact_float64
 from emul.rounding import MODE_BITS, Overflow, Rounding
 
 MODES = list(MODE_BITS)  # the deterministic modes
@@ -62,7 +62,7 @@ def _oracle(x, P, u=None):
     out = np.empty(x.size, np.uint64)
     with np.errstate(invalid="ignore"):  # signalling NaNs
         wide = x.astype(np.float64)
-    nan, inf = K.round_serial(wide.view(np.uint64), K.IN_FLOAT64, np.zeros(1, np.uint32) if u is None else u, P, out, False)
+    nan, inf = K.round_serial(_ro(wide.view(np.uint64)), K.IN_FLOAT64, np.zeros(1, np.uint32) if u is None else u, P, out, False)
     return out, nan, inf
 
 
@@ -289,7 +289,7 @@ def _oracle_int(x, P, u=None):
     """(codes,) of the general kernel, which reads int64/uint64 arrays exactly (no float64)."""
     out = np.empty(x.size, np.uint64)
     kind = K.IN_INT64 if x.dtype.kind == "i" else K.IN_UINT64
-    K.round_serial(np.ascontiguousarray(x).view(np.uint64), kind, np.zeros(1, np.uint32) if u is None else u, P, out, False)
+    K.round_serial(_ro(np.ascontiguousarray(x).view(np.uint64)), kind, np.zeros(1, np.uint32) if u is None else u, P, out, False)
     return (out,)
 
 

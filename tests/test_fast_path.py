@@ -22,7 +22,7 @@ from emul._kernels import round as K
 from emul._kernels import threefry as T
 from emul._kernels.intrinsics import threefry_word
 from emul._params import kernel_params
-from emul.quantize import _fast_f32, code_dtype, exact_float64
+from emul.quantize import _fast_f32, _ro, code_dtype, exact_float64
 from emul.rounding import MODE_BITS, Overflow, Rounding
 
 FORMATS = [
@@ -75,14 +75,15 @@ def _edge_inputs(fmt, rng):
 
 
 def _round_serial(x, u, P, out):
-    """The general kernel on float64 x into out (float64 values or uint64 codes)."""
-    bits = np.ascontiguousarray(x, np.float64).view(np.uint64)
+    """The general kernel on float64 x into out (float64 values or uint64 codes), its input
+    read-only as emul.quantize passes it (one compiled signature)."""
+    bits = _ro(np.ascontiguousarray(x, np.float64).view(np.uint64))
     return K.round_serial(bits, K.IN_FLOAT64, u, P, out.view(np.uint64), out.dtype.kind == "f")
 
 
 def _round_seeded(x, k0, k1, first, P, out):
     """The general kernel's seeded SR on float64 x into out (float64 values or uint64 codes)."""
-    bits = np.ascontiguousarray(x, np.float64).view(np.uint64)
+    bits = _ro(np.ascontiguousarray(x, np.float64).view(np.uint64))
     return K.round_seeded(bits, K.IN_FLOAT64, k0, k1, first, P, out.view(np.uint64), out.dtype.kind == "f")
 
 

@@ -152,27 +152,27 @@ def _general_one(b, u, P, values):
 def _chunk(x, k, P, out, lo, hi, u, key0, key1, seeded, values, base):
     """Round x[lo:hi] block by block; return #NaN rejected. x[i] is element base + i of the whole
     input (base a multiple of BLOCK). The words: u[i] (random_bits), threefry words of element
-    base + i drawn per block when seeded, zeros without SR."""
+    base + i drawn per block when seeded, none without SR."""
+    if k[DETM] != _0:  # deterministic modes: a loop that reads no words
+        return _blocks(x, k, P, out, lo, hi, u, key0, key1, seeded, values, base, False)
+    return _blocks(x, k, P, out, lo, hi, u, key0, key1, seeded, values, base, True)
+
+
+@njit(inline="always")
+def _blocks(x, k, P, out, lo, hi, u, key0, key1, seeded, values, base, sr):
+    """_chunk's loop; ``sr`` a constant at each call."""
     buf = np.zeros(BLOCK, np.uint32)
     bad = 0
-    if k[DETM] != _0:  # deterministic modes: no words
-        for blo in range(lo, hi, BLOCK):
-            n = min(BLOCK, hi - blo)
-            if n == BLOCK:
-                bad += _span(x, k, P, out, blo, BLOCK, values, buf, False)
-            else:
-                bad += _span(x, k, P, out, blo, n, values, buf, False)
-        return bad
     for blo in range(lo, hi, BLOCK):
         n = min(BLOCK, hi - blo)
-        if seeded:
+        if sr and seeded:
             draw(buf, key0, key1, base + blo, n, k[SR_SHIFT])
-        else:
+        elif sr:
             buf[:n] = u[blo:blo + n]
         if n == BLOCK:
-            bad += _span(x, k, P, out, blo, BLOCK, values, buf, True)
+            bad += _span(x, k, P, out, blo, BLOCK, values, buf, sr)
         else:
-            bad += _span(x, k, P, out, blo, n, values, buf, True)
+            bad += _span(x, k, P, out, blo, n, values, buf, sr)
     return bad
 
 

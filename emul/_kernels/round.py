@@ -281,6 +281,7 @@ def round_parts(sign, mag, e, special, u, P):
 # Input kinds of the general kernels, which read every input as its 64 bits (one compiled
 # signature instead of one per input and output dtype: each costs seconds of compile).
 IN_FLOAT64, IN_INT64, IN_UINT64 = 0, 1, 2
+IN_KIND = {"f": IN_FLOAT64, "i": IN_INT64, "u": IN_UINT64}  # by the numpy dtype's kind
 
 
 @njit(inline="always")
