@@ -56,8 +56,8 @@ def single_thread_below(work: int, threshold: int):
 
 
 def run_slices(call, n, threads=None, align=1):
-    """``call(lo, hi)`` over slices [lo, hi) of [0, n) that together cover it, one slice per thread
-    on the thread pool; returns the results in slice order. Each slice must be independent of the
+    """``call(lo, hi)`` over slices [lo, hi) of [0, n) that together cover it, one slice per thread:
+    the calling thread's and the thread pool's; returns the results in slice order. Each slice must be independent of the
     others. ``threads``: at most this many (default: Numba's thread count, which
     single_thread_below lowers for small jobs); ``align``: slice starts are multiples of it."""
     import numba
@@ -67,11 +67,33 @@ def run_slices(call, n, threads=None, align=1):
         return [call(0, n)]
     step = -(-n // threads)
     step += -step % align
-    jobs = [pool().submit(call, lo, min(lo + step, n)) for lo in range(0, n, step)]
-    return [j.result() for j in jobs]
+    jobs = [pool().submit(call, lo, min(lo + step, n)) for lo in range(step, n, step)]
+    first = call(0, min(step, n))  # the calling thread takes the first slice: one wake-up fewer
+    return [first] + [j.result() for j in jobs]
 
 
 def run_rows(kernel, args, rows):
     """``kernel(*args, *(a[lo:hi] for a in rows))`` over slices of the first axis of the arrays
     ``rows`` (all of one length), as run_slices; returns the kernel's results in slice order."""
     return run_slices(lambda lo, hi: kernel(*args, *(a[lo:hi] for a in rows)), len(rows[0]))
+
+
+def prefault(out):
+    """Write one byte per MiB of the fresh array ``out`` on the calling thread, so that its pages
+    (transparent huge pages where the system gives them) are faulted in before several threads
+    write it. Two threads faulting huge pages of one fresh array at once ran for tens of calls at
+    ~470 M elements/s on the 2-core machine of bench/quantize.py (f64 -> bf16, 16 M elements; a
+    kernel that does no rounding at all did the same), against ~3000 when the calling thread has
+    faulted them first (which costs ~10% when the slow phase does not strike). Only speed depends
+    on this: the kernels overwrite every byte."""
+    out.reshape(-1).view("uint8")[::1 << 20] = 0
+
+
+def threads_pay() -> bool:
+    """Whether a large call should use Numba's threads: more than one thread is set and the
+    machine has a core to spare (:func:`spare_cores`). On an oversubscribed
+    machine a parallel region waits for descheduled threads and measured 10-17x slower than one
+    thread. Only speed depends on this, never a result."""
+    import numba
+
+    return numba.get_num_threads() >= 2 and spare_cores() >= 1

@@ -12,7 +12,8 @@ import functools
 import numpy as np
 
 from ._params import kernel_params, resolve
-from ._threads import run_slices, single_thread_below, spare_cores
+from ._threads import prefault, run_slices, single_thread_below
+from ._threads import threads_pay as _threads_pay
 from ._validate import numeric_array, random_words
 from .formats import ExpFormat, FixedFormat, FloatFormat, format as as_format
 from .rounding import Rounding
@@ -288,7 +289,7 @@ def _fast(route, kernel, src, C, P, sr, u, seeded, seed, key, dst, threads):
         def call(lo, hi):
             return kernel(src[lo:hi], C, dst[lo:hi])
     if threads:
-        _prefault(dst)
+        prefault(dst)
     counts = run_slices(call, n, None if threads else 1, align=SLICE_ALIGN)
     if route in ("fixed", "fixed64", "fixedint"):
         return sum(c[0] for c in counts), sum(c[1] for c in counts)
@@ -301,17 +302,6 @@ def _key_words(seed, key):
 
     k = _random._as_key(key=key, seed=seed)
     return np.uint32(k[0]), np.uint32(k[1])
-
-
-def _prefault(out):
-    """Write one byte per MiB of the fresh array ``out`` on the calling thread, so that its pages
-    (transparent huge pages where the system gives them) are faulted in before several threads
-    write it. Two threads faulting huge pages of one fresh array at once ran for tens of calls at
-    ~470 M elements/s on the 2-core machine of bench/quantize.py (f64 -> bf16, 16 M elements; a
-    kernel that does no rounding at all did the same), against ~3000 when the calling thread has
-    faulted them first (which costs ~10% when the slow phase does not strike). Only speed depends
-    on this: the kernels overwrite every byte."""
-    out.reshape(-1).view(np.uint8)[::1 << 20] = 0
 
 
 def _int_to_odd(flat):
@@ -330,16 +320,6 @@ def _fixed_values(codes, fmt, out_dtype):
     out = np.empty(codes.size, out_dtype)
     F.fixed_values(codes, np.int64(1 << (fmt.bits - 1) if fmt.signed else 0), np.float64(2.0 ** -fmt.frac), out)
     return out
-
-
-def _threads_pay() -> bool:
-    """Whether a large call should use Numba's threads: more than one thread is set and the
-    machine has a core to spare (:func:`emul._threads.spare_cores`). On an oversubscribed
-    machine a parallel region waits for descheduled threads and measured 10-17x slower than one
-    thread. Only speed depends on this, never a result."""
-    import numba
-
-    return numba.get_num_threads() >= 2 and spare_cores() >= 1
 
 
 _NO_WORDS = np.zeros(1, np.uint32)  # the kernels' word argument when there are no words (never written)

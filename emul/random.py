@@ -103,16 +103,27 @@ def _pairs(k, first, n):
     return out
 
 
+_BITS_THREADS_MIN = 1 << 19  # words: below this one thread (waking a pool thread costs ~60-80 us here)
+
+
 def _bits_flat(k, n):
     """``uint32[n]`` of Threefry bits for a normalised key ``k`` (``numpy.uint32[2]``).
 
     Word i is ``y0 ^ y1`` of ``threefry2x32(k, (i >> 32, i & 0xFFFFFFFF))``; this is
-    ``bits(k, n)`` without validation, for other modules' wrappers.
+    ``bits(k, n)`` without validation, for other modules' wrappers. Large calls fill slices of
+    the array on the thread pool (each word depends only on its index, so the split never
+    changes a word).
     """
-    out = np.empty(n, dtype=np.uint32)
     from ._kernels import threefry as _k  # Numba loads on first use
+    from ._threads import prefault, run_slices, threads_pay
 
-    _k.threefry_bits(k[0], k[1], out)
+    out = np.empty(n, dtype=np.uint32)
+    threads = n >= _BITS_THREADS_MIN and threads_pay()
+    if threads:
+        prefault(out)
+    k0, k1 = k[0], k[1]
+    run_slices(lambda lo, hi: _k.threefry_bits(k0, k1, out[lo:hi], lo), n, None if threads else 1,
+               align=_k.BITS_BLOCK)
     return out
 
 

@@ -138,7 +138,10 @@ def test_as_key_seed_and_copy():
     assert _as_key(k) is not k
 
 
-def test_bits_independent_of_thread_count():
+def test_bits_independent_of_thread_count(monkeypatch):
+    import emul._threads as T
+
+    monkeypatch.setattr(T, "threads_pay", lambda: True)  # (also on a busy machine)
     k = er.key(99)
     n = (1 << 20) + 3
     before = numba.get_num_threads()
@@ -151,6 +154,19 @@ def test_bits_independent_of_thread_count():
         numba.set_num_threads(before)
     for r in results[1:]:
         np.testing.assert_array_equal(r, results[0])
+
+
+def test_bits_kernel_counters_cross_2_32():
+    """A slice told its first counter (as the threads are) makes the words of those counters,
+    across a multiple of 2**32 (the counter's high word changes there), as threefry2x32 does."""
+    from emul._kernels import threefry as K
+
+    k = er.key(7)
+    first = 2**32 - K.BITS_BLOCK
+    out = np.empty(2 * K.BITS_BLOCK + 5, np.uint32)
+    K.threefry_bits(k[0], k[1], out, first)
+    pairs = er._pairs(k, first, out.size)
+    np.testing.assert_array_equal(out, pairs[:, 0] ^ pairs[:, 1])
 
 
 # ----------------------------------------------------------------------------- key validation

@@ -165,24 +165,30 @@ def threefry_rows(W, nt, lo0, step, N, hi, k0, k1, shift):
 
     That is word ``hi * 2**32 + lo`` of ``emul.random.bits(k, n)`` (shifted) when no counter of the
     tile crosses a multiple of 2**32 (the caller checks that; ``hi`` is the same for all of them).
-    Each row ``tt`` is one loop over j in 32-bit lanes, and rows are done two at a time, so that
-    two independent Threefry chains are in flight per vector. ``shift`` < 32; W is uint32 with at
+    Each row ``tt`` is one loop over j in 32-bit lanes, and rows are done four at a time, so that
+    four independent Threefry chains are in flight per vector (one row at a time: 0.65 ns/word on
+    one thread, AVX-512; two: 0.57; four: 0.47; eight: 0.51). ``shift`` < 32; W is uint32 with at
     least nt rows and N columns."""
     tt = 0
-    while tt + 2 <= nt:
+    while tt + 4 <= nt:
         r0 = W[tt]
         r1 = W[tt + 1]
+        r2 = W[tt + 2]
+        r3 = W[tt + 3]
         c = add(lo0, tt)
         for j in range(N):
             lo = add(c, mul(j, step))
             r0[j] = shr(threefry_word(k0, k1, hi, lo), shift)
             r1[j] = shr(threefry_word(k0, k1, hi, add(lo, 1)), shift)
-        tt += 2
-    if tt < nt:
+            r2[j] = shr(threefry_word(k0, k1, hi, add(lo, 2)), shift)
+            r3[j] = shr(threefry_word(k0, k1, hi, add(lo, 3)), shift)
+        tt += 4
+    while tt < nt:
         r0 = W[tt]
         c = add(lo0, tt)
         for j in range(N):
             r0[j] = shr(threefry_word(k0, k1, hi, add(c, mul(j, step))), shift)
+        tt += 1
 
 
 __all__ = ["add", "sub", "mul", "and_", "or_", "xor", "shl", "shr", "rotl", "smin", "ult", "eq", "select",
