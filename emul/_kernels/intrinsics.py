@@ -158,7 +158,7 @@ def threefry_word(k0, k1, hi, lo):
     return xor(y0, y1)
 
 
-@njit(inline="always")
+@njit(cache=True, nogil=True)
 def threefry_rows(W, nt, lo0, step, N, hi, k0, k1, shift):
     """Fill a tile of Threefry words: for tt < nt and j < N,
     ``W[tt, j] = threefry_word(k0, k1, hi, (lo0 + tt + j * step) mod 2**32) >> shift``.
@@ -168,7 +168,9 @@ def threefry_rows(W, nt, lo0, step, N, hi, k0, k1, shift):
     Each row ``tt`` is one loop over j in 32-bit lanes, and rows are done four at a time, so that
     four independent Threefry chains are in flight per vector (one row at a time: 0.65 ns/word on
     one thread, AVX-512; two: 0.57; four: 0.47; eight: 0.51). ``shift`` < 32; W is uint32 with at
-    least nt rows and N columns."""
+    least nt rows and N columns. Compiled once and called (not inlined: four chains wide, it adds
+    seconds to the compile of each kernel it is inlined into); callers pass nt and N as int64 and
+    the rest as uint32, so that one signature serves them."""
     tt = 0
     while tt + 4 <= nt:
         r0 = W[tt]

@@ -91,8 +91,8 @@ def fill_words(W, nt, base, t0, N, T, k0, k1, shift, gen, u):
         first = base + t0
         last = first + (N - 1) * T + nt - 1
         if (first >> 32) == (last >> 32):
-            threefry_rows(W, nt, _U32(first & 0xFFFFFFFF), _U32(T & 0xFFFFFFFF), N, _U32(first >> 32),
-                          k0, k1, shift)
+            threefry_rows(W, np.int64(nt), _U32(first & 0xFFFFFFFF), _U32(T & 0xFFFFFFFF), np.int64(N),
+                          _U32(first >> 32), _U32(k0), _U32(k1), _U32(shift))
         else:
             for tt in range(nt):
                 for j in range(N):
