@@ -56,10 +56,11 @@ def single_thread_below(work: int, threshold: int):
 
 
 def run_slices(call, n, threads=None, align=1):
-    """``call(lo, hi)`` over slices [lo, hi) of [0, n) that together cover it, one slice per thread:
-    the calling thread's and the thread pool's; returns the results in slice order. Each slice must be independent of the
-    others. ``threads``: at most this many (default: Numba's thread count, which
-    single_thread_below lowers for small jobs); ``align``: slice starts are multiples of it."""
+    """``call(lo, hi)`` over slices [lo, hi) of [0, n) that together cover it, one slice per
+    thread: the first on the calling thread, the others on the thread pool; returns the results in
+    slice order. Each slice must be independent of the others. ``threads``: at most this many
+    (default: Numba's thread count, which single_thread_below lowers for small jobs); ``align``:
+    slice starts are multiples of it."""
     import numba
 
     threads = min(numba.get_num_threads() if threads is None else threads, n)
@@ -67,8 +68,13 @@ def run_slices(call, n, threads=None, align=1):
         return [call(0, n)]
     step = -(-n // threads)
     step += -step % align
+    from concurrent.futures import wait
+
     jobs = [pool().submit(call, lo, min(lo + step, n)) for lo in range(step, n, step)]
-    first = call(0, min(step, n))  # the calling thread takes the first slice: one wake-up fewer
+    try:
+        first = call(0, min(step, n))  # the calling thread takes the first slice: one wake-up fewer
+    finally:
+        wait(jobs)  # no slice is still running when this returns or raises
     return [first] + [j.result() for j in jobs]
 
 
@@ -91,9 +97,9 @@ def prefault(out):
 
 def threads_pay() -> bool:
     """Whether a large call should use Numba's threads: more than one thread is set and the
-    machine has a core to spare (:func:`spare_cores`). On an oversubscribed
-    machine a parallel region waits for descheduled threads and measured 10-17x slower than one
-    thread. Only speed depends on this, never a result."""
+    machine has a core to spare (:func:`spare_cores`). On an oversubscribed machine a parallel
+    region waits for descheduled threads and measured 10-17x slower than one thread. Only speed
+    depends on this, never a result."""
     import numba
 
     return numba.get_num_threads() >= 2 and spare_cores() >= 1

@@ -1,6 +1,7 @@
-"""The stochastic-rounding words of a span of elements, drawn from the Threefry counter: one inline
-loop shared by the vectorised encode kernels (:mod:`emul._kernels.fast_f32`,
-:mod:`emul._kernels.fast_f64`, :mod:`emul._kernels.fast_fixed`)."""
+"""The stochastic-rounding words of a span of elements, drawn from the Threefry counter: one
+compiled loop shared by the vectorised encode kernels (:mod:`emul._kernels.fast_f32`,
+:mod:`emul._kernels.fast_f64`, :mod:`emul._kernels.fast_fixed`) and ``emul.random.bits``
+(:func:`emul._kernels.threefry.threefry_bits`)."""
 
 import numpy as np
 from numba import njit

@@ -58,7 +58,7 @@ def threefry2x32(k0, k1, x0, x1):
     return _U32(x0 + k2), _U32(x1 + k0 + _U32(5))
 
 
-BITS_BLOCK = 1 << 16  # words per prange block (a divisor of 2**32: no block crosses a multiple of it)
+BITS_BLOCK = 1 << 16  # words per draw call (a divisor of 2**32: no block crosses a multiple of it)
 
 
 @njit(cache=True, nogil=True)
@@ -67,7 +67,7 @@ def threefry_bits(k0, k1, out, first):
 
     ``out`` is a 1-D uint32 array; each word depends only on its counter, so slices of one array
     can be filled on several threads (``first`` a multiple of BITS_BLOCK). The words are made in
-    blocks that never cross a multiple of 2**32 by the encode kernels' inline loop (draw.draw:
+    blocks that never cross a multiple of 2**32 by the SR encode kernels' word loop (draw.draw:
     32-bit vector lanes, four chains in flight), ~1.4x faster per word than this module's scalar
     threefry2x32.
     """
