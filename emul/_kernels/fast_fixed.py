@@ -44,7 +44,7 @@ selects only, so the loops vectorise: float32 inputs in 32-bit lanes (see
 
 SR words: ``random_bits`` arrive as a flat uint32 array; for ``seed``/``key`` element ``i`` uses
 ``bits(key, (n,))[i] >> (32 - r)`` (Threefry-2x32 of the counter ``(i >> 32, i mod 2**32)``, drawn
-in 32-bit lanes: :func:`emul._kernels.intrinsics.threefry_word`), as
+per span in 32-bit lanes by :func:`emul._kernels.draw.draw`), as
 :func:`emul._kernels.round.round_seeded` does. Inputs are processed in ``CHUNK``-element spans (a
 span never crosses a multiple of 2**32, so the counter's high word is one per span).
 
@@ -61,7 +61,7 @@ from numba.extending import overload
 from . import slots as K
 from .fast_arith import sel
 from .draw import draw
-from .intrinsics import add, and_, eq, or_, select, shl, shr, sub, threefry_word, ult, xor
+from .intrinsics import add, and_, eq, or_, select, shl, shr, sub, ult, xor
 
 (FS, MAXRAW, NEGMAG, BMASK, NEAR, K0, KS, KL, SYM, SYMC, SAT_POS, SAT_NEG, WRAP, WRAP_SM, TOPB,
  INF_POS, INF_NEG, SR_R, SR_MASK, SR_XP, SR_XN, SR_SHIFT) = range(22)
@@ -206,18 +206,15 @@ def _span(x, k, out):
 @njit(inline="always")
 def _span_sr(x, k, out, u, key0, key1, seeded, base):
     """out[:] = codes of x[:] under SR: words u[j], or the threefry words of elements base + j
-    (seeded; base + x.size never crosses a multiple of 2**32)."""
+    (seeded: drawn into a buffer first; base + x.size never crosses a multiple of 2**32)."""
     if seeded:
-        hi = np.uint32(base >> 32)
-        lo = np.uint32(base & 0xFFFFFFFF)
-        for j in range(x.size):
-            i = np.uintp(j)
-            w = shr(threefry_word(key0, key1, hi, add(lo, i)), k[SR_SHIFT])
-            out[i] = code_of(x[i], k, True, w)
+        w = np.empty(x.size, np.uint32)
+        draw(w, key0, key1, base, x.size, k[SR_SHIFT])
     else:
-        for j in range(x.size):
-            i = np.uintp(j)
-            out[i] = code_of(x[i], k, True, u[i])
+        w = u
+    for j in range(x.size):
+        i = np.uintp(j)
+        out[i] = code_of(x[i], k, True, w[i])
 
 
 @njit(cache=True, nogil=True)
