@@ -36,6 +36,7 @@ from numba.extending import intrinsic, overload
 
 from .fast_accumulate import (_ABS, _ROW_EHI, _ROW_ELO, _U0, _U1, F_DOWN, F_SR, F_SRBITS, F_SRCMP, RULE_SAT, RULE_WRAP,
                               _f2u, _fma, _step, _u2f, _unpack, _unpack_rne, fround, xstep)
+from .sr_accumulate import fill_words
 from .threefry import threefry2x32
 
 LANES = 32  # rows side by side (sequential, chunked)
@@ -445,10 +446,8 @@ def rowwise_float(A, B, init, order, chunk, Fa, Fo, Fp, Ra, Ro, has_prod, rne, k
                 te = _tile_end(t, T0 + nq, order, step_len)
                 nt = te - t
                 _transpose(P, t - T0, nt, stage)
-                if sr:
-                    for tt in range(nt):
-                        for j in range(n):
-                            W[tt, j] = _word((r0 + j) * T + t + tt, k0, k1, shift, gen, u)
+                if sr:  # W[tt, j] = word (r0 + j) * T + t + tt
+                    fill_words(W, nt, r0 * T, t, n, T, k0, k1, shift, gen, u)
                 _tile(sc, stage, W, nt, sr, rne, True, down, r, cmp, Pa, Qa, A, B, cur)
                 if order == 2 and (te % step_len == 0 or te == K):  # the chunk ends: one outer step
                     t_outer = K + (te - 1) // step_len  # words: the K chunk steps first, then the outer steps
