@@ -95,11 +95,11 @@ def prefault(out):
     out.reshape(-1).view("uint8")[::1 << 20] = 0
 
 
-def threads_pay() -> bool:
+def threads_pay(min_spare: float = 1.0) -> bool:
     """Whether a large call should use Numba's threads: more than one thread is set and the
-    machine has a core to spare (:func:`spare_cores`). On an oversubscribed machine a parallel
-    region waits for descheduled threads and measured 10-17x slower than one thread. Only speed
-    depends on this, never a result."""
+    machine has at least ``min_spare`` cores to spare (:func:`spare_cores`). On an oversubscribed
+    machine a parallel region waits for descheduled threads and measured 10-17x slower than one
+    thread. Only speed depends on this, never a result."""
     import numba
 
-    return numba.get_num_threads() >= 2 and spare_cores() >= 1
+    return numba.get_num_threads() >= 2 and spare_cores() >= min_spare

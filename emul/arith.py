@@ -20,7 +20,7 @@ from fractions import Fraction
 import numpy as np
 
 from ._lazy import LazyModule
-from ._threads import pool, run_slices, single_thread_below, spare_cores
+from ._threads import pool, run_slices, single_thread_below, threads_pay
 K = LazyModule("emul._kernels.arith")
 KR = LazyModule("emul._kernels.round")
 W = LazyModule("emul._kernels.wide")
@@ -174,10 +174,10 @@ _SPANS_PER_THREAD = 4
 
 def _threads_pay() -> bool:
     """Whether a large call should use more than one thread: at least half a core to spare
-    (:func:`emul._threads.spare_cores`). Measured on 2 cores with the 1-minute load average, bf16
+    (:func:`emul._threads.threads_pay`). Measured on 2 cores with the 1-minute load average, bf16
     add of 1 M elements, medians of 40 alternating calls: at load 6, 155 M/s on 2 threads vs 427 M/s
     on one; at load 1.2, 629 M/s vs 437 M/s. Only speed depends on this, never a result."""
-    return spare_cores() >= 0.5
+    return threads_pay(0.5)
 
 
 def _chunked(kernel, args, n):
